@@ -1,0 +1,660 @@
+"""Open-loop HTTP/1.1 load generator for loopback restart benchmarks.
+
+Every request has an id and a scheduled send time on a fixed-rate schedule
+(``t0 + id / rate``).  Latency is measured from the *scheduled* time, not from
+when the generator got round to sending, so a stalled server (or a stalled
+generator) shows up as latency instead of silently thinning the load
+(no coordinated omission).
+
+Default workload: a new TCP connection per request,
+``GET / HTTP/1.1`` with ``Connection: close``; the response is read to
+Content-Length (or EOF) and the status line parsed.  ``keepalive=True`` reuses
+a small pool of persistent connections instead (a request waits for an idle
+connection when all are busy; that wait counts as latency).
+
+Everything is bounded: at most ``rate * duration`` (or ``max_requests``)
+requests, each bounded by ``timeout``, and the whole run by
+``duration + timeout + 2 s``.
+
+Outcomes (one per request):
+
+* ``ok``       -- 2xx response, complete.
+* ``refused``  -- ECONNREFUSED (nobody listening).
+* ``reset``    -- ECONNRESET, EPIPE, or the connection closed before a
+  complete response ("short").
+* ``timeout``  -- no complete response within ``timeout`` of the send.
+* ``lost``     -- scheduled but never sent (the run was cut short), or a
+  non-2xx status (kind ``http_<code>``).
+* ``error``    -- any other OS error (kind = errno name, e.g. ``EMFILE``).
+
+Times are ``time.monotonic()`` seconds (asyncio's default loop clock), so a
+harness can align its own restart triggers with ``Record.scheduled``.
+
+Usage::
+
+    res = loadgen.run("127.0.0.1", 8080, rate=1000, duration=5)
+    print(res.summary())
+    h = loadgen.start("127.0.0.1", 8080, rate=1000, duration=30)
+    ...  # trigger restarts, remember time.monotonic() of each trigger
+    res = h.result()
+    loadgen.window_stats(res, [(t, t + 1.0) for t in triggers])
+"""
+
+from __future__ import annotations
+
+import array
+import asyncio
+import bisect
+import contextlib
+import errno
+import math
+import re
+import resource
+import socket
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+__all__ = [
+    "OUTCOMES",
+    "Handle",
+    "Record",
+    "Result",
+    "Stats",
+    "added_latency",
+    "percentiles",
+    "run",
+    "run_async",
+    "start",
+    "steady_stats",
+    "window_stats",
+]
+
+OUTCOMES = ("ok", "refused", "reset", "timeout", "lost", "error")
+_OK, _REFUSED, _RESET, _TIMEOUT, _LOST, _ERROR = range(6)
+_UNSENT = -1  # placeholder before a request finishes
+
+_MAX_RESPONSE = 1 << 20
+_PID_HEADER = re.compile(rb"^x-(?:server-)?pid:\s*(\d+)\s*$", re.IGNORECASE | re.MULTILINE)
+_PID_BODY = re.compile(rb"\bpid\W{0,3}(\d+)", re.IGNORECASE)
+_CONTENT_LENGTH = re.compile(rb"^content-length:\s*(\d+)\s*$", re.IGNORECASE | re.MULTILINE)
+_CONN_CLOSE = re.compile(rb"^connection:\s*close\s*$", re.IGNORECASE | re.MULTILINE)
+
+
+class Record(NamedTuple):
+    """One request: what was planned and what happened."""
+
+    id: int
+    scheduled: float  # time.monotonic() of the planned send
+    latency_s: float | None  # scheduled -> complete response; None unless ok
+    outcome: str  # one of OUTCOMES
+    status: int  # HTTP status, 0 if none
+    pid: int  # server pid from X-Pid header or "pid=" body, 0 if none
+    send_lag_s: float  # actual send - scheduled (generator + queueing delay); nan if unsent
+
+
+@dataclass
+class Result:
+    """Counts and per-request records of one run (columnar, cheap at 10^6 requests)."""
+
+    rate: float
+    duration: float
+    keepalive: bool
+    t0: float  # monotonic time of request 0's schedule
+    wall: float  # seconds from first schedule to the end of the run
+    sent: int = 0
+    ok: int = 0
+    refused: int = 0
+    reset: int = 0
+    timeout: int = 0
+    lost: int = 0
+    error: int = 0
+    errors: dict[str, int] = field(default_factory=dict)  # kind -> count, failures only
+    scheduled: array.array[float] = field(default_factory=lambda: array.array("d"))
+    latency: array.array[float] = field(default_factory=lambda: array.array("d"))  # nan = none
+    outcome: array.array[int] = field(default_factory=lambda: array.array("b"))
+    status: array.array[int] = field(default_factory=lambda: array.array("h"))
+    pid: array.array[int] = field(default_factory=lambda: array.array("l"))
+    send_lag: array.array[float] = field(default_factory=lambda: array.array("d"))
+    cpu_s: float = 0.0  # generator process CPU time (user+sys) during the run
+
+    @property
+    def total(self) -> int:
+        """Number of requests scheduled."""
+        return len(self.scheduled)
+
+    @property
+    def failed(self) -> int:
+        """Every request that did not end ``ok``."""
+        return self.total - self.ok
+
+    @property
+    def records(self) -> Iterator[Record]:
+        """Per-request records in id order."""
+        for i in range(len(self.scheduled)):
+            lat = self.latency[i]
+            yield Record(
+                i,
+                self.scheduled[i],
+                None if math.isnan(lat) else lat,
+                OUTCOMES[self.outcome[i]],
+                self.status[i],
+                self.pid[i],
+                self.send_lag[i],
+            )
+
+    def latencies(self) -> list[float]:
+        """Latencies (seconds) of the ok requests."""
+        return [x for x in self.latency if not math.isnan(x)]
+
+    def percentiles(self) -> dict[str, float]:
+        """p50/p99/p99.9/max of ok-request latency, in seconds (nan if none)."""
+        return percentiles(self.latencies())
+
+    def pids(self) -> dict[int, int]:
+        """Server pid -> number of ok responses it gave (0 = pid not reported)."""
+        out: dict[int, int] = {}
+        for o, p in zip(self.outcome, self.pid, strict=True):
+            if o == _OK:
+                out[p] = out.get(p, 0) + 1
+        return out
+
+    def summary(self) -> dict[str, Any]:
+        """Plain-dict summary (counts, latency percentiles in ms, generator lag)."""
+        pct = self.percentiles()
+        lag = percentiles([x for x in self.send_lag if not math.isnan(x)])
+        return {
+            "rate": self.rate,
+            "duration": self.duration,
+            "keepalive": self.keepalive,
+            "total": self.total,
+            "sent": self.sent,
+            "ok": self.ok,
+            "refused": self.refused,
+            "reset": self.reset,
+            "timeout": self.timeout,
+            "lost": self.lost,
+            "error": self.error,
+            "errors": dict(self.errors),
+            "latency_ms": _ms(pct),
+            "send_lag_ms": _ms(lag),
+            "achieved_rate": self.sent / self.wall if self.wall > 0 else 0.0,
+            "cpu_s": self.cpu_s,
+        }
+
+
+def _ms(pct: dict[str, float]) -> dict[str, float]:
+    return {k: (v if k == "n" else v * 1e3) for k, v in pct.items()}
+
+
+def percentiles(values: Iterable[float]) -> dict[str, float]:
+    """p50, p99, p99.9 and max of ``values`` (nearest-rank); nan for an empty input."""
+    xs = sorted(values)
+    if not xs:
+        nan = math.nan
+        return {"n": 0, "p50": nan, "p99": nan, "p99.9": nan, "max": nan}
+
+    def rank(q: float) -> float:
+        return xs[min(len(xs) - 1, max(0, math.ceil(q / 100.0 * len(xs)) - 1))]
+
+    return {"n": len(xs), "p50": rank(50), "p99": rank(99), "p99.9": rank(99.9), "max": xs[-1]}
+
+
+@dataclass(frozen=True)
+class Stats:
+    """Outcome counts and ok-latency percentiles (seconds) of a subset of requests."""
+
+    total: int
+    counts: dict[str, int]
+    latency: dict[str, float]
+
+    @property
+    def failed(self) -> int:
+        return self.total - self.counts.get("ok", 0)
+
+
+def _merge(windows: Sequence[tuple[float, float]]) -> tuple[list[float], list[float]]:
+    starts: list[float] = []
+    ends: list[float] = []
+    for a, b in sorted(windows):
+        if b <= a:
+            continue
+        if starts and a <= ends[-1]:
+            ends[-1] = max(ends[-1], b)
+        else:
+            starts.append(a)
+            ends.append(b)
+    return starts, ends
+
+
+def _select(result: Result, windows: Sequence[tuple[float, float]], inside: bool) -> Stats:
+    starts, ends = _merge(windows)
+    counts = dict.fromkeys(OUTCOMES, 0)
+    lats: list[float] = []
+    total = 0
+    for s, o, lat in zip(result.scheduled, result.outcome, result.latency, strict=True):
+        k = bisect.bisect_right(starts, s) - 1
+        hit = k >= 0 and s < ends[k]
+        if hit != inside:
+            continue
+        total += 1
+        counts[OUTCOMES[o]] += 1
+        if not math.isnan(lat):
+            lats.append(lat)
+    return Stats(total, counts, percentiles(lats))
+
+
+def window_stats(result: Result, windows: list[tuple[float, float]]) -> Stats:
+    """Stats of the requests *scheduled* inside any of ``windows`` ([start, end) monotonic)."""
+    return _select(result, windows, True)
+
+
+def steady_stats(result: Result, windows: list[tuple[float, float]]) -> Stats:
+    """Stats of the requests scheduled outside every window (the steady state)."""
+    return _select(result, windows, False)
+
+
+def added_latency(result: Result, windows: list[tuple[float, float]], *, q: str = "p99") -> float:
+    """Window ``q`` minus steady ``q`` in seconds ("added latency"; nan if either is empty)."""
+    return window_stats(result, windows).latency[q] - steady_stats(result, windows).latency[q]
+
+
+# --------------------------------------------------------------------------- I/O
+
+
+def _kind(exc: BaseException) -> tuple[int, str]:
+    if isinstance(exc, ConnectionRefusedError):
+        return _REFUSED, "ECONNREFUSED"
+    if isinstance(exc, ConnectionResetError):
+        return _RESET, "ECONNRESET"
+    if isinstance(exc, BrokenPipeError):
+        return _RESET, "EPIPE"
+    if isinstance(exc, TimeoutError):
+        return _TIMEOUT, "timeout"
+    if isinstance(exc, _Short):
+        return _RESET, "short"
+    if isinstance(exc, OSError) and exc.errno is not None:
+        return _ERROR, errno.errorcode.get(exc.errno, str(exc.errno))
+    return _ERROR, type(exc).__name__
+
+
+class _Short(Exception):
+    """The peer closed before a complete response."""
+
+
+def _parse_head(head: bytes) -> tuple[int, int | None, bool, int]:
+    """(status, content-length or None, connection-close, pid) from a response head."""
+    line, _, rest = head.partition(b"\r\n")
+    parts = line.split(None, 2)
+    if len(parts) < 2 or not parts[0].startswith(b"HTTP/") or not parts[1].isdigit():
+        raise _Short("bad status line")
+    m = _CONTENT_LENGTH.search(rest)
+    pm = _PID_HEADER.search(rest)
+    return (
+        int(parts[1]),
+        int(m.group(1)) if m else None,
+        bool(_CONN_CLOSE.search(rest)),
+        int(pm.group(1)) if pm else 0,
+    )
+
+
+class _Conn:
+    """A non-blocking socket plus its unread bytes."""
+
+    __slots__ = ("buf", "sock")
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buf = b""
+
+
+async def _read_response(
+    loop: asyncio.AbstractEventLoop, conn: _Conn, *, until_eof: bool
+) -> tuple[int, int, bool]:
+    """Read one response; return (status, pid, server wants close)."""
+    sock = conn.sock
+    buf = conn.buf
+    while True:
+        end = buf.find(b"\r\n\r\n")
+        if end >= 0:
+            break
+        if len(buf) > _MAX_RESPONSE:
+            raise _Short("response head too large")
+        chunk = await loop.sock_recv(sock, 65536)
+        if not chunk:
+            raise _Short("EOF before response head")
+        buf += chunk
+    status, length, close, pid = _parse_head(buf[:end])
+    body_start = end + 4
+    if length is None:
+        if not until_eof and not close:
+            raise _Short("no Content-Length on a keep-alive response")
+        while True:
+            chunk = await loop.sock_recv(sock, 65536)
+            if not chunk:
+                break
+            buf += chunk
+            if len(buf) > _MAX_RESPONSE:
+                raise _Short("response too large")
+        body = buf[body_start:]
+        conn.buf = b""
+        close = True
+    else:
+        while len(buf) - body_start < length:
+            chunk = await loop.sock_recv(sock, 65536)
+            if not chunk:
+                raise _Short("EOF inside body")
+            buf += chunk
+        body = buf[body_start : body_start + length]
+        conn.buf = buf[body_start + length :]
+    if not pid:
+        bm = _PID_BODY.search(body[:256])
+        if bm:
+            pid = int(bm.group(1))
+    return status, pid, close
+
+
+class _Target:
+    __slots__ = ("addr", "family", "request")
+
+    def __init__(
+        self, host: str, port: int, unix_path: str | None, request: bytes | None, ka: bool
+    ) -> None:
+        if unix_path is not None:
+            self.family = socket.AF_UNIX
+            self.addr: Any = unix_path
+        else:
+            info = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+            self.family = info[0]
+            self.addr = info[4]
+        if request is None:
+            conn = b"keep-alive" if ka else b"close"
+            request = b"GET / HTTP/1.1\r\nHost: x\r\nX-Req-Id: {id}\r\nConnection: %s\r\n\r\n" % (
+                conn
+            )
+        self.request = request
+
+    def payload(self, rid: int) -> bytes:
+        if b"{id}" in self.request:
+            return self.request.replace(b"{id}", str(rid).encode())
+        return self.request
+
+
+async def _connect(loop: asyncio.AbstractEventLoop, target: _Target) -> _Conn:
+    sock = socket.socket(target.family, socket.SOCK_STREAM)
+    try:
+        sock.setblocking(False)
+        if target.family != socket.AF_UNIX:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        await loop.sock_connect(sock, target.addr)
+    except BaseException:
+        sock.close()
+        raise
+    return _Conn(sock)
+
+
+class _Pool:
+    """Keep-alive connections: at most ``size`` open, idle ones reused LIFO."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.idle: list[_Conn] = []
+        self.open = 0
+        self.cond = asyncio.Condition()
+
+    async def acquire(self, loop: asyncio.AbstractEventLoop, target: _Target) -> _Conn:
+        async with self.cond:
+            while not self.idle and self.open >= self.size:
+                await self.cond.wait()
+            if self.idle:
+                return self.idle.pop()
+            self.open += 1
+        try:
+            return await _connect(loop, target)
+        except BaseException:
+            await self.discard(None)
+            raise
+
+    async def release(self, conn: _Conn) -> None:
+        async with self.cond:
+            self.idle.append(conn)
+            self.cond.notify()
+
+    async def discard(self, conn: _Conn | None) -> None:
+        if conn is not None:
+            conn.sock.close()
+        async with self.cond:
+            self.open -= 1
+            self.cond.notify()
+
+    def close(self) -> None:
+        for c in self.idle:
+            c.sock.close()
+        self.idle.clear()
+
+
+async def _one(
+    loop: asyncio.AbstractEventLoop,
+    target: _Target,
+    res: Result,
+    rid: int,
+    timeout: float,
+    pool: _Pool | None,
+) -> None:
+    sched = res.scheduled[rid]
+    res.send_lag[rid] = loop.time() - sched
+    res.sent += 1
+    conn: _Conn | None = None
+    reusable = False
+    try:
+        async with asyncio.timeout(timeout):
+            if pool is None:
+                conn = await _connect(loop, target)
+            else:
+                conn = await pool.acquire(loop, target)
+            await loop.sock_sendall(conn.sock, target.payload(rid))
+            status, pid, close = await _read_response(loop, conn, until_eof=pool is None)
+        now = loop.time()
+        res.status[rid] = status
+        res.pid[rid] = pid
+        if 200 <= status < 300:
+            res.outcome[rid] = _OK
+            res.latency[rid] = now - sched
+            res.ok += 1
+        else:
+            res.outcome[rid] = _LOST
+            res.lost += 1
+            k = f"http_{status}"
+            res.errors[k] = res.errors.get(k, 0) + 1
+        reusable = pool is not None and not close
+    except Exception as exc:
+        code, kind = _kind(exc)
+        res.outcome[rid] = code
+        res.errors[kind] = res.errors.get(kind, 0) + 1
+        if code == _REFUSED:
+            res.refused += 1
+        elif code == _RESET:
+            res.reset += 1
+        elif code == _TIMEOUT:
+            res.timeout += 1
+        else:
+            res.error += 1
+    finally:
+        if pool is None:
+            if conn is not None:
+                conn.sock.close()
+        elif conn is not None:
+            if reusable:
+                await pool.release(conn)
+            else:
+                await pool.discard(conn)
+
+
+def _raise_nofile(need: int) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < need:
+        new = need if hard == resource.RLIM_INFINITY else min(need, hard)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+
+
+async def run_async(
+    host: str,
+    port: int,
+    *,
+    rate: float,
+    duration: float,
+    keepalive: bool = False,
+    timeout: float = 2.0,
+    request: bytes | None = None,
+    unix_path: str | None = None,
+    max_requests: int | None = None,
+    pool_size: int = 50,
+    stop: asyncio.Event | None = None,
+    start_at: float | None = None,
+) -> Result:
+    """Run the open-loop schedule on the running loop and return the Result.
+
+    ``stop`` (an Event) ends the schedule early: requests whose time has not come
+    are dropped from the run (not counted), the in-flight ones finish.
+    ``start_at`` is the monotonic time of request 0 (default: now + 10 ms).
+    """
+    if rate <= 0 or duration < 0 or timeout <= 0:
+        raise ValueError(f"need rate > 0, duration >= 0, timeout > 0: {rate!r} {duration!r}")
+    loop = asyncio.get_running_loop()
+    n = math.ceil(rate * duration)
+    if max_requests is not None:
+        n = min(n, max_requests)
+    target = _Target(host, port, unix_path, request, keepalive)
+    _raise_nofile(int(rate * timeout * 1.5) + pool_size + 256)
+    t0 = start_at if start_at is not None else loop.time() + 0.01
+    interval = 1.0 / rate
+    res = Result(rate=rate, duration=duration, keepalive=keepalive, t0=t0, wall=0.0)
+    nan = math.nan
+    res.scheduled = array.array("d", (t0 + i * interval for i in range(n)))
+    res.latency = array.array("d", [nan]) * n
+    res.send_lag = array.array("d", [nan]) * n
+    res.outcome = array.array("b", [_UNSENT]) * n
+    res.status = array.array("h", [0]) * n
+    res.pid = array.array("l", [0]) * n
+    pool = _Pool(pool_size) if keepalive else None
+    tasks: set[asyncio.Task[None]] = set()
+    cpu0 = time.process_time()
+    deadline = t0 + duration + timeout + 2.0
+    i = 0
+    try:
+        while i < n:
+            if stop is not None and stop.is_set():
+                break
+            now = loop.time()
+            if now > deadline:
+                break
+            while i < n and res.scheduled[i] <= now:
+                t = loop.create_task(_one(loop, target, res, i, timeout, pool))
+                tasks.add(t)
+                t.add_done_callback(tasks.discard)
+                i += 1
+            if i < n:
+                delay = res.scheduled[i] - loop.time()
+                if stop is None:
+                    await asyncio.sleep(max(0.0, delay))
+                else:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), max(0.0, delay))
+        if tasks:
+            await asyncio.wait(
+                set(tasks),
+                timeout=max(0.1, min(deadline, loop.time() + timeout + 1.0) - loop.time()),
+            )
+        for t in list(tasks):
+            t.cancel()
+        if tasks:
+            await asyncio.wait(set(tasks), timeout=1.0)
+    finally:
+        if pool is not None:
+            pool.close()
+    res.wall = loop.time() - t0
+    res.cpu_s = time.process_time() - cpu0
+    # Truncate a stopped run to what was scheduled; anything dispatched but
+    # unfinished (cancelled at the deadline) is a timeout; never dispatched = lost.
+    if i < n:
+        for arr in (res.scheduled, res.latency, res.send_lag, res.outcome, res.status, res.pid):
+            del arr[i:]
+    for j, o in enumerate(res.outcome):
+        if o == _UNSENT:
+            if math.isnan(res.send_lag[j]):
+                res.outcome[j] = _LOST
+                res.lost += 1
+                res.errors["unsent"] = res.errors.get("unsent", 0) + 1
+            else:
+                res.outcome[j] = _TIMEOUT
+                res.timeout += 1
+                res.errors["timeout"] = res.errors.get("timeout", 0) + 1
+    return res
+
+
+def run(host: str, port: int, **kwargs: Any) -> Result:
+    """Synchronous wrapper: run the schedule in a fresh event loop (see run_async)."""
+    return asyncio.run(run_async(host, port, **kwargs))
+
+
+class Handle:
+    """A load run in a background thread; ``stop()`` ends it early, ``result()`` joins."""
+
+    def __init__(self, host: str, port: int, kwargs: dict[str, Any]) -> None:
+        self._ready = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._result: Result | None = None
+        self._exc: BaseException | None = None
+        self.t0: float = math.nan  # monotonic time of request 0, valid once started
+        self._bound = float(kwargs.get("duration", 0)) + float(kwargs.get("timeout", 2.0)) + 15.0
+        self._thread = threading.Thread(
+            target=self._main, args=(host, port, kwargs), name="loadgen", daemon=True
+        )
+        self._thread.start()
+        if not self._ready.wait(10.0):
+            raise TimeoutError("load generator thread did not start")
+
+    def _main(self, host: str, port: int, kwargs: dict[str, Any]) -> None:
+        async def go() -> Result:
+            self._loop = asyncio.get_running_loop()
+            self._stop = asyncio.Event()
+            start_at = kwargs.pop("start_at", None)
+            self.t0 = start_at if start_at is not None else self._loop.time() + 0.01
+            self._ready.set()
+            return await run_async(host, port, stop=self._stop, start_at=self.t0, **kwargs)
+
+        try:
+            self._result = asyncio.run(go())
+        except BaseException as exc:
+            self._exc = exc
+        finally:
+            self._ready.set()
+
+    def stop(self) -> None:
+        """End the schedule now; in-flight requests still finish (bounded by timeout)."""
+        loop, ev = self._loop, self._stop
+        if loop is not None and ev is not None:
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(ev.set)
+
+    def result(self, timeout: float | None = None) -> Result:
+        """Wait for the run to end (default bound: its own deadline + 5 s) and return it."""
+        self._thread.join(timeout if timeout is not None else self._bound)
+        if self._thread.is_alive():
+            self.stop()
+            self._thread.join(10.0)
+            if self._thread.is_alive():
+                raise TimeoutError("load generator did not finish")
+        if self._exc is not None:
+            raise self._exc
+        assert self._result is not None
+        return self._result
+
+
+def start(host: str, port: int, **kwargs: Any) -> Handle:
+    """Run ``run_async(host, port, **kwargs)`` in a background thread; return its Handle."""
+    return Handle(host, port, dict(kwargs))
