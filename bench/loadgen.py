@@ -197,7 +197,7 @@ def percentiles(values: Iterable[float]) -> dict[str, float]:
         return {"n": 0, "p50": nan, "p99": nan, "p99.9": nan, "max": nan}
 
     def rank(q: float) -> float:
-        return xs[min(len(xs) - 1, max(0, math.ceil(q / 100.0 * len(xs)) - 1))]
+        return xs[min(len(xs) - 1, max(0, math.ceil(q * len(xs) / 100.0 - 1e-9) - 1))]
 
     return {"n": len(xs), "p50": rank(50), "p99": rank(99), "p99.9": rank(99.9), "max": xs[-1]}
 
