@@ -1,0 +1,11 @@
+"""``sdactivate run``: a supervisor that hands its sockets from one generation to the next.
+
+* :mod:`.machine` -- the decisions, a sans-I/O state machine (its invariants are at its top);
+* :mod:`.runner` -- the I/O shell: sockets, children, signals, timers, the manager;
+* :mod:`.control` -- the control socket ``sdactivate reload --pid PID`` talks to;
+* :mod:`.client` -- :func:`~.client.request_reload`, the caller's side of that socket.
+"""
+
+from __future__ import annotations
+
+__all__ = ["client", "control", "machine", "runner"]
