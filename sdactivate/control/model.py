@@ -1,0 +1,250 @@
+"""Pure part of the control commands: unit names, job verdicts, failure descriptions.
+
+No D-Bus, no processes: everything here works on plain values read from systemd's
+properties (org.freedesktop.systemd1(5), systemd 252), so it is tested without a bus.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+import signal
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import UnitNameError
+
+__all__ = [
+    "JOB_VERBS",
+    "JobOutcome",
+    "Verdict",
+    "describe_exit",
+    "format_timespan",
+    "job_unit_name",
+    "jsonable",
+    "judge",
+    "status_unit_names",
+    "validate_unit_name",
+]
+
+# systemd.unit(5): the unit types; a name without one of these suffixes gets ".service"
+# appended, as systemctl(1) does.
+UNIT_SUFFIXES = (
+    ".service",
+    ".socket",
+    ".target",
+    ".device",
+    ".mount",
+    ".automount",
+    ".swap",
+    ".path",
+    ".timer",
+    ".slice",
+    ".scope",
+)
+# systemd.unit(5): "Valid unit names consist of a "name prefix" and a dot and a suffix";
+# characters [a-zA-Z0-9:_.\-] plus "@" for template instances; at most 255 characters
+# (UNIT_NAME_MAX).
+_UNIT_NAME_RE = re.compile(r"[A-Za-z0-9:_.\\@-]+")
+_UNIT_NAME_MAX = 255
+
+# The Manager methods behind each command (org.freedesktop.systemd1(5)).
+JOB_VERBS: Mapping[str, str] = {
+    "start": "StartUnit",
+    "stop": "StopUnit",
+    "restart": "RestartUnit",
+    "reload": "ReloadUnit",
+}
+
+# org.freedesktop.systemd1(5), JobRemoved: the result of a finished job.
+_JOB_RESULTS = {
+    "done": "the job completed",
+    "canceled": "the job was canceled before it finished",
+    "timeout": "the unit's own timeout (TimeoutStartSec=/TimeoutStopSec=) was reached",
+    "failed": "the job failed",
+    "dependency": "a unit it depends on failed",
+    "skipped": "the job was skipped (not applicable in the unit's current state)",
+    "invalid": "the job is not valid for this unit",
+    "assert": "an Assert...= condition of the unit failed",
+    "unsupported": "the job type is not supported by the unit",
+    "collected": "the job was garbage-collected",
+    "once": "the unit has been started once already and may not be started again",
+}
+
+# waitid(2) si_code values systemd reports as ExecMainCode (CLD_EXITED, CLD_KILLED, CLD_DUMPED).
+_CLD_EXITED, _CLD_KILLED, _CLD_DUMPED = 1, 2, 3
+
+
+def validate_unit_name(name: str) -> str:
+    """Return ``name`` if it is a valid unit name with a known suffix, else raise.
+
+    Raises :class:`UnitNameError` naming the value and the reason.
+    """
+    if not name:
+        raise UnitNameError("unit name is empty")
+    if len(name) > _UNIT_NAME_MAX:
+        raise UnitNameError(f"unit name {name!r} is longer than {_UNIT_NAME_MAX} characters")
+    if not _UNIT_NAME_RE.fullmatch(name):
+        raise UnitNameError(
+            f"unit name {name!r} has characters outside [A-Za-z0-9:_.\\-@] (systemd.unit(5))"
+        )
+    if not name.endswith(UNIT_SUFFIXES):
+        raise UnitNameError(f"unit name {name!r} has no unit type suffix such as .service")
+    prefix = name[: name.rindex(".")]
+    if not prefix or prefix.startswith("@") or prefix.count("@") > 1:
+        raise UnitNameError(f"unit name {name!r} has an invalid name prefix {prefix!r}")
+    return name
+
+
+def job_unit_name(name: str) -> str:
+    """The unit a job command acts on: ``NAME`` as given, or ``NAME.service`` without a suffix."""
+    if name.endswith(UNIT_SUFFIXES):
+        return validate_unit_name(name)
+    return validate_unit_name(name + ".service")
+
+
+def status_unit_names(name: str) -> tuple[str, ...]:
+    """The units ``status NAME`` looks up first: both ``NAME.service`` and ``NAME.socket``
+    for a bare name, else the unit itself."""
+    if name.endswith(UNIT_SUFFIXES):
+        return (validate_unit_name(name),)
+    return (validate_unit_name(name + ".service"), validate_unit_name(name + ".socket"))
+
+
+class Verdict(enum.Enum):
+    """What the unit's state means for a finished job."""
+
+    OK = "ok"
+    FAILED = "failed"
+    WAIT = "wait"
+
+
+def judge(verb: str, job_result: str, active_state: str, result: str = "success") -> Verdict:
+    """Decide whether a job's goal is reached, failed, or still pending.
+
+    ``job_result`` is JobRemoved's result; ``active_state`` the unit's ActiveState after it;
+    ``result`` the service/socket Result property. After ``start``/``restart``/``reload`` the
+    goal is ``active`` (for Type=notify that means READY=1 arrived, sd_notify(3)); ``failed``
+    ends the wait; ``inactive`` is success only if the unit ended cleanly (a finished
+    oneshot). After ``stop`` the goal is ``inactive`` or ``failed``.
+    """
+    if verb not in JOB_VERBS:
+        raise ValueError(f"unknown job verb {verb!r}")
+    if job_result != "done":
+        return Verdict.FAILED
+    if verb == "stop":
+        if active_state in ("inactive", "failed"):
+            return Verdict.OK
+        if active_state == "active":
+            return Verdict.FAILED  # started again right after the stop
+        return Verdict.WAIT
+    if active_state == "active":
+        return Verdict.OK
+    if active_state == "failed":
+        return Verdict.FAILED
+    if active_state == "inactive":
+        return Verdict.OK if result == "success" else Verdict.FAILED
+    return Verdict.WAIT  # activating, reloading, deactivating, maintenance...
+
+
+def describe_job_result(job_result: str) -> str:
+    return _JOB_RESULTS.get(job_result, "unknown job result")
+
+
+def describe_exit(code: int, status: int) -> str | None:
+    """Describe ExecMainCode/ExecMainStatus (waitid(2) si_code/si_status); None if no exit."""
+    if code == _CLD_EXITED:
+        return f"main process exited with status {status}"
+    if code in (_CLD_KILLED, _CLD_DUMPED):
+        try:
+            signame = signal.Signals(status).name
+        except ValueError:
+            signame = f"signal {status}"
+        action = "was killed by" if code == _CLD_KILLED else "dumped core on"
+        return f"main process {action} {signame}"
+    return None
+
+
+def jsonable(value: Any) -> Any:
+    """D-Bus property values as JSON-ready values: tuples become lists, bytes hex strings."""
+    if isinstance(value, bytes):
+        return value.hex()
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    return value
+
+
+def format_timespan(usec: int) -> str:
+    """Render a microsecond span the way systemd does (``1min 30s``, ``500ms``, ``0``)."""
+    if usec <= 0:
+        return "0"
+    if usec == 2**64 - 1:  # USEC_INFINITY
+        return "infinity"
+    units = (
+        ("d", 86_400_000_000),
+        ("h", 3_600_000_000),
+        ("min", 60_000_000),
+        ("s", 1_000_000),
+        ("ms", 1_000),
+        ("us", 1),
+    )
+    parts = []
+    rest = usec
+    for suffix, size in units:
+        if rest >= size:
+            parts.append(f"{rest // size}{suffix}")
+            rest %= size
+    return " ".join(parts)
+
+
+@dataclass(frozen=True)
+class JobOutcome:
+    """What a start/stop/restart/reload did, as seen after the wait.
+
+    ``ok`` is the verdict; ``reason`` says why it failed (empty when ok); ``journal`` holds
+    the unit's last journal lines on failure. ``properties`` are the unit's last-read
+    Unit + Service (or Socket) properties.
+    """
+
+    verb: str
+    unit: str
+    ok: bool
+    job_result: str
+    active_state: str
+    sub_state: str
+    elapsed: float
+    reason: str = ""
+    properties: Mapping[str, Any] = field(default_factory=dict)
+    journal: Sequence[str] = ()
+
+    def summary(self) -> str:
+        """One line for the terminal: ``myapp.service: restart ok, active (running) in 1.02s``."""
+        state = f"{self.active_state} ({self.sub_state})" if self.sub_state else self.active_state
+        if self.ok:
+            pid = self.properties.get("MainPID")
+            extra = f", MainPID {pid}" if pid else ""
+            return f"{self.unit}: {self.verb} ok, {state}{extra} in {self.elapsed:.2f}s"
+        return f"{self.unit}: {self.verb} failed after {self.elapsed:.2f}s: {self.reason}"
+
+
+def failure_reason(verb: str, job_result: str, props: Mapping[str, Any]) -> str:
+    """Explain a failed job from JobRemoved's result and the unit's properties."""
+    parts: list[str] = []
+    if job_result != "done":
+        parts.append(f"job result {job_result!r} ({describe_job_result(job_result)})")
+    state = props.get("ActiveState", "")
+    sub = props.get("SubState", "")
+    if state:
+        parts.append(f"unit is {state}" + (f" ({sub})" if sub else ""))
+    result = props.get("Result")
+    if result and result != "success":
+        parts.append(f"Result={result}")
+    exited = describe_exit(int(props.get("ExecMainCode", 0)), int(props.get("ExecMainStatus", 0)))
+    if exited and (result not in (None, "success") or state == "failed"):
+        parts.append(exited)
+    if verb == "stop" and state == "active":
+        parts.append("it was started again after the stop")
+    return "; ".join(parts) if parts else f"{verb} did not reach its goal"
