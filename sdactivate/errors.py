@@ -12,6 +12,7 @@ __all__ = [
     "SupervisorError",
     "UnitConfigError",
     "UpgradeError",
+    "WatchdogError",
 ]
 
 
@@ -39,6 +40,10 @@ class NotifyValueError(NotifyError, ValueError):
 
     Raised before anything is sent.
     """
+
+
+class WatchdogError(SdActivateError):
+    """``WATCHDOG_USEC``/``WATCHDOG_PID`` are meant for this process but malformed."""
 
 
 class UnitConfigError(SdActivateError, ValueError):
