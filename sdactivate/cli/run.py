@@ -1,10 +1,182 @@
-"""CLI commands of this group (placeholder until implemented)."""
+"""``sdactivate run``: supervise a command, handing its sockets over on SIGHUP."""
 
 from __future__ import annotations
 
 import argparse
-from typing import Any
+import signal
+import sys
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..supervisor.runner import Listener
+
+__all__ = ["register"]
+
+_EPILOG = """\
+examples:
+  sdactivate run --listen 127.0.0.1:8080=http -- python3 app.py
+  kill -HUP <supervisor pid>          # hand over to a fresh copy of app.py
+  sdactivate reload --pid <pid>       # the same, and wait for the outcome
+
+Each generation gets the sockets as LISTEN_FDS/LISTEN_FDNAMES (LISTEN_PID = its own pid) and a
+private NOTIFY_SOCKET; it must send READY=1 once it serves, and stop accepting and exit on
+the stop signal. The old generation is told to stop only after the new one is READY (and
+passed --health). Under systemd, sockets passed to the supervisor (socket unit or fd store)
+are reused and passed on under their names.
+"""
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
-    """Add this module's commands to the top-level parser."""
+    """Add ``run`` to the top-level parser."""
+    p = subparsers.add_parser(
+        "run",
+        help="supervise a command with zero-downtime handovers on SIGHUP",
+        description="Run CMD on listening sockets; on SIGHUP start a new CMD, wait for its "
+        "READY=1, then stop the old one. The sockets never close.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--listen",
+        action="append",
+        default=[],
+        metavar="ADDR[=NAME]",
+        help="bind ADDR (127.0.0.1:8080, [::1]:80, 8080, /run/x.sock, @name, udp:...) and "
+        "pass it as NAME (default: unknown); repeatable. A socket of the same address "
+        "passed to the supervisor in LISTEN_FDS is reused instead of bound",
+    )
+    p.add_argument(
+        "--ready-timeout",
+        type=_seconds,
+        default=60.0,
+        metavar="SEC",
+        help="kill a new generation that sends no READY=1 within SEC (default 60)",
+    )
+    p.add_argument(
+        "--drain-timeout",
+        type=_seconds,
+        default=30.0,
+        metavar="SEC",
+        help="SIGKILL an old generation still running SEC after its stop signal (default 30)",
+    )
+    p.add_argument(
+        "--stop-signal",
+        type=_signal,
+        default=signal.SIGTERM,
+        metavar="SIG",
+        help="signal that tells a generation to stop accepting and drain (default TERM); "
+        "also its parent-death signal",
+    )
+    p.add_argument(
+        "--health",
+        metavar="CMD",
+        help="shell command that must succeed before a new generation takes over; it sees "
+        "SDACTIVATE_HEALTH_ADDR (host:port of an extra loopback socket only the new "
+        "generation serves, passed as fd name sdactivate-health), SDACTIVATE_PID, "
+        "SDACTIVATE_GENERATION",
+    )
+    p.add_argument(
+        "--health-timeout",
+        type=_seconds,
+        default=10.0,
+        metavar="SEC",
+        help="a health check still running after SEC fails (default 10)",
+    )
+    p.add_argument(
+        "--fdstore",
+        action="store_true",
+        help="push the sockets it binds into systemd's fd store (the unit needs "
+        "FileDescriptorStoreMax=), so a restarted supervisor gets them back",
+    )
+    p.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- CMD [ARGS...]")
+    p.set_defaults(func=_cmd_run)
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0: {text!r}")
+    return value
+
+
+def _signal(text: str) -> signal.Signals:
+    name = text.upper()
+    try:
+        if name.isdigit():
+            return signal.Signals(int(name))
+        return signal.Signals[name if name.startswith("SIG") else "SIG" + name]
+    except (KeyError, ValueError):
+        raise argparse.ArgumentTypeError(f"unknown signal {text!r}") from None
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from ..supervisor.machine import Policy
+    from ..supervisor.runner import Options, run
+
+    argv = list(args.argv)
+    if argv[:1] == ["--"]:
+        argv = argv[1:]
+    if not argv:
+        print("sdactivate run: error: no command given (sdactivate run ... -- CMD)", file=sys.stderr)
+        return 2
+    listeners = _listeners(args.listen)
+    if not listeners:
+        print("sdactivate run: error: no sockets (--listen, or LISTEN_FDS)", file=sys.stderr)
+        return 2
+    options = Options(
+        policy=Policy(
+            ready_timeout=args.ready_timeout,
+            drain_timeout=args.drain_timeout,
+            stop_signal=args.stop_signal,
+            health=args.health is not None,
+            health_timeout=args.health_timeout,
+        ),
+        health_cmd=args.health,
+        fdstore=args.fdstore,
+    )
+    try:
+        return run(argv, listeners, options=options)
+    finally:
+        for lst in listeners:
+            lst.sock.close()
+
+
+def _listeners(specs: list[str]) -> list[Listener]:
+    """Inherited sockets (LISTEN_FDS) first, matched to --listen by address; then bind the rest."""
+    import os
+    import socket
+
+    from ..addresses import parse_address
+    from ..supervisor.runner import Listener
+
+    inherited: list[tuple[socket.socket, str]] = []
+    if "LISTEN_FDS" in os.environ:
+        from ..activation import inherited_fds
+
+        inherited = [
+            (socket.socket(fileno=f.fd), f.name) for f in inherited_fds() if f.kind == "socket"
+        ]
+    out: list[Listener] = []
+    try:
+        for spec in specs:
+            text, sep, name = spec.rpartition("=")
+            if not sep:
+                text, name = spec, "unknown"
+            addr = parse_address(text)
+            match = next((i for i, (s, _) in enumerate(inherited) if addr.matches(s)), None)
+            if match is not None:
+                sock, _ = inherited.pop(match)
+                out.append(Listener(sock, name))
+            else:
+                out.append(Listener(addr.bind(), name, store=True))
+        out.extend(Listener(sock, name) for sock, name in inherited)
+    except BaseException:
+        for lst in out:
+            lst.sock.close()
+        for sock, _ in inherited:
+            sock.close()
+        raise
+    return out

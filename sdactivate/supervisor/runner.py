@@ -1,0 +1,501 @@
+"""The supervisor's I/O shell: one ``selectors`` loop around :class:`~.machine.Machine`.
+
+Everything the loop waits on is a file descriptor, so an idle supervisor sleeps in
+``epoll_wait`` with no timeout (0 % CPU): signals arrive through ``signal.set_wakeup_fd``,
+child exits through pidfds (pidfd_open(2)), ``READY=1``/``WATCHDOG=1`` through a private
+``NOTIFY_SOCKET`` (AF_UNIX datagrams with SO_PASSCRED, attributed to a generation by the
+sender's pid), control requests through :mod:`.control`. Timers are a dict of deadlines that
+only bound the ``epoll_wait`` timeout while one is armed.
+"""
+
+from __future__ import annotations
+
+import array
+import contextlib
+import logging
+import os
+import secrets
+import selectors
+import signal
+import socket
+import struct
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .. import _env
+from .._spawn import Child, spawn
+from ..errors import NotifyValueError, SdActivateError
+from . import machine as m
+from .control import Connection, ControlServer
+
+__all__ = ["HEALTH_FD_NAME", "Listener", "Options", "Runner", "run"]
+
+log = logging.getLogger("sdactivate.supervisor")
+
+HEALTH_FD_NAME = "sdactivate-health"
+_NOTIFY_MAX = 4096  # v252 manager.c: NOTIFY_BUFFER_MAX = PIPE_BUF; longer is dropped
+_UCRED = struct.Struct("iII")  # struct ucred: pid, uid, gid
+_SIGNALS = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2)
+# Variables a child must not inherit from the supervisor's own manager: the child gets our
+# NOTIFY_SOCKET; WATCHDOG_PID names the supervisor (sd_watchdog_enabled(3) would return 0).
+_PRIVATE_ENV = ("NOTIFY_SOCKET", "WATCHDOG_PID")
+
+
+@dataclass(frozen=True)
+class Listener:
+    """A socket handed to every generation, under ``name`` (LISTEN_FDNAMES)."""
+
+    sock: socket.socket
+    name: str
+    store: bool = False  # push into the manager's fd store at start (we bound it ourselves)
+
+
+@dataclass(frozen=True)
+class Options:
+    """``sdactivate run`` options beyond the machine's policy."""
+
+    policy: m.Policy = field(default_factory=m.Policy)
+    health_cmd: str | None = None  # run with /bin/sh -c; SDACTIVATE_HEALTH_* in its env
+    fdstore: bool = False
+
+
+@dataclass
+class _Gen:
+    child: Child
+    health_addr: tuple[str, int] | None
+
+
+@dataclass
+class _Check:
+    gen: int
+    proc: subprocess.Popen[bytes]
+    pidfd: int
+
+
+def _noop(signum: int, frame: Any) -> None:
+    """Python-level handler; the wakeup fd carries the signal number to the loop."""
+
+
+class Runner:
+    """Supervise ``argv`` on ``listeners``. Build it, then call :meth:`run` (once)."""
+
+    def __init__(
+        self,
+        argv: Sequence[str],
+        listeners: Sequence[Listener],
+        *,
+        options: Options | None = None,
+        environ: Mapping[str, str] | None = None,
+        pid: int | None = None,
+    ) -> None:
+        if not argv:
+            raise SdActivateError("no command to supervise")
+        self.argv = list(argv)
+        self.listeners = list(listeners)
+        self.options = options or Options()
+        env = _env.resolve(environ)
+        self.pid = _env.getpid() if pid is None else pid
+        self._manager_env = (
+            {"NOTIFY_SOCKET": env["NOTIFY_SOCKET"]} if "NOTIFY_SOCKET" in env else {}
+        )
+        self._child_env = {k: v for k, v in env.items() if k not in _PRIVATE_ENV}
+        self.machine = m.Machine(self.options.policy)
+        self._gens: dict[int, _Gen] = {}
+        self._pids: dict[int, int] = {}  # pid -> generation
+        self._timers: dict[tuple[str, int], float] = {}
+        self._checks: dict[int, _Check] = {}
+        self._requests: dict[int, Connection] = {}
+        self._next_request = 1
+        self._exit: int | None = None
+        self._sel = selectors.DefaultSelector()
+        self._notify: socket.socket | None = None
+        self._control: ControlServer | None = None
+        self.notify_address = ""
+
+    # --- set-up and tear-down ---------------------------------------------------------------
+    def _open(self) -> tuple[socket.socket, socket.socket]:
+        ns = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+        ns.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+        ns.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        name = f"sdactivate-notify/{self.pid}/{secrets.token_hex(8)}"
+        ns.bind("\0" + name)
+        ns.setblocking(False)
+        self._notify = ns
+        self.notify_address = "@" + name
+        self._sel.register(ns, selectors.EVENT_READ, ("notify", None))
+        self._control = ControlServer(self.pid)
+        self._sel.register(self._control, selectors.EVENT_READ, ("control", None))
+        wake_r, wake_w = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        for s in (wake_r, wake_w):
+            s.setblocking(False)
+        self._sel.register(wake_r, selectors.EVENT_READ, ("signal", None))
+        return wake_r, wake_w
+
+    def run(self) -> int:
+        """Run until stopped; return the exit status (0 after SIGTERM, 1 on failure)."""
+        wake_r, wake_w = self._open()
+        old_wakeup = signal.set_wakeup_fd(wake_w.fileno(), warn_on_full_buffer=False)
+        old_handlers = {sig: signal.signal(sig, _noop) for sig in _SIGNALS}
+        try:
+            if self.options.fdstore:
+                self._store_fds()
+            self._feed(m.Start())
+            while self._exit is None:
+                self._step(wake_r)
+            return self._exit
+        finally:
+            signal.set_wakeup_fd(old_wakeup)
+            for sig, handler in old_handlers.items():
+                signal.signal(sig, handler)
+            self._cleanup()
+            wake_r.close()
+            wake_w.close()
+
+    def _cleanup(self) -> None:
+        for check in list(self._checks.values()):
+            self._end_check(check, kill=True)
+        for gen in list(self._gens):  # only reached on an internal error: leave no orphans
+            g = self._gens.pop(gen)
+            with contextlib.suppress(OSError):
+                signal.pidfd_send_signal(g.child.pidfd, signal.SIGKILL)
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(g.child.pid, 0)
+            os.close(g.child.pidfd)
+        for conn in self._requests.values():
+            conn.answer({"ok": False, "message": "supervisor exited"})
+        self._requests.clear()
+        if self._notify is not None:
+            self._notify.close()
+        if self._control is not None:
+            self._control.close()
+        self._sel.close()
+
+    def _store_fds(self) -> None:
+        from .. import fdstore
+
+        for lst in self.listeners:
+            if lst.store:
+                fdstore.store(lst.sock, name=lst.name, environ=self._manager_env)
+
+    # --- the loop ---------------------------------------------------------------------------
+    def _step(self, wake_r: socket.socket) -> None:
+        timeout = None
+        if self._timers:
+            timeout = max(0.0, min(self._timers.values()) - time.monotonic())
+        for key, _ in self._sel.select(timeout):
+            kind, arg = key.data
+            if kind == "signal":
+                self._on_signals(wake_r)
+            elif kind == "child":
+                self._on_child_exit(arg)
+            elif kind == "notify":
+                self._on_notify()
+            elif kind == "control":
+                self._on_control_accept()
+            elif kind == "request":
+                self._on_request(arg)
+            elif kind == "check":
+                self._on_check_exit(arg)
+            if self._exit is not None:
+                return
+        now = time.monotonic()
+        for tkey, when in sorted(self._timers.items(), key=lambda kv: kv[1]):
+            if when <= now and self._timers.get(tkey) == when:
+                del self._timers[tkey]
+                self._feed(m.Deadline(tkey))
+
+    def _feed(self, event: m.Event) -> None:
+        for action in self.machine.handle(event):
+            self._do(action)
+
+    def _do(self, action: m.Action) -> None:
+        if isinstance(action, m.Spawn):
+            self._spawn(action.gen)
+        elif isinstance(action, m.Signal | m.Kill):
+            g = self._gens.get(action.gen)
+            sig = signal.SIGKILL if isinstance(action, m.Kill) else action.signum
+            if g is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    signal.pidfd_send_signal(g.child.pidfd, sig)
+        elif isinstance(action, m.SetTimer):
+            self._timers[action.key] = time.monotonic() + action.seconds
+        elif isinstance(action, m.CancelTimer):
+            self._timers.pop(action.key, None)
+        elif isinstance(action, m.RunHealth):
+            self._run_check(action.gen)
+        elif isinstance(action, m.CancelHealth):
+            if (check := self._checks.get(action.gen)) is not None:
+                self._end_check(check, kill=True)
+        elif isinstance(action, m.NotifyManager):
+            self._notify_manager(action)
+        elif isinstance(action, m.Report):
+            conn = self._requests.pop(action.request, None)
+            if conn is not None:
+                conn.answer(
+                    {
+                        "ok": action.ok,
+                        "generation": action.generation,
+                        "pid": action.pid,
+                        "message": action.message,
+                    }
+                )
+        elif isinstance(action, m.Log):
+            getattr(log, action.level)("%s", action.message)
+        elif isinstance(action, m.Exit):
+            self._exit = action.code
+
+    # --- children ---------------------------------------------------------------------------
+    def _spawn(self, gen: int) -> None:
+        fds = [lst.sock.fileno() for lst in self.listeners]
+        names = [lst.name for lst in self.listeners]
+        health: socket.socket | None = None
+        env = dict(self._child_env, SDACTIVATE_GENERATION=str(gen))
+        try:
+            if self.options.health_cmd is not None:
+                health = socket.create_server(("127.0.0.1", 0), backlog=128)
+                fds.append(health.fileno())
+                names.append(HEALTH_FD_NAME)
+            child = spawn(
+                self.argv,
+                fds,
+                names=names,
+                env=env,
+                notify_socket=self.notify_address,
+                pdeathsig=self.options.policy.stop_signal,
+            )
+        except (SdActivateError, OSError) as exc:
+            self._feed(m.SpawnFailed(gen, str(exc)))
+            return
+        finally:
+            if health is not None:
+                addr = health.getsockname()
+                health.close()  # the child holds its copy; ours would keep it open
+        self._gens[gen] = _Gen(child, addr if health is not None else None)
+        self._pids[child.pid] = gen
+        self._sel.register(child.pidfd, selectors.EVENT_READ, ("child", gen))
+        log.info("generation %d: started pid %d", gen, child.pid)
+        self._feed(m.Spawned(gen, child.pid))
+
+    def _on_child_exit(self, gen: int) -> None:
+        g = self._gens.pop(gen)
+        self._sel.unregister(g.child.pidfd)
+        os.close(g.child.pidfd)
+        _, status = os.waitpid(g.child.pid, 0)
+        self._pids.pop(g.child.pid, None)
+        self._feed(m.ChildExited(gen, os.waitstatus_to_exitcode(status)))
+
+    # --- health checks ----------------------------------------------------------------------
+    def _run_check(self, gen: int) -> None:
+        g = self._gens.get(gen)
+        assert self.options.health_cmd is not None and g is not None and g.health_addr
+        host, port = g.health_addr
+        env = dict(
+            self._child_env,
+            SDACTIVATE_GENERATION=str(gen),
+            SDACTIVATE_PID=str(g.child.pid),
+            SDACTIVATE_HEALTH_HOST=host,
+            SDACTIVATE_HEALTH_PORT=str(port),
+            SDACTIVATE_HEALTH_ADDR=f"{host}:{port}",
+        )
+        try:
+            proc = subprocess.Popen(
+                ["/bin/sh", "-c", self.options.health_cmd],
+                env=env,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            self._feed(m.HealthResult(gen, False, f"cannot run: {exc}"))
+            return
+        check = _Check(gen, proc, os.pidfd_open(proc.pid))
+        self._checks[gen] = check
+        self._sel.register(check.pidfd, selectors.EVENT_READ, ("check", gen))
+
+    def _end_check(self, check: _Check, *, kill: bool) -> int:
+        del self._checks[check.gen]
+        self._sel.unregister(check.pidfd)
+        os.close(check.pidfd)
+        if kill:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(check.proc.pid, signal.SIGKILL)
+        return check.proc.wait()
+
+    def _on_check_exit(self, gen: int) -> None:
+        code = self._end_check(self._checks[gen], kill=False)
+        self._feed(m.HealthResult(gen, code == 0, "" if code == 0 else m.describe_status(code)))
+
+    # --- notify socket ----------------------------------------------------------------------
+    def _on_notify(self) -> None:
+        try:
+            from ..notify import parse_message
+        except ImportError:  # TEMPORARY until sdactivate.notify lands
+            parse_message = _parse_fallback
+
+        assert self._notify is not None
+        cmsg_space = socket.CMSG_SPACE(_UCRED.size) + socket.CMSG_SPACE(253 * 4)
+        while True:
+            try:
+                data, ancdata, flags, _ = self._notify.recvmsg(_NOTIFY_MAX, cmsg_space)
+            except (BlockingIOError, InterruptedError):
+                return
+            pid = 0
+            fds = array.array("i")
+            for level, kind, payload in ancdata:
+                if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS:
+                    pid = _UCRED.unpack_from(payload)[0]
+                elif level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                    fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
+            try:  # fds are closed after handling: that is also how BARRIER=1 is answered
+                if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
+                    log.warning("notify message from pid %d truncated; ignored", pid)
+                    continue
+                gen = self._generation_of(pid)
+                if gen is None:
+                    log.debug("notify message from unknown pid %d ignored", pid)
+                    continue
+                try:
+                    fields = parse_message(data)
+                except NotifyValueError as exc:
+                    log.warning("generation %d sent a malformed notify message: %s", gen, exc)
+                    continue
+                self._on_child_message(gen, fields)
+            finally:
+                for fd in fds:
+                    with contextlib.suppress(OSError):
+                        os.close(fd)
+
+    def _generation_of(self, pid: int) -> int | None:
+        """The generation ``pid`` belongs to: a child, or a descendant (NotifyAccess=all)."""
+        for _ in range(8):
+            if pid in self._pids:
+                return self._pids[pid]
+            try:
+                with open(f"/proc/{pid}/stat", "rb") as f:
+                    stat = f.read()
+                pid = int(stat[stat.rindex(b")") + 2 :].split()[1])
+            except (OSError, ValueError, IndexError):
+                return None
+            if pid <= 1 or pid == self.pid:
+                return None
+        return None
+
+    def _on_child_message(self, gen: int, fields: list[tuple[str, str]]) -> None:
+        for key, value in fields:
+            if key == "READY" and value == "1":
+                self._feed(m.ChildReady(gen))
+            elif key == "WATCHDOG" and value in ("1", "trigger"):
+                self._feed(m.WatchdogPing(gen, value))
+            elif key == "STATUS":
+                log.debug("generation %d: %s", gen, value)
+
+    def _notify_manager(self, action: m.NotifyManager) -> None:
+        if not self._manager_env:
+            return
+        from .. import notify
+
+        fields = list(action.fields)
+        if action.reloading:  # sd_notify(3) RELOADING=1 + MONOTONIC_USEC (v253 notify-reload)
+            fields.append(
+                ("MONOTONIC_USEC", str(time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000))
+            )
+        try:
+            notify.send(fields, environ=self._manager_env)
+        except SdActivateError as exc:
+            log.warning("cannot notify the service manager: %s", exc)
+
+    # --- signals and control ----------------------------------------------------------------
+    def _on_signals(self, wake_r: socket.socket) -> None:
+        try:
+            data = wake_r.recv(256)
+        except (BlockingIOError, InterruptedError):
+            return
+        for signum in data:
+            if signum == signal.SIGHUP:
+                self._feed(m.ReloadRequested(None))
+            elif signum in (signal.SIGTERM, signal.SIGINT):
+                self._feed(m.StopRequested())
+            elif signum in (signal.SIGUSR1, signal.SIGUSR2):
+                self._feed(m.ForwardSignal(signum))
+            if self._exit is not None:
+                return
+
+    def _on_control_accept(self) -> None:
+        assert self._control is not None
+        while (conn := self._control.accept()) is not None:
+            rid = self._next_request
+            self._next_request += 1
+            self._requests[rid] = conn
+            self._sel.register(conn, selectors.EVENT_READ, ("request", rid))
+
+    def _on_request(self, rid: int) -> None:
+        conn = self._requests[rid]
+        try:
+            req = conn.read_request()
+        except (OSError, ValueError, EOFError) as exc:
+            self._drop_request(rid, None if isinstance(exc, EOFError) else str(exc))
+            return
+        if req is None:
+            return
+        if req["op"] == "reload":
+            self._sel.unregister(conn)  # answered by a Report action
+            self._feed(m.ReloadRequested(rid))
+        elif req["op"] == "status":
+            self._drop_request(rid, None, self.status())
+        else:
+            self._drop_request(rid, f"unknown op {req['op']!r}")
+
+    def _drop_request(
+        self, rid: int, error: str | None, reply: dict[str, Any] | None = None
+    ) -> None:
+        conn = self._requests.pop(rid)
+        self._sel.unregister(conn)
+        if reply is None and error is None:
+            conn.sock.close()
+            return
+        conn.answer(reply if reply is not None else {"ok": False, "message": error})
+
+    def status(self) -> dict[str, Any]:
+        """A snapshot for ``{"op": "status"}``."""
+        mach = self.machine
+        g = mach.gens.get(mach.active) if mach.active is not None else None
+        return {
+            "ok": True,
+            "phase": mach.phase.value,
+            "generation": g.number if g else None,
+            "pid": g.pid if g else None,
+            "message": mach.status_text(),
+            "generations": [
+                {"generation": x.number, "pid": x.pid, "state": x.state.value}
+                for x in mach.gens.values()
+            ],
+            "upgrades_ok": mach.upgrades_ok,
+            "upgrades_failed": mach.upgrades_failed,
+            "notify_socket": self.notify_address,
+        }
+
+
+def _parse_fallback(data: bytes) -> list[tuple[str, str]]:
+    out = []
+    for line in data.decode().split("\n"):
+        k, sep, v = line.partition("=")
+        if sep:
+            out.append((k, v))
+    return out
+
+
+def run(
+    argv: Sequence[str],
+    listeners: Sequence[Listener],
+    *,
+    options: Options | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> int:
+    """Supervise ``argv`` until SIGTERM/SIGINT; return the exit status (see :class:`Runner`).
+
+    Must run in the main thread (signal handlers). The listening sockets stay open here for
+    the supervisor's whole life, so connections queue in the kernel between generations.
+    """
+    return Runner(argv, listeners, options=options, environ=environ).run()
