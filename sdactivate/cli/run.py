@@ -120,7 +120,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if argv[:1] == ["--"]:
         argv = argv[1:]
     if not argv:
-        print("sdactivate run: error: no command given (sdactivate run ... -- CMD)", file=sys.stderr)
+        print("sdactivate run: error: no command (sdactivate run ... -- CMD)", file=sys.stderr)
         return 2
     listeners = _listeners(args.listen)
     if not listeners:
