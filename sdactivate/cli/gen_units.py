@@ -1,10 +1,206 @@
-"""CLI commands of this group (placeholder until implemented)."""
+"""``sdactivate gen-units``: write a socket + service unit pair (parsing only; the logic is in
+:mod:`sdactivate.units`)."""
 
 from __future__ import annotations
 
 import argparse
+import sys
+from collections.abc import Sequence
 from typing import Any
+
+_EPILOG = """\
+examples:
+  sdactivate gen-units myapp --port 80 -- /opt/myapp/.venv/bin/python -m myapp
+  sdactivate gen-units myapp --listen 127.0.0.1:8080=http --listen /run/myapp.sock=admin
+  sdactivate gen-units myapp --port 8080 --supervise --python /opt/myapp/.venv/bin/python \\
+      -- /opt/myapp/.venv/bin/myapp
+  sdactivate gen-units myapp --port 80 --install --now
+"""
+
+
+class _TrailingCommandParser(argparse.ArgumentParser):
+    """Takes everything after the first ``--`` as the command before parsing options.
+
+    argparse cannot combine ``NAME [options] -- CMD ARGS...``: a variadic positional after
+    NAME is consumed (empty) before the options that follow NAME.
+    """
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        words = list(sys.argv[1:] if args is None else args)
+        command: list[str] = []
+        if "--" in words:
+            split = words.index("--")
+            words, command = words[:split], words[split + 1 :]
+        parsed, extras = super().parse_known_args(words, namespace)
+        parsed.command = command
+        return parsed, extras
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
-    """Add this module's commands to the top-level parser."""
+    """Add ``gen-units`` to the top-level parser."""
+    p = subparsers.add_parser(
+        "gen-units",
+        help="generate hardened, socket-activated systemd units",
+        description="Write NAME.socket and NAME.service for a socket-activated service.",
+        usage="%(prog)s NAME [options] [-- CMD ARGS...]",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.__class__ = _TrailingCommandParser  # add_parser() has no parser_class argument
+    p.add_argument("name", metavar="NAME", help="unit name prefix (NAME.service, NAME.socket)")
+    g = p.add_argument_group("sockets")
+    g.add_argument(
+        "--port",
+        action="append",
+        default=[],
+        help="TCP port on every address, IPv4 and IPv6 (ListenStream=N); repeatable",
+    )
+    g.add_argument(
+        "--listen",
+        action="append",
+        default=[],
+        metavar="ADDR[=FDNAME]",
+        help="ip:port, [v6]:port, /path.sock, @abstract, udp:..., optionally =fdname; "
+        "repeatable (each fd name gets its own socket unit)",
+    )
+    g.add_argument("--fdname", help="FileDescriptorName= for addresses without =FDNAME")
+    g = p.add_argument_group("service")
+    g.add_argument(
+        "--exec",
+        dest="exec_program",
+        nargs="?",
+        const=None,
+        metavar="PROGRAM",
+        help="the program, its arguments after -- (default: CMD after --, else NAME); "
+        "a bare name is looked up on PATH",
+    )
+    g.add_argument("--description")
+    g.add_argument("--working-dir", metavar="DIR", help="WorkingDirectory= (absolute)")
+    g.add_argument(
+        "--environment",
+        action="append",
+        default=[],
+        metavar="K=V",
+        help="Environment= entry; repeatable",
+    )
+    g.add_argument("--fdstore", default="0", metavar="N", help="FileDescriptorStoreMax=")
+    g.add_argument("--watchdog", metavar="SEC", help="WatchdogSec=")
+    g.add_argument("--timeout-stop", default="30", metavar="SEC", help="TimeoutStopSec= (30)")
+    g.add_argument(
+        "--hardening",
+        choices=("strict", "standard", "off"),
+        default="strict",
+        help="sandboxing level (default: strict)",
+    )
+    g.add_argument(
+        "--no-network",
+        dest="network",
+        action="store_false",
+        help="PrivateNetwork=yes: no outbound network; the sockets still serve",
+    )
+    mode = g.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--supervise", action="store_true", help="run CMD under `sdactivate run` (hot reload)"
+    )
+    mode.add_argument(
+        "--upgrader", action="store_true", help="the app upgrades itself (sdactivate.Upgrader)"
+    )
+    g.add_argument(
+        "--python",
+        metavar="PATH",
+        help="interpreter for `-m sdactivate` with --supervise/--upgrader (default: this one)",
+    )
+    g.add_argument("--user", action="store_true", help="user units (systemctl --user)")
+    g.add_argument(
+        "--systemd-version",
+        default="auto",
+        metavar="auto|N",
+        help="target systemd (default: local `systemctl --version`)",
+    )
+    g = p.add_argument_group("output")
+    out = g.add_mutually_exclusive_group()
+    out.add_argument("--output", metavar="DIR", default=".", help="directory (default: .)")
+    out.add_argument("--stdout", action="store_true", help="print instead of writing")
+    out.add_argument(
+        "--install",
+        action="store_true",
+        help="write to /etc/systemd/system (--user: ~/.config/systemd/user), "
+        "daemon-reload, enable the sockets",
+    )
+    g.add_argument("--now", action="store_true", help="with --install: also start the sockets")
+    g.add_argument("--force", action="store_true", help="overwrite files that differ")
+    p.set_defaults(func=_cmd_gen_units)
+
+
+def _number(option: str, text: str | None, kind: type[int] | type[float]) -> Any:
+    """Option values are converted here, so a bad one is a one-line UnitConfigError."""
+    from ..errors import UnitConfigError
+
+    if text is None:
+        return None
+    try:
+        return kind(text)
+    except ValueError:
+        raise UnitConfigError(f"{option} {text!r}: not a number") from None
+
+
+def _cmd_gen_units(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ..errors import UnitConfigError
+    from ..units import install, version
+    from ..units.build import Options, build
+
+    command = list(args.command)
+    listens = []
+    for item in args.listen:
+        address, sep, fd_name = item.rpartition("=")
+        listens.append((address, fd_name) if sep else (item, None))
+    environment = []
+    for item in args.environment:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise UnitConfigError(f"--environment {item!r}: expected KEY=VALUE")
+        environment.append((key, value))
+    if args.now and not args.install:
+        raise UnitConfigError("--now only makes sense with --install")
+    target = (
+        version.detect_version()
+        if args.systemd_version == "auto"
+        else version.parse_version(args.systemd_version)
+    )
+    options = Options(
+        name=args.name,
+        systemd_version=target,
+        ports=tuple(_number("--port", port, int) for port in args.port),
+        listens=tuple(listens),
+        command=tuple(command),
+        exec_program=args.exec_program,
+        user=args.user,
+        fdname=args.fdname,
+        fdstore=_number("--fdstore", args.fdstore, int),
+        watchdog=_number("--watchdog", args.watchdog, float),
+        hardening=args.hardening,
+        network=args.network,
+        supervise=args.supervise,
+        upgrader=args.upgrader,
+        python=args.python,
+        environment=tuple(environment),
+        working_dir=args.working_dir,
+        description=args.description,
+        timeout_stop=_number("--timeout-stop", args.timeout_stop, float),
+    )
+    files = build(options, python=sys.executable)
+    if args.stdout:
+        for index, (name, text) in enumerate(files.items()):
+            sys.stdout.write(f"{'' if index == 0 else chr(10)}### {name}\n{text}")
+        return 0
+    if args.install:
+        actions = install.install(files, user=args.user, force=args.force, now=args.now)
+    else:
+        actions = install.write_files(files, Path(args.output), force=args.force)
+    for name, action in actions.items():
+        print(f"{action}: {Path(args.output) / name if not args.install else name}")
+    return 0

@@ -1,0 +1,29 @@
+"""Generate systemd socket + service units (``sdactivate gen-units``).
+
+Model (:mod:`.model`) -> pure renderer (:mod:`.render`) -> files (:mod:`.install`); all
+quoting in :mod:`.escape`, unit names in :mod:`.names`, version gating in :mod:`.version`,
+sandboxing levels in :mod:`.hardening`.
+"""
+
+from __future__ import annotations
+
+from .build import Options, build
+from .escape import EnvRef, exec_command_line, quote_exec_arg
+from .model import ServiceUnit, SocketUnit
+from .names import escape, escape_path, unescape
+from .render import render_service, render_socket
+
+__all__ = [
+    "EnvRef",
+    "Options",
+    "ServiceUnit",
+    "SocketUnit",
+    "build",
+    "escape",
+    "escape_path",
+    "exec_command_line",
+    "quote_exec_arg",
+    "render_service",
+    "render_socket",
+    "unescape",
+]

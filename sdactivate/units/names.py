@@ -1,0 +1,163 @@
+"""Unit names: validation as systemd does it, and ``systemd-escape`` compatible escaping.
+
+systemd.unit(5) (252): a unit name is a prefix of ASCII letters, digits, ``:``, ``-``, ``_``,
+``.`` and ``\\``, optionally ``@instance`` (templates: ``@`` right before the suffix), then a
+type suffix; at most 255 characters (UNIT_NAME_MAX - 1). "String Escaping": ``/`` -> ``-``,
+every byte outside ``[A-Za-z0-9:_.]`` -> ``\\xNN``, a leading ``.`` escaped too.
+"""
+
+from __future__ import annotations
+
+import re
+
+from ..errors import UnitConfigError
+
+__all__ = [
+    "UNIT_NAME_MAX",
+    "UNIT_TYPES",
+    "check_fd_name",
+    "check_unit_name",
+    "check_unit_prefix",
+    "escape",
+    "escape_path",
+    "instance_name",
+    "unescape",
+]
+
+UNIT_NAME_MAX = 255  # basic/unit-name.h: UNIT_NAME_MAX 256 including the NUL
+UNIT_TYPES = (
+    "service",
+    "socket",
+    "target",
+    "device",
+    "mount",
+    "automount",
+    "swap",
+    "timer",
+    "path",
+    "slice",
+    "scope",
+)
+_PREFIX = re.compile(r"[A-Za-z0-9:_.\\-]+\Z")
+_SAFE = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789:_.")
+_FD_NAME_MAX = 255  # sd_pid_notify_with_fds(3), systemd.socket(5) FileDescriptorName=
+
+
+def check_unit_prefix(prefix: str, *, longest_suffix: str = ".service") -> str:
+    """A name the generator may prefix units with (``myapp`` for ``myapp.service``).
+
+    Refuses ``@`` (templates are not generated), a leading ``.`` (hidden files are not
+    loaded), and names that would exceed 255 characters with ``longest_suffix``.
+    """
+    if not isinstance(prefix, str) or not prefix:
+        raise UnitConfigError(f"invalid unit name {prefix!r}: empty")
+    if "@" in prefix:
+        raise UnitConfigError(f"invalid unit name {prefix!r}: '@' (templates) not supported here")
+    if not _PREFIX.match(prefix):
+        raise UnitConfigError(
+            f"invalid unit name {prefix!r}: only ASCII letters, digits and ':-_.\\' are allowed "
+            f"(systemd.unit(5)); try `systemd-escape {prefix!r}`"
+        )
+    if prefix.startswith("."):
+        raise UnitConfigError(f"invalid unit name {prefix!r}: must not start with '.'")
+    if len(prefix) + len(longest_suffix) > UNIT_NAME_MAX:
+        raise UnitConfigError(
+            f"invalid unit name {prefix!r}: {prefix + longest_suffix!r} is longer than "
+            f"{UNIT_NAME_MAX} characters"
+        )
+    return prefix
+
+
+def check_unit_name(name: str, *, template_ok: bool = False) -> str:
+    """A full unit name like systemd's unit_name_is_valid(): ``x.service``, ``x@i.service``,
+    ``x@.service`` (only with ``template_ok``)."""
+    if not isinstance(name, str) or len(name) > UNIT_NAME_MAX:
+        raise UnitConfigError(f"invalid unit name {name!r}: longer than {UNIT_NAME_MAX}")
+    stem, dot, suffix = name.rpartition(".")
+    if not dot or suffix not in UNIT_TYPES or not stem:
+        raise UnitConfigError(f"invalid unit name {name!r}: needs a prefix and a unit type suffix")
+    prefix, at, instance = stem.partition("@")
+    if not prefix or not _PREFIX.match(prefix) or (at and "@" in instance):
+        raise UnitConfigError(f"invalid unit name {name!r}")
+    if at and not instance and not template_ok:
+        raise UnitConfigError(f"invalid unit name {name!r}: a template needs an instance")
+    if instance and not _PREFIX.match(instance):
+        raise UnitConfigError(f"invalid unit name {name!r}: bad instance {instance!r}")
+    return name
+
+
+def escape(text: str) -> str:
+    """``systemd-escape TEXT``: bytes outside ``[A-Za-z0-9:_.]`` -> ``\\xNN``, ``/`` -> ``-``,
+    a leading ``.`` escaped."""
+    data = text.encode("utf-8")
+    out = []
+    for i, byte in enumerate(data):
+        if byte == ord("/"):
+            out.append("-")
+        elif byte in _SAFE and not (i == 0 and byte == ord(".")):
+            out.append(chr(byte))
+        else:
+            out.append(f"\\x{byte:02x}")
+    return "".join(out)
+
+
+def escape_path(path: str) -> str:
+    """``systemd-escape --path PATH``: simplified, outer slashes dropped, ``/`` is ``-``.
+
+    Refuses ``..`` and ``.`` components (systemd: "not normalized").
+    """
+    parts = [part for part in path.split("/") if part]
+    if any(part in (".", "..") for part in parts):
+        raise UnitConfigError(f"path {path!r} is not normalized ('.' or '..')")
+    if not parts:
+        return "-"
+    return escape("/".join(parts))
+
+
+def unescape(text: str) -> str:
+    """``systemd-escape --unescape``: ``-`` -> ``/``, ``\\xNN`` -> byte."""
+    data = bytearray()
+    i = 0
+    while i < len(text):
+        ch = text[i]
+        if ch == "-":
+            data += b"/"
+        elif ch == "\\" and text[i + 1 : i + 2] == "x" and len(text) >= i + 4:
+            try:
+                data.append(int(text[i + 2 : i + 4], 16))
+            except ValueError as exc:
+                raise UnitConfigError(f"bad escape in {text!r}") from exc
+            i += 3
+        else:
+            data += ch.encode("utf-8")
+        i += 1
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UnitConfigError(f"{text!r} does not unescape to UTF-8") from exc
+
+
+def instance_name(template: str, instance: str, *, path: bool = False) -> str:
+    """``systemd-escape --template=TEMPLATE [--path] INSTANCE``: ``app@.service`` + ``a b``
+    -> ``app@a\\x20b.service``."""
+    check_unit_name(template, template_ok=True)
+    stem, _, suffix = template.rpartition(".")
+    if not stem.endswith("@"):
+        raise UnitConfigError(f"{template!r} is not a template (needs '@' before the suffix)")
+    escaped = escape_path(instance) if path else escape(instance)
+    return check_unit_name(f"{stem}{escaped}.{suffix}")
+
+
+def check_fd_name(name: str) -> str:
+    """A ``FileDescriptorName=``: ASCII printable, no ``:``, 1..255 characters
+    (systemd.socket(5), sd_pid_notify_with_fds(3))."""
+    if (
+        not isinstance(name, str)
+        or not 0 < len(name) <= _FD_NAME_MAX
+        or not all(0x20 < ord(ch) < 0x7F for ch in name)
+        or ":" in name
+    ):
+        raise UnitConfigError(
+            f"invalid fd name {name!r}: 1..255 printable ASCII characters, no ':' or spaces"
+        )
+    return name
