@@ -1,0 +1,314 @@
+"""sd_notify(3) in pure Python: tell the service manager about readiness, reloads, status.
+
+Every call returns False and does nothing when ``NOTIFY_SOCKET`` is unset (not under a
+manager that listens), True once the datagram is queued. True says nothing about
+acceptance: the manager ignores what ``NotifyAccess=`` or ``Type=`` don't allow.
+
+Values are validated before anything is sent (:class:`NotifyValueError`): keys are
+``[A-Z0-9_]+``, values UTF-8 text or integers without newline, carriage return or NUL (the
+manager splits on ``\\n`` and ``\\r``: no field injection), a datagram at most 4096 bytes
+(longer ones are dropped whole by PID1), at most 253 fds. A send never blocks past
+``SEND_TIMEOUT`` even when the manager's queue is full; then :class:`NotifyError`.
+
+Try it by hand: ``systemd-run --user -p Type=notify python3 -c
+'import sdactivate.notify as n; n.ready(status="up")'``.
+"""
+
+from __future__ import annotations
+
+import array
+import math
+import os
+import select
+import socket
+import time
+from collections.abc import Iterable, Mapping
+
+from . import _env
+from ._fdinfo import HasFileno
+from .errors import NotifyError, NotifyValueError
+
+__all__ = [
+    "NOTIFY_BUFFER_MAX",
+    "SEND_TIMEOUT",
+    "barrier",
+    "encode",
+    "errno",
+    "extend_timeout",
+    "mainpid",
+    "parse_message",
+    "ready",
+    "reloading",
+    "send",
+    "status",
+    "stopping",
+    "watchdog",
+    "watchdog_trigger",
+]
+
+NOTIFY_BUFFER_MAX = 4096  # constants.h NOTIFY_BUFFER_MAX = PIPE_BUF; PID1 drops longer ones
+NOTIFY_FD_MAX = 253  # SCM_MAX_FD: the kernel's limit per message; libsystemd -E2BIG above
+SEND_TIMEOUT = 1.0  # seconds a send may wait for room in the manager's queue
+_UNIX_PATH_MAX = 108  # unix(7): sizeof(sun_path)
+_KEY_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
+
+Fields = Mapping[str, "str | int"] | Iterable[tuple[str, "str | int"]]
+Fd = int | HasFileno
+
+
+# --- pure: encoding and parsing -----------------------------------------------------------
+
+
+def encode(fields: Fields) -> bytes:
+    """The datagram for ``fields`` (a mapping, or ``(key, value)`` pairs to repeat keys):
+    ``KEY=VALUE`` lines joined by ``\\n``, as sd_notify(3) sends them.
+
+    Raises :class:`NotifyValueError` naming the field: a key not ``[A-Z0-9_]+``; a value
+    that is not ``str``/``int`` (``bool`` is refused: write ``1``), contains ``\\n``,
+    ``\\r`` or NUL, or is not encodable as UTF-8; no fields; more than 4096 bytes.
+    """
+    if isinstance(fields, str | bytes):
+        raise TypeError(f"fields must be a mapping or (key, value) pairs, not {fields!r}")
+    items = fields.items() if isinstance(fields, Mapping) else fields
+    lines = []
+    for key, value in items:
+        if not isinstance(key, str) or not key or not _KEY_CHARS.issuperset(key):
+            raise NotifyValueError(f"notify key {key!r} is not [A-Z0-9_]+")
+        if isinstance(value, bool) or not isinstance(value, str | int):
+            raise NotifyValueError(f"{key}={value!r}: the value must be str or int")
+        text = str(value)
+        if "\n" in text or "\r" in text or "\0" in text:
+            raise NotifyValueError(f"{key}={text!r}: newline, carriage return or NUL in value")
+        try:
+            lines.append(f"{key}={text}".encode())
+        except UnicodeEncodeError as exc:
+            raise NotifyValueError(f"{key}={text!r} is not valid UTF-8 text") from exc
+    if not lines:
+        raise NotifyValueError("no notify fields to send")
+    data = b"\n".join(lines)
+    if len(data) > NOTIFY_BUFFER_MAX:
+        raise NotifyValueError(
+            f"notify message of {len(data)} bytes exceeds {NOTIFY_BUFFER_MAX}"
+            f" (the manager would drop it): {data[:60]!r}..."
+        )
+    return data
+
+
+def parse_message(data: bytes) -> list[tuple[str, str]]:
+    """The manager's reading of one notify datagram: ``(key, value)`` pairs in order.
+
+    As systemd 252's PID1 reads it (manager.c ``manager_dispatch_notify_fd()``): more than
+    4096 bytes, or a NUL anywhere but one trailing byte, refuses the message; lines are split
+    on ``\\n`` and ``\\r`` with empty lines skipped; a line without ``=`` is ignored;
+    ``STATUS=`` must be UTF-8. Other values are decoded as UTF-8 with ``surrogateescape``.
+    Raises :class:`NotifyValueError` for a refused message.
+    """
+    if len(data) > NOTIFY_BUFFER_MAX:
+        raise NotifyValueError(f"notify message of {len(data)} bytes exceeds {NOTIFY_BUFFER_MAX}")
+    if data.endswith(b"\0"):
+        data = data[:-1]
+    if b"\0" in data:
+        raise NotifyValueError(f"NUL byte inside notify message {data[:60]!r}")
+    pairs = []
+    for line in data.replace(b"\r", b"\n").split(b"\n"):
+        key, sep, value = line.partition(b"=")
+        if not sep:
+            continue
+        if key == b"STATUS":
+            try:
+                text = value.decode()
+            except UnicodeDecodeError as exc:
+                raise NotifyValueError(f"STATUS={value[:60]!r} is not UTF-8") from exc
+        else:
+            text = value.decode(errors="surrogateescape")
+        pairs.append((key.decode(errors="surrogateescape"), text))
+    return pairs
+
+
+def _address(value: str) -> str | bytes:
+    """``NOTIFY_SOCKET`` as a ``sendto()`` address; NotifyError for anything else."""
+    if value.startswith(("vsock:", "vsock-")):
+        raise NotifyError(
+            f"NOTIFY_SOCKET={value!r} is an AF_VSOCK address (systemd v253+, for VMs);"
+            " sdactivate speaks AF_UNIX only (systemd 252 has no vsock either)"
+        )
+    if len(value) < 2 or value[0] not in "/@":  # sd_notify(3): "/path" or "@abstract"
+        raise NotifyError(f"NOTIFY_SOCKET={value!r} is neither an absolute path nor @abstract")
+    raw = os.fsencode(value)
+    if len(raw) >= _UNIX_PATH_MAX + (value[0] == "@"):
+        raise NotifyError(f"NOTIFY_SOCKET={value!r} is too long for an AF_UNIX address")
+    return b"\0" + raw[1:] if value[0] == "@" else value
+
+
+# --- I/O ------------------------------------------------------------------------------
+
+
+def _deliver(target: str, data: bytes, fds: list[int], timeout: float) -> None:
+    addr = _address(target)
+    ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))] if fds else []
+    # A fresh socket per message, as libsystemd does: nothing cached survives a fork or an
+    # fd-closing daemon to send on a recycled fd number. Non-blocking: the wait is bounded.
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_NONBLOCK)
+    try:
+        try:
+            sock.sendmsg([data], ancillary, 0, addr)
+            return
+        except BlockingIOError:
+            pass  # the manager's queue is full: wait for room, up to the bound
+        # poll(2) only reports the receiver's queue for a connected datagram socket.
+        sock.connect(addr)
+        deadline = time.monotonic() + timeout
+        poller = select.poll()
+        poller.register(sock, select.POLLOUT)
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise NotifyError(
+                    f"NOTIFY_SOCKET={target!r}: the manager's queue stayed full for {timeout}s"
+                )
+            poller.poll(math.ceil(remaining * 1000))
+            try:
+                sock.sendmsg([data], ancillary)
+                return
+            except BlockingIOError:
+                continue
+    except OSError as exc:
+        raise NotifyError(f"cannot send to NOTIFY_SOCKET={target!r}: {exc.strerror}") from exc
+    finally:
+        sock.close()
+
+
+def _filenos(fds: Iterable[Fd]) -> list[int]:
+    out = [fd if isinstance(fd, int) else fd.fileno() for fd in fds]
+    if len(out) > NOTIFY_FD_MAX:
+        raise NotifyValueError(f"{len(out)} fds in one notify message (at most {NOTIFY_FD_MAX})")
+    for fd in out:
+        if isinstance(fd, bool) or fd < 0:
+            raise NotifyValueError(f"invalid fd {fd!r}")
+    return out
+
+
+def send(
+    fields: Fields,
+    *,
+    fds: Iterable[Fd] = (),
+    environ: Mapping[str, str] | None = None,
+    timeout: float = SEND_TIMEOUT,
+) -> bool:
+    """Send ``fields`` (see :func:`encode`), with ``fds`` attached (``SCM_RIGHTS``) if any.
+
+    For ``FDSTORE=1``/``FDNAME=``, ``FDSTOREREMOVE=1``, ``X_*`` extensions and anything
+    without a helper. Returns False, doing nothing, if ``NOTIFY_SOCKET`` is unset; True once
+    queued. Raises :class:`NotifyValueError` (bad fields, more than 253 fds) before
+    sending, and :class:`NotifyError` (chained to the OSError) if ``NOTIFY_SOCKET`` is not a
+    unix address, nobody listens there, or the queue stays full for ``timeout`` seconds.
+    sd_pid_notify_with_fds(3).
+    """
+    data = encode(fields)
+    fd_list = _filenos(fds)
+    target = _env.resolve(environ).get("NOTIFY_SOCKET")
+    if target is None:
+        return False
+    _deliver(target, data, fd_list, timeout)
+    return True
+
+
+def ready(status: str | None = None, *, environ: Mapping[str, str] | None = None) -> bool:
+    """``READY=1`` (and ``STATUS=``): start-up or a reload finished (``Type=notify``)."""
+    return send(_with_status({"READY": "1"}, status), environ=environ)
+
+
+def reloading(*, status: str | None = None, environ: Mapping[str, str] | None = None) -> bool:
+    """``RELOADING=1`` with ``MONOTONIC_USEC=`` now: a reload began; send :func:`ready`
+    when done. ``Type=notify-reload`` (v253+) needs the timestamp, or ``systemctl reload``
+    hangs; older managers ignore it.
+    """
+    usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000  # sd_notify(3) MONOTONIC_USEC
+    return send(_with_status({"RELOADING": "1", "MONOTONIC_USEC": usec}, status), environ=environ)
+
+
+def stopping(*, status: str | None = None, environ: Mapping[str, str] | None = None) -> bool:
+    """``STOPPING=1``: shutdown began. PID1 treats it like its own SIGTERM (arms
+    ``TimeoutStopSec=``; final since v259): a process draining during an upgrade must not
+    send it.
+    """
+    return send(_with_status({"STOPPING": "1"}, status), environ=environ)
+
+
+def status(text: str, *, environ: Mapping[str, str] | None = None) -> bool:
+    """``STATUS=text``: one line shown by ``systemctl status`` (UTF-8)."""
+    return send({"STATUS": text}, environ=environ)
+
+
+def watchdog(*, environ: Mapping[str, str] | None = None) -> bool:
+    """``WATCHDOG=1``: the keep-alive ping for ``WatchdogSec=``."""
+    return send({"WATCHDOG": "1"}, environ=environ)
+
+
+def watchdog_trigger(*, environ: Mapping[str, str] | None = None) -> bool:
+    """``WATCHDOG=trigger`` (v243+): fire the watchdog action now."""
+    return send({"WATCHDOG": "trigger"}, environ=environ)
+
+
+def extend_timeout(seconds: float, *, environ: Mapping[str, str] | None = None) -> bool:
+    """``EXTEND_TIMEOUT_USEC=`` (v236+): ask for ``seconds`` more in the current start,
+    runtime or stop timeout; send it again before it runs out. ``NotifyValueError`` unless
+    ``seconds`` is finite and positive.
+    """
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float):
+        raise NotifyValueError(f"extend_timeout({seconds!r}): seconds must be a number")
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise NotifyValueError(f"extend_timeout({seconds!r}): seconds must be finite and > 0")
+    usec = max(1, math.ceil(seconds * 1_000_000))
+    return send({"EXTEND_TIMEOUT_USEC": usec}, environ=environ)
+
+
+def mainpid(pid: int, *, environ: Mapping[str, str] | None = None) -> bool:
+    """``MAINPID=pid``: the service's main process is now ``pid`` (a hand-over). Follow it
+    with :func:`barrier` before the sender exits so the manager attributes the message.
+    """
+    if isinstance(pid, bool) or not isinstance(pid, int) or pid <= 0:
+        raise NotifyValueError(f"MAINPID={pid!r} is not a pid")
+    return send({"MAINPID": pid}, environ=environ)
+
+
+def errno(n: int, *, environ: Mapping[str, str] | None = None) -> bool:
+    """``ERRNO=n``: the errno of a failure, shown as ``StatusErrno``."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise NotifyValueError(f"ERRNO={n!r} is not an errno value")
+    return send({"ERRNO": n}, environ=environ)
+
+
+def barrier(timeout: float | None = 5.0, *, environ: Mapping[str, str] | None = None) -> bool:
+    """Wait until the manager has processed every message sent before (``BARRIER=1``, v246+).
+
+    Sends ``BARRIER=1`` alone with the write end of a pipe and waits for the manager to
+    close it (POLLHUP), at most ``timeout`` seconds (None: no limit). Use it before exiting
+    after :func:`mainpid` or :func:`status`. Returns False if ``NOTIFY_SOCKET`` is unset;
+    raises :class:`NotifyError` on timeout. sd_notify_barrier(3).
+    """
+    if timeout is not None and not (isinstance(timeout, int | float) and timeout >= 0):
+        raise NotifyValueError(f"barrier timeout {timeout!r} must be >= 0 or None")
+    target = _env.resolve(environ).get("NOTIFY_SOCKET")
+    if target is None:
+        return False
+    read_end, write_end = os.pipe2(os.O_CLOEXEC)
+    try:
+        try:
+            _deliver(target, b"BARRIER=1", [write_end], SEND_TIMEOUT)
+        finally:
+            os.close(write_end)  # only the manager's copy may keep the pipe open
+        poller = select.poll()
+        poller.register(read_end, 0)  # POLLHUP is always reported
+        ms = -1 if timeout is None else math.ceil(timeout * 1000)
+        if not poller.poll(ms):
+            raise NotifyError(f"NOTIFY_SOCKET={target!r}: no BARRIER=1 answer within {timeout}s")
+    finally:
+        os.close(read_end)
+    return True
+
+
+def _with_status(fields: dict[str, str | int], status: str | None) -> dict[str, str | int]:
+    if status is not None:
+        fields["STATUS"] = status
+    return fields
