@@ -163,7 +163,7 @@ for u in $SD_MASK; do ln -sf /dev/null $R/etc/systemd/system/$u; done
 mkdir -p $R/etc/systemd/system-generators
 for g in $SD_MASK_GENERATORS; do ln -sf /dev/null $R/etc/systemd/system-generators/$g; done
 mkdir -p $R/etc/systemd/system.conf.d
-printf '[Manager]\nDefaultTimeoutStopSec=10s\nDefaultTimeoutStartSec=30s\n' \
+printf '[Manager]\nDefaultTimeoutStopSec=10s\nDefaultTimeoutStartSec=30s\nDefaultLimitCORE=0\n' \
     > $R/etc/systemd/system.conf.d/50-sdactivate-sandbox.conf
 mkdir $R/.oldroot
 cd $R
