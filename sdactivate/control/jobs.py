@@ -79,7 +79,7 @@ def run_job(
     started = time.monotonic()
     deadline = started + timeout
     with Systemd.connect(user=user, environ=environ) as bus:
-        job_result, props, verdict = _run_on(bus, verb, unit, mode, deadline)
+        job_result, props, verdict = _run_on(bus, verb, unit, mode, deadline, timeout)
     if verdict is Verdict.WAIT:
         raise ControlTimeoutError(
             f"{verb} of {unit}: job finished ({job_result}) but the unit is still "
@@ -102,7 +102,7 @@ def run_job(
 
 
 def _run_on(
-    bus: Systemd, verb: str, unit: str, mode: str, deadline: float
+    bus: Systemd, verb: str, unit: str, mode: str, deadline: float, timeout: float
 ) -> tuple[str, dict[str, Any], Verdict]:
     """Subscribe, resolve the unit, run the job, wait for it and for the unit's state."""
     with bus.signals(interface="org.freedesktop.systemd1.Manager", member="JobRemoved") as jobs:
@@ -115,7 +115,7 @@ def _run_on(
         ) as changes:
             job = bus.start_job(JOB_VERBS[verb], unit, mode)
             log.debug("%s %s: job %s", verb, unit, job)
-            job_result = _wait_job(bus, jobs, job, unit, verb, deadline)
+            job_result = _wait_job(bus, jobs, job, unit, verb, deadline, timeout)
             props, verdict = _wait_state(bus, changes, path, unit, verb, job_result, deadline)
     return job_result, props, verdict
 
@@ -127,13 +127,14 @@ def _wait_job(
     unit: str,
     verb: str,
     deadline: float,
+    timeout: float,
 ) -> str:
     """Wait for JobRemoved(id, job, unit, result) of our job; return its result."""
     while True:
         msg = bus.pump(jobs, deadline=deadline)
         if msg is None:
             raise ControlTimeoutError(
-                f"{verb} of {unit}: job {job} still running at the deadline "
+                f"{verb} of {unit}: job {job} still running after {timeout:g}s "
                 "(left running; see `systemctl list-jobs`)"
             )
         _id, path, _unit, result = msg.body

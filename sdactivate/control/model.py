@@ -177,26 +177,43 @@ def jsonable(value: Any) -> Any:
     return value
 
 
+# time-util.h (252): USEC_PER_MONTH is 30.44 days, USEC_PER_YEAR 365.25 days.
+_TIMESPAN_UNITS = (
+    ("y", 31_557_600_000_000),
+    ("month", 2_629_800_000_000),
+    ("w", 604_800_000_000),
+    ("d", 86_400_000_000),
+    ("h", 3_600_000_000),
+    ("min", 60_000_000),
+    ("s", 1_000_000),
+    ("ms", 1_000),
+    ("us", 1),
+)
+_USEC_INFINITY = 2**64 - 1
+
+
 def format_timespan(usec: int) -> str:
-    """Render a microsecond span the way systemd does (``1min 30s``, ``500ms``, ``0``)."""
+    """Render a microsecond span as systemd 252 does (time-util.c ``format_timespan`` with
+    accuracy 1, as ``systemctl show`` and ``systemd-analyze timespan`` print it):
+    ``1min 30s``, ``1.500000s``, ``250ms``, ``0``, ``infinity``."""
+    if usec >= _USEC_INFINITY:
+        return "infinity"
     if usec <= 0:
         return "0"
-    if usec == 2**64 - 1:  # USEC_INFINITY
-        return "infinity"
-    units = (
-        ("d", 86_400_000_000),
-        ("h", 3_600_000_000),
-        ("min", 60_000_000),
-        ("s", 1_000_000),
-        ("ms", 1_000),
-        ("us", 1),
-    )
-    parts = []
+    parts: list[str] = []
     rest = usec
-    for suffix, size in units:
-        if rest >= size:
-            parts.append(f"{rest // size}{suffix}")
-            rest %= size
+    for suffix, size in _TIMESPAN_UNITS:
+        if rest <= 0:
+            break
+        if rest < size:
+            continue
+        whole, frac = divmod(rest, size)
+        if rest < 60_000_000 and frac > 0:  # under a minute: dot notation, then stop
+            digits = len(str(size)) - 1
+            parts.append(f"{whole}.{frac:0{digits}d}{suffix}")
+            break
+        parts.append(f"{whole}{suffix}")
+        rest = frac
     return " ".join(parts)
 
 

@@ -206,7 +206,7 @@ def render_table(report: StatusReport, *, now: float | None = None) -> str:
         p = status.properties
         state = f"{p.get('ActiveState', '?')} ({p.get('SubState', '?')})"
         lines = [f"{status.unit}  {state}"]
-        if p.get("Description"):
+        if p.get("Description") and p["Description"] != status.unit:
             lines[0] += f"  - {p['Description']}"
         lines += [f"  {label:<12} {value}" for label, value in _rows(status, now)]
         blocks.append("\n".join(lines))

@@ -1,0 +1,240 @@
+"""`sdactivate status|restart|reload|stop` against a real systemd 252 over its system bus.
+
+Each command runs inside the sandbox (`python -m sdactivate ...` through nsenter), so it
+reaches the sandbox's bus at /run/dbus/system_bus_socket like it would on a host.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from collections.abc import Callable
+
+import pytest
+from sandbox import CHECKOUT, Sandbox, Units, free_port, wait_until
+
+PYTHON = f"{CHECKOUT}/.venv/bin/python"
+APP_DIR = "/usr/local/lib/sdctl-test"
+
+# A Type=notify app: optional delay, READY=1 with a status text, then serve until killed;
+# SIGHUP makes it report the reload (RELOADING=1 ... READY=1, sd_notify(3)).
+NOTIFY_APP = r"""
+import os, signal, socket, sys, time
+delay = float(sys.argv[1])
+addr = os.environ["NOTIFY_SOCKET"]
+addr = "\0" + addr[1:] if addr.startswith("@") else addr
+sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+def notify(text):
+    sock.sendto(text.encode(), addr)
+def on_hup(signum, frame):
+    notify("RELOADING=1")
+    notify("READY=1\nSTATUS=reloaded")
+signal.signal(signal.SIGHUP, on_hup)
+print("app starting, READY in", delay, "s", flush=True)
+time.sleep(max(delay, 0))
+if delay >= 0:
+    notify("READY=1\nSTATUS=serving after %.1fs" % delay)
+while True:
+    time.sleep(3600)
+"""
+
+
+@pytest.fixture(scope="module", autouse=True)
+def systemd_on_bus(sandbox: Sandbox) -> None:
+    """dbus.service is socket-activated in the sandbox and PID 1 joins the bus only once it
+    runs; start it and wait until org.freedesktop.systemd1 answers, as on a booted host."""
+    sandbox.systemctl("start", "dbus.service")
+    probe = [
+        "busctl",
+        "--system",
+        "status",
+        "org.freedesktop.systemd1",
+    ]
+    wait_until(
+        lambda: sandbox.run(probe, check=False).returncode == 0,
+        timeout=20,
+        interval=0.1,
+        what="systemd on the sandbox's system bus",
+    )
+
+
+def sdactivate(sandbox: Sandbox, *args: str, timeout: float = 60) -> tuple[int, str, str, float]:
+    """Run `python -m sdactivate ARGS` in the sandbox: (status, stdout, stderr, seconds)."""
+    started = time.monotonic()
+    proc = sandbox.run([PYTHON, "-m", "sdactivate", *args], check=False, timeout=timeout)
+    return proc.returncode, proc.stdout, proc.stderr, time.monotonic() - started
+
+
+def notify_unit(delay: float, extra: str = "") -> str:
+    return (
+        "[Service]\nType=notify\n"
+        f"ExecStart=/usr/bin/python3 {APP_DIR}/app.py {delay}\n"
+        "ExecReload=/bin/kill -HUP $MAINPID\n"
+        f"TimeoutStartSec=30\n{extra}"
+    )
+
+
+def install_app(sandbox: Sandbox) -> None:
+    sandbox.write_file(f"{APP_DIR}/app.py", NOTIFY_APP)
+
+
+def test_restart_waits_for_ready(
+    sandbox: Sandbox, units: Units, measurements: Callable[[str], None]
+) -> None:
+    """restart of a notify service that sleeps 1 s before READY takes >= 1 s and reports
+    active, with the new MainPID and StatusText visible afterwards."""
+    install_app(sandbox)
+    units.install({"sdctl-slow.service": notify_unit(1.0)})
+    sandbox.systemctl("start", "sdctl-slow.service")
+    old_pid = sandbox.show("sdctl-slow.service", "MainPID")["MainPID"]
+
+    code, out, err, seconds = sdactivate(sandbox, "restart", "sdctl-slow", "--timeout", "20")
+    assert code == 0, err
+    assert seconds >= 1.0
+    assert "sdctl-slow.service: restart ok, active (running)" in out
+    shown = sandbox.show("sdctl-slow.service", "ActiveState", "MainPID", "StatusText")
+    assert shown["ActiveState"] == "active"
+    assert shown["MainPID"] != old_pid
+    assert f"MainPID {shown['MainPID']}" in out
+    assert shown["StatusText"] == "serving after 1.0s"
+    measurements(f"sdactivate restart with a 1 s READY delay took {seconds:.2f} s")
+
+
+def test_failed_start_exits_nonzero_with_reason(sandbox: Sandbox, units: Units) -> None:
+    """A service whose process exits 3 before READY makes restart exit 1, naming the job
+    result, the exit status and the unit's last journal lines."""
+    units.install(
+        {
+            "sdctl-broken.service": "[Service]\nType=notify\n"
+            "ExecStart=/bin/sh -c 'echo sdctl-broken-says-goodbye; exit 3'\n"
+        }
+    )
+    code, out, err, _ = sdactivate(sandbox, "restart", "sdctl-broken.service", "--timeout", "20")
+    assert code == 1, (out, err)
+    assert "restart failed" in err
+    assert "job result 'failed'" in err
+    assert "Result=exit-code" in err
+    assert "main process exited with status 3" in err
+    assert "sdctl-broken-says-goodbye" in err  # from the journal
+
+
+def test_start_timeout(sandbox: Sandbox, units: Units) -> None:
+    """start of a notify service that never sends READY gives up at --timeout with exit 1."""
+    install_app(sandbox)
+    units.install({"sdctl-never.service": notify_unit(-1.0)})
+    code, _out, err, seconds = sdactivate(sandbox, "start", "sdctl-never", "--timeout", "1")
+    assert code == 1
+    assert "still running" in err
+    assert 1.0 <= seconds < 15
+    assert sandbox.show("sdctl-never.service", "ActiveState")["ActiveState"] == "activating"
+
+
+def test_reload_and_stop(sandbox: Sandbox, units: Units) -> None:
+    """reload waits for the ExecReload job and the unit to be active again; stop waits
+    for inactive."""
+    install_app(sandbox)
+    units.install({"sdctl-reload.service": notify_unit(0.0)})
+    sandbox.systemctl("start", "sdctl-reload.service")
+    code, out, err, _ = sdactivate(sandbox, "reload", "sdctl-reload", "--timeout", "20")
+    assert code == 0, err
+    assert "reload ok, active (running)" in out
+    code, out, err, _ = sdactivate(sandbox, "stop", "sdctl-reload", "--timeout", "20")
+    assert code == 0, err
+    assert "stop ok, inactive (dead)" in out
+
+
+def test_unknown_unit(sandbox: Sandbox) -> None:
+    """A unit systemd does not know is reported with exit 1."""
+    code, _out, err, _ = sdactivate(sandbox, "restart", "sdctl-nosuch-unit")
+    assert code == 1
+    assert "sdctl-nosuch-unit.service" in err and "not found" in err
+
+
+def test_permission_denied_for_unprivileged_user(sandbox: Sandbox, units: Units) -> None:
+    """An unprivileged caller gets a permission error suggesting --user or root."""
+    units.install({"sdctl-perm.service": "[Service]\nExecStart=/bin/sleep 3600\n"})
+    proc = sandbox.run(
+        [
+            "setpriv",
+            "--reuid=nobody",
+            "--regid=nogroup",
+            "--clear-groups",
+            PYTHON,
+            "-m",
+            "sdactivate",
+            "start",
+            "sdctl-perm",
+        ],
+        check=False,
+    )
+    assert proc.returncode == 1, (proc.stdout, proc.stderr)
+    assert "--user" in proc.stderr and "root" in proc.stderr
+    assert sandbox.show("sdctl-perm.service", "ActiveState")["ActiveState"] == "inactive"
+
+
+def test_no_bus(sandbox: Sandbox) -> None:
+    """With no bus socket at the address the command exits 1 saying so."""
+    proc = sandbox.run(
+        [PYTHON, "-m", "sdactivate", "status", "dbus"],
+        env={"DBUS_SYSTEM_BUS_ADDRESS": "unix:path=/run/sdctl-no-bus"},
+        check=False,
+    )
+    assert proc.returncode == 1
+    assert "no D-Bus system bus" in proc.stderr
+
+
+STATUS_PROPS = {
+    "service": (
+        "ActiveState",
+        "SubState",
+        "MainPID",
+        "StatusText",
+        "NRestarts",
+        "NFileDescriptorStore",
+        "FileDescriptorStoreMax",
+        "Result",
+        "Type",
+    ),
+    "socket": ("ActiveState", "SubState", "NAccepted", "NConnections", "NRefused", "Result"),
+}
+
+
+def test_status_json_matches_systemctl_show(sandbox: Sandbox, units: Units) -> None:
+    """status --json of a socket-activated notify service agrees with `systemctl show`
+    on every shared property, including the socket's Listen addresses."""
+    install_app(sandbox)
+    port = free_port()
+    units.install(
+        {
+            "sdctl-web.socket": f"[Socket]\nListenStream=127.0.0.1:{port}\n",
+            "sdctl-web.service": notify_unit(0.0, "FileDescriptorStoreMax=4\n"),
+        }
+    )
+    sandbox.systemctl("start", "sdctl-web.socket")
+    with socket.create_connection(("127.0.0.1", port), timeout=10):
+        pass  # activates the service
+    wait_until(
+        lambda: sandbox.show("sdctl-web.service", "ActiveState")["ActiveState"] == "active",
+        timeout=20,
+        what="sdctl-web.service active",
+    )
+    code, out, err, _ = sdactivate(sandbox, "status", "sdctl-web", "--json")
+    assert code == 0, err
+    data = json.loads(out)
+    views = {"service": data["service"], "socket": data["sockets"][0]}
+    assert views["socket"]["unit"] == "sdctl-web.socket"
+    for kind, props in STATUS_PROPS.items():
+        unit = views[kind]["unit"]
+        shown = sandbox.show(unit, *props)
+        mine = {p: str(views[kind][p]) for p in props if p in shown}
+        assert mine == {p: shown[p] for p in mine}, unit
+        assert len(mine) >= len(props) - 1  # NRefused may be absent on older managers
+    listen = sandbox.show("sdctl-web.socket", "Listen")["Listen"]
+    assert [f"{addr} ({kind})" for kind, addr in views["socket"]["Listen"]] == [listen]
+    assert views["service"]["FileDescriptorStoreMax"] == 4
+
+    code, table, err, _ = sdactivate(sandbox, "status", "sdctl-web")
+    assert code == 0, err
+    assert f"127.0.0.1:{port} (Stream)" in table
+    assert "0 / 4 (stored / max)" in table
