@@ -1,0 +1,134 @@
+"""stdlib ``http.server`` / ``socketserver`` on inherited sockets.
+
+::
+
+    from http.server import BaseHTTPRequestHandler
+    from sdactivate.adapters import http_server
+
+    http_server.serve(MyHandler)          # LISTEN_FDS sockets; blocks until SIGTERM
+
+``socketserver`` always creates (and ``server_bind``/``server_activate`` would re-bind and
+re-``listen()``) its own socket; :func:`make_server` builds the server without binding,
+swaps in the inherited socket and never calls ``listen()``, so the socket unit's
+``Backlog=`` stays. Try it::
+
+    systemd-socket-activate -l 127.0.0.1:8080 python examples/adapter_http_server.py
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Sequence
+from http.server import ThreadingHTTPServer
+from socketserver import BaseRequestHandler, BaseServer
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from ._lifecycle import DEFAULT_DRAIN_TIMEOUT, StopTrigger, announce_ready, announce_stopping, pick
+
+if TYPE_CHECKING:
+    from ..upgrade import Upgrader
+
+__all__ = ["make_server", "serve"]
+
+ServerT = TypeVar("ServerT", bound=BaseServer)
+
+
+class _InFlight:
+    """Counts requests being handled, so a drain knows when the last one finished."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._count = 0
+
+    def __enter__(self) -> None:
+        with self._cond:
+            self._count += 1
+
+    def __exit__(self, *exc: object) -> None:
+        with self._cond:
+            self._count -= 1
+            self._cond.notify_all()
+
+    def wait_idle(self, deadline: float) -> bool:
+        with self._cond:
+            return self._cond.wait_for(lambda: self._count == 0, deadline - time.monotonic())
+
+    @property
+    def count(self) -> int:
+        return self._count
+
+
+def make_server(
+    sock: socket.socket,
+    handler: type[BaseRequestHandler],
+    *,
+    server_class: type[ServerT] = ThreadingHTTPServer,  # type: ignore[assignment]
+) -> ServerT:
+    """A ``socketserver`` server of ``server_class`` serving the listening ``sock``.
+
+    The socket is used as is (no bind, no ``listen()``), made non-blocking so that two
+    generations sharing it never block in ``accept()``. Requests are counted for
+    :func:`serve`'s drain.
+    """
+    in_flight = _InFlight()
+
+    class _Server(server_class):  # type: ignore[valid-type,misc]
+        def finish_request(self, request: Any, client_address: Any) -> None:
+            with in_flight:
+                super().finish_request(request, client_address)
+
+    _Server.__name__ = _Server.__qualname__ = server_class.__name__
+    server: Any = _Server(sock.getsockname(), handler, bind_and_activate=False)
+    server.socket.close()  # the unbound socket socketserver always creates
+    sock.setblocking(False)
+    server.socket = sock
+    server.server_address = sock.getsockname()
+    if isinstance(server.server_address, tuple):  # what HTTPServer.server_bind would set
+        server.server_name, server.server_port = server.server_address[:2]
+    server.sdactivate_in_flight = in_flight
+    return server  # type: ignore[no-any-return]
+
+
+def serve(
+    handler: type[BaseRequestHandler],
+    *,
+    sockets: Sequence[socket.socket] | None = None,
+    server_class: type[BaseServer] = ThreadingHTTPServer,
+    drain_timeout: float = DEFAULT_DRAIN_TIMEOUT,
+    upgrader: Upgrader | None = None,
+    status: str | None = None,
+) -> None:
+    """Serve ``handler`` on every socket until SIGTERM/SIGINT (or the upgrader's exit).
+
+    Sockets: ``sockets``, else ``upgrader.sockets()``, else ``LISTEN_FDS``
+    (:class:`~sdactivate.ActivationError` if none). READY=1 (with ``status``) once every
+    accept loop runs. On stop: STOPPING=1 (no-op after an upgrade handed over), stop
+    accepting, wait up to ``drain_timeout`` seconds for in-flight requests, then return
+    anyway (handler threads are daemons). The sockets are not closed.
+    """
+    socks = pick(sockets, upgrader)
+    trigger = StopTrigger(upgrader=upgrader)
+    servers: list[Any] = []
+    try:
+        for sock in socks:
+            server = make_server(sock, handler, server_class=server_class)
+            thread = threading.Thread(
+                target=server.serve_forever,
+                kwargs={"poll_interval": 0.25},
+                name=f"sdactivate-http-{sock.fileno()}",
+                daemon=True,
+            )
+            thread.start()
+            servers.append(server)  # only running loops: shutdown() waits for the loop
+        announce_ready(upgrader, status)
+        trigger.wait()
+    finally:
+        announce_stopping(drain_timeout)
+        deadline = time.monotonic() + drain_timeout
+        for server in servers:
+            server.shutdown()  # the accept loop ends; handlers keep running
+        for server in servers:
+            server.sdactivate_in_flight.wait_idle(deadline)
+        trigger.close()

@@ -1,0 +1,703 @@
+"""In-process zero-downtime upgrades (tableflip for Python), correct under ``Type=notify``.
+
+::
+
+    upg = sdactivate.Upgrader()
+    sock = upg.listen("tcp", "127.0.0.1:8080")   # inherited, or bound on first start
+    ...start serving on sock...
+    upg.ready()          # READY=1 to systemd, or to the parent generation
+    upg.wait_exit()      # returns after a successful upgrade (or SIGTERM / stop())
+    ...stop accepting, drain, exit...
+
+SIGHUP (or :meth:`Upgrader.upgrade`) re-executes the program (``sys.executable`` +
+``sys.orig_argv``, same cwd) with every socket of the upgrader passed as ``LISTEN_FDS`` /
+``LISTEN_FDNAMES`` (``LISTEN_PID`` = the child's pid; sd_listen_fds(3)). The child's
+``NOTIFY_SOCKET`` is a private datagram socket the parent listens on, so the new version
+just calls ``upg.ready()`` (or ``sdactivate.notify.ready()``). A child that exits, is not
+ready within ``upgrade_timeout`` or dies within ``stable_time`` after READY is killed and
+the parent keeps serving (logged, and ``STATUS=`` under systemd).
+
+Handover under systemd (units need ``NotifyAccess=all``; ``ExecReload=kill -HUP $MAINPID``):
+
+1. the child's READY=1 reaches only the parent (its private ``NOTIFY_SOCKET``), never
+   PID 1, so systemd cannot see a READY from a pid that is not yet the main pid;
+2. the parent sends ``MAINPID=<child>`` and waits on ``BARRIER=1`` (sd_notify_barrier(3),
+   v246+) so PID 1 has processed the switch before anything else happens;
+3. the parent writes the handover byte on a private control socket; the child then points
+   its ``NOTIFY_SOCKET`` back at systemd's and is the primary (may upgrade in turn);
+4. the parent unsets its own ``NOTIFY_SOCKET``: while it drains it cannot send anything to
+   PID 1, in particular never ``STOPPING=1``, which would arm ``TimeoutStopSec=`` and stop
+   the whole unit (sd_notify(3)). ``EXTEND_TIMEOUT_USEC=`` is not sent: in the running state
+   it only extends ``RuntimeMaxSec=``.
+
+A parent that dies before the handover leaves the child primary (the handover socket reaches
+EOF). Try it by hand::
+
+    systemd-socket-activate -l 127.0.0.1:8080 python examples/upgrader_app.py
+    kill -HUP <pid>
+"""
+
+from __future__ import annotations
+
+import array
+import contextlib
+import fcntl
+import logging
+import os
+import secrets
+import select
+import signal
+import socket
+import struct
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Iterable, MutableMapping, Sequence
+from types import FrameType, TracebackType
+from typing import Any, cast, get_args
+
+from . import _env
+from ._upgrade_plan import (
+    Action,
+    Finish,
+    ForwardUpgrade,
+    HandOver,
+    Kill,
+    Phase,
+    Report,
+    Spawn,
+    UpgradePlan,
+)
+from .addresses import DEFAULT_BACKLOG, Kind, ListenAddress, parse_address
+from .errors import AddressError, NotifyError, SdActivateError, UpgradeError
+
+__all__ = ["Upgrader"]
+
+log = logging.getLogger("sdactivate.upgrade")
+
+ENV_PARENT = "SDACTIVATE_UPGRADE_PARENT"  # parent's pid: "you are an upgrade child"
+ENV_FD = "SDACTIVATE_UPGRADE_FD"  # the child's end of the handover socket
+ENV_NOTIFY = "SDACTIVATE_UPGRADE_NOTIFY_SOCKET"  # systemd's NOTIFY_SOCKET, restored on handover
+_HANDOVER = b"H"
+_UCRED = struct.Struct("3i")  # unix(7): struct ucred {pid, uid, gid}
+_SignalHandler = Any  # what signal.signal returns
+
+
+class _Entry:
+    __slots__ = ("claimed", "name", "sock")
+
+    def __init__(self, sock: socket.socket, name: str, *, claimed: bool) -> None:
+        self.sock = sock
+        self.name = name
+        self.claimed = claimed
+
+
+class _Waiter:
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.pid: int | None = None
+        self.error: str | None = None
+
+    def resolve(self, pid: int | None, error: str | None) -> None:
+        if not self.done.is_set():
+            self.pid, self.error = pid, error
+            self.done.set()
+
+
+class Upgrader:
+    """Graceful re-exec upgrades of this process, keeping its listening sockets.
+
+    ``upgrade_timeout``: seconds the new generation gets to send READY=1 (tableflip's
+    default: one minute). ``stable_time``: seconds it must then stay alive before the
+    handover. ``argv``/``cwd`` override what is re-executed. ``upgrade_signals`` trigger an
+    upgrade, ``stop_signals`` make :meth:`wait_exit` return; both are installed from the
+    main thread (pass ``()`` to handle signals yourself). ``environ`` replaces the process
+    environment (it is read, and ``NOTIFY_SOCKET`` and the upgrade variables are updated in
+    it). One Upgrader per process.
+    """
+
+    def __init__(
+        self,
+        *,
+        upgrade_timeout: float = 60.0,
+        stable_time: float = 0.5,
+        argv: Sequence[str] | None = None,
+        cwd: str | None = None,
+        upgrade_signals: Iterable[int] = (signal.SIGHUP,),
+        stop_signals: Iterable[int] = (signal.SIGTERM, signal.SIGINT),
+        environ: MutableMapping[str, str] | None = None,
+    ) -> None:
+        self._environ_arg = environ
+        self._env = _env.process_environ() if environ is None else environ
+        self._argv = list(argv) if argv is not None else [sys.executable, *sys.orig_argv[1:]]
+        self._cwd = cwd if cwd is not None else os.getcwd()
+        self._entries: list[_Entry] = []
+        self._inherited_loaded = False
+        self._lock = threading.Lock()
+        self._commands: deque[tuple[str, Any]] = deque()
+        self._waiters: dict[int, list[_Waiter]] = {}
+        self._exited = threading.Event()
+        self.exit_reason: str | None = None
+        self.last_error: str | None = None
+        self._ready_sent = False
+        self._closed = False
+        self._upgrade_signals = tuple(upgrade_signals)
+        self._saved_handlers: dict[int, _SignalHandler] = {}
+        self._systemd_notify: str | None = None
+
+        self._parent_pid, self._ctl, self._parent_pidfd = self._take_parent()
+        self._plan = UpgradePlan(
+            has_parent=self._ctl is not None,
+            ready_timeout=upgrade_timeout,
+            stable_time=stable_time,
+        )
+        # Per-attempt state, owned by the worker thread.
+        self._notify_sock: socket.socket | None = None
+        self._child_ctl: socket.socket | None = None
+        self._child_pidfd: int | None = None
+        self._child_pid: int | None = None
+
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            self._install_signals(self._upgrade_signals, "upgrade")
+            self._install_signals(tuple(stop_signals), "stop")
+        except BaseException:
+            self._restore_signals()
+            os.close(self._wake_r)
+            os.close(self._wake_w)
+            raise
+        self._thread = threading.Thread(target=self._run, name="sdactivate-upgrader", daemon=True)
+        self._thread.start()
+
+    # --- public API ----------------------------------------------------------------------
+    @property
+    def has_parent(self) -> bool:
+        """True in a new generation started by an upgrade (until the parent is gone)."""
+        return self._parent_pid is not None
+
+    def listen(
+        self,
+        network: str,
+        address: str | ListenAddress,
+        *,
+        name: str | None = None,
+        backlog: int = DEFAULT_BACKLOG,
+    ) -> socket.socket:
+        """A listening socket for ``address``: inherited if there is one, else bound.
+
+        ``network`` is a kind (``tcp``, ``udp``, ``unix``, ``unix-dgram``,
+        ``unix-seqpacket``); ``address`` uses :func:`sdactivate.parse_address` syntax.
+        Inherited sockets (``LISTEN_FDS`` from systemd or the previous generation) are
+        matched by ``name`` when given (``FileDescriptorName=``), else by address; a port 0
+        address matches the inherited socket of the same family in call order. An
+        inherited socket keeps its backlog (no ``listen()`` call). Raises
+        :class:`~sdactivate.AddressError` for a bad address, ``OSError`` if binding fails.
+        """
+        if network not in get_args(Kind):
+            raise AddressError(f"unknown network {network!r} (one of {', '.join(get_args(Kind))})")
+        if isinstance(address, ListenAddress):
+            addr = address
+        else:
+            addr = parse_address(address, kind=cast(Kind, network))
+        if name is not None:
+            _check_name(name)
+        with self._lock:
+            self._load_inherited()
+            entry = self._match(addr, name)
+            if entry is not None:
+                entry.claimed = True
+                return entry.sock
+            sock = addr.bind(backlog=backlog)
+            self._entries.append(_Entry(sock, name or "unknown", claimed=True))
+            return sock
+
+    def add(self, sock: socket.socket, *, name: str = "unknown") -> None:
+        """Pass ``sock`` (any socket or fd-backed object you own) to the next generations."""
+        _check_name(name)
+        with self._lock:
+            self._entries.append(_Entry(sock, name, claimed=True))
+
+    def sockets(self) -> list[socket.socket]:
+        """Every socket that a new generation receives, in ``LISTEN_FDS`` order."""
+        with self._lock:
+            self._load_inherited()
+            return [e.sock for e in self._entries]
+
+    def ready(self, *, status: str | None = None) -> None:
+        """This generation serves: READY=1 to systemd, or to the parent after an upgrade.
+
+        Upgrades are accepted only after this. Outside systemd and without a parent, only
+        the upgrader's state changes. Raises :class:`~sdactivate.NotifyError` if
+        ``NOTIFY_SOCKET`` is set but unusable.
+        """
+        from . import notify
+
+        if not self._ready_sent:
+            notify.ready(status=status, environ=self._env)
+            self._ready_sent = True
+        self._post("ready", None)
+
+    def upgrade(self, *, timeout: float | None = None) -> int:
+        """Upgrade now and wait for the outcome: the new generation's pid.
+
+        A call while an upgrade runs is queued behind it (several queued calls become one
+        upgrade). After a successful upgrade a queued call is forwarded to the new
+        generation (as its first upgrade signal) and returns that pid. Raises
+        :class:`~sdactivate.UpgradeError` if the upgrade failed (this process keeps
+        serving) or ``timeout`` seconds passed.
+        """
+        waiter = _Waiter()
+        self._post("upgrade", waiter)
+        if not waiter.done.wait(timeout):
+            raise UpgradeError(f"no upgrade outcome within {timeout} s")
+        if waiter.error is not None:
+            raise UpgradeError(waiter.error)
+        assert waiter.pid is not None
+        return waiter.pid
+
+    def stop(self, reason: str = "stop requested") -> None:
+        """Make :meth:`wait_exit` return; an upgrade in progress is aborted (child killed)."""
+        self._post("stop", reason)
+
+    def wait_exit(self, timeout: float | None = None) -> bool:
+        """Block until this generation should stop serving (upgraded, or stopped).
+
+        Returns False if ``timeout`` passed first. :attr:`exit_reason` says why.
+        """
+        return self._exited.wait(timeout)
+
+    def wait_for_parent(self, timeout: float | None = None) -> bool:
+        """In a new generation: wait until the previous one has exited (True), or timeout.
+
+        Returns True at once without a parent.
+        """
+        if self._parent_pidfd is None:
+            return True
+        ready, _, _ = select.select([self._parent_pidfd], [], [], timeout)
+        return bool(ready)
+
+    def close(self) -> None:
+        """Stop the upgrader (killing an unfinished new generation), restore the signal
+        handlers and close the sockets it handed out."""
+        if self._closed:
+            return
+        self.stop("closed")
+        self._post("close", None)
+        self._thread.join(timeout=10.0)
+        self._closed = True
+        self._restore_signals()
+        with self._lock:
+            for entry in self._entries:
+                entry.sock.close()
+            self._entries.clear()
+        for fd in (self._wake_r, self._wake_w, self._parent_pidfd):
+            if fd is not None:
+                os.close(fd)
+        self._parent_pidfd = None
+        if self._ctl is not None:
+            self._ctl.close()
+            self._ctl = None
+
+    def __enter__(self) -> Upgrader:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # --- sockets -------------------------------------------------------------------------
+    def _load_inherited(self) -> None:
+        if self._inherited_loaded:
+            return
+        from . import activation
+
+        by_name = activation.listeners_by_name(environ=self._environ_arg)
+        pairs = [(sock, name) for name, socks in by_name.items() for sock in socks]
+        pairs.sort(key=lambda pair: pair[0].fileno())
+        self._entries[:0] = [_Entry(sock, name, claimed=False) for sock, name in pairs]
+        self._inherited_loaded = True
+
+    def _match(self, addr: ListenAddress, name: str | None) -> _Entry | None:
+        free = [e for e in self._entries if not e.claimed]
+        if name is not None:
+            for entry in free:
+                if entry.name == name and entry.sock.type == addr.type:
+                    return entry
+            return None
+        for entry in free:
+            if addr.matches(entry.sock):
+                return entry
+        if addr.port == 0:
+            for entry in free:
+                if _same_kind_any_port(addr, entry.sock):
+                    return entry
+        return None
+
+    # --- parent side of a previous upgrade -----------------------------------------------
+    def _take_parent(self) -> tuple[int | None, socket.socket | None, int | None]:
+        env = self._env
+        parent_text = env.pop(ENV_PARENT, None)
+        fd_text = env.pop(ENV_FD, None)
+        systemd_notify = env.pop(ENV_NOTIFY, None)
+        if parent_text is None or fd_text is None:
+            return None, None, None
+        try:
+            parent, fd = int(parent_text), int(fd_text)
+        except ValueError as exc:
+            raise UpgradeError(
+                f"malformed {ENV_PARENT}={parent_text!r} {ENV_FD}={fd_text!r}"
+            ) from exc
+        if parent != os.getppid():
+            log.warning("%s=%d is not our parent (%d): ignoring", ENV_PARENT, parent, os.getppid())
+            return None, None, None
+        try:
+            ctl = socket.socket(fileno=fd)
+        except OSError as exc:
+            raise UpgradeError(f"{ENV_FD}={fd} is not the upgrade socket") from exc
+        ctl.set_inheritable(False)
+        try:
+            pidfd: int | None = os.pidfd_open(parent)
+        except ProcessLookupError:
+            pidfd = None
+        self._systemd_notify = systemd_notify
+        return parent, ctl, pidfd
+
+    def _became_primary(self, why: str) -> None:
+        """Point NOTIFY_SOCKET back at systemd's (or nowhere): we are the main process now."""
+        if self._systemd_notify:
+            self._env["NOTIFY_SOCKET"] = self._systemd_notify
+        else:
+            self._env.pop("NOTIFY_SOCKET", None)
+        if self._ctl is not None:
+            self._ctl.close()
+            self._ctl = None
+        log.info("now the primary generation (pid %d): %s", os.getpid(), why)
+        self._execute(self._plan.handed_over(time.monotonic()))
+
+    # --- signals and commands ------------------------------------------------------------
+    def _install_signals(self, signals: tuple[int, ...], command: str) -> None:
+        if not signals:
+            return
+        if threading.current_thread() is not threading.main_thread():
+            raise UpgradeError(
+                "signal handlers need the main thread: create the Upgrader there, or pass "
+                "upgrade_signals=() and stop_signals=()"
+            )
+        for signum in signals:
+
+            def handler(signum: int, frame: FrameType | None, command: str = command) -> None:
+                self._post(command, f"signal {signal.Signals(signum).name}")
+
+            self._saved_handlers[signum] = signal.signal(signum, handler)
+
+    def _restore_signals(self) -> None:
+        for signum, previous in self._saved_handlers.items():
+            with contextlib.suppress(ValueError, TypeError):
+                signal.signal(signum, previous)
+        self._saved_handlers.clear()
+
+    def _post(self, command: str, arg: Any) -> None:
+        # Safe from signal handlers: deque.append is atomic, the pipe write never blocks.
+        self._commands.append((command, arg))
+        with contextlib.suppress(BlockingIOError, OSError):
+            os.write(self._wake_w, b"\0")
+
+    # --- the worker thread ---------------------------------------------------------------
+    def _run(self) -> None:
+        poller = select.poll()
+        registered: set[int] = set()
+        while True:
+            wanted = {self._wake_r}
+            for obj in (self._ctl, self._notify_sock):
+                if obj is not None:
+                    wanted.add(obj.fileno())
+            if self._child_pidfd is not None:
+                wanted.add(self._child_pidfd)
+            for fd in registered - wanted:
+                poller.unregister(fd)
+            for fd in wanted - registered:
+                poller.register(fd, select.POLLIN)
+            registered = wanted
+            deadline = self._plan.deadline
+            wait_ms = None if deadline is None else max(0, (deadline - time.monotonic()) * 1000)
+            events = poller.poll(None if wait_ms is None else int(wait_ms) + 1)
+            try:
+                if self._step({fd for fd, _ in events}):
+                    break
+            except Exception:  # a bug here must not leave wait_exit() hanging forever
+                log.exception("upgrader failed")
+                self._kill_child()
+                self._finish("upgrader failed")
+                break
+        self._resolve_all("upgrader closed")
+
+    def _step(self, ready_fds: set[int]) -> bool:
+        """Handle one wake-up; True when the worker should end."""
+        now = time.monotonic()
+        if self._wake_r in ready_fds:
+            with contextlib.suppress(BlockingIOError):
+                os.read(self._wake_r, 4096)
+        while self._commands:
+            command, arg = self._commands.popleft()
+            if command == "close":
+                self._kill_child()
+                return True
+            if command == "upgrade":
+                self._add_waiter(arg)
+                self._execute(self._plan.request_upgrade(now))
+            elif command == "ready":
+                self._execute(self._plan.ready(now))
+            elif command == "stop":
+                self._execute(self._plan.stop(str(arg)))
+            else:
+                raise AssertionError(command)
+        if self._ctl is not None and self._ctl.fileno() in ready_fds:
+            data = _recv_some(self._ctl)
+            if data.startswith(_HANDOVER):
+                self._became_primary("handover from the previous generation")
+            elif not data:
+                self._became_primary("the previous generation went away before the handover")
+        if self._notify_sock is not None and self._notify_sock.fileno() in ready_fds:
+            self._read_notify(now)
+        if self._child_pidfd is not None and self._child_pidfd in ready_fds:
+            self._child_gone(now)
+        self._execute(self._plan.tick(time.monotonic()))
+        return False
+
+    def _read_notify(self, now: float) -> None:
+        from . import notify
+
+        assert self._notify_sock is not None
+        while True:
+            try:
+                data, ancdata, _, _ = self._notify_sock.recvmsg(
+                    4096, socket.CMSG_SPACE(_UCRED.size) + socket.CMSG_SPACE(253 * 4)
+                )
+            except (BlockingIOError, InterruptedError):
+                return
+            pid = _close_fds_get_pid(ancdata)
+            if pid != self._child_pid or pid is None:
+                log.debug("ignoring a notify message from pid %s", pid)
+                continue
+            try:
+                fields = notify.parse_message(data)
+            except SdActivateError as exc:
+                log.warning("bad notify message from the new generation: %s", exc)
+                continue
+            if ("READY", "1") in fields:
+                self._execute(self._plan.child_ready(pid, now))
+
+    def _child_gone(self, now: float) -> None:
+        pid = self._child_pid
+        assert pid is not None
+        status = self._reap(pid)
+        self._execute(self._plan.child_exited(pid, status, now))
+        self._drop_attempt()
+
+    # --- actions -------------------------------------------------------------------------
+    def _execute(self, actions: list[Action]) -> None:
+        for action in actions:
+            if isinstance(action, Spawn):
+                self._spawn(action.attempt)
+            elif isinstance(action, Kill):
+                self._kill_child()
+            elif isinstance(action, HandOver):
+                self._hand_over(action.pid)
+            elif isinstance(action, ForwardUpgrade):
+                self._forward(action.pid)
+            elif isinstance(action, Report):
+                self._report(action)
+            elif isinstance(action, Finish):
+                self._finish(action.reason)
+
+    def _spawn(self, attempt: int) -> None:
+        from . import _spawn
+
+        with self._lock:
+            self._load_inherited()
+            entries = list(self._entries)
+        fds = [e.sock.fileno() for e in entries]
+        names = [e.name for e in entries]
+        token = secrets.token_hex(8)
+        notify_sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        notify_sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+        notify_sock.bind(f"\0sdactivate-upgrade/{os.getpid()}/{token}")
+        notify_sock.setblocking(False)
+        parent_ctl, child_ctl = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        # Above 3..3+n-1 so _spawn can keep it at its number (it checks for collisions).
+        ctl_fd = fcntl.fcntl(child_ctl.fileno(), fcntl.F_DUPFD_CLOEXEC, 3 + len(fds) + 1)
+        child_ctl.close()
+        env = dict(self._env)
+        systemd_notify = env.pop("NOTIFY_SOCKET", None)
+        env.pop("WATCHDOG_PID", None)  # sd_watchdog_enabled(3): unset = "for this process"
+        env[ENV_PARENT] = str(os.getpid())
+        env[ENV_FD] = str(ctl_fd)
+        if systemd_notify:
+            env[ENV_NOTIFY] = systemd_notify
+        try:
+            child = _spawn.spawn(
+                self._argv,
+                fds,
+                names=names,
+                env=env,
+                notify_socket="@" + notify_sock.getsockname()[1:].decode(),
+                pass_fds=[ctl_fd],
+                pdeathsig=None,  # a parent gone before the handover leaves the child primary
+                cwd=self._cwd,
+            )
+        except (SdActivateError, OSError) as exc:
+            notify_sock.close()
+            parent_ctl.close()
+            self._execute(self._plan.spawn_failed(str(exc), time.monotonic()))
+            return
+        finally:
+            os.close(ctl_fd)
+        log.info("upgrade %d: started new generation pid %d", attempt, child.pid)
+        self._notify_sock, self._child_ctl = notify_sock, parent_ctl
+        self._child_pid, self._child_pidfd = child.pid, child.pidfd
+        self._execute(self._plan.child_started(child.pid, time.monotonic()))
+
+    def _hand_over(self, pid: int) -> None:
+        from . import notify
+
+        now = time.monotonic()
+        assert self._child_ctl is not None
+        try:
+            if notify.send(
+                {"MAINPID": pid, "STATUS": f"serving, pid {pid} (upgraded from {os.getpid()})"},
+                environ=self._env,
+            ):
+                notify.barrier(environ=self._env)  # PID 1 processed MAINPID before we go on
+            self._child_ctl.sendall(_HANDOVER)
+        except (NotifyError, OSError) as exc:
+            with contextlib.suppress(NotifyError, OSError):
+                notify.send({"MAINPID": os.getpid()}, environ=self._env)
+            self._execute(self._plan.handover_failed(pid, str(exc), now))
+            return
+        # Mute: a draining old generation must never reach PID 1 (STOPPING=1 would stop
+        # the unit). sd_notify(3) calls after this are no-ops.
+        self._env.pop("NOTIFY_SOCKET", None)
+        self._drop_attempt()  # the child is the primary now: never killed or reaped here
+        self._execute(self._plan.handover_done(pid))
+
+    def _forward(self, pid: int) -> None:
+        if not self._upgrade_signals:
+            log.warning("queued upgrade dropped: no upgrade signal to forward to pid %d", pid)
+            self._resolve(self._plan.attempt + 1, None, "upgrade signals disabled")
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, self._upgrade_signals[0])
+        log.info("queued upgrade forwarded to the new generation pid %d", pid)
+        self._resolve(self._plan.attempt + 1, pid, None)
+
+    def _report(self, report: Report) -> None:
+        from . import notify
+
+        if report.ok:
+            log.info("%s", report.text)
+            self._resolve(report.attempt, self._plan.child, None)
+            return
+        log.warning("%s", report.text)
+        self.last_error = report.text
+        if self._plan.phase is not Phase.WAITING_HANDOVER:
+            with contextlib.suppress(NotifyError):
+                notify.status(report.text, environ=self._env)
+        self._resolve(report.attempt, None, report.text)
+
+    def _finish(self, reason: str) -> None:
+        if not self._exited.is_set():
+            self.exit_reason = reason
+            log.info("generation pid %d exits: %s", os.getpid(), reason)
+            self._exited.set()
+
+    # --- child bookkeeping ---------------------------------------------------------------
+    def _kill_child(self) -> None:
+        pid = self._child_pid
+        if pid is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        self._reap(pid)
+        self._drop_attempt()
+
+    def _reap(self, pid: int) -> str:
+        try:
+            _, status = os.waitpid(pid, 0)
+        except ChildProcessError:
+            return "already reaped"
+        code = os.waitstatus_to_exitcode(status)
+        return f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit status {code}"
+
+    def _drop_attempt(self) -> None:
+        for sock in (self._notify_sock, self._child_ctl):
+            if sock is not None:
+                sock.close()
+        self._notify_sock = self._child_ctl = None
+        if self._child_pidfd is not None:
+            os.close(self._child_pidfd)
+        self._child_pidfd = None
+        self._child_pid = None
+
+    # --- waiters -------------------------------------------------------------------------
+    def _add_waiter(self, waiter: object) -> None:
+        if not isinstance(waiter, _Waiter):  # a signal: nobody waits
+            return
+        if self._plan.phase is Phase.EXITING and self._plan.child is None:
+            waiter.resolve(None, f"this generation is exiting ({self.exit_reason})")
+            return
+        self._waiters.setdefault(self._plan.attempt + 1, []).append(waiter)
+
+    def _resolve(self, attempt: int, pid: int | None, error: str | None) -> None:
+        for waiter in self._waiters.pop(attempt, []):
+            waiter.resolve(pid, error)
+
+    def _resolve_all(self, error: str) -> None:
+        for waiters in self._waiters.values():
+            for waiter in waiters:
+                waiter.resolve(None, error)
+        self._waiters.clear()
+
+
+def _check_name(name: str) -> None:
+    # sd_listen_fds_with_names(3) / systemd.socket(5) FileDescriptorName=
+    if not name or len(name) > 255 or ":" in name or not name.isascii() or not name.isprintable():
+        raise UpgradeError(f"invalid fd name {name!r} (ASCII, printable, no ':', 1..255)")
+
+
+def _same_kind_any_port(addr: ListenAddress, sock: socket.socket) -> bool:
+    try:
+        if sock.type != addr.type or sock.family != addr.family:
+            return False
+        host = sock.getsockname()[0]
+    except OSError:
+        return False
+    return addr.host is None or host.split("%")[0] == addr.host
+
+
+def _recv_some(sock: socket.socket) -> bytes:
+    try:
+        return sock.recv(64)
+    except (BlockingIOError, InterruptedError):
+        return b"?"
+    except OSError:
+        return b""
+
+
+def _close_fds_get_pid(ancdata: list[tuple[int, int, bytes]]) -> int | None:
+    pid = None
+    for level, kind, data in ancdata:
+        if level != socket.SOL_SOCKET:
+            continue
+        if kind == socket.SCM_CREDENTIALS and len(data) >= _UCRED.size:
+            pid = _UCRED.unpack_from(data)[0]
+        elif kind == socket.SCM_RIGHTS:
+            fds = array.array("i")
+            fds.frombytes(data[: len(data) - len(data) % fds.itemsize])
+            for fd in fds:  # a BARRIER=1 fd or stray FDSTORE fds: closing answers a barrier
+                os.close(fd)
+    return pid

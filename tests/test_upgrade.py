@@ -1,0 +1,312 @@
+"""sdactivate.upgrade: the pure upgrade plan, and the Upgrader end to end in real processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from sdactivate._upgrade_plan import (
+    Finish,
+    ForwardUpgrade,
+    HandOver,
+    Kill,
+    Phase,
+    Report,
+    Spawn,
+    UpgradePlan,
+)
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "upgrader_app.py"
+
+
+def serving_plan(*, stable: float = 0.0, timeout: float = 10.0) -> UpgradePlan:
+    plan = UpgradePlan(has_parent=False, ready_timeout=timeout, stable_time=stable)
+    assert plan.ready(0.0) == []
+    return plan
+
+
+# --- the pure plan -------------------------------------------------------------------------
+def test_upgrade_waits_for_own_ready() -> None:
+    """A request before this generation is ready is queued and starts at ready()."""
+    plan = UpgradePlan(has_parent=False, ready_timeout=10, stable_time=0)
+    assert plan.request_upgrade(0.0) == []
+    assert plan.ready(1.0) == [Spawn(1)]
+    assert plan.phase is Phase.UPGRADING
+
+
+def test_child_waits_for_handover_before_upgrading() -> None:
+    """An upgrade child may not upgrade until its parent handed over."""
+    plan = UpgradePlan(has_parent=True, ready_timeout=10, stable_time=0)
+    assert plan.ready(0.0) == []
+    assert plan.request_upgrade(0.0) == []
+    assert plan.handed_over(1.0) == [Spawn(1)]
+
+
+def test_successful_upgrade_hands_over_then_finishes() -> None:
+    """READY from the child -> HandOver; handover_done -> success report and Finish."""
+    plan = serving_plan()
+    assert plan.request_upgrade(0.0) == [Spawn(1)]
+    plan.child_started(42, 0.1)
+    assert plan.child_ready(42, 0.2) == [HandOver(42)]
+    actions = plan.handover_done(42)
+    assert actions[0] == Report(True, "upgraded: new generation pid 42 is serving", 1)
+    assert actions[1] == Finish("upgraded to pid 42")
+    assert plan.phase is Phase.EXITING
+
+
+def test_ready_from_another_pid_is_ignored() -> None:
+    """Only the spawned child's READY counts."""
+    plan = serving_plan()
+    plan.request_upgrade(0.0)
+    plan.child_started(42, 0.1)
+    assert plan.child_ready(43, 0.2) == []
+    assert plan.phase is Phase.UPGRADING
+
+
+def test_child_exit_before_ready_keeps_serving() -> None:
+    """F1: a child that exits before READY fails the upgrade; nothing to kill."""
+    plan = serving_plan()
+    plan.request_upgrade(0.0)
+    plan.child_started(42, 0.1)
+    (report,) = plan.child_exited(42, "exit status 3", 0.5)
+    assert isinstance(report, Report) and not report.ok
+    assert "before READY" in report.text and "exit status 3" in report.text
+    assert plan.phase is Phase.SERVING
+
+
+def test_ready_timeout_kills_child() -> None:
+    """F2: no READY within the timeout -> Kill + failure report, still serving."""
+    plan = serving_plan(timeout=2.0)
+    plan.request_upgrade(0.0)
+    plan.child_started(42, 0.0)
+    assert plan.tick(1.9) == []
+    kill, report = plan.tick(2.0)
+    assert kill == Kill(42)
+    assert isinstance(report, Report) and not report.ok and "not ready within 2 s" in report.text
+    assert plan.phase is Phase.SERVING and plan.deadline is None
+
+
+def test_crash_within_stable_time_fails_upgrade() -> None:
+    """F3: a child that dies within stable_time after READY never gets the handover."""
+    plan = serving_plan(stable=0.5)
+    plan.request_upgrade(0.0)
+    plan.child_started(42, 0.0)
+    assert plan.child_ready(42, 1.0) == []
+    assert plan.phase is Phase.CONFIRMING
+    (report,) = plan.child_exited(42, "exit status 4", 1.2)
+    assert isinstance(report, Report) and "after READY" in report.text
+    assert plan.phase is Phase.SERVING
+
+
+def test_stable_time_elapsed_hands_over() -> None:
+    """After stable_time alive, the handover happens."""
+    plan = serving_plan(stable=0.5)
+    plan.request_upgrade(0.0)
+    plan.child_started(42, 0.0)
+    plan.child_ready(42, 1.0)
+    assert plan.tick(1.4) == []
+    assert plan.tick(1.5) == [HandOver(42)]
+
+
+def test_requests_during_upgrade_coalesce_and_forward() -> None:
+    """F12: two requests during an upgrade become one, forwarded to the new primary."""
+    plan = serving_plan()
+    plan.request_upgrade(0.0)
+    plan.child_started(42, 0.0)
+    assert plan.request_upgrade(0.1) == []
+    assert plan.request_upgrade(0.2) == []
+    plan.child_ready(42, 0.3)
+    actions = plan.handover_done(42)
+    assert actions[-1] == ForwardUpgrade(42)
+    assert [a for a in actions if isinstance(a, Spawn)] == []
+
+
+def test_queued_request_retries_after_failure() -> None:
+    """A request queued during a failed upgrade starts a new attempt right away."""
+    plan = serving_plan()
+    plan.request_upgrade(0.0)
+    plan.child_started(42, 0.0)
+    plan.request_upgrade(0.1)
+    actions = plan.child_exited(42, "exit status 1", 0.2)
+    assert actions[-1] == Spawn(2)
+
+
+def test_handover_failure_kills_child() -> None:
+    """If MAINPID cannot be sent, the child is killed and this generation keeps serving."""
+    plan = serving_plan()
+    plan.request_upgrade(0.0)
+    plan.child_started(42, 0.0)
+    plan.child_ready(42, 0.1)
+    kill, report = plan.handover_failed(42, "ECONNREFUSED", 0.2)
+    assert kill == Kill(42) and isinstance(report, Report) and not report.ok
+
+
+def test_stop_during_upgrade_aborts_it() -> None:
+    """stop() while a child is starting kills it and finishes."""
+    plan = serving_plan()
+    plan.request_upgrade(0.0)
+    plan.child_started(42, 0.0)
+    actions = plan.stop("signal SIGTERM")
+    assert actions[0] == Kill(42)
+    assert actions[-1] == Finish("signal SIGTERM")
+    assert plan.stop("again") == []
+
+
+def test_request_after_exit_is_forwarded() -> None:
+    """A SIGHUP reaching a generation that already handed over goes to the new one."""
+    plan = serving_plan()
+    plan.request_upgrade(0.0)
+    plan.child_started(42, 0.0)
+    plan.child_ready(42, 0.1)
+    plan.handover_done(42)
+    assert plan.request_upgrade(1.0) == [ForwardUpgrade(42)]
+
+
+@pytest.mark.parametrize(
+    ("timeout", "stable"), [(0, 0), (1, -1)], ids=["zero-timeout", "negative-stable"]
+)
+def test_bad_timings_rejected(timeout: float, stable: float) -> None:
+    """Nonsense timings are refused when the plan is built."""
+    with pytest.raises(ValueError):
+        UpgradePlan(has_parent=False, ready_timeout=timeout, stable_time=stable)
+
+
+# --- real processes ------------------------------------------------------------------------
+def _get(port: int, path: str = "/", timeout: float = 5.0) -> tuple[int, str]:
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as conn:
+        conn.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        data = b""
+        while chunk := conn.recv(4096):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    pid = int(body.decode().split("pid=")[1])
+    return int(head.split()[1]), str(pid)
+
+
+@pytest.fixture()
+def app(tmp_path: Path) -> Iterator[tuple[object, object, int, Path]]:
+    """The example app launched with a bound socket and a NotifyReceiver standing in for PID 1."""
+    from sdactivate.testing import NotifyReceiver, launch
+
+    fault = tmp_path / "fault"
+    with NotifyReceiver(thread=True) as rx:
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(128)
+        port = sock.getsockname()[1]
+        args = ["--listen", f"127.0.0.1:{port}", "--fault-file", str(fault)]
+        args += ["--upgrade-timeout", "3", "--stable-time", "0.2", "--drain-timeout", "3"]
+        proc = launch([sys.executable, str(EXAMPLE), *args], [sock], names=["http"], notify=rx)
+        sock.close()
+        with proc:
+            try:
+                yield proc, rx, port, fault
+            finally:
+                generations = {int(m.get("MAINPID")) for m in rx.messages if "MAINPID" in m}
+                for pid in {proc.pid} | generations:
+                    _kill_tree(pid)
+                for pid in generations:
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+
+
+def _kill_tree(pid: int) -> None:
+    """Kill generations this test started (children of the launched app, by pid)."""
+    try:
+        out = subprocess.run(
+            ["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True, timeout=5
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return
+    for line in out.split():
+        try:
+            os.kill(int(line), signal.SIGKILL)
+        except (ProcessLookupError, ValueError):
+            pass
+
+
+def _mainpid(rx: object, since: int = 0, timeout: float = 10.0) -> int:
+    msg = rx.wait_for("MAINPID", timeout=timeout, since=since)  # type: ignore[attr-defined]
+    return int(msg.get("MAINPID"))
+
+
+def test_sighup_hands_over_to_new_generation(app: tuple) -> None:  # type: ignore[type-arg]
+    """SIGHUP: the new pid serves, MAINPID=<new> then barrier, old exits, no STOPPING ever."""
+    proc, rx, port, _ = app
+    ready = rx.wait_for("READY", "1", timeout=10)
+    assert ready.pid == proc.pid
+    assert _get(port) == (200, str(proc.pid))
+    proc.send_signal(signal.SIGHUP)
+    new = _mainpid(rx)
+    assert new != proc.pid
+    assert proc.wait(10) == 0  # old generation drained and exited
+    assert _get(port) == (200, str(new))
+    senders = {(m.pid, k) for m in rx.messages for k, _ in m.fields}
+    assert (new, "READY") not in senders  # the child's READY went to its parent only
+    assert all(not m.has("STOPPING") for m in rx.messages)
+    assert rx.barriers >= 1
+    os.kill(new, signal.SIGTERM)
+
+
+def test_new_generation_upgrades_again(app: tuple) -> None:  # type: ignore[type-arg]
+    """After a handover the new generation is primary and can upgrade in turn."""
+    proc, rx, port, _ = app
+    rx.wait_for("READY", "1", timeout=10)
+    proc.send_signal(signal.SIGHUP)
+    gen2 = _mainpid(rx)
+    proc.wait(10)
+    n = len(rx.messages)
+    os.kill(gen2, signal.SIGHUP)
+    msg = rx.wait_for("MAINPID", timeout=10, since=n)
+    assert msg.pid == gen2
+    gen3 = int(msg.get("MAINPID"))
+    assert _get(port) == (200, str(gen3))
+    os.kill(gen3, signal.SIGTERM)
+
+
+@pytest.mark.parametrize(
+    "fault", ["exit-before-ready", "never-ready", "crash-after-ready:50"], ids=str
+)
+def test_failed_new_version_leaves_old_serving(app: tuple, fault: str) -> None:  # type: ignore[type-arg]
+    """F1/F2/F3: a broken new version is reported (STATUS=), the old pid keeps serving."""
+    proc, rx, port, fault_file = app
+    rx.wait_for("READY", "1", timeout=10)
+    fault_file.write_text(fault)
+    proc.send_signal(signal.SIGHUP)
+    status = rx.wait_until(
+        lambda: any("upgrade failed" in (m.get("STATUS") or "") for m in rx.messages),
+        timeout=10,
+        what="upgrade failed STATUS",
+    )
+    assert status is None
+    assert rx.count("MAINPID") == 0
+    assert proc.poll() is None
+    assert _get(port) == (200, str(proc.pid))
+    fault_file.write_text("")
+    proc.send_signal(signal.SIGHUP)  # and a good version still upgrades afterwards
+    assert _mainpid(rx) != proc.pid
+
+
+def test_sigterm_drains_in_flight_request(app: tuple) -> None:  # type: ignore[type-arg]
+    """SIGTERM: STOPPING=1, the slow in-flight request completes, then the process exits."""
+    proc, rx, port, _ = app
+    rx.wait_for("READY", "1", timeout=10)
+    conn = socket.create_connection(("127.0.0.1", port), timeout=5)
+    conn.sendall(b"GET /sleep?ms=500 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    data = conn.recv(4096)  # the head arrives first: the request is in flight
+    proc.terminate()
+    rx.wait_for("STOPPING", "1", timeout=5)
+    while chunk := conn.recv(4096):
+        data += chunk
+    conn.close()
+    assert data.startswith(b"HTTP/1.1 200") and b"ok pid=" in data
+    assert proc.wait(5) == 0
