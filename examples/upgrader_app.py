@@ -12,7 +12,8 @@ Run it alone, under ``systemd-socket-activate``, or as a systemd ``Type=notify``
 work for drain tests). Every response
 carries ``X-Pid``. ``--fault-file PATH``: each generation reads PATH at start-up and
 misbehaves as it says (fault injection for tests and benchmarks): ``exit-before-ready``,
-``never-ready``, ``crash-after-ready[:MS]`` (``os._exit(4)`` MS ms after start-up, mid-request or not).
+``never-ready``, ``crash-after-ready[:MS]`` (``os._exit(4)`` MS ms after start-up, even
+mid-request).
 """
 
 from __future__ import annotations
