@@ -568,10 +568,11 @@ class Upgrader:
         now = time.monotonic()
         assert self._child_ctl is not None
         try:
-            if notify.send(
-                {"MAINPID": pid, "STATUS": f"serving, pid {pid} (upgraded from {os.getpid()})"},
-                environ=self._env,
-            ):
+            fields: dict[str, str | int] = {
+                "MAINPID": pid,
+                "STATUS": f"serving, pid {pid} (upgraded from {os.getpid()})",
+            }
+            if notify.send(fields, environ=self._env):
                 notify.barrier(environ=self._env)  # PID 1 processed MAINPID before we go on
             self._child_ctl.sendall(_HANDOVER)
         except (NotifyError, OSError) as exc:
