@@ -10,7 +10,9 @@ from __future__ import annotations
 from .build import Options, build
 from .escape import EnvRef, exec_command_line, quote_exec_arg
 from .model import ServiceUnit, SocketUnit
-from .names import escape, escape_path, unescape
+from .names import escape as systemd_escape
+from .names import escape_path as systemd_escape_path
+from .names import unescape as systemd_unescape
 from .render import render_service, render_socket
 
 __all__ = [
@@ -19,11 +21,11 @@ __all__ = [
     "ServiceUnit",
     "SocketUnit",
     "build",
-    "escape",
-    "escape_path",
     "exec_command_line",
     "quote_exec_arg",
     "render_service",
     "render_socket",
-    "unescape",
+    "systemd_escape",
+    "systemd_escape_path",
+    "systemd_unescape",
 ]

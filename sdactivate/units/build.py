@@ -24,6 +24,7 @@ from .render import render_service, render_socket
 __all__ = ["Options", "build", "build_units", "command_line", "resolve", "resolve_program"]
 
 Which = Callable[[str], str | None]
+_SUPERVISOR_STOP_MARGIN = 10  # seconds on top of `sdactivate run --drain-timeout`
 
 
 @dataclass(frozen=True)
@@ -137,18 +138,23 @@ def build_units(
         ),
     ]
     exec_reload: tuple[escape.ExecArg, ...] | None = None
+    timeout_stop = options.timeout_stop
     kill_mode = None
     notify_access = "main"
     if options.supervise and options.upgrader:
         raise UnitConfigError("--supervise and --upgrader are alternatives; pick one")
-    if options.supervise or options.upgrader:
-        py = _python(options, which, python)
+    py = _python(options, which, python) if options.supervise or options.upgrader else ""
+    if py:
         exec_reload = (py, "-m", "sdactivate", "reload", "--pid", escape.EnvRef("MAINPID"))
         comments.append(
             ("ExecReload", "waits until the new generation is READY (or fails and keeps the old)")
         )
     if options.supervise:
-        argv = (_python(options, which, python), "-m", "sdactivate", "run", "--", *argv)
+        drain = f"{options.timeout_stop:g}"
+        argv = (py, "-m", "sdactivate", "run", "--drain-timeout", drain, "--", *argv)
+        # the supervisor SIGKILLs a generation still draining after --drain-timeout;
+        # systemd's own SIGKILL comes later, so the supervisor can report it
+        timeout_stop += _SUPERVISOR_STOP_MARGIN
         kill_mode = "mixed"
         comments += [
             (
@@ -186,7 +192,7 @@ def build_units(
         sockets=tuple(s.name for s in sockets),
         notify_access=notify_access,
         exec_reload=exec_reload,
-        timeout_stop_sec=options.timeout_stop,
+        timeout_stop_sec=timeout_stop,
         watchdog_sec=options.watchdog,
         fdstore_max=options.fdstore,
         kill_mode=kill_mode,
