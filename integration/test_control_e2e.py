@@ -18,10 +18,13 @@ PYTHON = f"{CHECKOUT}/.venv/bin/python"
 APP_DIR = "/usr/local/lib/sdctl-test"
 
 # A Type=notify app: optional delay, READY=1 with a status text, then serve until killed;
-# SIGHUP makes it report the reload (RELOADING=1 ... READY=1, sd_notify(3)).
+# SIGHUP makes it report the reload (RELOADING=1 ... READY=1, sd_notify(3)); it exits 1 at
+# once if the file named by its optional second argument exists.
 NOTIFY_APP = r"""
 import os, signal, socket, sys, time
 delay = float(sys.argv[1])
+if len(sys.argv) > 2 and os.path.exists(sys.argv[2]):
+    sys.exit("fail marker %s present, exiting 1" % sys.argv[2])
 addr = os.environ["NOTIFY_SOCKET"]
 addr = "\0" + addr[1:] if addr.startswith("@") else addr
 sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -238,3 +241,60 @@ def test_status_json_matches_systemctl_show(sandbox: Sandbox, units: Units) -> N
     assert code == 0, err
     assert f"127.0.0.1:{port} (Stream)" in table
     assert "0 / 4 (stored / max)" in table
+
+
+def test_reload_of_supervised_unit_waits_for_handover(sandbox: Sandbox, units: Units) -> None:
+    """`sdactivate reload NAME` on a `gen-units --supervise` unit returns once the new
+    generation serves: the supervisor (MainPID) stays, the app answering is a new process."""
+    from helpers import PYTHON as SANDBOX_PYTHON
+    from helpers import gen_units, http_get
+
+    port = free_port()
+    files = gen_units(
+        "sdctl-sup",
+        listens=[(f"127.0.0.1:{port}", "http")],
+        options=["--supervise", "--python", SANDBOX_PYTHON],
+    )
+    units.install(files)
+    sandbox.systemctl("start", "sdctl-sup.socket", "sdctl-sup.service")
+    supervisor = sandbox.show("sdctl-sup.service", "MainPID")["MainPID"]
+    _, before, _ = http_get("127.0.0.1", port)
+
+    code, out, err, _ = sdactivate(sandbox, "reload", "sdctl-sup", "--timeout", "60")
+    assert code == 0, (out, err)
+    assert "sdctl-sup.service: reload ok, active (running)" in out
+    _, after, _ = http_get("127.0.0.1", port)
+    assert after["x-pid"] != before["x-pid"]  # the handover finished before reload returned
+    assert sandbox.show("sdctl-sup.service", "MainPID")["MainPID"] == supervisor
+
+
+def test_reload_of_supervised_unit_reports_failed_handover(sandbox: Sandbox, units: Units) -> None:
+    """When the new generation dies before READY, `sdactivate reload NAME` exits 1 with the
+    failed reload job and the supervisor's reason, and the old generation keeps serving."""
+    from helpers import PYTHON as SANDBOX_PYTHON
+    from helpers import gen_units
+
+    install_app(sandbox)
+    marker = "/run/sdctl-fail-marker"
+    files = gen_units(
+        "sdctl-supfail",
+        listens=[(f"127.0.0.1:{free_port()}", "http")],
+        options=["--supervise", "--python", SANDBOX_PYTHON],
+        script=f"{APP_DIR}/app.py",
+        args=["0", marker],
+    )
+    units.install(files)
+    sandbox.systemctl("start", "sdctl-supfail.service")
+    before = sandbox.show("sdctl-supfail.service", "MainPID", "StatusText")
+    sandbox.write_file(marker, "")
+    try:
+        code, out, err, _ = sdactivate(sandbox, "reload", "sdctl-supfail", "--timeout", "60")
+    finally:
+        sandbox.run(["rm", "-f", marker])
+    assert code == 1, (out, err)
+    assert "reload failed" in err and "job result 'failed'" in err
+    assert "unit is active (running)" in err
+    assert "fail marker" in err  # the new generation's last words, from the journal
+    after = sandbox.show("sdctl-supfail.service", "ActiveState", "MainPID", "StatusText")
+    assert after["ActiveState"] == "active"
+    assert after["MainPID"] == before["MainPID"]

@@ -154,6 +154,12 @@ def test_failure_reason_collects_everything() -> None:
     )
 
 
+def test_failure_reason_quotes_status_text() -> None:
+    """The app's last STATUS= text is part of the reason (the supervisor reports there)."""
+    reason = failure_reason("reload", "failed", {"ActiveState": "active", "StatusText": "x"})
+    assert reason.endswith("unit is active; status 'x'")
+
+
 def test_outcome_summary() -> None:
     """Summaries show state, pid and time on success and the reason on failure."""
     ok = JobOutcome(

@@ -262,6 +262,9 @@ def failure_reason(verb: str, job_result: str, props: Mapping[str, Any]) -> str:
     exited = describe_exit(int(props.get("ExecMainCode", 0)), int(props.get("ExecMainStatus", 0)))
     if exited and (result not in (None, "success") or state == "failed"):
         parts.append(exited)
+    status_text = props.get("StatusText")
+    if status_text:
+        parts.append(f"status {status_text!r}")
     if verb == "stop" and state == "active":
         parts.append("it was started again after the stop")
     return "; ".join(parts) if parts else f"{verb} did not reach its goal"
