@@ -50,15 +50,19 @@ def request(pid: int, op: str, *, timeout: float) -> dict[str, Any]:
             raise SupervisorError(f"control socket of pid {pid} is held by pid {peer}")
         sock.sendall(json.dumps({"op": op}).encode() + b"\n")
         buf = b""
-        while b"\n" not in buf:
+        while True:  # to EOF: the supervisor closes right after answering
             left = deadline - time.monotonic()
             if left <= 0:
                 raise TimeoutError
             sock.settimeout(left)
             chunk = sock.recv(MAX_LINE)
             if not chunk:
-                raise SupervisorError(f"supervisor {pid} closed the connection without answer")
+                break
             buf += chunk
+            if len(buf) > 16 * MAX_LINE:
+                raise SupervisorError(f"answer from supervisor {pid} too long")
+        if b"\n" not in buf:
+            raise SupervisorError(f"supervisor {pid} closed the connection without answer")
     except TimeoutError as exc:
         raise SupervisorError(f"no answer from supervisor {pid} within {timeout:g}s") from exc
     finally:

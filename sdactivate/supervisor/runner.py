@@ -329,10 +329,7 @@ class Runner:
 
     # --- notify socket ----------------------------------------------------------------------
     def _on_notify(self) -> None:
-        try:
-            from ..notify import parse_message
-        except ImportError:  # TEMPORARY until sdactivate.notify lands
-            parse_message = _parse_fallback
+        from ..notify import parse_message
 
         assert self._notify is not None
         cmsg_space = socket.CMSG_SPACE(_UCRED.size) + socket.CMSG_SPACE(253 * 4)
@@ -475,15 +472,6 @@ class Runner:
             "upgrades_failed": mach.upgrades_failed,
             "notify_socket": self.notify_address,
         }
-
-
-def _parse_fallback(data: bytes) -> list[tuple[str, str]]:
-    out = []
-    for line in data.decode().split("\n"):
-        k, sep, v = line.partition("=")
-        if sep:
-            out.append((k, v))
-    return out
 
 
 def run(
