@@ -36,6 +36,7 @@ from dataclasses import replace
 from typing import Protocol
 
 from . import _env
+from .activation import FDNAME_MAX, valid_fd_name
 from .addresses import DEFAULT_BACKLOG, Kind, ListenAddress, parse_address
 from .errors import NotifyValueError
 
@@ -54,7 +55,6 @@ __all__ = [
 
 log = logging.getLogger("sdactivate.fdstore")
 
-FDNAME_MAX = 255  # sd_notify(3) FDNAME=: at most 255 characters
 # sd_listen_fds(3) "Special names": "unknown" (no LISTEN_FDNAMES) and "connection" (Accept=yes)
 # mean something else to a receiver, so storing under them is refused. "stored" is what PID1
 # names an fd sent without FDNAME=; storing under it explicitly is allowed.
@@ -77,13 +77,13 @@ def validate_name(name: str, *, for_store: bool = True) -> str:
     """
     if not isinstance(name, str) or not name:
         raise NotifyValueError(f"fd name must be a non-empty string, got {name!r}")
-    if len(name) > FDNAME_MAX:
-        raise NotifyValueError(f"fd name is {len(name)} characters, more than {FDNAME_MAX}")
-    for char in name:
-        if char == ":" or not 32 <= ord(char) < 127:
-            raise NotifyValueError(
-                f"fd name {name!r} contains {char!r} (ASCII, no control characters, no ':')"
-            )
+    if not valid_fd_name(name):  # the one definition of the rule (activation.py)
+        bad = [c for c in name if c == ":" or not " " <= c <= "~"]
+        why = f"contains {bad[0]!r}" if bad else f"is {len(name)} characters long"
+        raise NotifyValueError(
+            f"fd name {name[:80]!r} {why} (ASCII without control characters or ':',"
+            f" at most {FDNAME_MAX} characters)"
+        )
     if for_store and name in RESERVED_NAMES:
         raise NotifyValueError(f"fd name {name!r} is reserved by sd_listen_fds(3)")
     return name

@@ -38,6 +38,7 @@ from types import TracebackType
 
 from . import _env
 from ._spawn import spawn
+from .activation import valid_fd_name
 from .addresses import DEFAULT_BACKLOG, ListenAddress, parse_address
 from .errors import NotifyValueError
 from .fdstore import same_fd
@@ -56,7 +57,6 @@ __all__ = [
 NOTIFY_BUFFER_MAX = 4096  # constants.h NOTIFY_BUFFER_MAX = PIPE_BUF; longer datagrams dropped
 NOTIFY_FD_MAX = 768  # constants.h: the manager's control buffer
 _UCRED = struct.Struct("iII")  # struct ucred: pid, uid, gid (unix(7) SCM_CREDENTIALS)
-_FDNAME_MAX = 255  # sd_notify(3) FDNAME=
 _MANAGER_KEYS = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
 
 
@@ -119,11 +119,6 @@ def check_datagram(data: bytes, flags: int, pid: int | None) -> str | None:
     if b"\0" in body:
         return "embedded NUL byte"
     return None
-
-
-def _fdname_ok(name: str) -> bool:
-    """fdname_is_valid(): ASCII, no control characters, no ':', at most 255 characters."""
-    return len(name) <= _FDNAME_MAX and all(32 <= ord(c) < 127 and c != ":" for c in name)
 
 
 def _close_all(fds: Iterable[int]) -> None:
@@ -287,7 +282,7 @@ class NotifyReceiver:
     def _apply_store(self, message: Message, fds: list[int]) -> None:
         """service.c service_notify_message(): FDSTOREREMOVE=1 then FDSTORE=1 (caller locks)."""
         name = message.get("FDNAME")
-        if name is not None and not _fdname_ok(name):
+        if name is not None and not valid_fd_name(name):
             name = None  # "invalid, ignoring": stored under the default name
         if message.has("FDSTOREREMOVE", "1") and name is not None:
             gone = [e for e in self._store if e.name == name]

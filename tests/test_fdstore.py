@@ -10,6 +10,8 @@ import textwrap
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sdactivate import fdstore
 from sdactivate.errors import NotifyValueError
@@ -269,3 +271,43 @@ def test_prune_removes_names_the_new_version_does_not_know(rx: NotifyReceiver) -
         rx.wait_for("FDSTOREREMOVE", timeout=5)
     assert msg.get("X_REMOVED") == "legacy"
     assert list(rx.stored_by_name()) == ["web"]
+
+
+_NAME_CHARS = st.characters(min_codepoint=32, max_codepoint=126, exclude_characters=":")
+_GOOD_NAMES = st.text(_NAME_CHARS, min_size=1, max_size=255).filter(
+    lambda n: n not in fdstore.RESERVED_NAMES
+)
+_BAD_CHARS = st.one_of(
+    st.just(":"),
+    st.characters(max_codepoint=31),
+    st.characters(min_codepoint=127, exclude_categories=("Cs",)),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(name=_GOOD_NAMES)
+def test_valid_names_property(name: str) -> None:
+    """Every ASCII printable name without ':' of 1..255 characters is accepted."""
+    assert fdstore.validate_name(name) == name
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    prefix=st.text(_NAME_CHARS, max_size=20),
+    bad=_BAD_CHARS,
+    suffix=st.text(_NAME_CHARS, max_size=20),
+)
+def test_invalid_names_property(prefix: str, bad: str, suffix: str) -> None:
+    """Any ':', control or non-ASCII character makes a name invalid."""
+    with pytest.raises(NotifyValueError):
+        fdstore.validate_name(prefix + bad + suffix)
+
+
+@settings(max_examples=40, deadline=None)
+@given(name=_GOOD_NAMES.filter(lambda n: len(n) < 200))
+def test_stored_name_round_trips_through_the_manager(name: str) -> None:
+    """A name store() accepts is exactly the name the manager files the fd under."""
+    with NotifyReceiver(fdstore_max=1) as rx, socket.socket() as sock:
+        assert fdstore.store(sock, name=name, environ=rx.environ)
+        rx.wait_for("FDSTORE", timeout=5)
+        assert [e.name for e in rx.store] == [name]

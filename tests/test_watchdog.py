@@ -12,6 +12,8 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sdactivate import watchdog
 from sdactivate.errors import WatchdogError
@@ -218,7 +220,7 @@ def _run_blocked_loop_scenario(rx: NotifyReceiver, *, thread: bool) -> tuple[int
             result["before"] = rx.count("WATCHDOG", "1")
             # Markers are sent from the loop's own thread, so they bracket the blocked span.
             send_marker(rx, "X_BLOCKED")
-            time.sleep(0.6)  # the stuck call under test: 6 ping periods with the loop blocked
+            time.sleep(0.6)  # the stuck call under test: 12 ping periods with the loop blocked
             send_marker(rx, "X_UNBLOCKED")
             start = await asyncio.to_thread(index_of, rx, "X_BLOCKED")
             end = await asyncio.to_thread(index_of, rx, "X_UNBLOCKED")
@@ -271,3 +273,46 @@ def test_run_in_loop_from_another_thread(rx: NotifyReceiver) -> None:
         loop.call_soon_threadsafe(loop.stop)
         runner.join(5)
         loop.close()
+
+
+_USEC_TEXT = st.one_of(
+    st.none(),
+    st.integers(min_value=0, max_value=2**65).map(str),
+    st.text(alphabet=" \t+-0123456789xXabfABF", max_size=22),
+)
+_PID_TEXT = st.one_of(
+    st.none(),
+    st.sampled_from([str(ME), f" {ME}", f"+{ME}", hex(ME), oct(ME).replace("o", ""), "1", "0"]),
+    st.text(alphabet=" +-0123456789x", max_size=12),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(usec=_USEC_TEXT, wpid=_PID_TEXT)
+def test_interval_property_agrees_with_libsystemd(usec: str | None, wpid: str | None) -> None:
+    """For arbitrary WATCHDOG_USEC/WATCHDOG_PID text, our verdict is sd_watchdog_enabled's."""
+    lib = _libsystemd()
+    if lib is None:
+        pytest.skip("libsystemd not installed")
+    env = {"WATCHDOG_USEC": usec, "WATCHDOG_PID": wpid}
+    saved = {key: os.environ.get(key) for key in env}
+    try:
+        for key, value in env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        out = ctypes.c_uint64(0)
+        ret = lib.sd_watchdog_enabled(0, ctypes.byref(out))
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    try:
+        ours = watchdog.parse_interval(usec, wpid, ME)
+    except WatchdogError:
+        assert ret < 0
+    else:
+        assert (ret, ours) == ((1, out.value / 1e6) if ret > 0 else (0, None))
