@@ -20,7 +20,14 @@ if TYPE_CHECKING:
 
     from ..upgrade import Upgrader
 
-__all__ = ["DEFAULT_DRAIN_TIMEOUT", "StopTrigger", "announce_ready", "announce_stopping", "pick"]
+__all__ = [
+    "DEFAULT_DRAIN_TIMEOUT",
+    "StopTrigger",
+    "announce_ready",
+    "announce_stopping",
+    "backlog_of",
+    "pick",
+]
 
 log = logging.getLogger("sdactivate.adapters")
 
@@ -48,6 +55,39 @@ def pick(sockets: Sequence[socket.socket] | None, upgrader: Upgrader | None) -> 
             "or run under systemd-socket-activate / sdactivate run"
         )
     return chosen
+
+
+def backlog_of(socks: Sequence[socket.socket]) -> int:
+    """The largest backlog the sockets already have, for servers that re-``listen()``.
+
+    asyncio, uvicorn, hypercorn, waitress and gunicorn call ``listen(backlog)`` on the
+    sockets they are given; passing this keeps the socket unit's ``Backlog=`` (never a
+    smaller one). TCP reports it in ``TCP_INFO`` (tcp_get_info(): ``tcpi_sacked`` holds
+    ``sk_max_ack_backlog`` on a listening socket); for other families the kernel cap
+    ``net.core.somaxconn`` is used: listen(2) never grants more than that anyway.
+    """
+    import socket as socket_module
+    import struct
+
+    best = 0
+    for sock in socks:
+        if sock.family in (socket_module.AF_INET, socket_module.AF_INET6):
+            try:
+                info = sock.getsockopt(socket_module.IPPROTO_TCP, socket_module.TCP_INFO, 104)
+                best = max(best, struct.unpack_from("8B6I", info)[13])
+                continue
+            except (OSError, struct.error):
+                pass
+        best = max(best, _somaxconn())
+    return best or _somaxconn()
+
+
+def _somaxconn() -> int:
+    try:
+        with open("/proc/sys/net/core/somaxconn") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return 4096  # the kernel default since 5.4
 
 
 def announce_ready(upgrader: Upgrader | None, status: str | None) -> None:

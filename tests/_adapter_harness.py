@@ -1,0 +1,109 @@
+"""Shared checks for the server adapter tests (tests/test_adapters_*.py).
+
+Each adapter example serves ``GET /`` (``ok pid=N``) and ``GET /sleep?ms=N`` (sends
+``STATUS=busy`` first, so a test knows the request is in flight without sleeping), on the
+passed socket named ``http``; it is launched socket-activated with a decoy socket named
+``other`` first, and a NotifyReceiver standing in for PID 1.
+"""
+
+from __future__ import annotations
+
+import socket
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from sdactivate.testing import NotifyReceiver, Process, launch
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+@dataclass
+class Running:
+    proc: Process
+    rx: NotifyReceiver
+    port: int
+
+
+def _listening() -> socket.socket:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(64)
+    return sock
+
+
+@contextmanager
+def running(argv: Sequence[str], *, env: dict[str, str] | None = None) -> Iterator[Running]:
+    """Launch ``argv`` with sockets [other, http] (names passed) and a notify receiver."""
+    other, http = _listening(), _listening()
+    with NotifyReceiver(thread=True) as rx:
+        try:
+            proc = launch(argv, [other, http], names=["other", "http"], notify=rx, env=env)
+        finally:
+            port = http.getsockname()[1]
+            other.close()
+            http.close()
+        with proc:
+            yield Running(proc, rx, port)
+
+
+def example(name: str) -> list[str]:
+    return [sys.executable, str(EXAMPLES / name)]
+
+
+def request(port: int, path: str = "/", *, timeout: float = 10.0) -> tuple[int, bytes]:
+    """One HTTP/1.1 request on a new connection: (status, body)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as conn:
+        conn.sendall(f"GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n".encode())
+        return read_response(conn)
+
+
+def read_response(conn: socket.socket) -> tuple[int, bytes]:
+    data = b""
+    while chunk := conn.recv(65536):
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    if not head.startswith(b"HTTP/"):
+        raise AssertionError(f"no HTTP response: {data[:200]!r}")
+    if b"chunked" in head.lower():
+        body = _unchunk(body)
+    return int(head.split()[1]), body
+
+
+def _unchunk(body: bytes) -> bytes:
+    out = b""
+    while body:
+        size_line, _, rest = body.partition(b"\r\n")
+        size = int(size_line.split(b";")[0], 16)
+        if size == 0:
+            break
+        out += rest[:size]
+        body = rest[size + 2 :]
+    return out
+
+
+def check_ready_then_serves(run: Running) -> None:
+    """READY=1 arrives from the server's pid and a request made right then succeeds."""
+    msg = run.rx.wait_for("READY", "1", timeout=20)
+    assert msg.pid == run.proc.pid or run.proc.poll() is None
+    status, body = request(run.port)
+    assert status == 200, body
+    assert body.startswith(b"ok pid="), body
+
+
+def check_sigterm_drains(run: Running, *, deadline: float = 10.0) -> None:
+    """SIGTERM with a slow request in flight: STOPPING=1, the request completes, exit."""
+    run.rx.wait_for("READY", "1", timeout=20)
+    conn = socket.create_connection(("127.0.0.1", run.port), timeout=10)
+    conn.sendall(b"GET /sleep?ms=700 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+    run.rx.wait_for("STATUS", "busy", timeout=10)  # the request is in the handler now
+    n = len(run.rx.messages)
+    run.proc.terminate()
+    run.rx.wait_for("STOPPING", "1", timeout=10, since=n)
+    status, body = read_response(conn)
+    conn.close()
+    assert status == 200 and body.startswith(b"ok pid="), body
+    code = run.proc.wait(deadline)
+    assert code in (0, -15), code
