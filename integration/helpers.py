@@ -13,9 +13,14 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 from sandbox import CHECKOUT, CODE_DIR, Sandbox, wait_until
+
+sys.path.insert(0, str(Path(CHECKOUT) / "bench"))  # bench/loadgen.py: the open-loop client
 
 PYTHON = "/usr/bin/python3"  # inside the sandbox; fast start, not under /root or /tmp
 APP = f"{CODE_DIR}/examples/app.py"
@@ -24,9 +29,12 @@ SYSTEMD_VERSION = 252
 __all__ = [
     "APP",
     "PYTHON",
+    "RestartRun",
     "gen_units",
     "http_get",
+    "listen_inodes",
     "main_pid",
+    "restart_under_load",
     "wait_state",
 ]
 
@@ -130,3 +138,104 @@ def timed(fn: object) -> float:
     start = time.monotonic()
     fn()
     return time.monotonic() - start
+
+
+def listen_inodes(port: int) -> set[int]:
+    """Inodes of the TCP sockets listening on `port` (the sandbox shares the host's netns)."""
+    found: set[int] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            local, state, inode = fields[1], fields[3], int(fields[9])
+            if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:
+                found.add(inode)
+    return found
+
+
+@dataclass
+class RestartRun:
+    """A load run with restarts inside it: the loadgen Result and the restart windows."""
+
+    result: Any  # bench.loadgen.Result
+    windows: list[tuple[float, float]]
+    restart_seconds: list[float]
+
+    def assert_no_failures(self) -> None:
+        res = self.result
+        counts = {k: getattr(res, k) for k in ("refused", "reset", "timeout", "lost", "error")}
+        assert res.ok == res.total and not any(counts.values()), (
+            f"{res.total} requests: ok {res.ok}, {counts}, errors {res.errors}"
+        )
+
+    def describe(self) -> str:
+        import loadgen
+
+        res = self.result
+        steady = loadgen.steady_stats(res, self.windows).latency
+        inside = loadgen.window_stats(res, self.windows).latency
+        rs = sorted(self.restart_seconds)
+        ms = {k: v * 1e3 for k, v in inside.items() if k != "n"}
+        base = {k: v * 1e3 for k, v in steady.items() if k != "n"}
+        achieved = res.summary()["achieved_rate"]
+        return (
+            f"{res.total} conns at {res.rate:.0f}/s (achieved {achieved:.0f}/s),"
+            f" {len(rs)} restarts (systemctl took median {rs[len(rs) // 2] * 1e3:.0f} ms,"
+            f" max {rs[-1] * 1e3:.0f} ms): ok {res.ok}, refused {res.refused},"
+            f" reset {res.reset}, timeout {res.timeout}, lost {res.lost}, error {res.error};"
+            f" {len(res.pids())} server pids; outside restarts p99 {base['p99']:.1f} ms"
+            f" max {base['max']:.1f} ms; restart windows (trigger to next trigger) p99"
+            f" {ms['p99']:.1f} ms"
+            f" max {ms['max']:.1f} ms (added p99 +{ms['p99'] - base['p99']:.1f} ms,"
+            f" max +{ms['max'] - base['p99']:.1f} ms)"
+        )
+
+
+def restart_under_load(
+    port: int,
+    restart: Callable[[], object],
+    *,
+    restarts: int = 20,
+    rate: float = 500.0,
+    spacing: float = 0.25,
+    steady: float = 1.0,
+    timeout: float = 5.0,
+) -> RestartRun:
+    """Open-loop load (new connection per request) on 127.0.0.1:`port` while `restart()`
+    runs `restarts` times, `spacing` s apart, with `steady` s of plain load before and after.
+    The sleeps here shape measurement windows; they order nothing."""
+    import loadgen
+
+    bound = steady * 2 + restarts * (spacing + 3.0) + 5.0
+    handle = loadgen.start("127.0.0.1", port, rate=rate, duration=bound, timeout=timeout)
+    windows: list[tuple[float, float]] = []
+    took: list[float] = []
+    try:
+        time.sleep(steady)
+        for _ in range(restarts):
+            start = time.monotonic()
+            restart()
+            end = time.monotonic()
+            took.append(end - start)
+            # The window runs until the next restart: the queue that built up during the
+            # gap is drained after `systemctl restart` returns.
+            windows.append((start, end + spacing))
+            time.sleep(spacing)
+        time.sleep(steady)
+    finally:
+        handle.stop()
+    return RestartRun(handle.result(), windows, took)
+
+
+# systemd.unit(5): every start counts against StartLimitBurst= (default 5 per 10 s), and a
+# `systemctl restart` is a start: 20 quick restarts fail the service (start-limit-hit), and its
+# socket unit with it. Deployments that restart often need this too.
+NO_START_LIMIT = "[Unit]\nStartLimitIntervalSec=0\n"
+
+
+def no_start_limit(unit: str) -> dict[str, str]:
+    """A drop-in lifting the start rate limit of `unit` (for tests that restart it 20 times)."""
+    return {f"{unit}.d/50-no-start-limit.conf": NO_START_LIMIT}

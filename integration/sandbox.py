@@ -538,7 +538,8 @@ class Sandbox:
         return self.run(["cat", "--", path]).stdout
 
     def install_units(self, files: Mapping[str, str]) -> None:
-        """Write unit files (name -> text) to /etc/systemd/system inside, then daemon-reload."""
+        """Write unit files (name -> text; `UNIT.d/X.conf` for a drop-in) to
+        /etc/systemd/system inside, then daemon-reload."""
         for name, text in files.items():
             _check_unit_name(name)
             self.write_file(f"/etc/systemd/system/{name}", text)
@@ -576,8 +577,10 @@ class Units:
         self.names: list[str] = []
 
     def install(self, files: Mapping[str, str]) -> list[str]:
-        """Install unit files (name -> text) and daemon-reload; returns their names."""
-        self.names += [n for n in files if n not in self.names]
+        """Install unit files (name -> text; `UNIT.d/X.conf` drop-ins too) and daemon-reload;
+        returns the names. A drop-in goes away with its unit."""
+        self.names += [n.split("/")[0].removesuffix(".d") for n in files]
+        self.names = list(dict.fromkeys(self.names))
         self.sandbox.install_units(files)
         return list(files)
 
@@ -602,8 +605,13 @@ class Units:
 
 
 def _check_unit_name(name: str) -> None:
-    if not name or "/" in name or name.startswith("."):
-        raise ValueError(f"not a unit file name: {name!r}")
+    """A unit file name, or a drop-in `UNIT.d/NAME.conf`; nothing that leaves the dir."""
+    parts = name.split("/")
+    ok = all(p and not p.startswith(".") for p in parts) and (
+        len(parts) == 1 or (len(parts) == 2 and parts[0].endswith(".d"))
+    )
+    if not ok:
+        raise ValueError(f"not a unit file or drop-in name: {name!r}")
 
 
 def _first_child(pid: int) -> int | None:

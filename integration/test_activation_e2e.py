@@ -107,4 +107,5 @@ def test_execstart_round_trip(sandbox: Sandbox, units: Units) -> None:
         return lines[-1] if lines else None
 
     line = wait_until(printed, timeout=10, what="the ARGV line in the journal")
+    assert line is not None
     assert json.loads(line.removeprefix("ARGV ")) == hostile
