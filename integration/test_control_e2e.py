@@ -298,3 +298,32 @@ def test_reload_of_supervised_unit_reports_failed_handover(sandbox: Sandbox, uni
     after = sandbox.show("sdctl-supfail.service", "ActiveState", "MainPID", "StatusText")
     assert after["ActiveState"] == "active"
     assert after["MainPID"] == before["MainPID"]
+
+
+def test_user_manager(sandbox: Sandbox) -> None:
+    """--user drives root's user manager (user@0.service) over the user bus at
+    $XDG_RUNTIME_DIR/bus: restart waits for READY and status agrees with systemctl --user."""
+    install_app(sandbox)
+    env = {"XDG_RUNTIME_DIR": "/run/user/0"}
+    unit_path = "/etc/systemd/user/sdctl-user.service"
+    sandbox.systemctl("start", "user@0.service")
+    try:
+        sandbox.write_file(unit_path, notify_unit(0.5))
+        sandbox.run(["systemctl", "--user", "daemon-reload"], env=env)
+        argv = [PYTHON, "-m", "sdactivate", "restart", "--user", "sdctl-user", "--timeout", "20"]
+        proc = sandbox.run(argv, env=env, check=False)
+        assert proc.returncode == 0, proc.stderr
+        assert "sdctl-user.service: restart ok, active (running)" in proc.stdout
+        argv = [PYTHON, "-m", "sdactivate", "status", "--user", "sdctl-user", "--json"]
+        data = json.loads(sandbox.run(argv, env=env).stdout)
+        shown = sandbox.run(
+            ["systemctl", "--user", "show", "sdctl-user.service", "-p", "MainPID", "--value"],
+            env=env,
+        ).stdout.strip()
+        assert str(data["service"]["MainPID"]) == shown != "0"
+        # The system manager has no such unit: --user really switched managers.
+        code, _out, err, _ = sdactivate(sandbox, "status", "sdctl-user")
+        assert code == 1 and "no unit" in err
+    finally:
+        sandbox.run(["rm", "-f", unit_path], check=False)
+        sandbox.systemctl("stop", "user@0.service", check=False)

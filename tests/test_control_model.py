@@ -6,6 +6,7 @@ import argparse
 import re
 import shutil
 import subprocess
+import sys
 
 import pytest
 from hypothesis import given, settings
@@ -318,3 +319,14 @@ def test_argparse_types_are_local() -> None:
     with pytest.raises(argparse.ArgumentTypeError):
         control._positive_seconds("inf")
     assert control._positive_seconds("1.5") == 1.5
+
+
+def test_jeepney_only_loaded_by_the_commands() -> None:
+    """Building the CLI parser (and `import sdactivate`) does not import jeepney or the
+    D-Bus layer; `sdactivate.control` does."""
+    code = (
+        "import sys, sdactivate, sdactivate.cli as c; c.build_parser();"
+        "assert 'jeepney' not in sys.modules and 'sdactivate.control' not in sys.modules;"
+        "import sdactivate.control; assert 'jeepney' in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
