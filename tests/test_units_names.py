@@ -1,0 +1,114 @@
+"""Unit names and fd names are validated like systemd does; escaping matches systemd-escape."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sdactivate.errors import UnitConfigError
+from sdactivate.units import names
+
+needs_escape = pytest.mark.skipif(shutil.which("systemd-escape") is None, reason="systemd-escape")
+
+
+def _systemd_escape(*args: str) -> str:
+    out = subprocess.run(
+        ["systemd-escape", *args], capture_output=True, text=True, check=True, timeout=10
+    )
+    return out.stdout.rstrip("\n")
+
+
+@pytest.mark.parametrize("prefix", ["myapp", "my-app", "my_app.v2", "a:b", "x" * 247])
+def test_valid_prefixes(prefix: str) -> None:
+    """Letters, digits and :-_. are fine up to 255 characters with .service."""
+    assert names.check_unit_prefix(prefix) == prefix
+
+
+@pytest.mark.parametrize(
+    "prefix",
+    ["", "my app", "my/app", "..", ".hidden", "app@", "a@b", "ü", "x" * 248, "a\nb", "a;b"],
+    ids=repr,
+)
+def test_invalid_prefixes(prefix: str) -> None:
+    """Spaces, slashes, '..', leading dots, templates, non-ASCII and >255 are refused."""
+    with pytest.raises(UnitConfigError, match="invalid unit name"):
+        names.check_unit_prefix(prefix)
+
+
+@pytest.mark.parametrize(
+    ("name", "template_ok", "ok"),
+    [
+        ("a.service", False, True),
+        ("a@i.service", False, True),
+        ("a@.service", False, False),
+        ("a@.service", True, True),
+        ("a@b@c.service", False, False),
+        ("a.bogus", False, False),
+        (".service", False, False),
+        ("a b.socket", False, False),
+        ("x" * 248 + ".socket", False, True),
+        ("x" * 249 + ".socket", False, False),
+    ],
+)
+def test_check_unit_name(name: str, template_ok: bool, ok: bool) -> None:
+    """Full names need a known suffix; '@' only as template/instance, one of them."""
+    if ok:
+        assert names.check_unit_name(name, template_ok=template_ok) == name
+    else:
+        with pytest.raises(UnitConfigError):
+            names.check_unit_name(name, template_ok=template_ok)
+
+
+@pytest.mark.parametrize("fd_name", ["http", "a-b.c", "x" * 255, "p=1"])
+def test_valid_fd_names(fd_name: str) -> None:
+    """FileDescriptorName=: printable ASCII without ':' up to 255."""
+    assert names.check_fd_name(fd_name) == fd_name
+
+
+@pytest.mark.parametrize("fd_name", ["", "a:b", "x" * 256, "ü", "a b", "a\tb"], ids=repr)
+def test_invalid_fd_names(fd_name: str) -> None:
+    """Empty, ':', too long, non-ASCII and whitespace are refused."""
+    with pytest.raises(UnitConfigError, match="fd name"):
+        names.check_fd_name(fd_name)
+
+
+@needs_escape
+@pytest.mark.parametrize("text", ["foo bar/baz", "a-b", ".dot", "ü😀", "x\\y", "plain"])
+def test_escape_matches_systemd_escape(text: str) -> None:
+    """names.escape agrees with systemd-escape on a table."""
+    assert names.escape(text) == _systemd_escape(text)
+
+
+@needs_escape
+@pytest.mark.parametrize("path", ["/srv/my-app", "/", "//a//b/", "/x y/.z"])
+def test_escape_path_matches_systemd_escape(path: str) -> None:
+    """names.escape_path agrees with systemd-escape --path."""
+    assert names.escape_path(path) == _systemd_escape("--path", path)
+
+
+def test_escape_path_refuses_dotdot() -> None:
+    """'..' is not normalized (systemd-escape --path fails the same way)."""
+    with pytest.raises(UnitConfigError, match="normalized"):
+        names.escape_path("/a/../b")
+
+
+@needs_escape
+def test_instance_name_matches_systemd_escape_template() -> None:
+    """instance_name() is systemd-escape --template."""
+    got = names.instance_name("app@.service", "foo bar/baz")
+    assert got == _systemd_escape("--template=app@.service", "foo bar/baz")
+    assert got == "app@foo\\x20bar-baz.service"
+
+
+@needs_escape
+@settings(max_examples=40, deadline=None)
+@given(st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\0"), min_size=1))
+def test_escape_conformance_property(text: str) -> None:
+    """For any string, escape() equals systemd-escape and unescape() inverts it."""
+    assert names.escape(text) == _systemd_escape("--", text)
+    if "/" not in text:  # '/' and '-' both unescape to '/'
+        assert names.unescape(names.escape(text)) == text
