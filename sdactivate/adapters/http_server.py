@@ -20,7 +20,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from http.server import ThreadingHTTPServer
 from socketserver import BaseRequestHandler, BaseServer
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -99,6 +99,7 @@ def serve(
     drain_timeout: float = DEFAULT_DRAIN_TIMEOUT,
     upgrader: Upgrader | None = None,
     status: str | None = None,
+    setup: Callable[[Any], None] | None = None,
 ) -> None:
     """Serve ``handler`` on every socket until SIGTERM/SIGINT (or the upgrader's exit).
 
@@ -106,7 +107,8 @@ def serve(
     (:class:`~sdactivate.ActivationError` if none). READY=1 (with ``status``) once every
     accept loop runs. On stop: STOPPING=1 (no-op after an upgrade handed over), stop
     accepting, wait up to ``drain_timeout`` seconds for in-flight requests, then return
-    anyway (handler threads are daemons). The sockets are not closed.
+    anyway (handler threads are daemons). The sockets are not closed. ``setup(server)``
+    runs on each server before it starts (``wsgi`` uses it to install the app).
     """
     socks = pick(sockets, upgrader)
     trigger = StopTrigger(upgrader=upgrader)
@@ -114,6 +116,8 @@ def serve(
     try:
         for sock in socks:
             server = make_server(sock, handler, server_class=server_class)
+            if setup is not None:
+                setup(server)
             thread = threading.Thread(
                 target=server.serve_forever,
                 kwargs={"poll_interval": 0.25},
