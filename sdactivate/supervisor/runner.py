@@ -14,7 +14,6 @@ import array
 import contextlib
 import logging
 import os
-import secrets
 import selectors
 import signal
 import socket
@@ -120,7 +119,8 @@ class Runner:
         ns = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
         ns.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
         ns.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
-        name = f"sdactivate-notify/{self.pid}/{secrets.token_hex(8)}"
+        # os.urandom, not secrets: importing secrets (hashlib) costs ~4 MB of RSS
+        name = f"sdactivate-notify/{self.pid}/{os.urandom(8).hex()}"
         ns.bind("\0" + name)
         ns.setblocking(False)
         self._notify = ns
