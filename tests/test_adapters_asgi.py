@@ -1,0 +1,39 @@
+"""sdactivate.adapters.asgi: uvicorn and hypercorn: READY when serving, names, SIGTERM drain."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from _adapter_harness import check_ready_then_serves, check_sigterm_drains, example, running
+
+SERVERS = ["uvicorn", "hypercorn"]
+
+
+@pytest.mark.parametrize("server", SERVERS, ids=str)
+def test_ready_when_serving_on_named_socket(server: str) -> None:
+    """READY=1 only once serving; the socket named 'http' (not the decoy) is served."""
+    with running([*example("adapter_asgi.py"), server]) as run:
+        check_ready_then_serves(run)
+
+
+@pytest.mark.parametrize("server", SERVERS, ids=str)
+def test_sigterm_drains_in_flight_request(server: str) -> None:
+    """SIGTERM: STOPPING=1, the slow request completes, the process exits."""
+    with running([*example("adapter_asgi.py"), server]) as run:
+        check_sigterm_drains(run)
+
+
+def test_adapters_import_no_server_package() -> None:
+    """Importing every adapter module loads none of uvicorn/hypercorn/waitress/gunicorn."""
+    code = (
+        "import sys, sdactivate.adapters as a\n"
+        "from sdactivate.adapters import asgi, wsgi, http_server, asyncio_server\n"
+        "heavy = {'uvicorn', 'hypercorn', 'waitress', 'gunicorn'} & set(sys.modules)\n"
+        "print(sorted(heavy))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=True
+    )
+    assert out.stdout.strip() == "[]"
