@@ -128,7 +128,8 @@ def test_start_timeout(sandbox: Sandbox, units: Units) -> None:
     units.install({"sdctl-never.service": notify_unit(-1.0)})
     code, _out, err, seconds = sdactivate(sandbox, "start", "sdctl-never", "--timeout", "1")
     assert code == 1
-    assert "still running" in err
+    assert "still running after 1s" in err
+    assert "app starting" in err  # the unit's journal, shown on timeout too
     assert 1.0 <= seconds < 15
     assert sandbox.show("sdctl-never.service", "ActiveState")["ActiveState"] == "activating"
 
@@ -152,6 +153,15 @@ def test_unknown_unit(sandbox: Sandbox) -> None:
     code, _out, err, _ = sdactivate(sandbox, "restart", "sdctl-nosuch-unit")
     assert code == 1
     assert "sdctl-nosuch-unit.service" in err and "not found" in err
+
+
+def test_reload_not_applicable(sandbox: Sandbox, units: Units) -> None:
+    """reload of a unit without ExecReload= exits 1 with systemd's reason."""
+    units.install({"sdctl-noreload.service": "[Service]\nExecStart=/bin/sleep 3600\n"})
+    sandbox.systemctl("start", "sdctl-noreload.service")
+    code, _out, err, _ = sdactivate(sandbox, "reload", "sdctl-noreload")
+    assert code == 1
+    assert "JobTypeNotApplicable" in err and "not applicable" in err
 
 
 def test_permission_denied_for_unprivileged_user(sandbox: Sandbox, units: Units) -> None:

@@ -26,6 +26,7 @@ pytest.importorskip("jeepney")
 
 from dbusmock.testcase import BusType, PrivateDBus, SpawnedMock  # noqa: E402
 
+from sdactivate import control  # noqa: E402
 from sdactivate.cli import main  # noqa: E402
 from sdactivate.control import (  # noqa: E402
     BusUnavailableError,
@@ -196,6 +197,8 @@ def systemd(mock_bus: Mock, monkeypatch: pytest.MonkeyPatch) -> Mock:
     for name in ("myapp.service", "myapp.socket", "lonely.service"):
         mock_bus.set(name, UNIT, {"ActiveState": "active", "SubState": "running"})
     monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", mock_bus.address)
+    # The CLI reads the unit's journal on failure; never the host's journal in tests.
+    monkeypatch.setattr(control, "journal_tail", lambda unit, user, lines: [f"journal of {unit}"])
     return mock_bus
 
 
@@ -377,8 +380,18 @@ def test_cli_restart_exit_codes(systemd: Mock, capsys: pytest.CaptureFixture[str
     assert "restart ok" in capsys.readouterr().out
     systemd.behave("failed", "failed", unit_result="exit-code")
     assert main(["restart", "myapp", "--timeout", "10"]) == 1
-    assert "Result=exit-code" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "Result=exit-code" in err and "journal of myapp.service" in err
     assert main(["restart", "bad/name"]) == 2
+
+
+def test_cli_timeout_exit_1(systemd: Mock, capsys: pytest.CaptureFixture[str]) -> None:
+    """A job still running at --timeout exits 1 with the error and the unit's journal."""
+    systemd.behave("never")
+    assert main(["restart", "myapp", "--timeout", "0.3"]) == 1
+    err = capsys.readouterr().err
+    assert "still running after 0.3s" in err
+    assert "journal of myapp.service" in err
 
 
 def test_cli_unknown_unit_exit_1(systemd: Mock, capsys: pytest.CaptureFixture[str]) -> None:

@@ -10,6 +10,7 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Sequence
 from typing import Any
 
 _JOB_HELP = {
@@ -116,21 +117,33 @@ def _cmd_job(args: argparse.Namespace) -> int:
             return _usage("--user has no meaning with --pid")
         return _reload_pid(args.pid, timeout=args.timeout)
 
-    from ..control import UnitNameError, run_job
+    from ..control import ControlTimeoutError, UnitNameError, journal_tail, run_job
+    from ..control.model import job_unit_name
 
     try:
-        outcome = run_job(args.verb, args.name, timeout=args.timeout, user=args.user)
+        outcome = run_job(
+            args.verb, args.name, timeout=args.timeout, user=args.user, journal=journal_tail
+        )
     except UnitNameError as exc:
         return _usage(str(exc))
+    except ControlTimeoutError as exc:
+        print(f"sdactivate: error: {exc}", file=sys.stderr)
+        unit = job_unit_name(args.name)
+        _print_journal(unit, journal_tail(unit, args.user, 20))
+        return 1
     if outcome.ok:
         print(outcome.summary())
         return 0
     print(f"sdactivate: {outcome.summary()}", file=sys.stderr)
-    if outcome.journal:
-        print(f"-- last journal lines of {outcome.unit}:", file=sys.stderr)
-        for line in outcome.journal:
-            print(f"   {line}", file=sys.stderr)
+    _print_journal(outcome.unit, outcome.journal)
     return 1
+
+
+def _print_journal(unit: str, lines: Sequence[str]) -> None:
+    if lines:
+        print(f"-- last journal lines of {unit}:", file=sys.stderr)
+        for line in lines:
+            print(f"   {line}", file=sys.stderr)
 
 
 def _reload_pid(pid: int, *, timeout: float) -> int:
