@@ -1,0 +1,137 @@
+"""`sdactivate gen-units` end to end in a subprocess: files, --stdout, --force, bad input."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PY = sys.executable
+
+
+def gen_units(*args: str, cwd: Path, path: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = {"PATH": path if path is not None else os.environ.get("PATH", "/usr/bin:/bin")}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parent.parent)
+    return subprocess.run(
+        [PY, "-m", "sdactivate", "gen-units", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=env,
+    )
+
+
+def test_writes_the_pair_into_the_output_dir(tmp_path: Path) -> None:
+    """Default run writes NAME.socket and NAME.service and says so."""
+    out = tmp_path / "out"
+    result = gen_units(
+        "myapp", "--port", "8080", "--systemd-version", "252", "--output", str(out),
+        "--", PY, "-m", "http.server", cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["myapp.service", "myapp.socket"]
+    assert f"ExecStart={PY} -m http.server\n" in (out / "myapp.service").read_text()
+    assert "create:" in result.stdout
+
+
+def test_default_program_is_name_on_path(tmp_path: Path) -> None:
+    """Without a command, NAME is looked up on PATH and written as an absolute path."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    prog = bindir / "myapp"
+    prog.write_text("#!/bin/sh\n")
+    prog.chmod(0o755)
+    result = gen_units(
+        "myapp", "--port", "8080", "--systemd-version", "252", "--stdout",
+        cwd=tmp_path, path=str(bindir),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert f"ExecStart={prog}\n" in result.stdout
+
+
+def test_exec_program_with_arguments_after_dashdash(tmp_path: Path) -> None:
+    """--exec PROGRAM takes its arguments from after --; options may follow NAME."""
+    result = gen_units(
+        "myapp", "--exec", "/bin/echo", "--port", "8080", "--systemd-version", "252",
+        "--stdout", "--", "--port", "a b", cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert 'ExecStart=/bin/echo --port "a b"\n' in result.stdout
+
+
+def test_stdout_writes_no_files(tmp_path: Path) -> None:
+    """--stdout previews both files and creates nothing."""
+    result = gen_units(
+        "myapp", "--port", "8080", "--systemd-version", "252", "--stdout", "--", "/bin/true",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0
+    assert "### myapp.socket\n" in result.stdout and "### myapp.service\n" in result.stdout
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_refuses_to_overwrite_a_changed_file_without_force(tmp_path: Path) -> None:
+    """A hand-edited unit is not overwritten (exit 2, nothing written) unless --force."""
+    args = ("myapp", "--port", "8080", "--systemd-version", "252", "--", "/bin/true")
+    assert gen_units(*args, cwd=tmp_path).returncode == 0
+    service = tmp_path / "myapp.service"
+    socket_unit = tmp_path / "myapp.socket"
+    service.write_text(service.read_text() + "# local edit\n")
+    socket_before = socket_unit.read_text()
+    socket_unit.write_text(socket_before.replace("8080", "8081"))
+    result = gen_units(*args, cwd=tmp_path)
+    assert result.returncode == 2
+    assert "--force" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert "8081" in socket_unit.read_text()  # untouched: all-or-nothing
+    again = gen_units("--force", *args, cwd=tmp_path)
+    assert again.returncode == 0
+    assert socket_unit.read_text() == socket_before
+    assert "# local edit" not in service.read_text()
+    assert "unchanged:" in gen_units(*args, cwd=tmp_path).stdout
+
+
+BAD = {
+    "invalid-name": ("my app", "--port", "80", "--", "/bin/true"),
+    "template-name": ("app@", "--port", "80", "--", "/bin/true"),
+    "dotdot-name": ("..", "--port", "80", "--", "/bin/true"),
+    "port-0": ("myapp", "--port", "0", "--", "/bin/true"),
+    "port-70000": ("myapp", "--port", "70000", "--", "/bin/true"),
+    "port-text": ("myapp", "--port", "http", "--", "/bin/true"),
+    "newline-arg": ("myapp", "--port", "80", "--", "/bin/echo", "a\nb"),
+    "dotdot-socket": ("myapp", "--listen", "/run/../etc/x.sock", "--", "/bin/true"),
+    "dotdot-workdir": ("myapp", "--port", "80", "--working-dir", "/srv/../etc", "--", "/bin/true"),
+    "dotdot-program": ("myapp", "--port", "80", "--", "/usr/../bin/true"),
+    "relative-program": ("myapp", "--port", "80", "--", "bin/true"),
+    "missing-program": ("nosuchprogram-xyz", "--port", "80"),
+    "user-port-80": ("myapp", "--user", "--port", "80", "--", "/bin/true"),
+    "bad-fdname": ("myapp", "--listen", "127.0.0.1:80=a:b", "--", "/bin/true"),
+    "bad-env": ("myapp", "--port", "80", "--environment", "NOEQUALS", "--", "/bin/true"),
+    "bad-version": ("myapp", "--port", "80", "--systemd-version", "two", "--", "/bin/true"),
+    "old-version": ("myapp", "--port", "80", "--systemd-version", "219", "--", "/bin/true"),
+    "no-listen": ("myapp", "--", "/bin/true"),
+    "now-without-install": ("myapp", "--port", "80", "--now", "--", "/bin/true"),
+    "zero-watchdog": ("myapp", "--port", "80", "--watchdog", "0", "--", "/bin/true"),
+    "unknown-option": ("myapp", "--port", "80", "--frobnicate", "--", "/bin/true"),
+    "both-modes": ("myapp", "--port", "80", "--supervise", "--upgrader", "--", "/bin/true"),
+}
+ARGPARSE_ERRORS = {"unknown-option", "both-modes"}  # argparse adds its usage line
+
+
+@pytest.mark.parametrize("case", list(BAD), ids=list(BAD))
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path: Path, case: str) -> None:
+    """Invalid names, ports, paths, arguments and options: exit 2, one error line, no files."""
+    args = list(BAD[case])
+    if "--systemd-version" not in args:
+        args[1:1] = ["--systemd-version", "252"]
+    result = gen_units(*args, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    errors = [line for line in result.stderr.splitlines() if "error:" in line]
+    assert len(errors) == 1, result.stderr
+    if case not in ARGPARSE_ERRORS:
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+        assert result.stderr.startswith("sdactivate: error: ")
+    assert list(tmp_path.iterdir()) == []

@@ -1,0 +1,136 @@
+"""Installing units: atomic writes, refusal to clobber, systemctl calls; version detection."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from sdactivate.errors import ControlError, UnitConfigError
+from sdactivate.units import install, version
+
+FILES = {"myapp.socket": "[Socket]\nListenStream=80\n", "myapp.service": "[Service]\n"}
+
+
+def test_install_writes_reloads_and_enables_sockets(tmp_path: Path) -> None:
+    """--install: files in the unit dir, then daemon-reload, then enable --now the sockets."""
+    calls: list[list[str]] = []
+    actions = install.install(
+        FILES, user=False, force=False, now=True, directory=tmp_path, run=calls.append
+    )
+    assert actions == {"myapp.socket": "create", "myapp.service": "create"}
+    assert (tmp_path / "myapp.socket").read_text() == FILES["myapp.socket"]
+    assert oct((tmp_path / "myapp.service").stat().st_mode & 0o777) == "0o644"
+    assert calls == [
+        ["systemctl", "daemon-reload"],
+        ["systemctl", "enable", "--now", "myapp.socket"],
+    ]
+
+
+def test_user_install_uses_systemctl_user(tmp_path: Path) -> None:
+    """--user talks to the user manager and installs into ~/.config/systemd/user."""
+    calls: list[list[str]] = []
+    install.install(FILES, user=True, force=False, now=False, directory=tmp_path, run=calls.append)
+    assert calls == [
+        ["systemctl", "--user", "daemon-reload"],
+        ["systemctl", "--user", "enable", "myapp.socket"],
+    ]
+    assert install.unit_directory(user=True, environ={"HOME": "/home/u"}) == Path(
+        "/home/u/.config/systemd/user"
+    )
+    assert install.unit_directory(user=True, environ={"XDG_CONFIG_HOME": "/c"}) == Path(
+        "/c/systemd/user"
+    )
+    assert install.unit_directory(user=False) == Path("/etc/systemd/system")
+    with pytest.raises(UnitConfigError):
+        install.unit_directory(user=True, environ={})
+
+
+def test_changed_file_blocks_everything_until_force(tmp_path: Path) -> None:
+    """A differing file refuses the whole install (no write, no systemctl) without force."""
+    (tmp_path / "myapp.service").write_text("[Service]\n# mine\n")
+    calls: list[Sequence[str]] = []
+    with pytest.raises(UnitConfigError, match="--force"):
+        install.install(
+            FILES, user=False, force=False, now=False, directory=tmp_path, run=calls.append
+        )
+    assert calls == [] and not (tmp_path / "myapp.socket").exists()
+    actions = install.write_files(FILES, tmp_path, force=True)
+    assert actions == {"myapp.socket": "create", "myapp.service": "update"}
+    assert install.write_files(FILES, tmp_path, force=False) == {
+        "myapp.socket": "unchanged",
+        "myapp.service": "unchanged",
+    }
+    assert sorted(os.listdir(tmp_path)) == ["myapp.service", "myapp.socket"]  # no temp files
+
+
+def test_refuses_odd_file_names(tmp_path: Path) -> None:
+    """Only plain file names are written."""
+    with pytest.raises(UnitConfigError):
+        install.write_files({"../x.service": ""}, tmp_path, force=False)
+
+
+def test_systemctl_failure_is_a_control_error() -> None:
+    """A failing systemctl surfaces as ControlError (exit 1 from the CLI)."""
+    with pytest.raises(ControlError, match="false"):
+        install._systemctl(["false"])
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("252", 252), ("v253", 253), ("systemd 252 (252.39-1~deb12u2)", 252), (" 257 ", 257)],
+)
+def test_parse_version(text: str, expected: int) -> None:
+    """Versions parse from plain numbers and from `systemctl --version` lines."""
+    assert version.parse_version(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "abc", "two", "244", "systemd"])
+def test_parse_version_refuses(text: str) -> None:
+    """Garbage and versions older than MIN_VERSION are refused."""
+    with pytest.raises(UnitConfigError):
+        version.parse_version(text)
+
+
+def test_detect_version_reads_systemctl() -> None:
+    """detect_version() runs `systemctl --version` and reads its first line."""
+    seen: list[Sequence[str]] = []
+
+    def fake(argv: Sequence[str]) -> str:
+        seen.append(argv)
+        return "systemd 252 (252.39-1~deb12u2)\n+PAM +AUDIT\n"
+
+    assert version.detect_version(run=fake) == 252
+    assert seen == [["systemctl", "--version"]]
+
+
+def test_detect_version_failure_says_what_to_do() -> None:
+    """Without systemctl the error suggests --systemd-version."""
+
+    def missing(argv: Sequence[str]) -> str:
+        raise FileNotFoundError(2, "No such file", "systemctl")
+
+    with pytest.raises(UnitConfigError, match="--systemd-version"):
+        version.detect_version(run=missing)
+
+
+def test_detect_version_of_this_machine() -> None:
+    """On Debian 12 the local systemd is 252 (whatever it is, it parses)."""
+    try:
+        subprocess.run(["systemctl", "--version"], capture_output=True, check=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        pytest.skip("no systemctl")
+    assert version.detect_version() >= version.MIN_VERSION
+
+
+def test_supported_table() -> None:
+    """252 lacks notify-reload, FileDescriptorStorePreserve= and PollLimit*."""
+    assert not version.supported("Type", "notify-reload", 252)
+    assert version.supported("Type", "notify", 252)
+    assert not version.supported("FileDescriptorStorePreserve", "yes", 252)
+    assert not version.supported("PollLimitBurst", "10", 254)
+    assert version.supported("PollLimitBurst", "10", 255)
+    assert version.default_backlog(252) == 128 and version.default_backlog(254) is None
