@@ -1,0 +1,63 @@
+"""The checked-in units/ run under real systemd 252 exactly as written (only the port moves
+to a free loopback address: tests never bind every address of the host)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from helpers import http_get, main_pid, wait_state
+from sandbox import CHECKOUT, Sandbox, Units, free_port, wait_until
+
+UNITS = Path(CHECKOUT) / "units"
+
+
+def _install(units: Units, prefix: str, port: int, new_port: int) -> None:
+    files = {p.name: p.read_text(encoding="utf-8") for p in UNITS.glob(f"{prefix}.*")}
+    socket_unit = files[f"{prefix}.socket"]
+    assert f"\nListenStream={port}\n" in socket_unit
+    files[f"{prefix}.socket"] = socket_unit.replace(
+        f"\nListenStream={port}\n", f"\nListenStream=127.0.0.1:{new_port}\n"
+    )
+    units.install(files)
+
+
+def _pid_of_response(port: int) -> int:
+    status, headers, _ = http_get("127.0.0.1", port)
+    assert status == 200
+    return int(headers["x-pid"])
+
+
+def test_example_units_serve_hardened_and_watched(sandbox: Sandbox, units: Units) -> None:
+    """units/myapp.*: the first request starts the service, which is active (READY=1) as a
+    dynamic user with the watchdog armed and the fd named http."""
+    port = free_port()
+    _install(units, "myapp", 8080, port)
+    sandbox.systemctl("start", "myapp.socket")
+    assert _pid_of_response(port) == main_pid(sandbox, "myapp.service")
+    props = wait_state(sandbox, "myapp.service", "active", sub="running")
+    assert props["MainPID"] != "0"
+    shown = sandbox.show("myapp.service", "WatchdogUSec", "DynamicUser", "NotifyAccess")
+    assert shown == {"WatchdogUSec": "10s", "DynamicUser": "yes", "NotifyAccess": "main"}
+    status = sandbox.read_file(f"/proc/{props['MainPID']}/status")
+    uid = next(line.split()[1] for line in status.splitlines() if line.startswith("Uid:"))
+    assert uid != "0"
+
+
+def test_supervised_example_reloads_to_a_new_generation(sandbox: Sandbox, units: Units) -> None:
+    """units/myapp-supervised.*: `systemctl reload` runs ExecReload (sdactivate reload --pid
+    $MAINPID) inside the sandboxing; a new app process answers, the supervisor stays."""
+    port = free_port()
+    _install(units, "myapp-supervised", 8081, port)
+    sandbox.systemctl("start", "myapp-supervised.socket")
+    first = _pid_of_response(port)
+    wait_state(sandbox, "myapp-supervised.service", "active", sub="running")
+    supervisor = main_pid(sandbox, "myapp-supervised.service")
+    assert first != supervisor  # the app is the supervisor's child
+    sandbox.systemctl("reload", "myapp-supervised.service")
+    second = wait_until(
+        lambda: (pid := _pid_of_response(port)) != first and pid,
+        timeout=15,
+        what="a response from the new generation",
+    )
+    assert second != first
+    assert main_pid(sandbox, "myapp-supervised.service") == supervisor
