@@ -35,16 +35,20 @@ def _listening() -> socket.socket:
 
 
 @contextmanager
-def running(argv: Sequence[str], *, env: dict[str, str] | None = None) -> Iterator[Running]:
-    """Launch ``argv`` with sockets [other, http] (names passed) and a notify receiver."""
-    other, http = _listening(), _listening()
+def running(
+    argv: Sequence[str], *, env: dict[str, str] | None = None, decoy: bool = True
+) -> Iterator[Running]:
+    """Launch ``argv`` with sockets [other, http] (names passed; ``decoy=False``: only
+    http) and a notify receiver standing in for PID 1."""
+    socks = [_listening(), _listening()] if decoy else [_listening()]
+    names = ["other", "http"] if decoy else ["http"]
     with NotifyReceiver(thread=True) as rx:
         try:
-            proc = launch(argv, [other, http], names=["other", "http"], notify=rx, env=env)
+            proc = launch(argv, socks, names=names, notify=rx, env=env)
         finally:
-            port = http.getsockname()[1]
-            other.close()
-            http.close()
+            port = socks[-1].getsockname()[1]
+            for sock in socks:
+                sock.close()
         with proc:
             yield Running(proc, rx, port)
 
@@ -60,8 +64,7 @@ def request(port: int, path: str = "/", *, timeout: float = 10.0) -> tuple[int, 
         return read_response(conn)
 
 
-def read_response(conn: socket.socket) -> tuple[int, bytes]:
-    data = b""
+def read_response(conn: socket.socket, data: bytes = b"") -> tuple[int, bytes]:
     while chunk := conn.recv(65536):
         data += chunk
     head, _, body = data.partition(b"\r\n\r\n")
@@ -93,16 +96,25 @@ def check_ready_then_serves(run: Running) -> None:
     assert body.startswith(b"ok pid="), body
 
 
-def check_sigterm_drains(run: Running, *, deadline: float = 10.0) -> None:
-    """SIGTERM with a slow request in flight: STOPPING=1, the request completes, exit."""
+def check_sigterm_drains(run: Running, *, deadline: float = 10.0, head_first: bool = False) -> None:
+    """SIGTERM with a slow request in flight: STOPPING=1, the request completes, exit.
+
+    The request is known to be in flight from ``STATUS=busy``, or (``head_first``) from the
+    first bytes of the response.
+    """
     run.rx.wait_for("READY", "1", timeout=20)
     conn = socket.create_connection(("127.0.0.1", run.port), timeout=10)
     conn.sendall(b"GET /sleep?ms=700 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
-    run.rx.wait_for("STATUS", "busy", timeout=10)  # the request is in the handler now
+    first = b""
+    if head_first:
+        first = conn.recv(65536)
+        assert first, "connection closed before the response"
+    else:
+        run.rx.wait_for("STATUS", "busy", timeout=10)  # the request is in the handler now
     n = len(run.rx.messages)
     run.proc.terminate()
     run.rx.wait_for("STOPPING", "1", timeout=10, since=n)
-    status, body = read_response(conn)
+    status, body = read_response(conn, first)
     conn.close()
     assert status == 200 and body.startswith(b"ok pid="), body
     code = run.proc.wait(deadline)

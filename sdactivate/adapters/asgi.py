@@ -59,7 +59,7 @@ def serve_uvicorn(
     config.setdefault("backlog", backlog_of(socks))
     config.setdefault("timeout_graceful_shutdown", drain_timeout)
 
-    class Server(uvicorn.Server):  # type: ignore[misc]
+    class Server(uvicorn.Server):
         async def startup(self, sockets: list[socket.socket] | None = None) -> None:
             await super().startup(sockets=sockets)
             if self.started and not self.should_exit:
