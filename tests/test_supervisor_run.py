@@ -53,8 +53,9 @@ for s in socks:
     s.setblocking(False)
     sel.register(s, selectors.EVENT_READ)
 sel.register(r, selectors.EVENT_READ)
-if fault != "never-ready":
-    notify("READY=1\nSTATUS=generation " + gen)
+if fault == "never-ready":  # a start-up that hangs (it never serves either)
+    time.sleep(3600)
+notify("READY=1\nSTATUS=generation " + gen)
 crash_at = time.monotonic() + 0.1 if fault == "crash-after-ready" else None
 body = b"pid=%d" % os.getpid()
 resp = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body)
@@ -387,6 +388,12 @@ def test_idle_supervisor_does_not_wake_up(supervisor: Supervisor) -> None:
         utime, stime = stat[stat.rindex(")") + 2 :].split()[11:13]
         return switches, int(utime), int(stime)
 
+    supervisor.status()
+    deadline = time.monotonic() + 5
+    wchan = Path(f"/proc/{supervisor.pid}/wchan")
+    while wchan.read_text() != "do_epoll_wait":  # until it is blocked again after answering
+        assert time.monotonic() < deadline, wchan.read_text()
+        time.sleep(0.01)
     before = counters()
     time.sleep(1.0)  # the observation window, not an ordering wait
     assert counters() == before

@@ -8,8 +8,10 @@ Invariants (checked after every event by :meth:`Machine.check`):
 1. At most two generations are alive at once (counting one being killed or drained).
 2. At most one generation is not ready (STARTING or CHECKING).
 3. A generation that exits, misses ``ready_timeout`` or fails its health check before it
-   takes over fails the upgrade: it is SIGKILLed, the serving generation is never signalled,
-   the failure is reported (STATUS=, the waiting ``reload`` requests) and READY=1 is sent.
+   takes over fails the upgrade: the serving generation is never signalled, the failure is
+   reported (STATUS=, the waiting ``reload`` requests) and READY=1 is sent. One without
+   READY=1 is SIGKILLed; one that failed its check after READY=1 may already have accepted
+   connections, so it gets the stop signal and SIGKILL only at ``drain_timeout``.
 4. One upgrade at a time. A reload requested during one (or while the first generation
    starts, or while the previous one drains) is queued; any number of them coalesce into one
    more upgrade, started when at most the serving generation is alive. Never two in parallel.
@@ -262,6 +264,7 @@ class GenState(enum.Enum):
 
 
 _NOT_READY = (GenState.STARTING, GenState.CHECKING)
+_STOPPED = (GenState.DRAINING, GenState.FAILED)
 
 
 @dataclass
@@ -414,8 +417,16 @@ class Machine:
             self._emit(CancelHealth(g.number))
         message = f"{g.label()} failed: {why}"
         if alive and g.pid is not None and not g.killed:
-            g.killed = True
-            self._emit(Kill(g.number))
+            if g.state is GenState.CHECKING:
+                # READY=1 came, so it may already accept on the shared sockets: stop it like
+                # a draining generation, so the requests it took are answered.
+                self._emit(
+                    Signal(g.number, self.policy.stop_signal),
+                    SetTimer(("drain", g.number), self.policy.drain_timeout),
+                )
+            else:  # no READY=1: hung or broken; SIGKILL at once (tableflip does the same)
+                g.killed = True
+                self._emit(Kill(g.number))
         g.state = GenState.FAILED
         if self.phase is Phase.STOPPING:
             return
@@ -523,7 +534,7 @@ class Machine:
             self._fail(g, f"no READY=1 within {self.policy.ready_timeout:g}s")
         elif kind == "health" and g.state is GenState.CHECKING:
             self._fail(g, f"health check did not finish within {self.policy.health_timeout:g}s")
-        elif kind == "drain" and g.state is GenState.DRAINING and not g.killed:
+        elif kind == "drain" and g.state in _STOPPED and not g.killed:
             g.killed = True
             self._emit(
                 Log(
