@@ -56,6 +56,8 @@ __all__ = [
 
 NOTIFY_BUFFER_MAX = 4096  # constants.h NOTIFY_BUFFER_MAX = PIPE_BUF; longer datagrams dropped
 NOTIFY_FD_MAX = 768  # constants.h: the manager's control buffer
+_NOTIFY_RCVBUF_SIZE = 8 * 1024 * 1024  # manager.c
+_SO_RCVBUFFORCE = 33  # socket(7); not exported by Python's socket module
 _UCRED = struct.Struct("iII")  # struct ucred: pid, uid, gid (unix(7) SCM_CREDENTIALS)
 _MANAGER_KEYS = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
 
@@ -121,6 +123,17 @@ def check_datagram(data: bytes, flags: int, pid: int | None) -> str | None:
     return None
 
 
+def _grow_rcvbuf(sock: socket.socket) -> None:
+    """PID1 raises its notify socket's receive buffer to 8 MiB (manager.c
+    ``NOTIFY_RCVBUF_SIZE``); ``SO_RCVBUFFORCE`` needs CAP_NET_ADMIN, else best effort."""
+    for option in (_SO_RCVBUFFORCE, socket.SO_RCVBUF):
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, option, _NOTIFY_RCVBUF_SIZE)
+            return
+        except PermissionError:
+            continue
+
+
 def _close_all(fds: Iterable[int]) -> None:
     for fd in fds:
         with contextlib.suppress(OSError):
@@ -149,11 +162,13 @@ class NotifyReceiver:
         self.dropped: list[Dropped] = []
         self.barriers = 0
         self._store: list[StoredFd] = []  # newest first (service.c LIST_PREPEND)
+        self._inodes: dict[int, tuple[int, int]] = {}  # stored fd -> (st_dev, st_ino)
         self._cond = threading.Condition()
         self._lock = threading.Lock()  # one pumper at a time
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+            _grow_rcvbuf(sock)
             if self.address.startswith("@"):
                 sock.bind(b"\0" + self.address[1:].encode())
             else:
@@ -294,8 +309,11 @@ class NotifyReceiver:
         for fd in list(fds):
             if len(self._store) >= self.fdstore_max:
                 break  # "Cannot store more fds than FileDescriptorStoreMax=" -> closed
-            if any(same_fd(e.fd, fd) for e in self._store):
+            st = os.fstat(fd)
+            inode = (st.st_dev, st.st_ino)
+            if any(self._inodes.get(e.fd) == inode and same_fd(e.fd, fd) for e in self._store):
                 continue  # same_fd(): deduped within the store only
+            self._inodes[fd] = inode
             fds.remove(fd)
             self._store.insert(0, StoredFd(name or "stored", fd, poll, message.pid))
 
