@@ -12,6 +12,8 @@ import os
 import shutil
 import socket
 import subprocess
+import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,6 +40,7 @@ from sdactivate.control import (  # noqa: E402
     run_job,
     unit_status,
 )
+from sdactivate.control.bus import Systemd  # noqa: E402
 
 pytestmark = pytest.mark.skipif(shutil.which("dbus-daemon") is None, reason="needs dbus-daemon")
 
@@ -157,12 +160,19 @@ class Mock:
         self.unit(unit).UpdateProperties(interface, props, dbus_interface=MOCK)
 
 
+def _private_bus_env(mp: pytest.MonkeyPatch, tmp: Path) -> None:
+    """PrivateDBus and SpawnedMock use os.environ and tempfile; keep both to this test
+    (restored by ``mp``) and its temporary directory."""
+    mp.setenv("DBUS_SYSTEM_BUS_ADDRESS", "unix:path=/nonexistent")
+    mp.setenv("TMPDIR", str(tmp))
+    mp.setattr(tempfile, "tempdir", str(tmp))
+
+
 @pytest.fixture(scope="module")
-def mock_bus() -> Iterator[Mock]:
+def mock_bus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mock]:
     """A private system bus with the extended systemd mock, shared by this module."""
     with pytest.MonkeyPatch.context() as mp:
-        # PrivateDBus and SpawnedMock write/read os.environ; restore it afterwards.
-        mp.setenv("DBUS_SYSTEM_BUS_ADDRESS", "unix:path=/nonexistent")
+        _private_bus_env(mp, tmp_path_factory.mktemp("dbus"))
         with (
             PrivateDBus(BusType.SYSTEM) as private,
             SpawnedMock.spawn_with_template(
@@ -313,14 +323,42 @@ def test_bus_refuses(tmp_path: Path) -> None:
         unit_status("myapp", environ={"DBUS_SYSTEM_BUS_ADDRESS": f"unix:path={path}"})
 
 
-def test_no_systemd_on_the_bus(tmp_path: Path) -> None:
-    """A bus without org.freedesktop.systemd1 raises BusUnavailableError."""
+def test_no_systemd_on_the_bus(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """A bus without org.freedesktop.systemd1 raises BusUnavailableError after the wait."""
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("DBUS_SYSTEM_BUS_ADDRESS", "unix:path=/nonexistent")
+        _private_bus_env(mp, tmp_path_factory.mktemp("db"))  # short: sun_path is 108 bytes
         with PrivateDBus(BusType.SYSTEM) as private:
             environ = {"DBUS_SYSTEM_BUS_ADDRESS": private.address}
-            with pytest.raises(BusUnavailableError, match="systemd is not on"):
-                unit_status("myapp", environ=environ)
+            started = time.monotonic()
+            with pytest.raises(BusUnavailableError, match=r"systemd is not on .*waited 0\.5s"):
+                unit_status("myapp", environ=environ, timeout=0.5)
+            assert 0.5 <= time.monotonic() - started < 5
+
+
+def test_waits_for_systemd_to_join_the_bus(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """A client that connects before systemd joins the bus (socket-activated dbus) waits
+    for NameOwnerChanged and then succeeds."""
+    with pytest.MonkeyPatch.context() as mp:
+        _private_bus_env(mp, tmp_path_factory.mktemp("db"))  # short: sun_path is 108 bytes
+        with PrivateDBus(BusType.SYSTEM) as private:
+            environ = {"DBUS_SYSTEM_BUS_ADDRESS": private.address}
+            bus = Systemd._open(user=False, environ=environ)
+            try:
+                result: list[object] = []
+                waiter = threading.Thread(
+                    target=lambda: result.append(bus.wait_for_systemd(timeout=30))
+                )
+                waiter.start()
+                with SpawnedMock.spawn_with_template(
+                    "systemd", stdout=subprocess.DEVNULL, stderr=None
+                ):
+                    waiter.join(timeout=30)
+                    owner = BusType.SYSTEM.get_connection().get_name_owner(
+                        "org.freedesktop.systemd1"
+                    )
+            finally:
+                bus.close()
+    assert result == [owner]
 
 
 def test_invalid_unit_name() -> None:

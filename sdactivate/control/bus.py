@@ -104,8 +104,23 @@ class Systemd:
         self._owner: str | None = None
 
     @classmethod
-    def connect(cls, *, user: bool = False, environ: _env.Environ | None = None) -> Systemd:
-        """Open the bus. Raises :class:`BusUnavailableError` or :class:`PermissionDeniedError`."""
+    def connect(
+        cls, *, user: bool = False, environ: _env.Environ | None = None, wait: float = 10.0
+    ) -> Systemd:
+        """Open the bus and wait up to ``wait`` seconds for systemd to be on it.
+
+        Raises :class:`BusUnavailableError` or :class:`PermissionDeniedError`.
+        """
+        bus = cls._open(user=user, environ=environ)
+        try:
+            bus.wait_for_systemd(timeout=wait)
+        except BaseException:
+            bus.close()
+            raise
+        return bus
+
+    @classmethod
+    def _open(cls, *, user: bool, environ: _env.Environ | None) -> Systemd:
         address = bus_address(user=user, environ=environ)
         which = "user" if user else "system"
         try:
@@ -207,19 +222,63 @@ class Systemd:
 
     # -- signals ---------------------------------------------------------------------------
 
+    def _bus_call(self, member: str, signature: str, *args: Any) -> tuple[Any, ...]:
+        return self.call(
+            "/org/freedesktop/DBus",
+            "org.freedesktop.DBus",
+            member,
+            signature,
+            tuple(args),
+            destination="org.freedesktop.DBus",
+        )
+
+    def _current_owner(self) -> str | None:
+        (has_owner,) = self._bus_call("NameHasOwner", "s", SYSTEMD)
+        if not has_owner:
+            return None
+        (owner,) = self._bus_call("GetNameOwner", "s", SYSTEMD)
+        return str(owner)
+
+    def wait_for_systemd(self, *, timeout: float) -> str:
+        """systemd's unique bus name, waiting up to ``timeout`` seconds for it to appear.
+
+        With a socket-activated dbus.service the first client starts the bus daemon, and
+        the manager joins only once that runs, so a fresh bus may briefly lack
+        org.freedesktop.systemd1. Waits for ``NameOwnerChanged`` rather than polling.
+        Raises :class:`BusUnavailableError` if systemd does not show up.
+        """
+        if self._owner is not None:
+            return self._owner
+        rule = MatchRule(
+            type="signal",
+            sender="org.freedesktop.DBus",
+            interface="org.freedesktop.DBus",
+            member="NameOwnerChanged",
+            path="/org/freedesktop/DBus",
+        )
+        rule.add_arg_condition(0, SYSTEMD)
+        deadline = time.monotonic() + timeout
+        queue: collections.deque[Message] = collections.deque()
+        with self._conn.filter(rule, queue=queue):
+            self._bus_call("AddMatch", "s", rule.serialise())
+            owner = self._current_owner()
+            while not owner:
+                msg = self.pump(queue, deadline=deadline)
+                if msg is None:
+                    which = "user" if self.user else "system"
+                    raise BusUnavailableError(
+                        f"systemd is not on the {which} bus at {self.address!r} "
+                        f"(waited {timeout:g}s for {SYSTEMD})"
+                    )
+                owner = str(msg.body[2]) or None
+            with contextlib.suppress(Exception):
+                self._conn.send(message_bus.RemoveMatch(rule))
+        self._owner = owner
+        return owner
+
     def _systemd_owner(self) -> str:
         """systemd's unique bus name; signals carry it as sender, not the well-known name."""
-        if self._owner is None:
-            (owner,) = self.call(
-                "/org/freedesktop/DBus",
-                "org.freedesktop.DBus",
-                "GetNameOwner",
-                "s",
-                (SYSTEMD,),
-                destination="org.freedesktop.DBus",
-            )
-            self._owner = str(owner)
-        return self._owner
+        return self.wait_for_systemd(timeout=0)
 
     @contextlib.contextmanager
     def signals(
@@ -239,14 +298,7 @@ class Systemd:
         )
         queue: collections.deque[Message] = collections.deque()
         with self._conn.filter(local_rule, queue=queue):
-            self.call(
-                "/org/freedesktop/DBus",
-                "org.freedesktop.DBus",
-                "AddMatch",
-                "s",
-                (bus_rule.serialise(),),
-                destination="org.freedesktop.DBus",
-            )
+            self._bus_call("AddMatch", "s", bus_rule.serialise())
             try:
                 yield queue
             finally:

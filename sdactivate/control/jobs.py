@@ -78,7 +78,7 @@ def run_job(
     unit = job_unit_name(name)
     started = time.monotonic()
     deadline = started + timeout
-    with Systemd.connect(user=user, environ=environ) as bus:
+    with Systemd.connect(user=user, environ=environ, wait=min(timeout, 10.0)) as bus:
         job_result, props, verdict = _run_on(bus, verb, unit, mode, deadline, timeout)
     if verdict is Verdict.WAIT:
         raise ControlTimeoutError(

@@ -105,18 +105,19 @@ def _select(unit: str, props: Mapping[str, Any]) -> UnitStatus:
 
 
 def unit_status(
-    name: str, *, user: bool = False, environ: _env.Environ | None = None
+    name: str, *, user: bool = False, environ: _env.Environ | None = None, timeout: float = 10.0
 ) -> StatusReport:
     """Read the status of ``name``: ``NAME.service`` and ``NAME.socket`` for a bare name,
     plus the sockets that trigger the service (``TriggeredBy``) or the service a socket
     triggers (``Triggers``).
 
-    Raises :class:`NoSuchUnitError` if none of the named units exists, and the other
+    ``timeout`` bounds the wait for systemd to be on the bus. Raises
+    :class:`NoSuchUnitError` if none of the named units exists, and the other
     :mod:`~sdactivate.control.errors` leaves for bus problems.
     """
     first = status_unit_names(name)
     found: dict[str, UnitStatus] = {}
-    with Systemd.connect(user=user, environ=environ) as bus:
+    with Systemd.connect(user=user, environ=environ, wait=timeout) as bus:
 
         def load(unit: str) -> UnitStatus | None:
             if unit in found:
