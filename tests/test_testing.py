@@ -335,3 +335,38 @@ def test_process_wait_timeout_and_terminate() -> None:
         child.terminate()
         assert child.wait(10) == -15
         assert child.poll() == -15
+
+
+def test_libsystemd_client_is_accepted(rx: NotifyReceiver, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Conformance: libsystemd's sd_pid_notify_with_fds (python-systemd) lands as PID1 sees it."""
+    daemon = pytest.importorskip("systemd.daemon")
+    monkeypatch.setenv("NOTIFY_SOCKET", rx.address)
+    with socket.create_server(("127.0.0.1", 0)) as sock:
+        assert daemon.notify("FDSTORE=1\nFDNAME=lib", fds=[sock.fileno()])
+        assert daemon.notify("READY=1\nSTATUS=via libsystemd")
+        msg = rx.wait_for("READY", "1", timeout=5)
+        assert msg.pid == os.getpid() and msg.get("STATUS") == "via libsystemd"
+        [entry] = rx.store
+        assert entry.name == "lib"
+
+
+def test_systemd_notify_binary_barrier_completes() -> None:
+    """Conformance: Debian's systemd-notify (252) waits on BARRIER=1; our receiver releases it
+    only after recording the message it sent first."""
+    binary = "/usr/bin/systemd-notify"
+    if not os.path.exists(binary):
+        pytest.skip("systemd-notify not installed")
+    with NotifyReceiver(thread=True) as rx:
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **rx.environ}
+        done = subprocess.run(
+            [binary, "--ready", "--status=from systemd-notify"],
+            env=env,
+            timeout=20,
+            capture_output=True,
+            text=True,
+        )
+        assert done.returncode == 0, done.stderr
+        assert rx.count("READY", "1") == 1  # recorded before the barrier was released
+        assert rx.barriers == 1 and rx.dropped == []
+        assert rx.messages[0].get("STATUS") == "from systemd-notify"
+        assert rx.messages[0].pid == os.getpid()  # it speaks for its parent (privileged)
