@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
 
 from sdactivate import __version__
 from sdactivate.errors import UnitConfigError
@@ -239,3 +241,67 @@ def _exposure(tmp_path: Path, **kw: object) -> float:
 def test_security_exposure(tmp_path: Path, kw: dict[str, object], low: float, high: float) -> None:
     """systemd-analyze security --offline=yes: strict <= 1.2, <= 0.4 without network."""
     assert low <= _exposure(tmp_path, **kw) <= high
+
+
+_text = st.text(st.characters(blacklist_categories=("Cs", "Cc")), max_size=10)
+_port = st.integers(1024, 65535)
+_fd = st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=1, max_size=8)
+
+
+@needs_analyze
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    ports=st.lists(_port | _port | st.sampled_from([0, 80, 70000]), min_size=1, max_size=2),
+    fdname=st.none() | _fd,
+    extra=st.lists(st.tuples(st.sampled_from(["/run/a.sock", "@b", "[::1]:99"]), _fd), max_size=2),
+    env=st.lists(
+        st.tuples(st.from_regex(r"[A-Z_][A-Z0-9_]{0,5}", fullmatch=True), _text), max_size=2
+    ),
+    description=st.none() | _text.map(str.strip),
+    argv=st.lists(_text, max_size=3),
+    level=st.sampled_from(["strict", "standard", "off"]),
+    flags=st.sets(st.sampled_from(["supervise", "user", "no-network", "watchdog", "fdstore"])),
+    target=st.sampled_from([245, 249, 252, 253, 254, 257]),
+)
+def test_any_options_verify_clean_or_refuse(
+    tmp_path: Path,
+    ports: list[int],
+    fdname: str | None,
+    extra: list[tuple[str, str]],
+    env: list[tuple[str, str]],
+    description: str | None,
+    argv: list[str],
+    level: str,
+    flags: set[str],
+    target: int,
+) -> None:
+    """Random option combinations either raise UnitConfigError or give units that
+    systemd-analyze verify accepts without a single warning."""
+    kw: dict[str, object] = {
+        "ports": tuple(ports),
+        "fdname": fdname,
+        "listens": tuple(extra),
+        "environment": tuple(env),
+        "description": description,
+        "command": (PY, *argv),
+        "hardening": level,
+        "supervise": "supervise" in flags,
+        "user": "user" in flags,
+        "network": "no-network" not in flags,
+        "watchdog": 5 if "watchdog" in flags else None,
+        "fdstore": 3 if "fdstore" in flags else 0,
+        "systemd_version": target,
+    }
+    try:
+        files = gen(**kw)
+    except UnitConfigError:
+        return
+    assert not any("Type=notify-reload" in text for text in files.values())
+    event("rendered")
+    paths = _write(tmp_path, files)
+    result = _analyze(
+        tmp_path, "user" in flags, "verify", "--man=no", "--recursive-errors=yes", *paths
+    )
+    assert result.returncode == 0 and not result.stderr.strip(), (files, result.stderr)
