@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from helpers import http_get, main_pid, wait_state
-from sandbox import CHECKOUT, Sandbox, Units, free_port, wait_until
+from sandbox import CHECKOUT, CODE_DIR, Sandbox, Units, free_port, wait_until
 
 UNITS = Path(CHECKOUT) / "units"
 
@@ -61,3 +61,33 @@ def test_supervised_example_reloads_to_a_new_generation(sandbox: Sandbox, units:
     )
     assert second != first
     assert main_pid(sandbox, "myapp-supervised.service") == supervisor
+
+
+def test_install_now_enables_and_starts_the_socket(sandbox: Sandbox, units: Units) -> None:
+    """`gen-units --install --now` inside the sandbox writes /etc/systemd/system, reloads,
+    enables and starts the socket; a second identical run changes nothing; a hand edit
+    blocks a third run (exit 2) until --force."""
+    port = free_port()
+    units.track(["sdinstall.socket", "sdinstall.service"])
+    argv = [
+        "/usr/bin/python3", "-m", "sdactivate", "gen-units", "sdinstall",
+        "--listen", f"127.0.0.1:{port}=http", "--environment", f"PYTHONPATH={CODE_DIR}",
+        "--systemd-version", "252", "--install", "--now",
+        "--", "/usr/bin/python3", f"{CODE_DIR}/examples/app.py",
+    ]  # fmt: skip
+    env = {"PYTHONPATH": CODE_DIR}
+    first = sandbox.run(argv, env=env)
+    assert "create: sdinstall.socket" in first.stdout
+    assert sandbox.show("sdinstall.socket", "ActiveState", "UnitFileState") == {
+        "ActiveState": "active",
+        "UnitFileState": "enabled",
+    }
+    assert _pid_of_response(port) == main_pid(sandbox, "sdinstall.service")
+    assert "unchanged: sdinstall.service" in sandbox.run(argv, env=env).stdout
+    path = "/etc/systemd/system/sdinstall.service"
+    sandbox.write_file(path, sandbox.read_file(path) + "# local edit\n")
+    refused = sandbox.run(argv, env=env, check=False)
+    assert refused.returncode == 2 and "--force" in refused.stderr
+    assert sandbox.read_file(path).endswith("# local edit\n")
+    forced = sandbox.run([*argv[:5], "--force", *argv[5:]], env=env)
+    assert "update: sdinstall.service" in forced.stdout
