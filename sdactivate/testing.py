@@ -35,6 +35,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
+from typing import Literal
 
 from . import _env
 from ._spawn import spawn
@@ -60,6 +61,9 @@ _NOTIFY_RCVBUF_SIZE = 8 * 1024 * 1024  # manager.c
 _SO_RCVBUFFORCE = 33  # socket(7); not exported by Python's socket module
 _UCRED = struct.Struct("iII")  # struct ucred: pid, uid, gid (unix(7) SCM_CREDENTIALS)
 _MANAGER_KEYS = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
+
+
+NotifyAccess = Literal["all", "main", "none"]
 
 
 @dataclass(frozen=True)
@@ -148,16 +152,29 @@ class NotifyReceiver:
     systemd: stored fds are closed). ``thread=True`` processes datagrams in a background
     thread; otherwise :meth:`pump` (or :meth:`wait_for`, which pumps) does it.
 
+    ``notify_access`` is ``NotifyAccess=``: ``all`` (default), ``main`` (only ``main_pid``,
+    which :func:`launch` sets to its child and an accepted ``MAINPID=`` moves; PID1's check
+    that the new pid is in the unit's cgroup is not emulated) or ``none``.
+
     ``messages`` are the accepted :class:`Message` objects in arrival order, ``dropped`` the
     rejected ones, ``barriers`` the number of barriers honoured, ``store`` the fd store.
     Give a child :attr:`environ` (or ``launch(..., notify=rx)``).
     """
 
     def __init__(
-        self, *, path: str | None = None, fdstore_max: int = 0, thread: bool = False
+        self,
+        *,
+        path: str | None = None,
+        fdstore_max: int = 0,
+        notify_access: NotifyAccess = "all",
+        thread: bool = False,
     ) -> None:
+        if notify_access not in ("all", "main", "none"):
+            raise ValueError(f"notify_access must be 'all', 'main' or 'none': {notify_access!r}")
         self.address = path if path is not None else f"@sdactivate-test/{secrets.token_hex(8)}"
         self.fdstore_max = fdstore_max
+        self.notify_access = notify_access
+        self.main_pid: int | None = None
         self.messages: list[Message] = []
         self.dropped: list[Dropped] = []
         self.barriers = 0
@@ -282,6 +299,8 @@ class NotifyReceiver:
                     self.barriers += 1
                     self._cond.notify_all()
                 return
+        if reason is None:
+            reason = self._access_denied(pid)
         if reason is not None:
             with self._cond:
                 self.dropped.append(Dropped(reason, pid, data, len(fds)))
@@ -291,8 +310,19 @@ class NotifyReceiver:
         message = Message(pid, uid, gid, tuple(fields), len(fds))
         with self._cond:
             self._apply_store(message, fds)
+            new_main = message.get("MAINPID") or ""
+            if new_main.isdigit() and int(new_main) > 0:
+                self.main_pid = int(new_main)
             self.messages.append(message)
             self._cond.notify_all()
+
+    def _access_denied(self, pid: int | None) -> str | None:
+        """systemd.service(5) ``NotifyAccess=`` (checked after the barrier, as manager.c does)."""
+        if self.notify_access == "none":
+            return "NotifyAccess=none"
+        if self.notify_access == "main" and pid != self.main_pid:
+            return f"NotifyAccess=main and pid {pid} is not the main pid {self.main_pid}"
+        return None
 
     def _apply_store(self, message: Message, fds: list[int]) -> None:
         """service.c service_notify_message(): FDSTOREREMOVE=1 then FDSTORE=1 (caller locks)."""
@@ -547,4 +577,6 @@ def launch(
         for sock in owned:
             sock.close()
         raise
+    if notify is not None:
+        notify.main_pid = child.pid  # the ExecStart= process is the main process
     return Process(list(argv), child.pid, child.pidfd, held, fd_names, _owned=owned)

@@ -370,3 +370,34 @@ def test_systemd_notify_binary_barrier_completes() -> None:
         assert rx.barriers == 1 and rx.dropped == []
         assert rx.messages[0].get("STATUS") == "from systemd-notify"
         assert rx.messages[0].pid == os.getpid()  # it speaks for its parent (privileged)
+
+
+def test_notify_access_main_follows_mainpid() -> None:
+    """NotifyAccess=main: only the main pid is heard; an accepted MAINPID= moves it; barriers
+    are honoured for anyone (manager.c handles them before the unit's access check)."""
+    with NotifyReceiver(notify_access="main") as rx:
+        rx.main_pid = 1  # someone else is the main process
+        sendraw(rx, b"STATUS=ignored")
+        r, w = os.pipe2(os.O_CLOEXEC)
+        sendraw(rx, b"BARRIER=1", [w])
+        os.close(w)
+        assert hung_up(r, 0) is False
+        rx.wait_until(lambda: rx.barriers == 1, timeout=5)
+        os.close(r)
+        assert rx.count("STATUS") == 0 and "NotifyAccess=main" in rx.dropped[0].reason
+        rx.main_pid = os.getpid()
+        sendraw(rx, b"STATUS=heard\nMAINPID=12345")
+        rx.wait_for("STATUS", "heard", timeout=5)
+        assert rx.main_pid == 12345
+        sendraw(rx, b"STATUS=ignored again")
+        rx.wait_until(lambda: len(rx.dropped) == 2, timeout=5)
+        assert rx.count("STATUS") == 1
+
+
+def test_launch_makes_the_child_the_main_pid() -> None:
+    """launch(notify=rx) records the child as main pid, like PID1 for ExecStart=."""
+    with NotifyReceiver(notify_access="main", thread=True) as rx:
+        with launch([sys.executable, "-c", CHILD_REPORT], notify=rx) as child:
+            msg = rx.wait_for("READY", timeout=10)
+            child.wait(10)
+        assert rx.main_pid == child.pid == msg.pid
