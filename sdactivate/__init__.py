@@ -72,7 +72,13 @@ __all__ = [
 if TYPE_CHECKING:
     from typing import Any
 
-    from . import adapters, control, fdstore, notify, testing, units, watchdog
+    from . import adapters as adapters
+    from . import control as control
+    from . import fdstore as fdstore
+    from . import notify as notify
+    from . import testing as testing
+    from . import units as units
+    from . import watchdog as watchdog
     from .activation import (
         InheritedFd,
         inherited_fds,

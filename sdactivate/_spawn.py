@@ -25,7 +25,8 @@ _LISTEN_KEYS = ("LISTEN_PID", "LISTEN_PIDFDID", "LISTEN_FDS", "LISTEN_FDNAMES")
 def _prctl() -> Callable[..., int]:
     import ctypes  # lazy: ctypes costs milliseconds of import time
 
-    return ctypes.CDLL(None, use_errno=True).prctl  # type: ignore[no-any-return]
+    prctl: Callable[..., int] = ctypes.CDLL(None, use_errno=True).prctl
+    return prctl
 
 
 @dataclass(frozen=True)
