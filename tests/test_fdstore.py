@@ -284,14 +284,14 @@ _BAD_CHARS = st.one_of(
 )
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(name=_GOOD_NAMES)
 def test_valid_names_property(name: str) -> None:
     """Every ASCII printable name without ':' of 1..255 characters is accepted."""
     assert fdstore.validate_name(name) == name
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(
     prefix=st.text(_NAME_CHARS, max_size=20),
     bad=_BAD_CHARS,

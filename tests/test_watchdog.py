@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import ctypes.util
+import functools
 import os
 import socket
 import threading
@@ -117,6 +118,7 @@ def test_error_names_variable_and_value() -> None:
         watchdog.interval(environ={"WATCHDOG_USEC": "1", "WATCHDOG_PID": "me"}, pid=ME)
 
 
+@functools.cache
 def _libsystemd() -> ctypes.CDLL | None:
     name = ctypes.util.find_library("systemd")
     return ctypes.CDLL(name) if name else None
@@ -287,7 +289,7 @@ _PID_TEXT = st.one_of(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(usec=_USEC_TEXT, wpid=_PID_TEXT)
 def test_interval_property_agrees_with_libsystemd(usec: str | None, wpid: str | None) -> None:
     """For arbitrary WATCHDOG_USEC/WATCHDOG_PID text, our verdict is sd_watchdog_enabled's."""
