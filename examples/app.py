@@ -44,7 +44,6 @@ from sdactivate import fdstore, notify, watchdog
 
 log = logging.getLogger("app")
 
-BACKLOG = 4096  # asyncio re-calls listen(); keep systemd's queue as deep as somaxconn allows
 MAX_HEAD = 16384
 
 
@@ -58,17 +57,60 @@ class App:
         self.draining = False
         self.busy = 0  # requests being answered
         self.idle: set[asyncio.StreamWriter] = set()  # keep-alive connections between requests
-        self.handlers: set[asyncio.Task[None]] = set()
+        self.connections: set[asyncio.Task[None]] = set()  # one task per accepted connection
+        self.listening: list[socket.socket] = []
         self.served = 0
 
     def body(self) -> bytes:
         return f"pid={self.pid} gen={self.gen}\n".encode()
 
+    def start_accepting(self, sock: socket.socket) -> None:
+        """Accept from `sock` in a reader callback.
+
+        Not asyncio.start_server(): it re-calls listen() (shrinking the backlog systemd set)
+        and accepts in batches whose connections reach the handler only some loop iterations
+        later -- a drain cannot see them, and they would be reset at exit. Here every
+        accepted connection has its task before the callback returns, and stop_accepting()
+        leaves the rest queued in the socket systemd holds, for the next generation.
+        """
+        sock.setblocking(False)
+
+        def on_readable() -> None:
+            for _ in range(64):  # a bounded batch per wake-up
+                try:
+                    conn, _ = sock.accept()
+                except (BlockingIOError, InterruptedError):
+                    return
+                except OSError as exc:  # ECONNABORTED, EMFILE...: keep serving
+                    log.warning("accept: %s", exc)
+                    return
+                self.spawn(conn)
+
+        asyncio.get_running_loop().add_reader(sock.fileno(), on_readable)
+        self.listening.append(sock)
+
+    def stop_accepting(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sock in self.listening:
+            loop.remove_reader(sock.fileno())
+            sock.close()  # our copy only: systemd's (socket unit / fd store) keeps the queue
+        self.listening.clear()
+
+    def spawn(self, conn: socket.socket) -> None:
+        task = asyncio.get_running_loop().create_task(self.serve_connection(conn))
+        self.connections.add(task)
+        task.add_done_callback(self.connections.discard)
+
+    async def serve_connection(self, conn: socket.socket) -> None:
+        try:
+            reader, writer = await asyncio.open_connection(sock=conn)
+        except OSError:
+            conn.close()
+            return
+        await self.handle(reader, writer)
+
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """Serve HTTP/1.1 requests on one connection until close, EOF or drain."""
-        task = asyncio.current_task()
-        if task is not None:
-            self.handlers.add(task)
         first = True
         try:
             while True:
@@ -94,8 +136,6 @@ class App:
             pass
         finally:
             writer.close()
-            if task is not None:
-                self.handlers.discard(task)
 
     async def _answer(
         self, head: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
@@ -178,18 +218,17 @@ async def serve(args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     app = App(args)
     socks = acquire(args)
-    servers: list[asyncio.Server] = []
-    connections: list[asyncio.Task[None]] = []
     transports: list[asyncio.BaseTransport] = []
+    inetd = False
     for sock in socks:
         if sock.type == socket.SOCK_DGRAM:
             transport, _ = await loop.create_datagram_endpoint(lambda: Echo(app), sock=sock)
             transports.append(transport)
         elif _accepting(sock):
-            servers.append(await asyncio.start_server(app.handle, sock=sock, backlog=BACKLOG))
+            app.start_accepting(sock)
         else:  # Accept=yes: one connection, then exit
-            reader, writer = await asyncio.open_connection(sock=sock)
-            connections.append(asyncio.create_task(app.handle(reader, writer)))
+            app.spawn(sock)
+            inetd = True
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
@@ -203,11 +242,11 @@ async def serve(args: argparse.Namespace) -> int:
     log.info("READY=1 STATUS=%s", status)
     if args.hang_after is not None:
         loop.call_later(args.hang_after, hang)
-    if connections and not servers and not transports:
-        await asyncio.wait(connections)
+    if inetd and not app.listening and not transports:
+        await asyncio.wait(set(app.connections))
         return 0
     await stop.wait()
-    await drain(app, servers, transports, keepalive)
+    await drain(app, transports, keepalive)
     return 0
 
 
@@ -223,7 +262,6 @@ def reload(app: App) -> None:
 
 async def drain(
     app: App,
-    servers: Sequence[asyncio.Server],
     transports: Sequence[asyncio.BaseTransport],
     keepalive: watchdog.KeepAlive,
 ) -> None:
@@ -231,17 +269,14 @@ async def drain(
     app.draining = True
     notify.stopping()
     notify.status(f"draining: pid {app.pid}")
-    for server in servers:
-        server.close()  # our copy only: systemd's fd (socket unit / fd store) keeps the queue
-    for _ in range(20):  # let connections accepted just before close() reach handle()
-        await asyncio.sleep(0)
+    app.stop_accepting()
     for transport in transports:
         transport.close()
     for writer in list(app.idle):
         writer.close()
     deadline = time.monotonic() + app.args.drain_timeout
-    while app.handlers and time.monotonic() < deadline:
-        await asyncio.wait(set(app.handlers), timeout=deadline - time.monotonic())
+    while app.connections and time.monotonic() < deadline:
+        await asyncio.wait(set(app.connections), timeout=deadline - time.monotonic())
     keepalive.stop()
     log.info("drained after %d requests; exiting", app.served)
 
