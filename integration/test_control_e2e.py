@@ -337,3 +337,23 @@ def test_user_manager(sandbox: Sandbox) -> None:
     finally:
         sandbox.run(["rm", "-f", unit_path], check=False)
         sandbox.systemctl("stop", "user@0.service", check=False)
+
+
+def test_first_client_on_a_cold_bus(sandbox: Sandbox) -> None:
+    """With dbus.service stopped (only dbus.socket listening), the first command starts
+    the bus by connecting and waits for PID 1 to join it instead of failing. PID 1 joins
+    only once dbus.service is running, so an ExecStartPost= delay holds it off for 1.5 s."""
+    dropin = "/run/systemd/system/dbus.service.d/sdctl-late-join.conf"
+    sandbox.write_file(dropin, "[Service]\nExecStartPost=/bin/sleep 1.5\n")
+    sandbox.systemctl("daemon-reload")
+    try:
+        sandbox.systemctl("stop", "dbus.service")
+        assert sandbox.show("dbus.service", "ActiveState")["ActiveState"] == "inactive"
+        code, out, err, seconds = sdactivate(sandbox, "status", "dbus")
+        assert code == 0, err
+        assert "dbus.service  active (running)" in out
+        assert seconds >= 1.0  # it really had to wait for systemd
+    finally:
+        sandbox.run(["rm", "-f", dropin])
+        sandbox.systemctl("daemon-reload")
+        sandbox.systemctl("start", "dbus.service")
