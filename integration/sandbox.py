@@ -298,11 +298,13 @@ class Sandbox:
         checkout = str(Path(checkout or CHECKOUT).resolve())
         root = Path(workroot) if workroot is not None else _default_workroot()
         root.mkdir(parents=True, exist_ok=True)
-        workdir = Path(tempfile.mkdtemp(prefix="sandbox-", dir=root))
+        _remove_stale_workdirs(root)
+        workdir = Path(tempfile.mkdtemp(prefix=f"sandbox-{os.getpid()}-", dir=root))
         console = workdir / "console.log"
         console.touch()
         name = f"sdactivate-sandbox-{os.getpid()}-{next(_counter)}"
         cg_root = _cgroup2_root()
+        _remove_stale_cgroups(cg_root)
         cgroup = cg_root / name
         launcher_cgroup = cg_root / f"{name}.launcher"
         cgroup.mkdir()
@@ -330,6 +332,7 @@ class Sandbox:
             "--cgroup",
             "--propagation",
             "private",
+            "--kill-child=SIGKILL",  # PID 1 dies with the launcher (PR_SET_PDEATHSIG)
             "/bin/sh",
             "-c",
             _INIT_SCRIPT,
@@ -343,6 +346,7 @@ class Sandbox:
                 stderr=subprocess.STDOUT,
                 env=env,
                 start_new_session=True,
+                preexec_fn=_die_with_parent,
             )
         sandbox: Sandbox | None = None
         try:
@@ -612,6 +616,34 @@ def _check_unit_name(name: str) -> None:
     )
     if not ok:
         raise ValueError(f"not a unit file or drop-in name: {name!r}")
+
+
+def _die_with_parent() -> None:
+    """In the launcher before exec: SIGKILL it if the process that booted it dies, so a
+    killed test run cannot leave a sandbox behind (prctl(2) PR_SET_PDEATHSIG)."""
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+
+
+def _remove_stale_cgroups(root: Path) -> None:
+    """Remove empty cgroups left by sandboxes of test runs that were killed."""
+    for path in root.glob("sdactivate-sandbox-*"):
+        owner = path.name.removeprefix("sdactivate-sandbox-").split("-")[0]
+        if owner.isdigit() and not os.path.exists(f"/proc/{owner}"):
+            try:
+                _rmdir_tree(path, timeout=0)
+            except OSError:
+                pass  # still has processes: not ours to touch
+
+
+def _remove_stale_workdirs(root: Path) -> None:
+    """Remove scratch dirs of sandboxes whose test run was killed."""
+    for path in root.glob("sandbox-*-*"):
+        owner = path.name.split("-")[1]
+        if owner.isdigit() and not os.path.exists(f"/proc/{owner}"):
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def _first_child(pid: int) -> int | None:
