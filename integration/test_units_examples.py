@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from helpers import http_get, main_pid, wait_state
+from helpers import gen_units, http_get, main_pid, wait_state
 from sandbox import CHECKOUT, CODE_DIR, Sandbox, Units, free_port, wait_until
 
 UNITS = Path(CHECKOUT) / "units"
@@ -91,3 +91,29 @@ def test_install_now_enables_and_starts_the_socket(sandbox: Sandbox, units: Unit
     assert sandbox.read_file(path).endswith("# local edit\n")
     forced = sandbox.run([*argv[:5], "--force", *argv[5:]], env=env)
     assert "update: sdinstall.service" in forced.stdout
+
+
+def test_upgrader_units_reload_in_place(sandbox: Sandbox, units: Units) -> None:
+    """`gen-units --upgrader` for examples/upgrader_app.py: `systemctl reload` sends SIGHUP,
+    the new process takes over as the unit's main pid, and the socket keeps serving."""
+    port = free_port()
+    files = gen_units(
+        "sdupgrader",
+        listens=[(f"127.0.0.1:{port}", "http")],
+        script=f"{CODE_DIR}/examples/upgrader_app.py",
+        options=["--upgrader"],
+    )
+    assert "ExecReload=/bin/kill -HUP $MAINPID\n" in files["sdupgrader.service"]
+    units.install(files)
+    sandbox.systemctl("start", "sdupgrader.socket")
+    first = _pid_of_response(port)
+    wait_state(sandbox, "sdupgrader.service", "active", sub="running")
+    assert main_pid(sandbox, "sdupgrader.service") == first
+    sandbox.systemctl("reload", "sdupgrader.service")
+    second = wait_until(
+        lambda: (pid := main_pid(sandbox, "sdupgrader.service")) != first and pid,
+        timeout=20,
+        what="MainPID to move to the new generation",
+    )
+    wait_until(lambda: _pid_of_response(port) == second, timeout=20, what="new pid answers")
+    wait_state(sandbox, "sdupgrader.service", "active", sub="running")

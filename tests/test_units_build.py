@@ -121,10 +121,11 @@ def test_supervise_wraps_the_command_in_sdactivate_run() -> None:
 
 
 def test_upgrader_needs_notify_access_all() -> None:
-    """--upgrader: the new generation (a child) notifies, so NotifyAccess=all."""
+    """--upgrader: NotifyAccess=all, and reload is SIGHUP (sdactivate.upgrade's contract)."""
     svc = gen(upgrader=True)["myapp.service"]
     assert _lines(svc, "NotifyAccess") == ["all"]
-    assert "KillMode" not in svc
+    assert _lines(svc, "ExecReload") == ["/bin/kill -HUP $MAINPID"]
+    assert "KillMode" not in svc and "--python" not in svc
     with pytest.raises(UnitConfigError, match="alternatives"):
         gen(upgrader=True, supervise=True)
 

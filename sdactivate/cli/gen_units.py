@@ -87,7 +87,13 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     )
     g.add_argument("--fdstore", default="0", metavar="N", help="FileDescriptorStoreMax=")
     g.add_argument("--watchdog", metavar="SEC", help="WatchdogSec=")
-    g.add_argument("--timeout-stop", default="30", metavar="SEC", help="TimeoutStopSec= (30)")
+    g.add_argument(
+        "--timeout-stop",
+        default="30",
+        metavar="SEC",
+        help="TimeoutStopSec= (30); with --supervise the supervisor's --drain-timeout, "
+        "and TimeoutStopSec= 10 s more",
+    )
     g.add_argument(
         "--hardening",
         choices=("strict", "standard", "off"),
@@ -110,7 +116,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     g.add_argument(
         "--python",
         metavar="PATH",
-        help="interpreter for `-m sdactivate` with --supervise/--upgrader (default: this one)",
+        help="interpreter for `-m sdactivate` with --supervise (default: this one)",
     )
     g.add_argument("--user", action="store_true", help="user units (systemctl --user)")
     g.add_argument(

@@ -25,6 +25,7 @@ __all__ = ["Options", "build", "build_units", "command_line", "resolve", "resolv
 
 Which = Callable[[str], str | None]
 _SUPERVISOR_STOP_MARGIN = 10  # seconds on top of `sdactivate run --drain-timeout`
+_KILL = "/bin/kill"  # kill(1) from procps; also on merged-/usr systems; fixed for reproducibility
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,7 @@ class Options:
     network: bool = True
     supervise: bool = False
     upgrader: bool = False
-    python: str | None = None  # interpreter for `-m sdactivate`; None: this one
+    python: str | None = None  # interpreter for `-m sdactivate`; None: build(python=...)
     environment: tuple[tuple[str, str], ...] = ()
     working_dir: str | None = None
     description: str | None = None
@@ -143,11 +144,20 @@ def build_units(
     notify_access = "main"
     if options.supervise and options.upgrader:
         raise UnitConfigError("--supervise and --upgrader are alternatives; pick one")
-    py = _python(options, which, python) if options.supervise or options.upgrader else ""
-    if py:
+    py = _python(options, which, python) if options.supervise else ""
+    if options.supervise:
         exec_reload = (py, "-m", "sdactivate", "reload", "--pid", escape.EnvRef("MAINPID"))
         comments.append(
             ("ExecReload", "waits until the new generation is READY (or fails and keeps the old)")
+        )
+    if options.upgrader:
+        exec_reload = (_KILL, "-HUP", escape.EnvRef("MAINPID"))
+        comments.append(
+            (
+                "ExecReload",
+                "Upgrader: SIGHUP starts the new generation, which takes over with MAINPID=;"
+                " `systemctl reload` returns at once",
+            )
         )
     if options.supervise:
         drain = f"{options.timeout_stop:g}"
@@ -207,16 +217,15 @@ def build_units(
 
 def resolve(options: Options, *, which: Which = shutil.which, python: str = "python3") -> Options:
     """``options`` with the command resolved to an absolute argv (``exec_program`` folded in)
-    and, for ``--supervise``/``--upgrader``, the interpreter resolved: what the header records."""
+    and, for ``--supervise``, the interpreter resolved: what the header records."""
     names.check_unit_prefix(options.name, longest_suffix=".service")
     _socket_groups(options)  # report address errors before PATH lookups
     argv = _argv(options, which)
-    needs_python = options.supervise or options.upgrader
     return replace(
         options,
         command=argv,
         exec_program=None,
-        python=_python(options, which, python) if needs_python else None,
+        python=_python(options, which, python) if options.supervise else None,
     )
 
 
