@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import Callable
 from types import TracebackType
 
@@ -205,20 +206,19 @@ class _ThreadKeepAlive(KeepAlive):
     ) -> None:
         super().__init__(seconds, healthy=healthy, environ=environ)
         self._loop = loop
-        self._answered = False
-        if loop is not None:
-            self._request_beat()
+        self._asked = 0  # heartbeat tokens: the last one asked for, the last one answered
+        self._answered = -1
         self._thread = threading.Thread(target=self._run, name="sdactivate-watchdog", daemon=True)
         self._thread.start()
 
-    def _answer(self) -> None:  # runs inside the watched loop
-        self._answered = True
+    def _answer(self, token: int) -> None:  # runs inside the watched loop
+        self._answered = token
 
     def _request_beat(self) -> bool:
         assert self._loop is not None
-        self._answered = False
+        self._asked += 1
         try:
-            self._loop.call_soon_threadsafe(self._answer)
+            self._loop.call_soon_threadsafe(self._answer, self._asked)
         except RuntimeError:  # loop closed: nothing left to keep alive
             return False
         return True
@@ -226,13 +226,20 @@ class _ThreadKeepAlive(KeepAlive):
     def _run(self) -> None:
         assert self.period is not None
         if self._loop is None:
-            self.tick()
-        while not self._stopped.wait(self.period):  # sleeps; no busy polling
+            self.tick()  # first ping at once, as sd-event does when the watchdog is enabled
+        elif not self._request_beat():
+            self._stopped.set()
+        next_at = time.monotonic() + self.period
+        while not self._stopped.wait(max(0.0, next_at - time.monotonic())):  # no busy polling
+            now = time.monotonic()
+            # A fixed schedule (no drift); after a long stall, restart it rather than burst.
+            next_at = next_at + self.period if now - next_at < self.period else now + self.period
             if self._loop is None:
                 self.tick()
                 continue
-            alive = self._answered  # did the loop run the beat asked for one period ago?
-            self.tick(alive=alive)
+            # Alive only if the loop ran the beat asked for one period ago: a loop that
+            # cannot run a callback within interval/2 counts as stuck.
+            self.tick(alive=self._answered == self._asked)
             if not self._request_beat():
                 log.warning("watched event loop is closed; watchdog keep-alive stops")
                 self._stopped.set()
@@ -276,8 +283,9 @@ def watch_loop(
 
     Each tick the thread pings only if the loop ran the callback it scheduled one period
     earlier, so a loop stuck in a blocking call stops the pings within one period and the
-    manager's watchdog fires. Stops by itself when the loop is closed. No-op handle when the
-    watchdog is off.
+    manager's watchdog fires (a loop too busy to run a callback within ``interval/2`` counts
+    as stuck too). Ping timing does not depend on loop load, unlike :func:`run_in_loop`.
+    Stops by itself when the loop is closed. No-op handle when the watchdog is off.
     """
     seconds = _from_env(environ, pid) if interval is None else interval
     if seconds is None:
