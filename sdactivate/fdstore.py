@@ -73,7 +73,8 @@ def validate_name(name: str, *, for_store: bool = True) -> str:
 
     sd_notify(3): ASCII, no control characters, no ``:``, at most 255 characters (PID1
     silently ignores an invalid ``FDNAME=``). Empty names and, when storing, the special
-    names ``unknown`` and ``connection`` are refused too.
+    names ``unknown`` and ``connection`` are refused too (sd_listen_fds(3) gives them other
+    meanings); ``stored``, PID1's name for an fd sent without ``FDNAME=``, is allowed.
     """
     if not isinstance(name, str) or not name:
         raise NotifyValueError(f"fd name must be a non-empty string, got {name!r}")
@@ -265,11 +266,13 @@ def _matches(addr: ListenAddress, sock: socket.socket) -> bool:
 
 
 # --- state blobs in sealed memfds -----------------------------------------------------------
+_MEMFD_NAME_MAX = 249  # memfd_create(2): 249 bytes, not counting the terminating NUL
 _SEALS = fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE
 
 
 def _memfd(name: str, data: bytes) -> int:
-    fd = os.memfd_create(f"sdactivate:{name}", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+    label = f"sdactivate:{name}"[:_MEMFD_NAME_MAX]  # only shown in /proc/PID/fd
+    fd = os.memfd_create(label, os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
     try:
         view = memoryview(data)
         while view:

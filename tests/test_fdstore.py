@@ -311,3 +311,11 @@ def test_stored_name_round_trips_through_the_manager(name: str) -> None:
         assert fdstore.store(sock, name=name, environ=rx.environ)
         rx.wait_for("FDSTORE", timeout=5)
         assert [e.name for e in rx.store] == [name]
+
+
+def test_store_state_with_a_255_character_name(rx: NotifyReceiver) -> None:
+    """The longest valid name works for a state blob (memfd names are capped at 249 bytes)."""
+    name = "s" * 255
+    assert fdstore.store_state(name, b"data", environ=rx.environ)
+    rx.wait_for("FDSTORE", timeout=5)
+    assert [e.name for e in rx.store] == [name]
