@@ -155,6 +155,21 @@ def test_failure_reason_collects_everything() -> None:
     )
 
 
+def test_failure_reason_skips_stale_exit() -> None:
+    """After start-limit-hit the last main process exit (an older stop) is not blamed."""
+    reason = failure_reason(
+        "restart",
+        "failed",
+        {
+            "ActiveState": "failed",
+            "Result": "start-limit-hit",
+            "ExecMainCode": 2,
+            "ExecMainStatus": 15,
+        },
+    )
+    assert "Result=start-limit-hit" in reason and "SIGTERM" not in reason
+
+
 def test_failure_reason_quotes_status_text() -> None:
     """The app's last STATUS= text is part of the reason (the supervisor reports there)."""
     reason = failure_reason("reload", "failed", {"ActiveState": "active", "StatusText": "x"})

@@ -260,7 +260,9 @@ def failure_reason(verb: str, job_result: str, props: Mapping[str, Any]) -> str:
     if result and result != "success":
         parts.append(f"Result={result}")
     exited = describe_exit(int(props.get("ExecMainCode", 0)), int(props.get("ExecMainStatus", 0)))
-    if exited and (result not in (None, "success") or state == "failed"):
+    # systemd.service(5) Result=: start-limit-hit/resources failures are not about the last
+    # main process, whose exit may be an older, clean stop.
+    if exited and result not in ("success", "start-limit-hit", "resources") and state == "failed":
         parts.append(exited)
     status_text = props.get("StatusText")
     if status_text:
