@@ -323,6 +323,41 @@ def test_bus_refuses(tmp_path: Path) -> None:
         unit_status("myapp", environ={"DBUS_SYSTEM_BUS_ADDRESS": f"unix:path={path}"})
 
 
+def test_bus_rejects_authentication(tmp_path: Path) -> None:
+    """A bus that rejects our SASL EXTERNAL login raises PermissionDeniedError."""
+    path = tmp_path / "rejecting"
+    with socket.socket(socket.AF_UNIX) as server:
+        server.bind(str(path))
+        server.listen(1)
+
+        def reject() -> None:
+            conn, _ = server.accept()
+            with conn:
+                conn.settimeout(10)
+                data = b""
+                while b"\r\n" not in data:
+                    chunk = conn.recv(1024)
+                    if not chunk:
+                        return
+                    data += chunk
+                conn.sendall(b"REJECTED EXTERNAL\r\n")
+
+        thread = threading.Thread(target=reject)
+        thread.start()
+        try:
+            with pytest.raises(PermissionDeniedError, match="REJECTED"):
+                unit_status("myapp", environ={"DBUS_SYSTEM_BUS_ADDRESS": f"unix:path={path}"})
+        finally:
+            thread.join(timeout=10)
+
+
+def test_unsupported_bus_address() -> None:
+    """A bus address jeepney cannot use (tcp:) raises BusUnavailableError naming it."""
+    environ = {"DBUS_SYSTEM_BUS_ADDRESS": "tcp:host=127.0.0.1,port=1"}
+    with pytest.raises(BusUnavailableError, match="tcp:host"):
+        unit_status("myapp", environ=environ)
+
+
 def test_no_systemd_on_the_bus(tmp_path_factory: pytest.TempPathFactory) -> None:
     """A bus without org.freedesktop.systemd1 raises BusUnavailableError after the wait."""
     with pytest.MonkeyPatch.context() as mp:

@@ -17,6 +17,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from jeepney import DBusAddress, MatchRule, message_bus, new_method_call
+from jeepney.auth import AuthenticationError
 from jeepney.io.blocking import DBusConnection, open_dbus_connection
 from jeepney.low_level import Message, MessageType
 from jeepney.wrappers import DBusErrorResponse
@@ -130,10 +131,12 @@ class Systemd:
                 f"no D-Bus {which} bus at {address!r} ({exc.strerror}); is systemd running "
                 "with dbus, and is this the right bus?"
             ) from exc
-        except PermissionError as exc:
+        except (PermissionError, AuthenticationError) as exc:
             raise PermissionDeniedError(
-                f"permission denied connecting to the {which} bus at {address!r}; {_hint(user)}"
+                f"the {which} bus at {address!r} refused us ({exc}); {_hint(user)}"
             ) from exc
+        except DBusErrorResponse as exc:  # Hello() refused
+            raise BusUnavailableError(f"the {which} bus at {address!r} said {exc}") from exc
         except (OSError, RuntimeError, TimeoutError, ValueError) as exc:
             raise BusUnavailableError(f"cannot use the {which} bus at {address!r}: {exc}") from exc
         return cls(conn, user=user, address=address)
