@@ -12,8 +12,9 @@ Run it alone, under ``systemd-socket-activate``, or as a systemd ``Type=notify``
 work for drain tests). Every response
 carries ``X-Pid``. ``--fault-file PATH``: each generation reads PATH at start-up and
 misbehaves as it says (fault injection for tests and benchmarks): ``exit-before-ready``,
-``never-ready``, ``crash-after-ready[:MS]`` (``os._exit(4)`` MS ms after start-up, even
-mid-request).
+``never-ready``, ``crash-after-ready[:MS]`` (an uncaught exception in the main thread MS
+ms after start-up: Python unwinds, in-flight requests finish), ``abort-after-ready[:MS]``
+(``os._exit(4)``: in-flight requests of this process fail).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 import threading
 import time
@@ -49,6 +51,10 @@ class Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: object) -> None:
         pass
+
+
+def _crash(signum: int, frame: object) -> None:
+    raise RuntimeError("injected crash")  # in the main thread: an uncaught exception
 
 
 def read_fault(path: str | None) -> str:
@@ -85,9 +91,13 @@ def main(argv: list[str] | None = None) -> int:
         if fault == "never-ready":
             upg.wait_exit()  # serves nothing, never READY: the parent kills it at the timeout
             return 0
-        if fault.startswith("crash-after-ready"):  # os._exit at any point, even mid-request
+        if fault.startswith(("crash-after-ready", "abort-after-ready")):
             ms = int(fault.partition(":")[2] or 100)
-            threading.Timer(ms / 1000, os._exit, args=(4,)).start()
+            if fault.startswith("crash"):
+                signal.signal(signal.SIGUSR1, _crash)
+                threading.Timer(ms / 1000, os.kill, args=(os.getpid(), signal.SIGUSR1)).start()
+            else:
+                threading.Timer(ms / 1000, os._exit, args=(4,)).start()
         http_server.serve(
             Handler,
             upgrader=upg,

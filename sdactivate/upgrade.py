@@ -448,6 +448,7 @@ class Upgrader:
                 self._kill_child()
                 return True
             if command == "upgrade":
+                log.info("upgrade requested (%s)", arg if isinstance(arg, str) else "upgrade()")
                 self._add_waiter(arg)
                 self._execute(self._plan.request_upgrade(now))
             elif command == "ready":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -202,7 +203,7 @@ def app(tmp_path: Path) -> Iterator[tuple[object, object, int, Path]]:
         sock.listen(128)
         port = sock.getsockname()[1]
         args = ["--listen", f"127.0.0.1:{port}", "--fault-file", str(fault)]
-        args += ["--upgrade-timeout", "3", "--stable-time", "0.2", "--drain-timeout", "3"]
+        args += ["--upgrade-timeout", "3", "--stable-time", "1.0", "--drain-timeout", "3"]
         proc = launch([sys.executable, str(EXAMPLE), *args], [sock], names=["http"], notify=rx)
         sock.close()
         with proc:
@@ -232,6 +233,18 @@ def _kill_tree(pid: int) -> None:
             os.kill(int(line), signal.SIGKILL)
         except (ProcessLookupError, ValueError):
             pass
+
+
+def _wait_gone(pid: int, timeout: float) -> bool:
+    """Wait for a process that is not our child to exit (pidfd_open(2) polls readable)."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        return bool(select.select([pidfd], [], [], timeout)[0])
+    finally:
+        os.close(pidfd)
 
 
 def _mainpid(rx: object, since: int = 0, timeout: float = 10.0) -> int:
@@ -269,12 +282,15 @@ def test_new_generation_upgrades_again(app: tuple) -> None:  # type: ignore[type
     msg = rx.wait_for("MAINPID", timeout=10, since=n)
     assert msg.pid == gen2
     gen3 = int(msg.get("MAINPID"))
+    assert _wait_gone(gen2, 10)  # until then gen2 may still accept a connection
     assert _get(port) == (200, str(gen3))
     os.kill(gen3, signal.SIGTERM)
 
 
 @pytest.mark.parametrize(
-    "fault", ["exit-before-ready", "never-ready", "crash-after-ready:50"], ids=str
+    "fault",
+    ["exit-before-ready", "never-ready", "crash-after-ready:50", "abort-after-ready:50"],
+    ids=str,
 )
 def test_failed_new_version_leaves_old_serving(app: tuple, fault: str) -> None:  # type: ignore[type-arg]
     """F1/F2/F3: a broken new version is reported (STATUS=), the old pid keeps serving."""

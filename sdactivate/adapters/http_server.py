@@ -17,7 +17,9 @@ swaps in the inherited socket and never calls ``listen()``, so the socket unit's
 
 from __future__ import annotations
 
+import logging
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -33,6 +35,8 @@ if TYPE_CHECKING:
 __all__ = ["make_server", "serve"]
 
 ServerT = TypeVar("ServerT", bound=BaseServer)
+
+log = logging.getLogger("sdactivate.adapters.http_server")
 
 
 class _InFlight:
@@ -78,6 +82,14 @@ def make_server(
         def finish_request(self, request: Any, client_address: Any) -> None:
             with in_flight:
                 super().finish_request(request, client_address)
+
+        def handle_error(self, request: Any, client_address: Any) -> None:
+            # socketserver prints tracebacks to stderr; a client gone away is routine.
+            exc = sys.exc_info()[1]
+            if isinstance(exc, ConnectionError):
+                log.debug("client %s went away: %s", client_address, exc)
+            else:
+                log.exception("error handling a request from %s", client_address)
 
     _Server.__name__ = _Server.__qualname__ = server_class.__name__
     server: Any = _Server(sock.getsockname(), handler, bind_and_activate=False)
