@@ -471,7 +471,23 @@ class Runner:
             "upgrades_ok": mach.upgrades_ok,
             "upgrades_failed": mach.upgrades_failed,
             "notify_socket": self.notify_address,
+            "listeners": [
+                {"name": lst.name, "address": _sockname(lst.sock)} for lst in self.listeners
+            ],
         }
+
+
+def _sockname(sock: socket.socket) -> str:
+    try:
+        name = sock.getsockname()
+    except OSError:
+        return "?"
+    if isinstance(name, tuple):
+        host, port = name[:2]
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    if isinstance(name, bytes):  # abstract
+        return "@" + name[1:].decode(errors="replace")
+    return str(name)
 
 
 def run(

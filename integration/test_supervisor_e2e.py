@@ -1,0 +1,254 @@
+"""`sdactivate run` as a real systemd 252 service: `systemctl reload` hands over, SIGKILL of
+the supervisor loses no connection (socket unit or fd store), `systemctl stop` is clean."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from helpers import (
+    APP,
+    PYTHON,
+    gen_units,
+    http_get,
+    listen_inodes,
+    main_pid,
+    restart_under_load,
+    wait_state,
+)
+from sandbox import CODE_DIR, Sandbox, Units, free_port, wait_until
+
+# A one-request-at-a-time HTTP server on every LISTEN_FDS socket: it accepts a connection
+# only when it can answer it at once, so a stop (SIGTERM) between requests loses nothing;
+# examples/app.py (asyncio) can hold accepted-but-unanswered connections when CPU-starved.
+SIMPLE_APP = r"""
+import os, selectors, signal, socket, sys
+addr = os.environ["NOTIFY_SOCKET"]
+addr = "\0" + addr[1:] if addr.startswith("@") else addr
+socks = [socket.socket(fileno=3 + i) for i in range(int(os.environ["LISTEN_FDS"]))]
+r, w = os.pipe()
+os.set_blocking(w, False)
+signal.set_wakeup_fd(w)
+signal.signal(signal.SIGTERM, lambda *a: None)
+sel = selectors.DefaultSelector()
+for s in socks:
+    s.setblocking(False)
+    sel.register(s, selectors.EVENT_READ)
+sel.register(r, selectors.EVENT_READ)
+with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as n:
+    n.sendto(b"READY=1", addr)
+resp = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\nX-Pid: %d\r\n\r\nok"
+resp = resp % os.getpid()
+while True:
+    for key, _ in sel.select():
+        if key.fileobj == r:
+            sys.exit(0)
+        try:
+            c, _ = key.fileobj.accept()
+        except BlockingIOError:
+            continue
+        with c:
+            c.settimeout(5)
+            buf = b""
+            while b"\r\n\r\n" not in buf:
+                d = c.recv(4096)
+                if not d:
+                    break
+                buf += d
+            c.sendall(resp)
+"""
+SIMPLE_APP_PATH = "/usr/local/lib/sdsup/simple_app.py"
+
+
+def supervised(name: str, port: int, **kw: object) -> dict[str, str]:
+    """`gen-units NAME --listen 127.0.0.1:PORT=http --supervise` for examples/app.py."""
+    return gen_units(
+        name,
+        listens=[(f"127.0.0.1:{port}", "http")],
+        options=["--supervise", "--python", PYTHON],
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def app_pids(sandbox: Sandbox, unit: str) -> list[int]:
+    """Pids of the unit's processes other than the supervisor (its app generations)."""
+    main = main_pid(sandbox, unit)
+    ps = sandbox.run(["ps", "-e", "-o", "pid=,ppid=,cgroup="]).stdout.splitlines()
+    return sorted(
+        int(pid)
+        for pid, _, cgroup in (line.split(None, 2) for line in ps if line.count(" ") >= 2)
+        if f"/{unit}" in cgroup and int(pid) != main
+    )
+
+
+def test_systemctl_reload_hands_over_under_load(
+    sandbox: Sandbox, units: Units, measurements: Callable[[str], None]
+) -> None:
+    """10 `systemctl reload`s under 500 new connections/s: each returns 0 after the handover,
+    MainPID (the supervisor) stays, every generation serves, 0 failed requests."""
+    port = free_port()
+    units.install(supervised("sdsup-reload", port))
+    sandbox.systemctl("start", "sdsup-reload.socket", "sdsup-reload.service")
+    state = wait_state(sandbox, "sdsup-reload.service", "active", sub="running")
+    inode = listen_inodes(port)
+
+    run = restart_under_load(
+        port, lambda: sandbox.systemctl("reload", "sdsup-reload.service"), restarts=10, rate=500
+    )
+    measurements("supervisor reload: " + run.describe())
+    run.assert_no_failures()
+    assert len([p for p in run.result.pids() if p]) >= 10
+    after = sandbox.show("sdsup-reload.service", "MainPID", "StatusText", "ActiveState")
+    assert after["MainPID"] == state["MainPID"]
+    assert after["StatusText"].startswith("generation 11 "), after
+    assert listen_inodes(port) == inode
+    _, headers, _ = http_get("127.0.0.1", port)
+    assert int(headers["x-pid"]) in app_pids(sandbox, "sdsup-reload.service")
+
+
+def test_failed_handover_fails_systemctl_reload(sandbox: Sandbox, units: Units) -> None:
+    """A new generation that exits before READY makes `systemctl reload` fail; the unit stays
+    active with the old generation, and StatusText says why."""
+    port = free_port()
+    marker = "/run/sdsup-broken"
+    script = f'if [ -e {marker} ]; then echo "broken build" >&2; exit 3; fi; exec "$@"'
+    files = supervised(
+        "sdsup-fail", port, program="/bin/sh", script=None, args=["-c", script, "sh", PYTHON, APP]
+    )
+    units.install(files)
+    sandbox.systemctl("start", "sdsup-fail.socket", "sdsup-fail.service")
+    wait_state(sandbox, "sdsup-fail.service", "active", sub="running")
+    _, before, _ = http_get("127.0.0.1", port)
+    supervisor = main_pid(sandbox, "sdsup-fail.service")
+
+    sandbox.write_file(marker, "")
+    try:
+        proc = sandbox.systemctl("reload", "sdsup-fail.service", check=False)
+    finally:
+        sandbox.run(["rm", "-f", marker])
+    assert proc.returncode != 0
+    after = sandbox.show("sdsup-fail.service", "ActiveState", "SubState", "StatusText", "MainPID")
+    assert (after["ActiveState"], after["SubState"]) == ("active", "running")
+    assert int(after["MainPID"]) == supervisor
+    assert "upgrade failed" in after["StatusText"] and "status 3" in after["StatusText"]
+    assert http_get("127.0.0.1", port)[1]["x-pid"] == before["x-pid"]
+    # and the next reload, with the build fixed, works
+    sandbox.systemctl("reload", "sdsup-fail.service")
+    assert http_get("127.0.0.1", port)[1]["x-pid"] != before["x-pid"]
+
+
+KILL_CGROUP = "[Service]\nKillMode=control-group\n"
+
+
+def _sigkill_supervisor(sandbox: Sandbox, unit: str) -> Callable[[], None]:
+    def kill() -> None:
+        old = main_pid(sandbox, unit)
+        restarts = int(sandbox.show(unit, "NRestarts")["NRestarts"])
+        sandbox.run(["kill", "-KILL", str(old)])
+        wait_until(
+            lambda: (
+                int(sandbox.show(unit, "NRestarts")["NRestarts"]) > restarts
+                and sandbox.show(unit, "SubState")["SubState"] == "running"
+            ),
+            timeout=30,
+            interval=0.05,
+            what=f"{unit} restarted after SIGKILL",
+        )
+
+    return kill
+
+
+def test_sigkill_supervisor_socket_unit_keeps_queue(
+    sandbox: Sandbox, units: Units, measurements: Callable[[str], None]
+) -> None:
+    """F5: SIGKILL the supervisor under load: the socket unit keeps the queue, the service
+    restarts (Restart=on-failure), the old generation leaves (PDEATHSIG), 0 failed requests."""
+    port = free_port()
+    unit = "sdsup-kill.service"
+    # KillMode=mixed (gen-units' choice) SIGKILLs the generations as soon as the main process
+    # is gone (252 service.c: nothing left to SIGTERM, so straight to SIGKILL), failing what
+    # they hold; control-group SIGTERMs them, and they drain (they also got PDEATHSIG).
+    sandbox.write_file(SIMPLE_APP_PATH, SIMPLE_APP)
+    files = supervised("sdsup-kill", port, script=SIMPLE_APP_PATH)
+    units.install(files | {f"{unit}.d/kill.conf": KILL_CGROUP})
+    sandbox.systemctl("start", "sdsup-kill.socket", unit)
+    wait_state(sandbox, unit, "active", sub="running")
+    inode = listen_inodes(port)
+    old_apps = app_pids(sandbox, unit)
+
+    run = restart_under_load(
+        port, _sigkill_supervisor(sandbox, unit), restarts=2, rate=500, spacing=1.0, timeout=15
+    )
+    measurements("supervisor SIGKILL, socket unit: " + run.describe())
+    run.assert_no_failures()
+    assert listen_inodes(port) == inode
+    apps = app_pids(sandbox, unit)
+    assert len(apps) == 1 and not set(apps) & set(old_apps)
+
+
+FDSTORE_UNIT = """\
+[Unit]
+Description=sdactivate run with its socket in the fd store (no socket unit)
+StartLimitIntervalSec=0
+
+[Service]
+Type=notify
+NotifyAccess=main
+Environment=PYTHONPATH={code}
+ExecStart={py} -m sdactivate run --fdstore --listen 127.0.0.1:{port}=http -- {py} {app}
+ExecReload={py} -m sdactivate reload --pid $MAINPID
+FileDescriptorStoreMax=4
+KillMode=control-group
+Restart=on-failure
+RestartSec=100ms
+TimeoutStopSec=40s
+"""
+
+
+def test_sigkill_supervisor_fdstore_keeps_socket(
+    sandbox: Sandbox, units: Units, measurements: Callable[[str], None]
+) -> None:
+    """F5 without a socket unit: `run --fdstore` parks its socket in PID1's fd store, so a
+    SIGKILLed supervisor's successor gets the same socket back; 0 failed requests."""
+    port = free_port()
+    unit = "sdsup-store.service"
+    sandbox.write_file(SIMPLE_APP_PATH, SIMPLE_APP)
+    text = FDSTORE_UNIT.format(code=CODE_DIR, py=PYTHON, port=port, app=SIMPLE_APP_PATH)
+    units.install({unit: text})
+    sandbox.systemctl("start", unit)
+    wait_state(sandbox, unit, "active", sub="running")
+    wait_until(
+        lambda: sandbox.show(unit, "NFileDescriptorStore")["NFileDescriptorStore"] == "1",
+        timeout=10,
+        what="the listening socket in the fd store",
+    )
+    inode = listen_inodes(port)
+    assert len(inode) == 1
+
+    run = restart_under_load(
+        port, _sigkill_supervisor(sandbox, unit), restarts=2, rate=500, spacing=1.0, timeout=15
+    )
+    measurements("supervisor SIGKILL, fd store: " + run.describe())
+    run.assert_no_failures()
+    assert listen_inodes(port) == inode  # the very same socket, not a rebind
+    assert sandbox.show(unit, "NFileDescriptorStore")["NFileDescriptorStore"] == "1"
+    sandbox.systemctl("reload", unit)  # and handovers still work after the restart
+    assert "generation 2 " in sandbox.show(unit, "StatusText")["StatusText"]
+
+
+def test_stop_is_clean(sandbox: Sandbox, units: Units) -> None:
+    """`systemctl stop`: STOPPING=1, the generation drains, the unit ends inactive (success),
+    nothing left in its cgroup."""
+    port = free_port()
+    unit = "sdsup-stop.service"
+    units.install(supervised("sdsup-stop", port))
+    sandbox.systemctl("start", "sdsup-stop.socket", unit)
+    wait_state(sandbox, unit, "active", sub="running")
+    started = time.monotonic()
+    sandbox.systemctl("stop", unit)
+    took = time.monotonic() - started
+    state = sandbox.show(unit, "ActiveState", "Result", "ExecMainStatus")
+    assert state == {"ActiveState": "inactive", "Result": "success", "ExecMainStatus": "0"}
+    assert took < 10  # drained, not killed at TimeoutStopSec=40s
+    journal = sandbox.journal(unit)
+    assert "exited with status 0" in journal
