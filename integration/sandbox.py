@@ -78,6 +78,12 @@ MASKED_UNITS = (
     "systemd-pcrphase-sysinit.service",
     "systemd-journald-audit.socket",
     "systemd-remount-fs.service",
+    # Not needed on a throw-away root whose users already exist (boot time):
+    "systemd-journal-flush.service",
+    "systemd-sysusers.service",
+    "systemd-update-utmp.service",
+    "systemd-update-utmp-runlevel.service",
+    "systemd-tmpfiles-setup-dev.service",
     "systemd-ask-password-console.path",
     "systemd-ask-password-wall.path",
     "dev-hugepages.mount",
@@ -115,8 +121,8 @@ MASKED_GENERATORS = (
 )
 
 # Runs as PID 1 of the new namespaces (still on the host's root) and execs systemd.
-# Inputs come from the environment: SD_CONSOLE, SD_CHECKOUT, SD_CODE_DIR, SD_MASK,
-# SD_MASK_GENERATORS.
+# Inputs come from the environment: SD_CONSOLE, SD_CHECKOUT, SD_CODE_DIR, and SD_SEED
+# (a tree copied into the overlay's upper dir: see _write_seed).
 _INIT_SCRIPT = r"""
 set -eu
 read -r _go || exit 1   # the launcher has left our cgroup: the cgroup root is ours alone
@@ -124,6 +130,7 @@ M=/mnt
 R=$M/root
 mount -t tmpfs -o mode=0755 sdsandbox $M
 mkdir -p $M/upper $M/work $R
+cp -a "$SD_SEED/." $M/upper/   # masks and config drop-ins, prepared by the launcher
 mount -t overlay overlay -o lowerdir=/,upperdir=$M/upper,workdir=$M/work $R
 mount -t proc -o nosuid,nodev,noexec proc $R/proc
 for p in sys sysrq-trigger; do
@@ -158,13 +165,7 @@ for d in "$SD_CHECKOUT" "$SD_CODE_DIR"; do
     mount --bind "$SD_CHECKOUT" "$R$d"
     mount -o remount,bind,ro "$R$d"
 done
-rm -f $R/etc/systemd/system/*.wants/*
-for u in $SD_MASK; do ln -sf /dev/null $R/etc/systemd/system/$u; done
-mkdir -p $R/etc/systemd/system-generators
-for g in $SD_MASK_GENERATORS; do ln -sf /dev/null $R/etc/systemd/system-generators/$g; done
-mkdir -p $R/etc/systemd/system.conf.d
-printf '[Manager]\nDefaultTimeoutStopSec=10s\nDefaultTimeoutStartSec=30s\nDefaultLimitCORE=0\n' \
-    > $R/etc/systemd/system.conf.d/50-sdactivate-sandbox.conf
+rm -f $R/etc/systemd/system/*.wants/*  # the host's enabled units (sockets too) stay off
 mkdir $R/.oldroot
 cd $R
 pivot_root . .oldroot
@@ -314,8 +315,7 @@ class Sandbox:
             "SD_CONSOLE": str(console),
             "SD_CHECKOUT": checkout,
             "SD_CODE_DIR": CODE_DIR,
-            "SD_MASK": " ".join(MASKED_UNITS),
-            "SD_MASK_GENERATORS": " ".join(MASKED_GENERATORS),
+            "SD_SEED": str(_write_seed(workdir / "seed")),
         }
         argv = [
             "/bin/sh",
@@ -388,7 +388,26 @@ class Sandbox:
             raise
 
     def _wait_running(self, deadline: float) -> None:
-        """Wait for `is-system-running` to report `running` (the bus may not be up at first)."""
+        """Wait for `is-system-running` to report `running`.
+
+        First, cheaply, for PID 1 to be systemd (the init script has pivoted and exec'd) and
+        its private bus socket to exist, so no systemctl runs (and competes for CPU) before it
+        can answer; then `is-system-running --wait` blocks until boot finishes."""
+        private = f"/proc/{self.pid}/root/run/systemd/private"
+
+        def bus_up() -> bool:
+            if self._launcher.poll() is not None:
+                return True  # reported below
+            try:
+                comm = Path(f"/proc/{self.pid}/comm").read_text().strip()
+            except OSError:
+                return False
+            return comm == "systemd" and os.path.exists(private)
+
+        try:
+            wait_until(bus_up, timeout=max(0.0, deadline - time.monotonic()), interval=0.005)
+        except TimeoutError:
+            pass  # reported below with the console
         state = ""
         while True:
             if self._launcher.poll() is not None:
@@ -513,7 +532,7 @@ class Sandbox:
 
     def show(self, unit: str, *props: str) -> dict[str, str]:
         """`systemctl show UNIT` as a dict (only `props` if given)."""
-        args = ["show", unit, *(f"--property={p}" for p in props)]
+        args = ["show", *(f"--property={p}" for p in props), "--", unit]
         out = self.systemctl(*args).stdout
         result: dict[str, str] = {}
         for line in out.splitlines():
@@ -636,6 +655,36 @@ def _remove_stale_cgroups(root: Path) -> None:
                 _rmdir_tree(path, timeout=0)
             except OSError:
                 pass  # still has processes: not ours to touch
+
+
+# Files added to the sandbox's /etc (seeded into the overlay's upper dir before it is mounted).
+SEED_FILES = {
+    "etc/systemd/system.conf.d/50-sdactivate-sandbox.conf": (
+        "[Manager]\nDefaultTimeoutStopSec=10s\nDefaultTimeoutStartSec=30s\n"
+        "DefaultLimitCORE=0\n"  # the host's kernel.core_pattern must not see sandbox crashes
+    ),
+    "etc/systemd/journald.conf.d/50-sdactivate-sandbox.conf": "[Journal]\nStorage=volatile\n",
+}
+
+
+def _write_seed(seed: Path) -> Path:
+    """The upper-dir seed: /dev/null symlinks masking MASKED_UNITS and MASKED_GENERATORS,
+    plus SEED_FILES. Prepared here so the init script copies one tree instead of forking
+    a process per mask (boot time)."""
+    links = [f"etc/systemd/system/{u}" for u in MASKED_UNITS]
+    links += [f"etc/systemd/system-generators/{g}" for g in MASKED_GENERATORS]
+    for rel in links:
+        path = seed / rel
+        path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+        path.symlink_to("/dev/null")
+    for rel, text in SEED_FILES.items():
+        path = seed / rel
+        path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+        path.write_text(text)
+        path.chmod(0o644)
+    for path in [seed, *(p for p in seed.rglob("*") if p.is_dir() and not p.is_symlink())]:
+        path.chmod(0o755)
+    return seed
 
 
 def _remove_stale_workdirs(root: Path) -> None:
