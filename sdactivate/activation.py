@@ -137,6 +137,9 @@ def parse_listen_env(
     ``LISTEN_FDS`` (libsystemd: -EINVAL); an invalid name (see :func:`valid_fd_name`;
     stricter than libsystemd, which takes any bytes). Missing ``LISTEN_FDNAMES`` names
     every fd ``unknown``. Numbers are read as libsystemd reads them (see ``_c_integer``).
+    Names are split on ``:`` and kept raw, as the manager joins them; libsystemd 252 reads
+    backslash escapes there (``a\\b`` -> ``ab``; a lone trailing one fails even when the
+    environment is not for it), which we do not copy.
     """
     text = environ.get("LISTEN_PID")
     if text is None:
