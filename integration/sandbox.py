@@ -724,3 +724,27 @@ def _boot_report(workdir: Path, why: str) -> str:
         f"sandbox boot failed: {why}\n--- init log ---\n{tail('init.log')}\n"
         f"--- console ---\n{tail('console.log')}"
     )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python integration/sandbox.py [N]`: boot N sandboxes in turn, print their boot times."""
+    import statistics
+    import sys
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    count = int(args[0]) if args else 5
+    times = []
+    for _ in range(count):
+        with Sandbox.boot() as box:
+            times.append(box.boot_seconds * 1e3)
+            state = box.systemctl("is-system-running", check=False).stdout.strip()
+            print(f"booted to {state!r} in {times[-1]:.0f} ms", flush=True)
+    print(
+        f"{count} boots: min {min(times):.0f} ms, median {statistics.median(times):.0f} ms,"
+        f" max {max(times):.0f} ms (load average {os.getloadavg()[0]:.1f})"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
