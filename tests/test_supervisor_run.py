@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import select
 import signal
+import socket
 import sys
 import time
 from collections.abc import Iterator
@@ -56,6 +57,10 @@ sel.register(r, selectors.EVENT_READ)
 if fault == "never-ready":  # a start-up that hangs (it never serves either)
     time.sleep(3600)
 notify("READY=1\nSTATUS=generation " + gen)
+if fault == "watchdog":  # report what a child sees, then ping through the supervisor
+    seen = {k: os.environ.get(k) for k in ("WATCHDOG_USEC", "WATCHDOG_PID", "NOTIFY_SOCKET")}
+    open(os.path.join(os.environ["FAULT_DIR"], "seen"), "w").write(repr(seen))
+    notify("WATCHDOG=1")
 crash_at = time.monotonic() + 0.1 if fault == "crash-after-ready" else None
 body = b"pid=%d" % os.getpid()
 resp = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body)
@@ -87,17 +92,28 @@ RATE = 400  # new connections per second: well below what 2 shared cores sustain
 class Supervisor:
     """``sdactivate run`` on one loopback socket, with a NotifyReceiver as its manager."""
 
-    def __init__(self, tmp_path: Path, *options: str, wait_ready: bool = True) -> None:
+    def __init__(
+        self,
+        tmp_path: Path,
+        *options: str,
+        wait_ready: bool = True,
+        extra_env: dict[str, str] | None = None,
+        listen: str | None = "127.0.0.1:0",
+        rx: NotifyReceiver | None = None,
+    ) -> None:
         self.faults = tmp_path / "faults"
         self.faults.mkdir(exist_ok=True)
         app = tmp_path / "app.py"
         app.write_text(APP)
-        self.rx = NotifyReceiver(thread=True)
+        self.rx = rx if rx is not None else NotifyReceiver(thread=True)
         env = {k: v for k, v in os.environ.items() if not k.startswith(("NOTIFY_", "WATCHDOG_"))}
         env["FAULT_DIR"] = str(self.faults)
+        env.update(extra_env or {})
         argv = [sys.executable, "-m", "sdactivate", "run", *options, "--", sys.executable, str(app)]
-        self.proc: Process = launch(argv, ["127.0.0.1:0"], names=["http"], notify=self.rx, env=env)
-        self.port = self.proc.sockets[0].getsockname()[1]
+        sockets = [listen] if listen is not None else []
+        names = ["http"] if listen is not None else []
+        self.proc: Process = launch(argv, sockets, names=names, notify=self.rx, env=env)
+        self.port = self.proc.sockets[0].getsockname()[1] if self.proc.sockets else 0
         if wait_ready:
             self.rx.wait_for("READY", "1", timeout=15)
 
@@ -397,3 +413,58 @@ def test_idle_supervisor_does_not_wake_up(supervisor: Supervisor) -> None:
     before = counters()
     time.sleep(1.0)  # the observation window, not an ordering wait
     assert counters() == before
+
+
+def test_watchdog_pings_pass_through(tmp_path: Path) -> None:
+    """Children see WATCHDOG_USEC (not the supervisor's WATCHDOG_PID); their WATCHDOG=1
+    reaches the manager from the supervisor's pid."""
+    (tmp_path / "faults").mkdir()
+    (tmp_path / "faults" / "1").write_text("watchdog")
+    env = {"WATCHDOG_USEC": "30000000", "WATCHDOG_PID": "1"}
+    sup = Supervisor(tmp_path, extra_env=env)
+    try:
+        msg = sup.rx.wait_for("WATCHDOG", "1", timeout=10)
+        assert msg.pid == sup.pid
+        seen = (sup.faults / "seen").read_text()
+        assert "'WATCHDOG_USEC': '30000000'" in seen and "'WATCHDOG_PID': None" in seen
+        assert "'NOTIFY_SOCKET': '@sdactivate-notify/" in seen
+    finally:
+        sup.kill()
+
+
+def test_fdstore_keeps_the_socket_across_a_supervisor_restart(tmp_path: Path) -> None:
+    """--fdstore: the socket it binds goes to the manager's store; a SIGKILLed supervisor's
+    successor gets it back (LISTEN_FDS) and reuses it: same socket, 0 failed requests."""
+    rx = NotifyReceiver(fdstore_max=4, thread=True)
+    opts = ("--fdstore", "--listen", "127.0.0.1:0=http")
+    first = Supervisor(tmp_path, *opts, listen=None, rx=rx)
+    second: Supervisor | None = None
+    try:
+        rx.wait_until(lambda: len(rx.store) == 1, timeout=5, what="FDSTORE=1")
+        (stored,) = rx.store
+        assert stored.name == "http"
+        ident = os.fstat(stored.fd).st_ino
+        with socket.socket(fileno=os.dup(stored.fd)) as probe:
+            port = probe.getsockname()[1]
+        h = loadgen.start("127.0.0.1", port, rate=RATE, duration=30, timeout=10.0)
+        kids = [pid for pid, _ in first.children()]
+        first.proc.kill()
+        first.proc.wait(10)
+        since = len(rx.messages)
+        second = Supervisor(tmp_path, *opts, listen=None, rx=rx, wait_ready=False)
+        rx.wait_for("READY", "1", since=since, timeout=15)
+        for pid in kids:
+            wait_exit(pid, 5)
+        result = request_reload(second.pid, timeout=10)
+        h.stop()
+        assert_no_failures(h.result())
+        assert result.ok
+        assert [os.fstat(e.fd).st_ino for e in rx.store] == [ident]  # not stored twice
+        listeners = request_status(second.pid, timeout=5)["listeners"]
+        assert listeners == [{"name": "http", "address": f"127.0.0.1:{port}"}]  # no new bind
+        fds = Path(f"/proc/{second.pid}/fd")
+        assert ident in {os.stat(fds / f).st_ino for f in os.listdir(fds)}
+    finally:
+        if second is not None:
+            second.kill()
+        first.kill()

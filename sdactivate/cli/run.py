@@ -167,6 +167,15 @@ def _listeners(specs: list[str]) -> list[Listener]:
                 text, name = spec, "unknown"
             addr = parse_address(text)
             match = next((i for i, (s, _) in enumerate(inherited) if addr.matches(s)), None)
+            if match is None and addr.port == 0:  # port 0: the kernel picked; match by name
+                match = next(
+                    (
+                        i
+                        for i, (s, n) in enumerate(inherited)
+                        if n == name and (s.family, s.type) == (addr.family, addr.type)
+                    ),
+                    None,
+                )
             if match is not None:
                 sock, _ = inherited.pop(match)
                 out.append(Listener(sock, name))
