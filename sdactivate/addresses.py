@@ -65,6 +65,8 @@ class ListenAddress:
                     raise AddressError(
                         f"host {self.host!r} is not an IP address (systemd binds literals only)"
                     ) from exc
+            if self.scope is not None and (self.host is None or ":" not in self.host):
+                raise AddressError(f"a scope ({self.scope!r}) needs an IPv6 host, got {self!r}")
 
     # --- derived facts -------------------------------------------------------------------
     @property
@@ -170,6 +172,8 @@ class ListenAddress:
                 name = sock.getsockname()
                 if isinstance(name, bytes):  # abstract
                     return self.is_abstract and name == self.sockaddr
+                if not name:  # unnamed (socketpair): abspath("") would be the cwd
+                    return False
                 return not self.is_abstract and os.path.abspath(name) == os.path.abspath(
                     self.path or ""
                 )
@@ -208,7 +212,7 @@ def parse_address(text: str, *, kind: Kind | None = None) -> ListenAddress:
     if inet_kind not in ("tcp", "udp"):
         raise AddressError(f"{inet_kind} needs a path (/path or @name), got {text!r}")
     host, scope, port_text = _split_host_port(body, text)
-    if not port_text.isdigit() or len(port_text) > 5:
+    if not (port_text.isascii() and port_text.isdigit()) or len(port_text) > 5:  # not "\\u00b9"
         raise AddressError(f"invalid port in listen address {text!r}")
     return ListenAddress(inet_kind, host=host, port=int(port_text), scope=scope)
 
