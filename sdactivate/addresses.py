@@ -212,7 +212,7 @@ def parse_address(text: str, *, kind: Kind | None = None) -> ListenAddress:
     if inet_kind not in ("tcp", "udp"):
         raise AddressError(f"{inet_kind} needs a path (/path or @name), got {text!r}")
     host, scope, port_text = _split_host_port(body, text)
-    if not (port_text.isascii() and port_text.isdigit()) or len(port_text) > 5:  # not "\\u00b9"
+    if not (port_text.isascii() and port_text.isdigit()) or len(port_text) > 5:  # no superscripts
         raise AddressError(f"invalid port in listen address {text!r}")
     return ListenAddress(inet_kind, host=host, port=int(port_text), scope=scope)
 
