@@ -468,3 +468,33 @@ def test_fdstore_keeps_the_socket_across_a_supervisor_restart(tmp_path: Path) ->
         if second is not None:
             second.kill()
         first.kill()
+
+
+def test_f1_command_gone_fails_reload_in_order(tmp_path: Path) -> None:
+    """F1, bad deploy: the command cannot be executed any more. The reload fails, the old
+    generation serves on, and the manager sees RELOADING=1 before the closing READY=1."""
+    app = tmp_path / "app.py"
+    app.write_text(APP)
+    wrapper = tmp_path / "serve"
+    wrapper.write_text(f"#!/bin/sh\nexec {sys.executable} {app}\n")
+    wrapper.chmod(0o755)
+    rx = NotifyReceiver(thread=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NOTIFY_", "WATCHDOG_"))}
+    env["FAULT_DIR"] = str(tmp_path)
+    argv = [sys.executable, "-m", "sdactivate", "run", "--", str(wrapper)]
+    proc = launch(argv, ["127.0.0.1:0"], names=["http"], notify=rx, env=env)
+    try:
+        rx.wait_for("READY", "1", timeout=15)
+        wrapper.unlink()
+        result = request_reload(proc.pid, timeout=10)
+        assert not result.ok and "could not start" in result.message, result.message
+        assert result.generation == 1
+        last = [m for m in rx.messages if m.has("RELOADING") or m.has("READY")][-2:]
+        assert last[0].has("RELOADING", "1") and last[1].has("READY", "1")
+        assert "upgrade failed" in (last[1].get("STATUS") or "")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        rx.close()
+        proc.close_sockets()

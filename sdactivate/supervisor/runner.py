@@ -11,6 +11,7 @@ only bound the ``epoll_wait`` timeout while one is armed.
 from __future__ import annotations
 
 import array
+import collections
 import contextlib
 import logging
 import os
@@ -109,6 +110,8 @@ class Runner:
         self._requests: dict[int, Connection] = {}
         self._next_request = 1
         self._exit: int | None = None
+        self._events: collections.deque[m.Event] = collections.deque()
+        self._busy = False
         self._sel = selectors.DefaultSelector()
         self._notify: socket.socket | None = None
         self._control: ControlServer | None = None
@@ -208,8 +211,22 @@ class Runner:
                 self._feed(m.Deadline(tkey))
 
     def _feed(self, event: m.Event) -> None:
-        for action in self.machine.handle(event):
-            self._do(action)
+        """Hand ``event`` to the machine and carry out its actions, in order.
+
+        Events raised while carrying out actions (``Spawned`` from a ``Spawn``...) wait
+        until every action of the current event is done, so e.g. a RELOADING=1 is never
+        sent after the READY=1 of a spawn that failed at once.
+        """
+        self._events.append(event)
+        if self._busy:
+            return
+        self._busy = True
+        try:
+            while self._events:
+                for action in self.machine.handle(self._events.popleft()):
+                    self._do(action)
+        finally:
+            self._busy = False
 
     def _do(self, action: m.Action) -> None:
         if isinstance(action, m.Spawn):
