@@ -150,6 +150,7 @@ def _listeners(specs: list[str]) -> list[Listener]:
     import socket
 
     from ..addresses import parse_address
+    from ..errors import SupervisorError
     from ..supervisor.runner import Listener
 
     inherited: list[tuple[socket.socket, str]] = []
@@ -180,7 +181,11 @@ def _listeners(specs: list[str]) -> list[Listener]:
                 sock, _ = inherited.pop(match)
                 out.append(Listener(sock, name))
             else:
-                out.append(Listener(addr.bind(), name, store=True))
+                try:
+                    sock = addr.bind()
+                except OSError as exc:
+                    raise SupervisorError(f"cannot bind {text!r}: {exc.strerror}") from exc
+                out.append(Listener(sock, name, store=True))
         out.extend(Listener(sock, name) for sock, name in inherited)
     except BaseException:
         for lst in out:
