@@ -48,6 +48,7 @@ import bisect
 import contextlib
 import errno
 import math
+import os
 import re
 import resource
 import socket
@@ -619,6 +620,11 @@ class Handle:
             raise TimeoutError("load generator thread did not start")
 
     def _main(self, host: str, port: int, kwargs: dict[str, Any]) -> None:
+        cpus = kwargs.pop("cpus", None)
+        if cpus:
+            with contextlib.suppress(OSError):
+                os.sched_setaffinity(0, cpus)  # this thread only (Linux affinity is per task)
+
         async def go() -> Result:
             self._loop = asyncio.get_running_loop()
             self._stop = asyncio.Event()
@@ -656,5 +662,8 @@ class Handle:
 
 
 def start(host: str, port: int, **kwargs: Any) -> Handle:
-    """Run ``run_async(host, port, **kwargs)`` in a background thread; return its Handle."""
+    """Run ``run_async(host, port, **kwargs)`` in a background thread; return its Handle.
+
+    Extra keyword ``cpus`` (a set of CPU numbers) pins that thread, e.g. ``cpus={1}``.
+    """
     return Handle(host, port, dict(kwargs))

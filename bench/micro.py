@@ -173,7 +173,7 @@ if "sdactivate" in impls and os.environ.get("SDB_PROFILE"):
             s.detach()
     pr.disable()
     buf = io.StringIO()
-    pstats.Stats(pr, stream=buf).sort_stats("tottime").print_stats(12)
+    pstats.Stats(pr, stream=buf).sort_stats("tottime").print_stats(20)
     res["profile"] = buf.getvalue()[-4000:]
 os.write(out_fd, json.dumps(res).encode())
 """
@@ -289,7 +289,7 @@ if "sdactivate" in impls and os.environ.get("SDB_PROFILE"):
         rx.recv(4096)
     pr.disable()
     buf = io.StringIO()
-    pstats.Stats(pr, stream=buf).sort_stats("tottime").print_stats(12)
+    pstats.Stats(pr, stream=buf).sort_stats("tottime").print_stats(20)
     res["profile"] = buf.getvalue()[-4000:]
 print(json.dumps(res))
 """

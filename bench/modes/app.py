@@ -1,0 +1,149 @@
+"""The benchmark's HTTP/1.1 service: one asyncio server, four ways to get its socket.
+
+``GET <anything>`` -> ``200`` with ``X-Pid: <pid>`` and body ``pid=<pid>``; keep-alive unless
+the client asks ``Connection: close``. It is the same program in every restart mode:
+
+* ``--socket plain:HOST:PORT``        binds itself (no activation; what people do without it);
+* ``--socket inherit``                takes ``sdactivate.listeners()`` (socket unit, supervisor);
+* ``--socket fdstore:HOST:PORT=NAME`` ``sdactivate.fdstore.listen()`` (fd store, no socket unit);
+* ``--socket upgrader:HOST:PORT``     ``sdactivate.Upgrader`` (SIGHUP re-executes this program).
+
+It sends READY=1 once it serves (if ``NOTIFY_SOCKET`` is set) and drains on SIGTERM (or when
+the Upgrader hands over): stop accepting, finish in-flight requests, answer the next request
+on each keep-alive connection with ``Connection: close`` (idle ones get ``--idle-grace`` s),
+exit within ``--drain-timeout``. ``--lifetime`` bounds how long any copy can live.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from typing import Any
+
+_BACKLOG = 4096  # asyncio calls listen() again on the socket: keep the unit's (somaxconn) size
+
+
+class _State:
+    def __init__(self, idle_grace: float) -> None:
+        self.draining = asyncio.Event()
+        self.active: set[asyncio.Task[None]] = set()
+        self.idle_grace = idle_grace
+        pid = os.getpid()
+        self.body = b"pid=%d\n" % pid
+        self.head = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nX-Pid: %d\r\n" % pid
+
+
+async def _handle(
+    state: _State, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> None:
+    task = asyncio.current_task()
+    assert task is not None
+    state.active.add(task)
+    try:
+        while True:
+            timeout = state.idle_grace if state.draining.is_set() else 60.0
+            try:
+                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout)
+            except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError):
+                return
+            close = b"connection: close" in head.lower() or state.draining.is_set()
+            conn = b"Connection: close\r\n" if close else b"Connection: keep-alive\r\n"
+            writer.write(
+                state.head
+                + b"Content-Length: %d\r\n" % len(state.body)
+                + conn
+                + b"\r\n"
+                + state.body
+            )
+            await writer.drain()
+            if close:
+                return
+    except OSError:
+        return
+    finally:
+        state.active.discard(task)
+        writer.close()
+
+
+def _acquire(spec: str) -> tuple[socket.socket, Any]:
+    """(listening socket, Upgrader or None) for ``--socket``."""
+    if spec.startswith("plain:"):
+        host, _, port = spec[len("plain:") :].rpartition(":")
+        return socket.create_server((host.strip("[]"), int(port)), backlog=_BACKLOG), None
+    if spec == "inherit":
+        import sdactivate
+
+        socks = sdactivate.listeners()
+        if not socks:
+            raise SystemExit("--socket inherit: no LISTEN_FDS for this process")
+        return socks[0], None
+    if spec.startswith("fdstore:"):
+        from sdactivate import fdstore
+
+        addr, _, name = spec[len("fdstore:") :].rpartition("=")
+        return fdstore.listen(addr, name=name), None
+    if spec.startswith("upgrader:"):
+        import sdactivate
+
+        upg = sdactivate.Upgrader(upgrade_timeout=30.0, stable_time=0.0)
+        return upg.listen("tcp", spec[len("upgrader:") :], name="http"), upg
+    raise SystemExit(f"unknown --socket {spec!r}")
+
+
+async def _serve(args: argparse.Namespace) -> None:
+    loop = asyncio.get_running_loop()
+    sock, upg = _acquire(args.socket)
+    sock.setblocking(False)
+    state = _State(args.idle_grace)
+    server = await asyncio.start_server(
+        lambda r, w: _handle(state, r, w), sock=sock, backlog=_BACKLOG
+    )
+    stop = asyncio.Event()
+    if upg is not None:
+        upg.ready()
+        threading.Thread(
+            target=lambda: (upg.wait_exit(), loop.call_soon_threadsafe(stop.set)), daemon=True
+        ).start()
+    else:
+        if os.environ.get("NOTIFY_SOCKET"):
+            from sdactivate import notify
+
+            notify.ready()
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+        loop.add_signal_handler(signal.SIGINT, stop.set)
+    try:
+        await asyncio.wait_for(stop.wait(), args.lifetime)
+    except TimeoutError:
+        print(f"bench app {os.getpid()}: --lifetime reached, exiting", file=sys.stderr)
+    # Drain: stop accepting (our copy of the socket only), let in-flight requests finish.
+    server.close()
+    state.draining.set()
+    deadline = time.monotonic() + args.drain_timeout
+    while state.active and time.monotonic() < deadline:
+        await asyncio.wait(set(state.active), timeout=deadline - time.monotonic())
+    if upg is not None:
+        upg.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--socket", required=True)
+    p.add_argument("--startup-delay-ms", type=float, default=0.0)
+    p.add_argument("--drain-timeout", type=float, default=5.0)
+    p.add_argument("--idle-grace", type=float, default=0.3)
+    p.add_argument("--lifetime", type=float, default=900.0)
+    args = p.parse_args(argv)
+    if args.startup_delay_ms:
+        time.sleep(args.startup_delay_ms / 1e3)
+    asyncio.run(_serve(args))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

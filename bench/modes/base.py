@@ -1,0 +1,249 @@
+"""What every restart mode shares: the Mode interface, a notify receiver, process stats.
+
+A mode starts a service on a loopback port, restarts it on demand (returning when the
+restart is complete, by that mode's own definition), names the process whose RSS/CPU is the
+"supervisor" cost, and stops everything it started -- by pid, never by name.
+"""
+
+from __future__ import annotations
+
+import array
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
+
+BENCH = Path(__file__).resolve().parent.parent
+ROOT = BENCH.parent
+PYTHON = sys.executable
+# the asyncio (or threaded) HTTP services under test
+EXAMPLES_APP = ROOT / "examples" / "app.py"
+EXAMPLES_UPGRADER = ROOT / "examples" / "upgrader_app.py"
+BENCH_APP = BENCH / "modes" / "app.py"
+SERVICE_CPU = 0  # services, supervisors and PID 1 run here; the load generator on CPU 1
+
+
+class ModeUnavailable(Exception):
+    """A piece this mode needs is missing; the message says which (the mode is skipped)."""
+
+
+@dataclass
+class Restart:
+    """One restart as the harness saw it (time.monotonic() seconds)."""
+
+    trigger: float
+    done: float
+    old_pid: int = 0
+    new_pid: int = 0
+    note: str = ""
+
+
+@dataclass
+class ProcSample:
+    pid: int
+    rss_kb: int
+    hwm_kb: int
+    cpu_s: float
+
+
+@dataclass
+class Mode:
+    """Base class; subclasses fill in start/restart/stop."""
+
+    id: str = ""
+    title: str = ""
+    supervisor_label: str = "-"
+    port: int = 0
+    keepalive: bool = False
+    app: str = "examples"  # which service program: "examples" or "bench"
+    notes: list[str] = field(default_factory=list)
+
+    def check(self) -> None:
+        """Raise ModeUnavailable if a piece is missing."""
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def restart(self) -> Restart:
+        raise NotImplementedError
+
+    def supervisor_pid(self) -> int | None:
+        return None
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def have_module(name: str) -> str | None:
+    """None if ``name`` imports in the bench interpreter's environment, else why not."""
+    r = subprocess.run(
+        [PYTHON, "-c", f"import {name}"], capture_output=True, text=True, cwd=ROOT, check=False
+    )
+    return None if r.returncode == 0 else (r.stderr.strip().splitlines() or ["?"])[-1]
+
+
+def proc_sample(pid: int) -> ProcSample | None:
+    """RSS, peak RSS (kB) and CPU seconds (user+sys) of ``pid``, or None if it is gone."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = {}
+    for line in status.splitlines():
+        k, _, v = line.partition(":")
+        fields[k] = v.strip()
+    after = stat.rpartition(")")[2].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    cpu = (int(after[11]) + int(after[12])) / tick  # proc(5): utime, stime (fields 14, 15)
+    return ProcSample(
+        pid,
+        int(fields.get("VmRSS", "0 kB").split()[0]),
+        int(fields.get("VmHWM", "0 kB").split()[0]),
+        cpu,
+    )
+
+
+def children(pid: int) -> list[int]:
+    try:
+        return [int(x) for x in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+def wait_for(pred: Callable[[], T], timeout: float, what: str) -> T:
+    deadline = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.002)
+
+
+def kill_pid(pid: int, *, timeout: float = 10.0) -> None:
+    """SIGTERM ``pid``, SIGKILL it after ``timeout``; reap it if it is our child."""
+    if not pid or not alive(pid):
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while alive(pid) and time.monotonic() < deadline:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+        time.sleep(0.01)
+    if alive(pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, 0)
+
+
+def popen(argv: Sequence[str], *, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """Start a service process on SERVICE_CPU, its output discarded (stderr kept in a log)."""
+    full_env = dict(os.environ)
+    full_env.pop("NOTIFY_SOCKET", None)
+    full_env.pop("LISTEN_FDS", None)
+    full_env.pop("LISTEN_PID", None)
+    full_env.pop("LISTEN_FDNAMES", None)
+    full_env["PYTHONPATH"] = str(ROOT)
+    if env:
+        full_env.update(env)
+    return subprocess.Popen(
+        ["taskset", "-c", str(SERVICE_CPU), *argv],
+        env=full_env,
+        cwd=ROOT,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
+class NotifyRx:
+    """A manager-side notify socket (abstract AF_UNIX datagram) served by a thread, like PID 1:
+    every datagram is read at once, received fds are closed (which answers BARRIER=1,
+    sd_notify_barrier(3)), messages are kept as (monotonic time, sender pid, {key: value}).
+    """
+
+    def __init__(self) -> None:
+        self.name = f"@sdactivate-bench-{os.getpid()}-{id(self):x}"
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+        self.sock.bind("\0" + self.name[1:])
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+        self.sock.settimeout(0.1)
+        self.messages: list[tuple[float, int, dict[str, str]]] = []
+        self._cond = threading.Condition()
+        self._closed = False
+        self._thread = threading.Thread(target=self._serve, name="notify-rx", daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        space = socket.CMSG_SPACE(253 * 4) + socket.CMSG_SPACE(12)  # SCM_MAX_FD, ucred
+        while not self._closed:
+            try:
+                data, anc, _, _ = self.sock.recvmsg(4096, space)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            pid = 0
+            for level, kind, payload in anc:
+                if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                    fds = array.array("i")
+                    fds.frombytes(payload[: len(payload) - len(payload) % 4])
+                    for fd in fds:
+                        os.close(fd)
+                elif level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS:
+                    pid = int.from_bytes(payload[:4], sys.byteorder)
+            text = data.decode(errors="replace")
+            fields = dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+            with self._cond:
+                self.messages.append((time.monotonic(), pid, fields))
+                self._cond.notify_all()
+
+    def wait(
+        self, pred: Callable[[dict[str, str]], bool], *, since: float, timeout: float
+    ) -> tuple[float, int, dict[str, str]]:
+        """The first message received after ``since`` matching ``pred``; TimeoutError."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                for m in self.messages:
+                    if m[0] >= since and pred(m[2]):
+                        return m
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"no matching notify message in {timeout} s")
+                self._cond.wait(left)
+
+    def close(self) -> None:
+        self._closed = True
+        self._thread.join(2.0)
+        self.sock.close()

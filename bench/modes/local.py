@@ -1,0 +1,338 @@
+"""Host modes (no systemd): C0 plain rebind, C3 supervisor, C4 Upgrader, P1 gunicorn."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .base import (
+    BENCH,
+    BENCH_APP,
+    EXAMPLES_APP,
+    EXAMPLES_UPGRADER,
+    PYTHON,
+    Mode,
+    ModeUnavailable,
+    NotifyRx,
+    Restart,
+    alive,
+    children,
+    have_module,
+    kill_pid,
+    popen,
+    wait_for,
+)
+
+READY_TIMEOUT = 30.0
+
+
+def app_argv(app: str, how: str, port: int) -> list[str]:
+    """The service's command line for one way of getting its socket."""
+    addr = f"127.0.0.1:{port}"
+    if app == "examples":
+        if how == "plain":
+            return [PYTHON, str(EXAMPLES_APP), "--listen", addr]
+        if how == "inherit":
+            return [PYTHON, str(EXAMPLES_APP)]
+        if how == "fdstore":
+            return [PYTHON, str(EXAMPLES_APP), "--fdstore", "--listen", addr, "--name", "http"]
+        if how == "upgrader":
+            return [PYTHON, str(EXAMPLES_UPGRADER), "--listen", addr]
+    else:
+        spec = {
+            "plain": f"plain:{addr}",
+            "inherit": "inherit",
+            "fdstore": f"fdstore:{addr}=http",
+            "upgrader": f"upgrader:{addr}",
+        }[how]
+        return [PYTHON, str(BENCH_APP), "--socket", spec]
+    raise ValueError(how)
+
+
+def check_app(app: str, how: str) -> None:
+    if app == "examples":
+        path = EXAMPLES_UPGRADER if how == "upgrader" else EXAMPLES_APP
+        if not path.exists():
+            raise ModeUnavailable(f"{path.relative_to(BENCH.parent)} is missing")
+    need = {
+        "inherit": "sdactivate.activation",
+        "fdstore": "sdactivate.fdstore",
+        "upgrader": "sdactivate.upgrade",
+        "plain": "sdactivate.notify",
+    }[how]
+    if (why := have_module(need)) is not None:
+        raise ModeUnavailable(f"{need}: {why}")
+
+
+def _is_ready(f: dict[str, str]) -> bool:
+    return f.get("READY") == "1"
+
+
+@dataclass
+class PlainRestart(Mode):
+    """C0: the service binds the port itself; restart = SIGTERM, wait for exit, start again."""
+
+    id: str = "C0"
+    title: str = "plain bind + restart"
+    proc: subprocess.Popen[bytes] | None = None
+    rx: NotifyRx | None = None
+
+    def check(self) -> None:
+        check_app(self.app, "plain")
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        assert self.rx is not None
+        return popen(app_argv(self.app, "plain", self.port), env={"NOTIFY_SOCKET": self.rx.name})
+
+    def start(self) -> None:
+        self.rx = NotifyRx()
+        since = time.monotonic()
+        self.proc = self._spawn()
+        self.rx.wait(_is_ready, since=since, timeout=READY_TIMEOUT)
+
+    def restart(self) -> Restart:
+        assert self.proc is not None and self.rx is not None
+        old = self.proc
+        t = time.monotonic()
+        old.send_signal(signal.SIGTERM)
+        old.wait(timeout=30)
+        self.proc = self._spawn()
+        self.rx.wait(_is_ready, since=t, timeout=READY_TIMEOUT)
+        return Restart(t, time.monotonic(), old.pid, self.proc.pid)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            kill_pid(self.proc.pid)
+        if self.rx is not None:
+            self.rx.close()
+
+
+@dataclass
+class SupervisorHandover(Mode):
+    """C3: ``sdactivate run --listen ADDR=http -- APP``; restart = SIGHUP to the supervisor."""
+
+    id: str = "C3"
+    title: str = "sdactivate run handover (SIGHUP)"
+    supervisor_label: str = "sdactivate run"
+    proc: subprocess.Popen[bytes] | None = None
+    rx: NotifyRx | None = None
+
+    def check(self) -> None:
+        check_app(self.app, "inherit")
+        for mod in ("sdactivate.supervisor.runner", "sdactivate.cli.run"):
+            if (why := have_module(mod)) is not None:
+                raise ModeUnavailable(f"{mod}: {why}")
+
+    def start(self) -> None:
+        self.rx = NotifyRx()
+        argv = [
+            PYTHON,
+            "-m",
+            "sdactivate",
+            "run",
+            "--listen",
+            f"127.0.0.1:{self.port}=http",
+            "--ready-timeout",
+            "30",
+            "--drain-timeout",
+            "15",
+            "--",
+            *app_argv(self.app, "inherit", self.port),
+        ]
+        since = time.monotonic()
+        self.proc = popen(argv, env={"NOTIFY_SOCKET": self.rx.name})
+        self.rx.wait(_is_ready, since=since, timeout=READY_TIMEOUT)
+
+    def restart(self) -> Restart:
+        assert self.proc is not None and self.rx is not None
+        t = time.monotonic()
+        os.kill(self.proc.pid, signal.SIGHUP)
+        _, _, f = self.rx.wait(_is_ready, since=t, timeout=READY_TIMEOUT)
+        return Restart(t, time.monotonic(), note=f.get("STATUS", ""))
+
+    def supervisor_pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            kids = children(self.proc.pid)
+            kill_pid(self.proc.pid, timeout=20)
+            for k in kids:
+                kill_pid(k)
+        if self.rx is not None:
+            self.rx.close()
+
+
+@dataclass
+class InProcessUpgrade(Mode):
+    """C4: the app owns an ``sdactivate.Upgrader``; restart = SIGHUP to the current main pid,
+    complete when the old one announces ``MAINPID=<new>`` (after the new one's READY=1)."""
+
+    id: str = "C4"
+    title: str = "in-process Upgrader (SIGHUP)"
+    supervisor_label: str = "app (in-process)"
+    first: subprocess.Popen[bytes] | None = None
+    main: int = 0
+    pids: list[int] = field(default_factory=list)
+    rx: NotifyRx | None = None
+
+    def check(self) -> None:
+        check_app(self.app, "upgrader")
+
+    def start(self) -> None:
+        self.rx = NotifyRx()
+        since = time.monotonic()
+        self.first = popen(
+            app_argv(self.app, "upgrader", self.port), env={"NOTIFY_SOCKET": self.rx.name}
+        )
+        self.main = self.first.pid
+        self.pids.append(self.main)
+        self.rx.wait(_is_ready, since=since, timeout=READY_TIMEOUT)
+
+    def restart(self) -> Restart:
+        assert self.rx is not None
+        old = self.main
+        t = time.monotonic()
+        os.kill(old, signal.SIGHUP)
+        _, _, f = self.rx.wait(lambda f: "MAINPID" in f, since=t, timeout=READY_TIMEOUT)
+        self.main = int(f["MAINPID"])
+        self.pids.append(self.main)
+        if self.first is not None and self.first.poll() is not None:
+            self.first = None
+        return Restart(t, time.monotonic(), old, self.main)
+
+    def supervisor_pid(self) -> int | None:
+        return self.main or None
+
+    def stop(self) -> None:
+        for pid in reversed(self.pids):
+            kill_pid(pid, timeout=15)
+        if self.first is not None:
+            kill_pid(self.first.pid)
+        if self.rx is not None:
+            self.rx.close()
+
+
+@dataclass
+class Gunicorn(Mode):
+    """P1: gunicorn (gthread, 2 workers x 4 threads) on the WSGI twin of the app.
+
+    ``signal_kind="HUP"``: reload (new workers, old ones stop gracefully); complete when
+    no old worker is left. ``"USR2"``: new master; once it sent READY=1 and has its
+    workers, TERM the old master (graceful); complete when the old master is gone.
+    """
+
+    id: str = "P1-HUP"
+    title: str = "gunicorn HUP"
+    supervisor_label: str = "gunicorn master"
+    signal_kind: str = "HUP"
+    workers: int = 2
+    proc: subprocess.Popen[bytes] | None = None
+    master: int = 0
+    masters: list[int] = field(default_factory=list)
+    rx: NotifyRx | None = None
+    pidfile: Path | None = None
+
+    def check(self) -> None:
+        if (why := have_module("gunicorn")) is not None:
+            raise ModeUnavailable(f"gunicorn: {why}")
+        if not Path(PYTHON).with_name("gunicorn").exists():
+            raise ModeUnavailable("no gunicorn console script next to the interpreter")
+
+    def start(self) -> None:
+        import tempfile
+
+        self.rx = NotifyRx()
+        scratch = Path(tempfile.mkdtemp(prefix="gunicorn-", dir=_scratch()))
+        self.pidfile = scratch / "gunicorn.pid"
+        argv = [
+            str(Path(PYTHON).with_name("gunicorn")),
+            "-w",
+            str(self.workers),
+            "-k",
+            "gthread",
+            "--threads",
+            "4",
+            "-b",
+            f"127.0.0.1:{self.port}",
+            "--backlog",
+            "4096",
+            "--pid",
+            str(self.pidfile),
+            "--chdir",
+            str(BENCH / "modes"),
+            "--graceful-timeout",
+            "15",
+            "--keep-alive",
+            "5",
+            "--no-control-socket",
+            "--worker-tmp-dir",
+            str(scratch),
+            "wsgi_app:app",
+        ]
+        since = time.monotonic()
+        self.proc = popen(argv, env={"NOTIFY_SOCKET": self.rx.name})
+        self.master = self.proc.pid
+        self.masters.append(self.master)
+        self.rx.wait(_is_ready, since=since, timeout=READY_TIMEOUT)
+        wait_for(lambda: len(children(self.master)) >= self.workers, READY_TIMEOUT, "workers")
+
+    def restart(self) -> Restart:
+        assert self.rx is not None and self.pidfile is not None
+        old = self.master
+        if self.signal_kind == "HUP":
+            before = set(children(old))
+            t = time.monotonic()
+            os.kill(old, signal.SIGHUP)
+            wait_for(
+                lambda: not (set(children(old)) & before) and len(children(old)) >= self.workers,
+                READY_TIMEOUT,
+                "gunicorn HUP: new workers, old ones gone",
+            )
+            return Restart(t, time.monotonic(), old, old)
+        t = time.monotonic()
+        os.kill(old, signal.SIGUSR2)
+        # The new master is a child of the old one (fork + exec); gunicorn has no readiness
+        # gate, so "ready" = it has its workers.
+        new = wait_for(
+            lambda: next((c for c in children(old) if len(children(c)) >= self.workers), 0),
+            READY_TIMEOUT,
+            "a new master with its workers",
+        )
+        self.masters.append(new)
+        os.kill(old, signal.SIGTERM)
+        wait_for(lambda: not alive(old), READY_TIMEOUT, "old master to exit")
+        if self.proc is not None and self.proc.pid == old:
+            self.proc.wait(timeout=5)
+            self.proc = None
+        self.master = new
+        return Restart(t, time.monotonic(), old, new)
+
+    def supervisor_pid(self) -> int | None:
+        return self.master or None
+
+    def stop(self) -> None:
+        for pid in reversed(self.masters):
+            kids = children(pid)
+            kill_pid(pid, timeout=20)
+            for k in kids:
+                kill_pid(k)
+        if self.proc is not None:
+            kill_pid(self.proc.pid)
+        if self.rx is not None:
+            self.rx.close()
+        if self.pidfile is not None:
+            shutil.rmtree(self.pidfile.parent, ignore_errors=True)
+
+
+def _scratch() -> str:
+    path = os.environ.get("SDACTIVATE_BENCH_SCRATCH") or os.path.expanduser(
+        "~/.cache/sdactivate-bench"
+    )
+    os.makedirs(path, exist_ok=True)
+    return path

@@ -1,0 +1,303 @@
+"""Turn load-generator results into the published artefacts.
+
+* :func:`summarize` -- one (mode, workload) run -> a plain dict: counts, steady vs restart-window
+  latency, added tail, restart time, client-side gap, supervisor cost, plot series;
+* :func:`write` -- ``results/<date>.json``, ``results/latest.md`` (+ ``<date>.md``) and
+  ``results/latest.png`` (+ ``<date>.png``): latency over time aligned on the restart trigger,
+  one line per mode. ``python bench/report.py results/X.json`` re-renders from a JSON file.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import loadgen
+
+RESULTS = Path(__file__).resolve().parent / "results"
+BIN_S = 0.010  # plot bins
+PLOT_FROM, PLOT_TO = -0.2, 1.2  # seconds around each restart trigger
+STEADY_SKIP = 0.5  # the first seconds of a run are warm-up, not steady state
+
+
+def _ms(d: dict[str, float]) -> dict[str, float | None]:
+    return {
+        k: (v if k == "n" else (None if math.isnan(v) else round(v * 1e3, 3))) for k, v in d.items()
+    }
+
+
+def _gap(completions: list[float], a: float, b: float) -> float:
+    """Longest interval inside [a, b] with no completed request (seconds)."""
+    pts = [a] + [c for c in completions if a <= c <= b] + [b]
+    return max(y - x for x, y in itertools.pairwise(pts))
+
+
+def summarize(
+    res: loadgen.Result,
+    restarts: Sequence[Any],
+    *,
+    tail: float,
+    supervisor: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Counts, steady vs window latency (ms), restart time and gap, plot series."""
+    windows = [(r.trigger, r.done + tail) for r in restarts]
+    steady = loadgen.steady_stats(res, [*windows, (res.t0 - 1.0, res.t0 + STEADY_SKIP)])
+    win = loadgen.window_stats(res, windows) if windows else None
+    completions = sorted(
+        s + lat for s, lat, o in zip(res.scheduled, res.latency, res.outcome, strict=True) if o == 0
+    )
+    gaps = [_gap(completions, r.trigger - 0.05, r.done + tail) for r in restarts]
+    durations = [r.done - r.trigger for r in restarts]
+    per_restart = []
+    for (a, b), r, g in zip(windows, restarts, gaps, strict=True):
+        st = loadgen.window_stats(res, [(a, b)])
+        per_restart.append(
+            {
+                "trigger_s": round(r.trigger - res.t0, 4),
+                "duration_ms": round((r.done - r.trigger) * 1e3, 2),
+                "gap_ms": round(g * 1e3, 2),
+                "failed": st.failed,
+                "max_ms": _ms(st.latency)["max"],
+                "old_pid": r.old_pid,
+                "new_pid": r.new_pid,
+                "note": r.note,
+            }
+        )
+    out: dict[str, Any] = {
+        "counts": {
+            "total": res.total,
+            "sent": res.sent,
+            "ok": res.ok,
+            "refused": res.refused,
+            "reset": res.reset,
+            "timeout": res.timeout,
+            "lost": res.lost,
+            "error": res.error,
+            "failed": res.failed,
+            "errors": dict(res.errors),
+        },
+        "rate": res.rate,
+        "duration_s": res.duration,
+        "restarts": len(restarts),
+        "steady_ms": _ms(steady.latency),
+        "window_ms": _ms(win.latency) if win else None,
+        "window_counts": win.counts if win else None,
+        "window_requests": win.total if win else 0,
+        "restart_ms": {
+            "median": round(sorted(durations)[len(durations) // 2] * 1e3, 2) if durations else None,
+            "max": round(max(durations) * 1e3, 2) if durations else None,
+        },
+        "gap_ms": {
+            "median": round(sorted(gaps)[len(gaps) // 2] * 1e3, 2) if gaps else None,
+            "max": round(max(gaps) * 1e3, 2) if gaps else None,
+        },
+        "server_pids": len([p for p in res.pids() if p]),
+        "generator": {
+            "send_lag_ms": _ms(loadgen.percentiles(x for x in res.send_lag if not math.isnan(x))),
+            "cpu_s": round(res.cpu_s, 3),
+        },
+        "supervisor": supervisor or {},
+        "per_restart": per_restart,
+        "series": _series(res, restarts),
+    }
+    if win and steady.latency["n"] and win.latency["n"]:
+        out["added_ms"] = {
+            q: round((win.latency[q] - steady.latency[q]) * 1e3, 3) for q in ("p99", "p99.9")
+        }
+    return out
+
+
+def _series(res: loadgen.Result, restarts: Sequence[Any]) -> dict[str, list[Any]]:
+    """Per 10 ms bin around the triggers (all restarts overlaid): max latency and failures."""
+    nbins = round((PLOT_TO - PLOT_FROM) / BIN_S)
+    mx: list[float | None] = [None] * nbins
+    fails = [0] * nbins
+    for r in restarts:
+        a = r.trigger + PLOT_FROM
+        lo = _bisect(res.scheduled, a)
+        hi = _bisect(res.scheduled, r.trigger + PLOT_TO)
+        for i in range(lo, hi):
+            b = int((res.scheduled[i] - a) / BIN_S)
+            if not 0 <= b < nbins:
+                continue
+            lat = res.latency[i]
+            if math.isnan(lat):
+                fails[b] += 1
+            else:
+                cur = mx[b]
+                mx[b] = lat if cur is None or lat > cur else cur
+    return {
+        "t_ms": [round((PLOT_FROM + (k + 0.5) * BIN_S) * 1e3, 1) for k in range(nbins)],
+        "max_ms": [None if v is None else round(v * 1e3, 3) for v in mx],
+        "failed": fails,
+    }
+
+
+def _bisect(xs: Sequence[float], x: float) -> int:
+    import bisect
+
+    return bisect.bisect_left(xs, x)
+
+
+# ------------------------------------------------------------------------- artefacts
+
+
+def _f(v: Any, nd: int = 1) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.{nd}f}"
+    return str(v)
+
+
+def markdown(data: dict[str, Any]) -> str:
+    env = data.get("environment", {})
+    cfg = data.get("config", {})
+    lines = [
+        f"# sdactivate restart benchmark — {data.get('date', '?')}",
+        "",
+        f"Machine: {env.get('nproc')} CPU ({env.get('cpu')}), kernel {env.get('kernel')}, "
+        f"{env.get('systemd')}, Python {env.get('python')}. Load generator on CPU "
+        f"{env.get('loadgen_cpu')}, services on CPU {env.get('service_cpu')}. "
+        f"somaxconn {env.get('sysctl', {}).get('net.core.somaxconn')}.",
+        f"Workload: open loop, {cfg.get('rate')} req/s, latency from the scheduled send time; "
+        f"{cfg.get('restarts')} restarts every {cfg.get('interval')} s (keep-alive: "
+        f"{cfg.get('restarts_ka')}); window = trigger .. restart done + {cfg.get('tail')} s; "
+        f"app: `{cfg.get('app')}`.",
+        "",
+        "| mode | workload | restarts | sent | ok | refused | reset | timeout | lost | "
+        "steady p50 / p99 / p99.9 ms | window p50 / p99 / p99.9 / max ms | added p99.9 ms | "
+        "restart ms (median) | gap ms (max) | supervisor RSS MB / CPU ms per restart |",
+        "|" + "---|" * 15,
+    ]
+    for run in data.get("runs", []):
+        head = f"| {run['mode']} {run.get('title', '')} | {run['workload']} |"
+        if "skipped" in run:
+            lines.append(head + f" skipped: {run['skipped']} |" + " |" * 12)
+            continue
+        c = run["counts"]
+        s, w = run["steady_ms"], run.get("window_ms") or {}
+        sup = run.get("supervisor") or {}
+        rss = sup.get("rss_mb")
+        cpu = sup.get("cpu_ms_per_restart")
+        note = f" ({run['error']})" if run.get("error") else ""
+        lines.append(
+            head + f" {run['restarts']}{note} | {c['sent']} | {c['ok']} | {c['refused']} |"
+            f" {c['reset']} |"
+            f" {c['timeout']} | {c['lost'] + c['error']} |"
+            f" {_f(s.get('p50'), 2)} / {_f(s.get('p99'), 2)} / {_f(s.get('p99.9'), 2)} |"
+            f" {_f(w.get('p50'), 2)} / {_f(w.get('p99'))} / {_f(w.get('p99.9'))} /"
+            f" {_f(w.get('max'))} | {_f((run.get('added_ms') or {}).get('p99.9'))} |"
+            f" {_f(run['restart_ms']['median'])} | {_f(run['gap_ms']['max'])} |"
+            f" {_f(rss)} / {_f(cpu)} |"
+        )
+    micro = data.get("micro_rows") or []
+    if micro:
+        lines += [
+            "",
+            "Micro-benchmarks (same run; ratio = sdactivate / peer, < 1 is faster):",
+            "",
+            "| measure | sdactivate | ratio | target |",
+            "|---|---|---|---|",
+        ]
+        lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in micro]
+    if cfg.get("wrk"):
+        lines += ["", f"wrk cross-check: {cfg['wrk']}"]
+    lines += [
+        "",
+        "Counts are per request (one new connection each, or over a pool of 50 keep-alive "
+        "connections). refused = ECONNREFUSED; reset = ECONNRESET/EPIPE/short response; "
+        "lost = non-2xx or never sent. gap = longest time with no completed request around a "
+        "restart. 'restart' = trigger until the mode reports done (systemctl returned; READY "
+        "after handover; MAINPID from the old process; gunicorn: old workers/master gone).",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def plot(data: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = [r for r in data.get("runs", []) if "series" in r]
+    workloads = [w for w in ("new", "keepalive") if any(r["workload"] == w for r in runs)]
+    if not workloads:
+        return
+    fig, axes = plt.subplots(
+        len(workloads), 1, figsize=(11, 4.2 * len(workloads)), squeeze=False, sharex=True
+    )
+    colours = plt.get_cmap("tab10")
+    modes = sorted({r["mode"] for r in runs})
+    for ax, wl in zip(axes[:, 0], workloads, strict=True):
+        top = 1.0
+        for r in runs:
+            if r["workload"] != wl:
+                continue
+            s = r["series"]
+            col = colours(modes.index(r["mode"]) % 10)
+            xs = [t for t, v in zip(s["t_ms"], s["max_ms"], strict=True) if v is not None]
+            ys = [v for v in s["max_ms"] if v is not None]
+            if ys:
+                top = max(top, max(ys))
+            label = f"{r['mode']} {r.get('title', '')} (failed {r['counts']['failed']})"
+            ax.plot(xs, ys, color=col, lw=1.3, label=label)
+            fx = [t for t, f in zip(s["t_ms"], s["failed"], strict=True) if f]
+            if fx:
+                ax.scatter(fx, [top * 1.5] * len(fx), marker="x", color=col, s=18)
+        ax.set_yscale("log")
+        ax.axvline(0, color="k", lw=0.8, ls="--")
+        ax.set_ylabel("max latency in 10 ms bin (ms, log)")
+        ax.set_title(
+            f"{'new connection per request' if wl == 'new' else 'keep-alive (50 conns)'}: "
+            f"{data.get('config', {}).get('rate')} req/s, all restarts overlaid; "
+            "x at top = failed requests"
+        )
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8, loc="upper right")
+    axes[-1, 0].set_xlabel("time since restart trigger (ms), by scheduled send time")
+    env = data.get("environment", {})
+    fig.suptitle(
+        f"sdactivate restart benchmark {data.get('date', '')} — {env.get('nproc')} CPU "
+        f"{env.get('cpu')}, kernel {env.get('kernel')}",
+        fontsize=10,
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write(data: dict[str, Any], outdir: Path = RESULTS) -> dict[str, Path]:
+    """Write <date>.json, <date>.md, latest.md and the PNGs; return their paths."""
+    outdir.mkdir(parents=True, exist_ok=True)
+    stamp = data["date"].replace(":", "").replace("-", "")
+    paths = {"json": outdir / f"{stamp}.json", "md": outdir / "latest.md"}
+    _atomic(paths["json"], json.dumps(data, indent=1, default=str) + "\n")
+    md = markdown(data)
+    _atomic(paths["md"], md)
+    _atomic(outdir / f"{stamp}.md", md)
+    try:
+        paths["png"] = outdir / "latest.png"
+        plot(data, paths["png"])
+    except ImportError as exc:
+        print(f"no plot: {exc} (make bench installs matplotlib)", file=sys.stderr)
+        del paths["png"]
+    return paths
+
+
+def _atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+if __name__ == "__main__":
+    src = Path(sys.argv[1])
+    d = json.loads(src.read_text())
+    print(write(d, src.parent))

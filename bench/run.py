@@ -1,0 +1,313 @@
+"""``make bench``: micro-benchmarks, then every restart mode under the same open-loop load.
+
+    .venv/bin/python bench/run.py                 # default, about 3 minutes
+    .venv/bin/python bench/run.py --modes C1,C3   # a subset
+    .venv/bin/python bench/run.py --long          # >= 1000 restarts, >= 10^6 connections per mode
+
+Each (mode, workload) run: start the service, start the load generator (open loop,
+``--rate`` req/s, new connection per request or 50 keep-alive connections), restart
+``--restarts`` times every ``--interval`` s, stop. Modes run in a random order (seed in the
+results). A mode whose pieces are missing is skipped with the reason. Outputs go to
+bench/results/ (see report.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import os
+import platform
+import random
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import loadgen
+import micro
+import modes
+import report
+from modes.base import SERVICE_CPU, ModeUnavailable, proc_sample
+
+LOADGEN_CPU = 1
+
+
+def environment() -> dict[str, Any]:
+    def read(p: str) -> str:
+        try:
+            return Path(p).read_text().strip()
+        except OSError:
+            return "?"
+
+    cpu = "?"
+    for line in read("/proc/cpuinfo").splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    systemd = subprocess.run(
+        ["systemctl", "--version"], capture_output=True, text=True, check=False
+    ).stdout.splitlines()
+    sysctls = {
+        "net.core.somaxconn": "/proc/sys/net/core/somaxconn",
+        "net.ipv4.tcp_max_syn_backlog": "/proc/sys/net/ipv4/tcp_max_syn_backlog",
+        "net.ipv4.tcp_syn_retries": "/proc/sys/net/ipv4/tcp_syn_retries",
+        "net.ipv4.tcp_abort_on_overflow": "/proc/sys/net/ipv4/tcp_abort_on_overflow",
+        "net.ipv4.tcp_migrate_req": "/proc/sys/net/ipv4/tcp_migrate_req",
+        "net.unix.max_dgram_qlen": "/proc/sys/net/unix/max_dgram_qlen",
+    }
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": cpu,
+        "kernel": platform.release(),
+        "systemd": systemd[0] if systemd else "?",
+        "python": f"{platform.python_version()} ({os.path.realpath(sys.executable)})",
+        "governor": read("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor"),
+        "loadavg_start": read("/proc/loadavg"),
+        "sysctl": {k: read(v) for k, v in sysctls.items()},
+        "loadgen_cpu": LOADGEN_CPU,
+        "service_cpu": SERVICE_CPU,
+        "git": subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            cwd=Path(__file__).resolve().parent.parent,
+            check=False,
+        ).stdout.strip(),
+    }
+
+
+def run_one(
+    mode_id: str, workload: str, cfg: argparse.Namespace, pool: modes.SandboxPool
+) -> dict[str, Any]:
+    keepalive = workload == "keepalive"
+    restarts_n = cfg.restarts_ka if keepalive else cfg.restarts
+    port = modes.base.free_port()
+    m = modes.make(mode_id, port=port, keepalive=keepalive, app=cfg.app, pool=pool)
+    out: dict[str, Any] = {"mode": mode_id, "title": m.title, "workload": workload}
+    try:
+        m.check()
+        m.start()
+    except ModeUnavailable as exc:
+        out["skipped"] = str(exc)
+        with contextlib.suppress(Exception):
+            m.stop()
+        return out
+    except Exception as exc:
+        out["skipped"] = f"start failed: {type(exc).__name__}: {str(exc)[:300]}"
+        traceback.print_exc()
+        with contextlib.suppress(Exception):
+            m.stop()
+        return out
+    duration = cfg.warmup + restarts_n * cfg.interval + cfg.tail + 0.5
+    restarts: list[modes.Restart] = []
+    sup_first = m.supervisor_pid()
+    s0 = proc_sample(sup_first) if sup_first else None
+    rss_max = s0.rss_kb if s0 else 0
+    error = ""
+    h = loadgen.start(
+        "127.0.0.1",
+        port,
+        rate=cfg.rate,
+        duration=duration,
+        keepalive=keepalive,
+        timeout=cfg.timeout,
+        cpus={LOADGEN_CPU} if cfg.pin else None,
+    )
+    try:
+        for k in range(restarts_n):
+            target = h.t0 + cfg.warmup + k * cfg.interval
+            time.sleep(max(0.0, target - time.monotonic()))
+            try:
+                restarts.append(m.restart())
+            except Exception as exc:
+                error = f"restart {k + 1} failed: {type(exc).__name__}: {str(exc)[:200]}"
+                traceback.print_exc()
+                break
+            sp = m.supervisor_pid()
+            smp = proc_sample(sp) if sp else None
+            if smp:
+                rss_max = max(rss_max, smp.rss_kb)
+        if error:
+            h.stop()
+        res = h.result()
+        sup_last = m.supervisor_pid()
+        s1 = proc_sample(sup_last) if sup_last else None
+        with contextlib.suppress(Exception):
+            extra = getattr(m, "extra", None)
+            if extra is not None:
+                out["systemd"] = extra()
+    finally:
+        h.stop()
+        with contextlib.suppress(Exception):
+            m.stop()
+    sup: dict[str, Any] = {"label": m.supervisor_label}
+    if s1:
+        sup["rss_mb"] = round(s1.rss_kb / 1024, 1)
+        sup["rss_max_mb"] = round(rss_max / 1024, 1)
+        sup["hwm_mb"] = round(s1.hwm_kb / 1024, 1)
+    if s0 and s1 and s0.pid == s1.pid and restarts:
+        sup["cpu_s"] = round(s1.cpu_s - s0.cpu_s, 3)
+        sup["cpu_ms_per_restart"] = round((s1.cpu_s - s0.cpu_s) * 1e3 / len(restarts), 1)
+    out.update(report.summarize(res, restarts, tail=cfg.tail, supervisor=sup))
+    if error:
+        out["error"] = error
+    out["notes"] = m.notes
+    return out
+
+
+def wrk_crosscheck(seconds: float) -> str:
+    """wrk (closed loop) and loadgen against the same tiny server, new connection each."""
+    import shutil
+
+    if shutil.which("wrk") is None:
+        return "wrk not installed"
+    port = modes.base.free_port()
+    srv = modes.base.popen(
+        [
+            sys.executable,
+            str(Path(__file__).resolve().parent / "modes" / "app.py"),
+            "--socket",
+            f"plain:127.0.0.1:{port}",
+        ]
+    )
+    try:
+        modes.base.wait_for(lambda: _connectable(port), 20, "bench app")
+        w = subprocess.run(
+            [
+                "taskset",
+                "-c",
+                str(LOADGEN_CPU),
+                "wrk",
+                "-t1",
+                "-c8",
+                f"-d{int(seconds)}s",
+                "-H",
+                "Connection: close",
+                f"http://127.0.0.1:{port}/",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=seconds + 30,
+            check=False,
+        )
+        rps = next(
+            (ln.split()[1] for ln in w.stdout.splitlines() if ln.startswith("Requests/sec")), "?"
+        )
+        lat = next(
+            (ln.split()[1] for ln in w.stdout.splitlines() if ln.strip().startswith("Latency")), "?"
+        )
+        res = loadgen.start(
+            "127.0.0.1", port, rate=1000, duration=seconds, cpus={LOADGEN_CPU}
+        ).result()
+        s = res.summary()
+        return (
+            "same server (bench/modes/app.py, new connection per request): wrk -t1 -c8 closed "
+            f"loop {rps} req/s, mean latency {lat}; loadgen open loop 1000 req/s: "
+            f"ok {s['ok']}/{s['total']}, "
+            f"p50 {s['latency_ms']['p50']:.2f} ms, p99 {s['latency_ms']['p99']:.2f} ms, "
+            f"generator CPU {s['cpu_s'] / seconds * 100:.0f}% of a core"
+        )
+    finally:
+        modes.base.kill_pid(srv.pid)
+
+
+def _connectable(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument(
+        "--long", action="store_true", help=">= 1000 restarts and >= 10^6 requests per mode"
+    )
+    p.add_argument("--modes", default=",".join(modes.ALL), help="comma-separated mode ids")
+    p.add_argument("--workloads", default="new,keepalive")
+    p.add_argument("--rate", type=float, default=1000.0)
+    p.add_argument("--restarts", type=int, default=5)
+    p.add_argument("--restarts-ka", type=int, default=3)
+    p.add_argument("--interval", type=float, default=2.0)
+    p.add_argument("--warmup", type=float, default=1.0)
+    p.add_argument("--tail", type=float, default=0.25, help="window end = restart done + TAIL s")
+    p.add_argument("--timeout", type=float, default=3.0, help="per-request timeout")
+    p.add_argument("--app", choices=("auto", "examples", "bench"), default="auto")
+    p.add_argument("--no-micro", action="store_true")
+    p.add_argument("--wrk", action="store_true", help="also cross-check loadgen against wrk")
+    p.add_argument("--no-pin", dest="pin", action="store_false")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--out", type=Path, default=report.RESULTS)
+    a = p.parse_args(argv)
+    if a.long:
+        a.restarts, a.restarts_ka, a.interval = max(a.restarts, 1000), max(a.restarts_ka, 200), 1.0
+        if a.modes == ",".join(modes.ALL):
+            a.modes = "C1,C2,C3,C4"
+    if a.app == "auto":
+        a.app = "examples" if (modes.base.EXAMPLES_APP.exists()) else "bench"
+    a.seed = a.seed if a.seed is not None else random.randrange(1 << 30)
+    return a
+
+
+def main(argv: list[str] | None = None) -> int:
+    cfg = parse(argv)
+    if cfg.pin and (os.cpu_count() or 1) >= 2:
+        os.sched_setaffinity(0, {SERVICE_CPU})  # main thread: children inherit CPU 0
+    else:
+        cfg.pin = False
+    started = time.monotonic()
+    data: dict[str, Any] = {
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "environment": environment(),
+        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(cfg).items()},
+        "runs": [],
+    }
+    if not cfg.no_micro:
+        print("micro-benchmarks ...", flush=True)
+        data["micro"] = micro.run_all(quick=False)
+        data["micro_rows"] = micro.verdicts(data["micro"])
+        for row in data["micro_rows"]:
+            print("  " + " | ".join(row), flush=True)
+    if cfg.wrk:
+        data["config"]["wrk"] = wrk_crosscheck(5)
+        print("wrk:", data["config"]["wrk"], flush=True)
+    plan = [(m, w) for m in cfg.modes.split(",") for w in cfg.workloads.split(",")]
+    random.Random(cfg.seed).shuffle(plan)
+    pool = modes.SandboxPool()
+    try:
+        for mode_id, workload in plan:
+            print(f"{mode_id} / {workload} ...", flush=True)
+            out = run_one(mode_id, workload, cfg, pool)
+            data["runs"].append(out)
+            if "skipped" in out:
+                print(f"  skipped: {out['skipped']}", flush=True)
+            else:
+                c = out["counts"]
+                w = out.get("window_ms") or {}
+                print(
+                    f"  ok {c['ok']}/{c['total']} refused {c['refused']} reset {c['reset']} "
+                    f"timeout {c['timeout']} lost {c['lost'] + c['error']}; window p99.9 "
+                    f"{w.get('p99.9')} ms max {w.get('max')} ms; restart "
+                    f"{out['restart_ms']['median']} ms {out.get('error', '')}",
+                    flush=True,
+                )
+    finally:
+        pool.close()
+    order = {m: i for i, m in enumerate(modes.ALL)}
+    data["runs"].sort(key=lambda r: (order.get(r["mode"], 99), r["workload"] != "new"))
+    data["environment"]["loadavg_end"] = Path("/proc/loadavg").read_text().strip()
+    data["elapsed_s"] = round(time.monotonic() - started, 1)
+    paths = report.write(data, cfg.out)
+    print()
+    print(report.markdown(data))
+    print("wrote", ", ".join(str(p) for p in paths.values()), f"in {data['elapsed_s']} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
