@@ -236,9 +236,10 @@ class NotifyReceiver:
             ms = None if timeout is None else max(0, int(timeout * 1000))
             events = poller.poll(ms)
             hung = [watched[fd] for fd, ev in events if fd in watched and ev & _HUP_ERR]
-            if hung:
+            gone = [watched[fd] for fd, ev in events if fd in watched and ev & select.POLLNVAL]
+            if hung or gone:  # gone: closed behind our back; drop it, never poll it again
                 with self._cond:
-                    self._store = [e for e in self._store if e not in hung]
+                    self._store = [e for e in self._store if e not in hung and e not in gone]
                     self._cond.notify_all()
                 _close_all(e.fd for e in hung)
             count = 0
