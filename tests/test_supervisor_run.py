@@ -498,3 +498,24 @@ def test_f1_command_gone_fails_reload_in_order(tmp_path: Path) -> None:
             proc.wait(10)
         rx.close()
         proc.close_sockets()
+
+
+def test_starting_generation_runs_nicer_until_it_takes_over(supervisor: Supervisor) -> None:
+    """A starting generation gets nice +10 (its start-up yields the CPU to the serving one);
+    once it takes over, it is back at the supervisor's priority."""
+
+    def nice(pid: int) -> int:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return int(stat[stat.rindex(")") + 2 :].split()[16])
+
+    base = nice(supervisor.pid)
+    supervisor.fault(2, "never-ready")
+    os.kill(supervisor.pid, signal.SIGHUP)
+    rx = supervisor.rx
+    rx.wait_until(lambda: rx.count("RELOADING", "1") == 1, timeout=10, what="RELOADING=1")
+    starting = [g for g in supervisor.status()["generations"] if g["state"] == "starting"]
+    assert nice(starting[0]["pid"]) == min(19, base + 10)
+    rx.wait_until(lambda: rx.count("READY", "1") == 2, timeout=10, what="failed upgrade")
+    result = request_reload(supervisor.pid, timeout=10)
+    assert result.ok and result.pid is not None
+    assert nice(result.pid) == base

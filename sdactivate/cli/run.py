@@ -83,6 +83,15 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         help="a health check still running after SEC fails (default 10)",
     )
     p.add_argument(
+        "--startup-nice",
+        type=int,
+        default=10,
+        metavar="N",
+        help="run a starting generation N nicer until it takes over, so its start-up does "
+        "not slow the serving one (default 10; 0: off; needs CAP_SYS_NICE or RLIMIT_NICE "
+        "to restore, else skipped)",
+    )
+    p.add_argument(
         "--fdstore",
         action="store_true",
         help="push the sockets it binds into systemd's fd store (the unit needs "
@@ -136,6 +145,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         ),
         health_cmd=args.health,
         fdstore=args.fdstore,
+        startup_nice=max(0, min(19, args.startup_nice)),
     )
     try:
         return run(argv, listeners, options=options)

@@ -47,6 +47,7 @@ __all__ = [
     "Machine",
     "NotifyManager",
     "Policy",
+    "Promote",
     "ReloadRequested",
     "Report",
     "RunHealth",
@@ -236,6 +237,13 @@ class Log:
 
 
 @dataclass(frozen=True)
+class Promote:
+    """``gen`` is now the serving generation (the runner lifts its start-up priority)."""
+
+    gen: int
+
+
+@dataclass(frozen=True)
 class Exit:
     code: int
 
@@ -251,6 +259,7 @@ Action = (
     | NotifyManager
     | Report
     | Log
+    | Promote
     | Exit
 )
 
@@ -392,6 +401,7 @@ class Machine:
         g.state = GenState.SERVING
         self.active = g.number
         self.candidate = None
+        self._emit(Promote(g.number))
         if old is not None:
             old.state = GenState.DRAINING
             self._emit(

@@ -15,6 +15,7 @@ import collections
 import contextlib
 import logging
 import os
+import resource
 import selectors
 import signal
 import socket
@@ -60,6 +61,10 @@ class Options:
     policy: m.Policy = field(default_factory=m.Policy)
     health_cmd: str | None = None  # run with /bin/sh -c; SDACTIVATE_HEALTH_* in its env
     fdstore: bool = False
+    # A starting generation runs this much nicer (setpriority(2)) until it takes over, so its
+    # start-up (imports...) does not steal CPU from the generation serving meanwhile. Applied
+    # only when the supervisor may restore the priority afterwards (CAP_SYS_NICE/RLIMIT_NICE).
+    startup_nice: int = 10
 
 
 @dataclass
@@ -112,6 +117,10 @@ class Runner:
         self._exit: int | None = None
         self._events: collections.deque[m.Event] = collections.deque()
         self._busy = False
+        self._base_nice = os.getpriority(os.PRIO_PROCESS, 0)
+        self._startup_nice = (
+            self.options.startup_nice if _can_raise_priority(self._base_nice) else 0
+        )
         self._sel = selectors.DefaultSelector()
         self._notify: socket.socket | None = None
         self._control: ControlServer | None = None
@@ -261,6 +270,10 @@ class Runner:
                 )
         elif isinstance(action, m.Log):
             getattr(log, action.level)("%s", action.message)
+        elif isinstance(action, m.Promote):
+            g = self._gens.get(action.gen)
+            if g is not None and self._startup_nice:
+                _renice_tree(g.child.pid, self._base_nice)
         elif isinstance(action, m.Exit):
             self._exit = action.code
 
@@ -290,6 +303,11 @@ class Runner:
             if health is not None:
                 addr = health.getsockname()
                 health.close()  # the child holds its copy; ours would keep it open
+        if self._startup_nice:
+            try:
+                os.setpriority(os.PRIO_PROCESS, child.pid, self._base_nice + self._startup_nice)
+            except OSError as exc:
+                log.debug("generation %d: cannot lower its priority: %s", gen, exc)
         self._gens[gen] = _Gen(child, addr if health is not None else None)
         self._pids[child.pid] = gen
         self._sel.register(child.pidfd, selectors.EVENT_READ, ("child", gen))
@@ -492,6 +510,41 @@ class Runner:
                 {"name": lst.name, "address": _sockname(lst.sock)} for lst in self.listeners
             ],
         }
+
+
+_CAP_SYS_NICE = 23  # capabilities(7)
+
+
+def _can_raise_priority(nice: int) -> bool:
+    """Whether this process may set a child's nice value back down to ``nice``
+    (setpriority(2): CAP_SYS_NICE, or RLIMIT_NICE allowing ``nice``)."""
+    try:
+        with open("/proc/self/status") as f:
+            cap_eff = next(line for line in f if line.startswith("CapEff:"))
+        if int(cap_eff.split()[1], 16) >> _CAP_SYS_NICE & 1:
+            return True
+    except (OSError, StopIteration, ValueError):
+        pass
+    soft, _ = resource.getrlimit(resource.RLIMIT_NICE)
+    return soft == resource.RLIM_INFINITY or nice >= 20 - soft
+
+
+def _renice_tree(pid: int, nice: int) -> None:
+    """Set every thread of ``pid`` and of its descendants to ``nice`` (nice is per thread)."""
+    todo = [pid]
+    while todo:
+        proc = todo.pop()
+        try:
+            tids = os.listdir(f"/proc/{proc}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                os.setpriority(os.PRIO_PROCESS, int(tid), nice)
+                with open(f"/proc/{proc}/task/{tid}/children") as f:
+                    todo.extend(int(c) for c in f.read().split())
+            except OSError as exc:
+                log.debug("cannot renice thread %s of pid %d: %s", tid, proc, exc)
 
 
 def _sockname(sock: socket.socket) -> str:
