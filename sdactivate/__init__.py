@@ -34,6 +34,7 @@ _LAZY = {
     "SupervisorError": "errors",
     "UpgradeError": "errors",
     "ControlError": "errors",
+    "WatchdogError": "errors",
 }
 _SUBMODULES = ("notify", "watchdog", "fdstore", "testing", "adapters", "units", "control")
 
@@ -50,6 +51,7 @@ __all__ = [
     "UnitConfigError",
     "UpgradeError",
     "Upgrader",
+    "WatchdogError",
     "__version__",
     "adapters",
     "control",
@@ -101,6 +103,7 @@ if TYPE_CHECKING:
         SupervisorError,
         UnitConfigError,
         UpgradeError,
+        WatchdogError,
     )
     from .upgrade import Upgrader
 
