@@ -699,9 +699,24 @@ def _first_child(pid: int) -> int | None:
     """The first child of `pid` (the unshare process forks the sandbox's PID 1)."""
     try:
         children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except FileNotFoundError:  # kernel without CONFIG_PROC_CHILDREN: scan ppids
+        children = [str(p) for p in _children_by_scan(pid)]
     except OSError:
         return None
     return int(children[0]) if children else None
+
+
+def _children_by_scan(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry))
+    return found
 
 
 def _kill_launcher(launcher: subprocess.Popen[bytes]) -> None:
