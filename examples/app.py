@@ -21,8 +21,8 @@ Every response names the process: body ``pid=N gen=G`` and header ``X-Pid: N``, 
 can tell generations apart. ``GET /hang`` blocks the event loop for good (a hung server);
 ``--hang-after S`` does the same S seconds after READY.
 
-Try it: ``systemd-socket-activate -l 127.0.0.1:8080 --fdname=http python3 examples/app.py``
-then ``curl -s 127.0.0.1:8080/``.
+Try it: ``systemd-socket-activate -l 127.0.0.1:8080 --fdname=http -E PYTHONPATH=$PWD
+python3 examples/app.py --name http`` then ``curl -s 127.0.0.1:8080/``.
 """
 
 from __future__ import annotations
