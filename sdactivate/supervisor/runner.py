@@ -189,8 +189,10 @@ class Runner:
         from .. import fdstore
 
         for lst in self.listeners:
-            if lst.store:
-                fdstore.store(lst.sock, name=lst.name, environ=self._manager_env)
+            if lst.store and not fdstore.store(lst.sock, name=lst.name, environ=self._manager_env):
+                log.warning(
+                    "--fdstore: no NOTIFY_SOCKET (not under systemd); %s not stored", lst.name
+                )
 
     # --- the loop ---------------------------------------------------------------------------
     def _step(self, wake_r: socket.socket) -> None:
@@ -359,7 +361,10 @@ class Runner:
         return check.proc.wait()
 
     def _on_check_exit(self, gen: int) -> None:
-        code = self._end_check(self._checks[gen], kill=False)
+        check = self._checks.get(gen)
+        if check is None:  # cancelled by an earlier event of the same wakeup
+            return
+        code = self._end_check(check, kill=False)
         self._feed(m.HealthResult(gen, code == 0, "" if code == 0 else m.describe_status(code)))
 
     # --- notify socket ----------------------------------------------------------------------
@@ -463,7 +468,9 @@ class Runner:
             self._sel.register(conn, selectors.EVENT_READ, ("request", rid))
 
     def _on_request(self, rid: int) -> None:
-        conn = self._requests[rid]
+        conn = self._requests.get(rid)
+        if conn is None:
+            return
         try:
             req = conn.read_request()
         except (OSError, ValueError, EOFError) as exc:
