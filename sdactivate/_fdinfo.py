@@ -10,23 +10,21 @@ from __future__ import annotations
 import os
 import socket
 import stat
-from typing import Literal, Protocol
 
-__all__ = [
-    "FdKind",
-    "HasFileno",
-    "fd_kind",
-    "is_fifo",
-    "is_socket",
-    "is_socket_inet",
-    "is_socket_unix",
-]
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (notify stays light)
+if TYPE_CHECKING:
+    from typing import Literal, Protocol, TypeAlias
 
-FdKind = Literal["socket", "fifo", "file", "dir", "char", "block", "mqueue", "other"]
+__all__ = ["fd_kind", "is_fifo", "is_socket", "is_socket_inet", "is_socket_unix"]
 
+if TYPE_CHECKING:
+    FdKind: TypeAlias = Literal["socket", "fifo", "file", "dir", "char", "block", "mqueue", "other"]
 
-class HasFileno(Protocol):
-    def fileno(self) -> int: ...
+    class HasFileno(Protocol):
+        def fileno(self) -> int: ...
+
+    class _Test(Protocol):
+        def __call__(self, sock: socket.socket, /) -> bool: ...
 
 
 def _fileno(obj: int | HasFileno) -> int:
@@ -102,10 +100,6 @@ def _with_socket(obj: int | HasFileno, test: _Test) -> bool:
         return test(sock)
     finally:
         sock.detach()  # borrowed: never close the caller's descriptor
-
-
-class _Test(Protocol):
-    def __call__(self, sock: socket.socket, /) -> bool: ...
 
 
 def is_socket(

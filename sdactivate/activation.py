@@ -19,13 +19,14 @@ import socket
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from . import _env
-from ._fdinfo import FdKind, fd_kind, is_fifo, is_socket, is_socket_inet, is_socket_unix
+from ._fdinfo import fd_kind, is_fifo, is_socket, is_socket_inet, is_socket_unix
 from .errors import ActivationError
 
 if TYPE_CHECKING:
+    from ._fdinfo import FdKind
     from .addresses import Kind, ListenAddress
 
 __all__ = [
@@ -61,8 +62,7 @@ class InheritedFd:
     kind: FdKind
 
 
-@dataclass(frozen=True, slots=True)
-class ListenEnv:
+class ListenEnv(NamedTuple):
     """A parsed ``LISTEN_*`` environment that is meant for this process."""
 
     names: tuple[str, ...]  # one per fd, in fd order
@@ -112,7 +112,8 @@ def valid_fd_name(name: str) -> bool:
     at most 255 characters (systemd.socket(5) FileDescriptorName=, sd_notify(3) FDNAME=).
     Empty names are valid: libsystemd keeps empty ``LISTEN_FDNAMES`` fields.
     """
-    return len(name) <= FDNAME_MAX and all(" " <= c <= "~" and c != ":" for c in name)
+    # str.isprintable() on ASCII is exactly 0x20..0x7e
+    return len(name) <= FDNAME_MAX and name.isascii() and name.isprintable() and ":" not in name
 
 
 def parse_listen_env(
@@ -177,12 +178,14 @@ def parse_listen_env(
             raise ActivationError(
                 f"LISTEN_FDNAMES={joined!r} has {len(names)} names for LISTEN_FDS={text!r}"
             )
-        for name in names:
-            if not valid_fd_name(name):
-                raise ActivationError(
-                    f"LISTEN_FDNAMES={joined!r}: invalid name {name!r} (ASCII without"
-                    f" control characters or ':', at most {FDNAME_MAX} characters)"
-                )
+        # every name is valid if the whole string is short printable ASCII (':' splits)
+        if len(joined) > FDNAME_MAX or not (joined.isascii() and joined.isprintable()):
+            for name in names:
+                if not valid_fd_name(name):
+                    raise ActivationError(
+                        f"LISTEN_FDNAMES={joined!r}: invalid name {name!r} (ASCII without"
+                        f" control characters or ':', at most {FDNAME_MAX} characters)"
+                    )
     return ListenEnv(names, pidfd_id)
 
 
@@ -212,6 +215,7 @@ class _ProcessState:
         self.lock = _thread.allocate_lock()
         self.result: _Inherited | ActivationError | None = None
         self.sockets: dict[int, socket.socket] = {}
+        self.unset_done = False  # LISTEN_* removed from the process environment
         self.fd_ceiling: int | None = None
         self.pidfd_ids: dict[int, int | None] = {}
 
@@ -299,34 +303,41 @@ def _read(environ: Mapping[str, str], pid: int, cloexec: bool) -> _Inherited:
 def _unset_listen_env() -> None:
     environ = _env.process_environ()
     for key in _LISTEN_KEYS:
-        environ.pop(key, None)
+        if key in environ:
+            del environ[key]
+    _STATE.unset_done = True
 
 
 def _acquire(
     environ: Mapping[str, str] | None, pid: int | None, unset_environment: bool, cloexec: bool
 ) -> _Inherited:
-    with _STATE.lock:
-        if environ is not None or pid is not None:  # injected: no result cache
-            try:
-                return _read(_env.resolve(environ), _env.getpid() if pid is None else pid, cloexec)
-            finally:
-                if unset_environment and environ is None:
+    injected = environ is not None or pid is not None
+    result = _STATE.result
+    if result is None or injected or not cloexec or (unset_environment and not _STATE.unset_done):
+        with _STATE.lock:
+            if injected:  # no result cache
+                try:
+                    return _read(
+                        _env.resolve(environ), _env.getpid() if pid is None else pid, cloexec
+                    )
+                finally:
+                    if unset_environment and environ is None:
+                        _unset_listen_env()
+            if _STATE.result is None:
+                try:
+                    _STATE.result = _read(_env.process_environ(), _env.getpid(), cloexec)
+                except ActivationError as exc:
+                    _STATE.result = exc
+                finally:
+                    if unset_environment:  # sd_listen_fds(3): whether or not it succeeded
+                        _unset_listen_env()
+            else:
+                if unset_environment and not _STATE.unset_done:
                     _unset_listen_env()
-        if _STATE.result is None:
-            try:
-                _STATE.result = _read(_env.process_environ(), _env.getpid(), cloexec)
-            except ActivationError as exc:
-                _STATE.result = exc
-            finally:
-                if unset_environment:  # sd_listen_fds(3): whether or not it succeeded
-                    _unset_listen_env()
-        else:
-            if unset_environment:
-                _unset_listen_env()
-            if not cloexec and isinstance(_STATE.result, _Inherited):
-                for entry in _STATE.result.fds:
-                    os.set_inheritable(entry.fd, True)
-        result = _STATE.result
+                if not cloexec and isinstance(_STATE.result, _Inherited):
+                    for entry in _STATE.result.fds:
+                        os.set_inheritable(entry.fd, True)
+            result = _STATE.result
     if isinstance(result, ActivationError):
         raise ActivationError(*result.args) from result.__cause__
     return result

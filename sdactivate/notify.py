@@ -16,7 +16,9 @@ Try it by hand: ``systemd-run --user -p Type=notify python3 -c
 
 from __future__ import annotations
 
+import _thread
 import array
+import atexit
 import math
 import os
 import select
@@ -25,8 +27,16 @@ import time
 from collections.abc import Iterable, Mapping
 
 from . import _env
-from ._fdinfo import HasFileno
 from .errors import NotifyError, NotifyValueError
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (milliseconds)
+if TYPE_CHECKING:
+    from typing import TypeAlias
+
+    from ._fdinfo import HasFileno
+
+    Fields: TypeAlias = Mapping[str, str | int] | Iterable[tuple[str, str | int]]
+    Fd: TypeAlias = int | HasFileno
 
 __all__ = [
     "NOTIFY_BUFFER_MAX",
@@ -51,9 +61,6 @@ NOTIFY_FD_MAX = 253  # SCM_MAX_FD: the kernel's limit per message; libsystemd -E
 SEND_TIMEOUT = 1.0  # seconds a send may wait for room in the manager's queue
 _UNIX_PATH_MAX = 108  # unix(7): sizeof(sun_path)
 _KEY_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
-
-Fields = Mapping[str, "str | int"] | Iterable[tuple[str, "str | int"]]
-Fd = int | HasFileno
 
 
 # --- pure: encoding and parsing -----------------------------------------------------------
@@ -143,19 +150,96 @@ def _address(value: str) -> str | bytes:
 # --- I/O ------------------------------------------------------------------------------
 
 
-def _deliver(target: str, data: bytes, fds: list[int], timeout: float) -> None:
-    addr = _address(target)
-    ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))] if fds else []
-    # A fresh socket per message, as libsystemd does: nothing cached survives a fork or an
-    # fd-closing daemon to send on a recycled fd number. Non-blocking: the wait is bounded.
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_NONBLOCK)
-    try:
+class _Sender:
+    """The process's sending socket, reused across messages (sending is most of the cost).
+
+    Safe across fork: the kernel stamps each datagram's credentials with the process that
+    sends it, and the manager attributes messages by those (unix(7) SO_PASSCRED). Safe
+    against fd recycling (a daemon that closes every fd and opens something else on the
+    same number): before each use the fd must still be the same socket (st_dev, st_ino);
+    if not, the number is no longer ours and is forgotten, never closed.
+    """
+
+    def __init__(self) -> None:
+        self.sock: socket.socket | None = None
+        self.ident = (0, 0)
+        self.target = ""
+        self.addr: str | bytes = ""
+        self.lock = _thread.allocate_lock()
+        self.atexit = False
+
+    def get(self) -> socket.socket:
+        sock = self.sock
+        if sock is not None and self._ours(sock):
+            return sock
+        with self.lock:
+            sock = self.sock
+            if sock is not None and self._ours(sock):
+                return sock
+            if sock is not None:
+                sock.detach()
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_NONBLOCK)
+            st = os.fstat(sock.fileno())
+            self.ident = (st.st_dev, st.st_ino)
+            self.sock = sock
+            if not self.atexit:
+                atexit.register(self.close)
+                self.atexit = True
+            return sock
+
+    def _ours(self, sock: socket.socket) -> bool:
         try:
-            sock.sendmsg([data], ancillary, 0, addr)
+            st = os.fstat(sock.fileno())
+        except OSError:
+            return False
+        return (st.st_dev, st.st_ino) == self.ident
+
+    def address(self, target: str) -> str | bytes:
+        if target != self.target:
+            self.addr, self.target = _address(target), target
+        return self.addr
+
+    def close(self) -> None:
+        with self.lock:
+            sock, self.sock = self.sock, None
+            if sock is not None:
+                if self._ours(sock):
+                    sock.close()
+                else:
+                    sock.detach()
+
+
+_SENDER = _Sender()
+
+
+def _deliver(target: str, data: bytes, fds: list[int], timeout: float) -> None:
+    addr = _SENDER.address(target)
+    try:
+        sock = _SENDER.get()
+        try:
+            if fds:
+                scm = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))]
+                sock.sendmsg([data], scm, 0, addr)
+            else:
+                sock.sendto(data, addr)
             return
         except BlockingIOError:
             pass  # the manager's queue is full: wait for room, up to the bound
-        # poll(2) only reports the receiver's queue for a connected datagram socket.
+        _deliver_slowly(target, addr, data, fds, timeout)
+    except OSError as exc:
+        raise NotifyError(f"cannot send to NOTIFY_SOCKET={target!r}: {exc.strerror}") from exc
+
+
+def _deliver_slowly(
+    target: str, addr: str | bytes, data: bytes, fds: list[int], timeout: float
+) -> None:
+    """Wait for room in the manager's queue, at most ``timeout`` seconds.
+
+    poll(2) reports the receiver's queue only for a connected datagram socket, so this uses
+    its own socket (connecting the shared one would break its later ``sendto``).
+    """
+    scm = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))] if fds else []
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_NONBLOCK) as sock:
         sock.connect(addr)
         deadline = time.monotonic() + timeout
         poller = select.poll()
@@ -168,14 +252,10 @@ def _deliver(target: str, data: bytes, fds: list[int], timeout: float) -> None:
                 )
             poller.poll(math.ceil(remaining * 1000))
             try:
-                sock.sendmsg([data], ancillary)
+                sock.sendmsg([data], scm)
                 return
             except BlockingIOError:
                 continue
-    except OSError as exc:
-        raise NotifyError(f"cannot send to NOTIFY_SOCKET={target!r}: {exc.strerror}") from exc
-    finally:
-        sock.close()
 
 
 def _filenos(fds: Iterable[Fd]) -> list[int]:
@@ -205,7 +285,7 @@ def send(
     sd_pid_notify_with_fds(3).
     """
     data = encode(fields)
-    fd_list = _filenos(fds)
+    fd_list = _filenos(fds) if fds else []
     target = _env.resolve(environ).get("NOTIFY_SOCKET")
     if target is None:
         return False

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import array
+import json
 import os
 import select
 import socket
 import struct
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -347,7 +350,9 @@ def test_full_queue_send_completes_when_room_appears(rx: Receiver) -> None:
 
 
 def test_no_descriptor_leak(rx: Receiver) -> None:
-    """A per-message socket is closed again, on success and on failure."""
+    """Sending holds one socket per process, not one per message; failures leak nothing."""
+    notify.watchdog(environ=rx.env)
+    rx.recv()
     before = len(os.listdir("/proc/self/fd"))
     for _ in range(20):
         notify.watchdog(environ=rx.env)
@@ -391,3 +396,57 @@ def test_barrier_rejects_a_bad_timeout(rx: Receiver) -> None:
     with pytest.raises(NotifyValueError):
         notify.barrier(-1, environ=rx.env)
     assert rx.empty()
+
+
+# --- the reused sending socket ------------------------------------------------------------
+
+SENDER_CHILD = """
+import json, os, sys
+from sdactivate import notify
+env = {"NOTIFY_SOCKET": sys.argv[1]}
+notify.status("first", environ=env)
+fd = notify._SENDER.sock.fileno()
+notify.status("second", environ=env)
+same = notify._SENDER.sock.fileno() == fd
+# a daemon closes every fd and something else gets the number
+r, w = os.pipe()
+os.close(fd)
+os.dup2(w, fd)
+notify.status("third", environ=env)
+os.set_blocking(r, False)
+try:
+    leaked = os.read(r, 100).decode()
+except BlockingIOError:
+    leaked = ""
+still_open = os.fstat(fd) is not None
+pid = os.fork()
+if pid == 0:
+    notify.status("from the child", environ=env)
+    os._exit(0)
+os.waitpid(pid, 0)
+print(json.dumps({"same": same, "leaked": leaked, "still_open": still_open, "child": pid}))
+"""
+
+
+def test_sender_is_reused_fork_safe_and_never_writes_to_a_recycled_fd(rx: Receiver) -> None:
+    """One socket serves every message; after its fd is recycled a new one is made (the
+    impostor fd gets nothing and stays open); a forked child's message carries its pid."""
+    proc = subprocess.run(
+        [sys.executable, "-c", SENDER_CHILD, rx.env["NOTIFY_SOCKET"]],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    out = json.loads(proc.stdout)
+    assert out["same"] is True
+    assert out["leaked"] == ""
+    assert out["still_open"] is True
+    got = [rx.recv() for _ in range(4)]
+    assert [d for d, _, _ in got] == [
+        b"STATUS=first",
+        b"STATUS=second",
+        b"STATUS=third",
+        b"STATUS=from the child",
+    ]
+    assert got[3][2] == out["child"] != got[0][2]
