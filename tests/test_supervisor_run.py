@@ -395,7 +395,8 @@ def test_children_die_with_a_killed_supervisor(supervisor: Supervisor) -> None:
 
 
 def test_idle_supervisor_does_not_wake_up(supervisor: Supervisor) -> None:
-    """Idle: no context switch and no CPU tick in 1 s (blocked in epoll, no timers)."""
+    """Idle: no context switch and no CPU tick in 1 s (blocked in epoll, no timers), and
+    an RSS of at most 20 MB."""
 
     def counters() -> tuple[int, int, int]:
         status = Path(f"/proc/{supervisor.pid}/status").read_text().splitlines()
@@ -413,6 +414,9 @@ def test_idle_supervisor_does_not_wake_up(supervisor: Supervisor) -> None:
     before = counters()
     time.sleep(1.0)  # the observation window, not an ordering wait
     assert counters() == before
+    status = Path(f"/proc/{supervisor.pid}/status").read_text()
+    rss_kb = int(next(line for line in status.splitlines() if line.startswith("VmRSS:")).split()[1])
+    assert rss_kb <= 20 * 1024, f"supervisor RSS {rss_kb} kB"
 
 
 def test_watchdog_pings_pass_through(tmp_path: Path) -> None:
