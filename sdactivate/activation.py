@@ -1,8 +1,9 @@
 """Socket activation: the file descriptors a service manager passed (sd_listen_fds(3)).
 
-The protocol part is :func:`parse_listen_env`, a pure function of an environment and a
-pid. The rest is a thin shell that checks the fds are open, sets FD_CLOEXEC, wraps sockets
-with ``socket.socket(fileno=fd)`` and caches the result for the process.
+The protocol part is :func:`parse_listen_env` (in ``_listen_env``), a pure function of an
+environment and a pid. This module is a thin shell that checks the fds are open, sets
+FD_CLOEXEC, wraps sockets with ``socket.socket(fileno=fd)`` and caches the result for the
+process.
 
 Try it by hand::
 
@@ -19,10 +20,18 @@ import socket
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING
 
 from . import _env
 from ._fdinfo import fd_kind, is_fifo, is_socket, is_socket_inet, is_socket_unix
+from ._listen_env import (
+    FDNAME_MAX,
+    NR_OPEN_DEFAULT,
+    SD_LISTEN_FDS_START,
+    ListenEnv,
+    parse_listen_env,
+    valid_fd_name,
+)
 from .errors import ActivationError
 
 if TYPE_CHECKING:
@@ -30,6 +39,7 @@ if TYPE_CHECKING:
     from .addresses import Kind, ListenAddress
 
 __all__ = [
+    "FDNAME_MAX",
     "SD_LISTEN_FDS_START",
     "InheritedFd",
     "ListenEnv",
@@ -45,12 +55,7 @@ __all__ = [
     "valid_fd_name",
 ]
 
-SD_LISTEN_FDS_START = 3  # sd_listen_fds(3)
-FDNAME_MAX = 255  # sd_listen_fds(3), systemd.socket(5) FileDescriptorName=
-_INT_MAX = 2**31 - 1
 _LISTEN_KEYS = ("LISTEN_PID", "LISTEN_PIDFDID", "LISTEN_FDS", "LISTEN_FDNAMES")
-_DIGITS = {2: "01", 8: "01234567", 10: "0123456789", 16: "0123456789abcdefABCDEF"}
-_NR_OPEN_DEFAULT = 1 << 20  # proc(5) fs.nr_open default: no process can hold a higher fd
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,133 +65,6 @@ class InheritedFd:
     fd: int
     name: str
     kind: FdKind
-
-
-class ListenEnv(NamedTuple):
-    """A parsed ``LISTEN_*`` environment that is meant for this process."""
-
-    names: tuple[str, ...]  # one per fd, in fd order
-    pidfd_id: int | None = None  # LISTEN_PIDFDID (v259+), if the manager sent it
-
-    @property
-    def fds(self) -> range:
-        return range(SD_LISTEN_FDS_START, SD_LISTEN_FDS_START + len(self.names))
-
-
-# --- the pure protocol part ---------------------------------------------------------------
-
-
-def _c_integer(text: str) -> int | None:
-    """``text`` read as libsystemd's safe_atoi()/safe_atolu() read it, or None.
-
-    That is strtol(3) with base 0 after systemd's own prefixes: leading whitespace, a sign,
-    ``0x`` hex, ``0b`` binary, ``0o`` and C's leading-``0`` octal; nothing may follow.
-    Matching it exactly is what keeps us in agreement with libsystemd on odd input.
-    """
-    if text.isdigit() and text.isascii() and text[0] != "0":
-        return int(text)  # the only spelling managers write
-    s = text.lstrip(" \t\n\r")  # systemd's WHITESPACE
-    base = 0
-    if s[:2] in ("0b", "0B"):
-        base, s = 2, s[2:]
-    elif s[:2] in ("0o", "0O"):
-        base, s = 8, s[2:]
-    s = s.lstrip(" \t\n\v\f\r")  # strtol's isspace()
-    negative = s[:1] == "-"
-    if s[:1] in ("+", "-"):
-        s = s[1:]
-    if base == 0:
-        if s[:2] in ("0x", "0X") and s[2:3] and s[2] in "0123456789abcdefABCDEF":
-            base, s = 16, s[2:]
-        else:
-            base = 8 if s[:1] == "0" else 10
-    digits = _DIGITS[base]
-    if not s or any(c not in digits for c in s):
-        return None
-    value = int(s, base)
-    return -value if negative else value
-
-
-def valid_fd_name(name: str) -> bool:
-    """True if ``name`` is a valid fd name: ASCII without control characters, no ``:``,
-    at most 255 characters (systemd.socket(5) FileDescriptorName=, sd_notify(3) FDNAME=).
-    Empty names are valid: libsystemd keeps empty ``LISTEN_FDNAMES`` fields.
-    """
-    # str.isprintable() on ASCII is exactly 0x20..0x7e
-    return len(name) <= FDNAME_MAX and name.isascii() and name.isprintable() and ":" not in name
-
-
-def parse_listen_env(
-    environ: Mapping[str, str],
-    pid: int,
-    *,
-    own_pidfd_id: int | None = None,
-    fd_ceiling: int = _NR_OPEN_DEFAULT,
-) -> ListenEnv | None:
-    """Parse ``LISTEN_PID``/``LISTEN_PIDFDID``/``LISTEN_FDS``/``LISTEN_FDNAMES``: pure.
-
-    Returns None when the environment is not for the process ``pid`` (``LISTEN_PID`` unset
-    or another pid, ``LISTEN_PIDFDID`` differs from ``own_pidfd_id``, ``LISTEN_FDS`` unset),
-    as sd_listen_fds(3) returns 0. ``own_pidfd_id`` None means "cannot tell", and the
-    ``LISTEN_PIDFDID`` comparison is skipped, as libsystemd does on kernels without pidfs.
-
-    Raises :class:`ActivationError` naming the variable and value when it is for us but
-    malformed: an unparsable ``LISTEN_PID`` or ``LISTEN_PIDFDID``; ``LISTEN_FDS`` not a
-    positive integer, or so large its last fd would be at or above ``fd_ceiling`` (the
-    kernel's fs.nr_open: no process can hold such an fd, and refusing early keeps a
-    corrupt value from costing memory); a ``LISTEN_FDNAMES`` count that differs from
-    ``LISTEN_FDS`` (libsystemd: -EINVAL); an invalid name (see :func:`valid_fd_name`;
-    stricter than libsystemd, which takes any bytes). Missing ``LISTEN_FDNAMES`` names
-    every fd ``unknown``. Numbers are read as libsystemd reads them (see ``_c_integer``).
-    Names are split on ``:`` and kept raw, as the manager joins them; libsystemd 252 reads
-    backslash escapes there (``a\\b`` -> ``ab``; a lone trailing one fails even when the
-    environment is not for it), which we do not copy.
-    """
-    text = environ.get("LISTEN_PID")
-    if text is None:
-        return None
-    listen_pid = _c_integer(text)
-    if listen_pid is None or not 0 < listen_pid <= _INT_MAX:  # parse_pid(): a valid pid_t
-        raise ActivationError(f"LISTEN_PID={text!r} is not a valid pid")
-    if listen_pid != pid:
-        return None  # sd_listen_fds(3): "Is this for us?"
-    pidfd_id = None
-    text = environ.get("LISTEN_PIDFDID")  # v259+
-    if text is not None:
-        pidfd_id = _c_integer(text)
-        if pidfd_id is None or not 0 <= pidfd_id < 2**64:
-            raise ActivationError(f"LISTEN_PIDFDID={text!r} is not a pidfd inode id")
-        if own_pidfd_id is not None and own_pidfd_id != pidfd_id:
-            return None  # same pid number, another process: pid reuse
-    text = environ.get("LISTEN_FDS")
-    if text is None:
-        return None
-    count = _c_integer(text)
-    if count is None or not 0 < count <= _INT_MAX - SD_LISTEN_FDS_START:
-        raise ActivationError(f"LISTEN_FDS={text!r} is not a positive integer")
-    if SD_LISTEN_FDS_START + count > fd_ceiling:
-        raise ActivationError(
-            f"LISTEN_FDS={text!r} would put fds above the kernel's limit of {fd_ceiling}"
-            " (fs.nr_open)"
-        )
-    joined = environ.get("LISTEN_FDNAMES")
-    if joined is None:
-        names = ("unknown",) * count  # sd_listen_fds_with_names(3)
-    else:
-        names = tuple(joined.split(":"))  # empty fields are kept, as libsystemd does
-        if len(names) != count:
-            raise ActivationError(
-                f"LISTEN_FDNAMES={joined!r} has {len(names)} names for LISTEN_FDS={text!r}"
-            )
-        # every name is valid if the whole string is short printable ASCII (':' splits)
-        if len(joined) > FDNAME_MAX or not (joined.isascii() and joined.isprintable()):
-            for name in names:
-                if not valid_fd_name(name):
-                    raise ActivationError(
-                        f"LISTEN_FDNAMES={joined!r}: invalid name {name!r} (ASCII without"
-                        f" control characters or ':', at most {FDNAME_MAX} characters)"
-                    )
-    return ListenEnv(names, pidfd_id)
 
 
 # --- the I/O shell ----------------------------------------------------------------------
@@ -226,10 +104,13 @@ _STATE = _ProcessState()
 def _fd_ceiling() -> int:
     if _STATE.fd_ceiling is None:
         try:
-            with open("/proc/sys/fs/nr_open", "rb") as f:
-                _STATE.fd_ceiling = int(f.read())
+            fd = os.open("/proc/sys/fs/nr_open", os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                _STATE.fd_ceiling = int(os.read(fd, 32))
+            finally:
+                os.close(fd)
         except (OSError, ValueError):
-            _STATE.fd_ceiling = _NR_OPEN_DEFAULT
+            _STATE.fd_ceiling = NR_OPEN_DEFAULT
     return _STATE.fd_ceiling
 
 
@@ -364,7 +245,9 @@ def inherited_fds(
     ``environ`` is never modified and its result is not remembered.
 
     Received fds get FD_CLOEXEC; ``cloexec=False`` makes them inheritable instead (pre-fork
-    servers that exec workers), on every call that says so.
+    servers that exec workers), on every call that says so. Nothing here closes a passed fd:
+    the socket objects are kept for the life of the process, so fds 3..n stay reserved
+    (closing one yourself is yours to undo; a closed object is still what is returned).
 
     Raises :class:`ActivationError` if the environment is for us but malformed
     (see :func:`parse_listen_env`) or a passed fd is not open. sd_listen_fds(3).
@@ -437,11 +320,12 @@ def listen(
     address; ``OSError`` from bind(2).
     """
     from .addresses import DEFAULT_BACKLOG, ListenAddress, parse_address
+    from .errors import AddressError
 
     if isinstance(address, ListenAddress):
         addr = address
         if kind is not None and kind != addr.kind:
-            raise ValueError(f"kind={kind!r} contradicts the address {str(addr)!r}")
+            raise AddressError(f"kind={kind!r} contradicts the address {str(addr)!r}")
     else:
         addr = parse_address(address, kind=kind)
     got = _acquire(environ, pid, True, True)

@@ -23,11 +23,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from sdactivate._listen_env import _c_integer
 from sdactivate._spawn import spawn
 from sdactivate.activation import (
     InheritedFd,
     ListenEnv,
-    _c_integer,
     inherited_fds,
     listen,
     listeners,
@@ -687,3 +687,18 @@ def test_inherited_fd_is_frozen() -> None:
     entry = InheritedFd(3, "web", "socket")
     with pytest.raises(AttributeError):
         entry.fd = 4  # type: ignore[misc]
+
+
+def test_listen_accepts_a_listen_address_and_refuses_a_contradicting_kind() -> None:
+    """listen(ListenAddress) binds it; kind= that contradicts it is an AddressError."""
+    from sdactivate.addresses import parse_address
+    from sdactivate.errors import AddressError
+
+    addr = parse_address("udp:127.0.0.1:0")
+    sock = listen(addr, environ={})
+    try:
+        assert sock.type == socket.SOCK_DGRAM
+    finally:
+        sock.close()
+    with pytest.raises(AddressError, match="contradicts"):
+        listen(addr, kind="tcp", environ={})
