@@ -167,7 +167,12 @@ def _read(environ: Mapping[str, str], pid: int, cloexec: bool) -> _Inherited:
                 continue
             sock = _STATE.sockets.get(fd)
             if sock is None or sock.fileno() != fd:
-                sock = socket.socket(fileno=fd)  # family/type/proto from the kernel
+                try:
+                    sock = socket.socket(fileno=fd)  # family/type/proto from the kernel
+                except OSError as exc:
+                    raise ActivationError(
+                        f"fd {fd} ({name!r}) is a socket Python cannot wrap: {exc.strerror}"
+                    ) from exc
                 created.append(sock)
                 if not os.get_blocking(fd):  # NonBlocking=yes: say so (timeout 0)
                     sock.setblocking(False)
