@@ -702,3 +702,18 @@ def test_listen_accepts_a_listen_address_and_refuses_a_contradicting_kind() -> N
         sock.close()
     with pytest.raises(AddressError, match="contradicts"):
         listen(addr, kind="tcp", environ={})
+
+
+def test_foreign_environment_is_unset_too(sockets: Any) -> None:
+    """LISTEN_PID of another process: [] and, as sd_listen_fds(3), LISTEN_* is unset anyway."""
+    out = run_child(
+        """
+        import sdactivate
+        os.environ["LISTEN_PID"] = "1"
+        got = sdactivate.listeners()
+        report({"got": len(got), "left": sorted(k for k in os.environ if k.startswith("LISTEN_")),
+                "fd3_inheritable": os.get_inheritable(3)})
+        """,
+        [sockets[0].fileno()],
+    )
+    assert out == {"got": 0, "left": [], "fd3_inheritable": True}  # untouched: not ours
