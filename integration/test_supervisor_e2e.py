@@ -22,7 +22,7 @@ from sandbox import CODE_DIR, Sandbox, Units, free_port, wait_until
 # only when it can answer it at once, so a stop (SIGTERM) between requests loses nothing;
 # examples/app.py (asyncio) can hold accepted-but-unanswered connections when CPU-starved.
 SIMPLE_APP = r"""
-import os, selectors, signal, socket, sys
+import os, selectors, signal, socket, sys, time
 addr = os.environ["NOTIFY_SOCKET"]
 addr = "\0" + addr[1:] if addr.startswith("@") else addr
 socks = [socket.socket(fileno=3 + i) for i in range(int(os.environ["LISTEN_FDS"]))]
@@ -35,6 +35,7 @@ for s in socks:
     s.setblocking(False)
     sel.register(s, selectors.EVENT_READ)
 sel.register(r, selectors.EVENT_READ)
+time.sleep(float(sys.argv[1]) if len(sys.argv) > 1 else 0)  # a slow start-up
 with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as n:
     n.sendto(b"READY=1", addr)
 resp = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\nX-Pid: %d\r\n\r\nok"
@@ -140,10 +141,25 @@ def test_failed_handover_fails_systemctl_reload(sandbox: Sandbox, units: Units) 
 KILL_CGROUP = "[Service]\nKillMode=control-group\n"
 
 
-def _sigkill_supervisor(sandbox: Sandbox, unit: str) -> Callable[[], None]:
+def _sigkill_supervisor(
+    sandbox: Sandbox, unit: str, *, mid_handover: bool = False
+) -> Callable[[], None]:
+    """SIGKILL the unit's supervisor (optionally while a handover is under way) and wait
+    until systemd restarted the service."""
+    count = [0]
+
     def kill() -> None:
         old = main_pid(sandbox, unit)
         restarts = int(sandbox.show(unit, "NRestarts")["NRestarts"])
+        count[0] += 1
+        if mid_handover and count[0] % 2 == 0:  # every other kill: during a handover
+            sandbox.systemctl("reload", "--no-block", unit)
+            wait_until(
+                lambda: sandbox.show(unit, "StatusText")["StatusText"].startswith("upgrading"),
+                timeout=10,
+                interval=0.02,
+                what="a handover under way",
+            )
         sandbox.run(["kill", "-KILL", str(old)])
         wait_until(
             lambda: (
@@ -161,15 +177,16 @@ def _sigkill_supervisor(sandbox: Sandbox, unit: str) -> Callable[[], None]:
 def test_sigkill_supervisor_socket_unit_keeps_queue(
     sandbox: Sandbox, units: Units, measurements: Callable[[str], None]
 ) -> None:
-    """F5: SIGKILL the supervisor under load: the socket unit keeps the queue, the service
-    restarts (Restart=on-failure), the old generation leaves (PDEATHSIG), 0 failed requests."""
+    """F5: SIGKILL the supervisor under load, in steady state and mid-handover: the socket
+    unit keeps the queue, the service restarts (Restart=on-failure), the old generations
+    leave (PDEATHSIG / KillMode), 0 failed requests."""
     port = free_port()
     unit = "sdsup-kill.service"
     # KillMode=mixed (gen-units' choice) SIGKILLs the generations as soon as the main process
     # is gone (252 service.c: nothing left to SIGTERM, so straight to SIGKILL), failing what
     # they hold; control-group SIGTERMs them, and they drain (they also got PDEATHSIG).
     sandbox.write_file(SIMPLE_APP_PATH, SIMPLE_APP)
-    files = supervised("sdsup-kill", port, script=SIMPLE_APP_PATH)
+    files = supervised("sdsup-kill", port, script=SIMPLE_APP_PATH, args=["0.5"])
     units.install(files | {f"{unit}.d/kill.conf": KILL_CGROUP})
     sandbox.systemctl("start", "sdsup-kill.socket", unit)
     wait_state(sandbox, unit, "active", sub="running")
@@ -177,7 +194,12 @@ def test_sigkill_supervisor_socket_unit_keeps_queue(
     old_apps = app_pids(sandbox, unit)
 
     run = restart_under_load(
-        port, _sigkill_supervisor(sandbox, unit), restarts=2, rate=500, spacing=1.0, timeout=15
+        port,
+        _sigkill_supervisor(sandbox, unit, mid_handover=True),
+        restarts=4,
+        rate=500,
+        spacing=1.0,
+        timeout=15,
     )
     measurements("supervisor SIGKILL, socket unit: " + run.describe())
     run.assert_no_failures()
