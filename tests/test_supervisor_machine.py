@@ -17,6 +17,7 @@ from sdactivate.supervisor.machine import (
     Deadline,
     Event,
     Exit,
+    ExtendTimeout,
     ForwardSignal,
     HealthResult,
     Kill,
@@ -296,6 +297,16 @@ def test_watchdog_pings_pass_through_only_from_serving_generation() -> None:
     assert fields(d(WatchdogPing(2, "trigger"))) == [{"WATCHDOG": "trigger"}]
 
 
+def test_extend_timeout_from_a_starting_generation() -> None:
+    """EXTEND_TIMEOUT_USEC from a starting child re-arms its ready timer and is passed on."""
+    d = Driver(ready_timeout=2.0).serving()
+    d(ReloadRequested(None))
+    out = d(ExtendTimeout(2, 30_000_000))
+    assert SetTimer(("ready", 2), 30.0) in out
+    assert fields(out) == [{"EXTEND_TIMEOUT_USEC": "30000000"}]
+    assert d(ExtendTimeout(1, 5_000_000)) == []  # the serving one has no start timeout
+
+
 def test_forward_signal_to_serving() -> None:
     """SIGUSR1 to the supervisor reaches the serving generation."""
     d = Driver().serving()
@@ -332,6 +343,7 @@ def _events(draw: st.DrawFn) -> list[Event]:
         st.builds(Deadline, st.tuples(st.sampled_from(["ready", "health", "drain"]), gen)),
         st.builds(HealthResult, gen, st.booleans()),
         st.builds(WatchdogPing, gen),
+        st.builds(ExtendTimeout, gen, st.integers(0, 10**8)),
         st.just(StopRequested()),
     )
     return draw(st.lists(one, max_size=40))

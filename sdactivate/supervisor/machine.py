@@ -39,6 +39,7 @@ __all__ = [
     "Deadline",
     "Event",
     "Exit",
+    "ExtendTimeout",
     "ForwardSignal",
     "GenState",
     "HealthResult",
@@ -148,6 +149,14 @@ class WatchdogPing:
 
 
 @dataclass(frozen=True)
+class ExtendTimeout:
+    """``EXTEND_TIMEOUT_USEC=`` from this generation: it needs ``usec`` more from now."""
+
+    gen: int
+    usec: int
+
+
+@dataclass(frozen=True)
 class ForwardSignal:
     """A signal the supervisor passes on to the serving generation (SIGUSR1, SIGUSR2)."""
 
@@ -165,6 +174,7 @@ Event = (
     | HealthResult
     | StopRequested
     | WatchdogPing
+    | ExtendTimeout
     | ForwardSignal
 )
 
@@ -593,6 +603,18 @@ class Machine:
         # supervisor, which then forwards nothing) makes systemd's WatchdogSec= fire.
         if ev.gen == self.active and self.phase is Phase.RUNNING:
             self._emit(NotifyManager((("WATCHDOG", ev.value),)))
+
+    def _on_ExtendTimeout(self, ev: ExtendTimeout) -> None:
+        # sd_notify(3) EXTEND_TIMEOUT_USEC: a slow starter asks for more time. Its ready
+        # timer restarts at that length, and the manager's start/reload timeout is extended
+        # too (v236+), since the supervisor's own READY=1 waits for this child.
+        g = self.gens.get(ev.gen)
+        if g is None or g.state is not GenState.STARTING or ev.usec <= 0:
+            return
+        self._emit(
+            SetTimer(("ready", g.number), ev.usec / 1e6),
+            NotifyManager((("EXTEND_TIMEOUT_USEC", str(ev.usec)),)),
+        )
 
     def _on_ForwardSignal(self, ev: ForwardSignal) -> None:
         if self.active is not None:

@@ -425,6 +425,8 @@ class Runner:
                 self._feed(m.ChildReady(gen))
             elif key == "WATCHDOG" and value in ("1", "trigger"):
                 self._feed(m.WatchdogPing(gen, value))
+            elif key == "EXTEND_TIMEOUT_USEC" and value.isdigit():
+                self._feed(m.ExtendTimeout(gen, int(value)))
             elif key == "STATUS":
                 log.debug("generation %d: %s", gen, value)
 
