@@ -15,8 +15,10 @@ Try it by hand::
 from __future__ import annotations
 
 import _thread
+import errno
 import os
 import socket
+import stat
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -71,13 +73,24 @@ class InheritedFd:
 
 
 class _Inherited:
-    """What one read of the environment produced: entries, and socket objects by fd."""
+    """What one read of the environment produced: (fd, name, kind) rows, socket objects by
+    fd, and the :class:`InheritedFd` entries, built on first use (listeners() needs none).
+    """
 
-    __slots__ = ("fds", "sockets")
+    __slots__ = ("_entries", "rows", "sockets")
 
-    def __init__(self, fds: tuple[InheritedFd, ...], sockets: dict[int, socket.socket]):
-        self.fds = fds
+    def __init__(
+        self, rows: tuple[tuple[int, str, FdKind], ...], sockets: dict[int, socket.socket]
+    ):
+        self.rows = rows
         self.sockets = sockets
+        self._entries: tuple[InheritedFd, ...] | None = None
+
+    @property
+    def entries(self) -> tuple[InheritedFd, ...]:
+        if self._entries is None:
+            self._entries = tuple(InheritedFd(*row) for row in self.rows)
+        return self._entries
 
 
 _NOTHING = _Inherited((), {})
@@ -147,43 +160,49 @@ def _read(environ: Mapping[str, str], pid: int, cloexec: bool) -> _Inherited:
     parsed = parse_listen_env(environ, pid, own_pidfd_id=own_id, fd_ceiling=_fd_ceiling())
     if parsed is None:
         return _NOTHING
-    modes = []
-    for fd in parsed.fds:  # check everything before touching anything
-        try:
-            modes.append(os.fstat(fd).st_mode)
-        except OSError as exc:
-            raise ActivationError(
-                f"LISTEN_FDS={len(parsed.names)}: fd {fd} is not open ({exc.strerror})"
-            ) from exc
-    entries = []
+    fd = -1
+    try:
+        for fd in parsed.fds:  # like libsystemd: fail at the first fd that is not open
+            os.set_inheritable(fd, not cloexec)  # sd_listen_fds(3) sets FD_CLOEXEC
+    except OSError as exc:
+        raise ActivationError(
+            f"LISTEN_FDS={len(parsed.names)}: fd {fd} is not open ({exc.strerror})"
+        ) from exc
+    rows: list[tuple[int, str, FdKind]] = []
     sockets: dict[int, socket.socket] = {}
     created = []
+    registry = _STATE.sockets
     try:
-        for fd, name, mode in zip(parsed.fds, parsed.names, modes, strict=True):
-            os.set_inheritable(fd, not cloexec)  # sd_listen_fds(3) sets FD_CLOEXEC
-            kind = fd_kind(fd, mode)
-            entries.append(InheritedFd(fd, name, kind))
-            if kind != "socket":
-                continue
-            sock = _STATE.sockets.get(fd)
-            if sock is None or sock.fileno() != fd:
-                try:
-                    sock = socket.socket(fileno=fd)  # family/type/proto from the kernel
-                except OSError as exc:
+        for fd, name in zip(parsed.fds, parsed.names, strict=True):
+            sock = registry.get(fd)
+            if sock is not None and sock.fileno() == fd:  # wrapped before: still a socket?
+                if stat.S_ISSOCK(os.fstat(fd).st_mode):
+                    rows.append((fd, name, "socket"))
+                    sockets[fd] = sock
+                    continue
+                del registry[fd]
+                sock.detach()  # the number was closed and reused behind our back
+            try:
+                sock = socket.socket(fileno=fd)  # family/type/proto from the kernel
+            except OSError as exc:
+                if exc.errno != errno.ENOTSOCK:
                     raise ActivationError(
                         f"fd {fd} ({name!r}) is a socket Python cannot wrap: {exc.strerror}"
                     ) from exc
-                created.append(sock)
-                if not os.get_blocking(fd):  # NonBlocking=yes: say so (timeout 0)
-                    sock.setblocking(False)
+                rows.append((fd, name, fd_kind(fd)))
+                continue
+            created.append(sock)
+            if not os.get_blocking(fd):  # NonBlocking=yes: say so (timeout 0)
+                sock.setblocking(False)
+            rows.append((fd, name, "socket"))
             sockets[fd] = sock
     except BaseException:
         for sock in created:
             sock.detach()  # the fds are the manager's: never close them on our error
         raise
     for sock in created:
-        _STATE.sockets[sock.fileno()] = sock
-    return _Inherited(tuple(entries), sockets)
+        registry[sock.fileno()] = sock
+    return _Inherited(tuple(rows), sockets)
 
 
 def _unset_listen_env() -> None:
@@ -221,8 +240,8 @@ def _acquire(
                 if unset_environment and not _STATE.unset_done:
                     _unset_listen_env()
                 if not cloexec and isinstance(_STATE.result, _Inherited):
-                    for entry in _STATE.result.fds:
-                        os.set_inheritable(entry.fd, True)
+                    for row in _STATE.result.rows:
+                        os.set_inheritable(row[0], True)
             result = _STATE.result
     if isinstance(result, ActivationError):
         raise ActivationError(*result.args) from result.__cause__
@@ -257,7 +276,7 @@ def inherited_fds(
     Raises :class:`ActivationError` if the environment is for us but malformed
     (see :func:`parse_listen_env`) or a passed fd is not open. sd_listen_fds(3).
     """
-    return list(_acquire(environ, pid, unset_environment, cloexec).fds)
+    return list(_acquire(environ, pid, unset_environment, cloexec).entries)
 
 
 def listeners(
@@ -277,8 +296,7 @@ def listeners(
     Not under socket activation: ``[]``. Raises :class:`ActivationError` as
     :func:`inherited_fds` does.
     """
-    got = _acquire(environ, pid, unset_environment, cloexec)
-    return [got.sockets[e.fd] for e in got.fds if e.kind == "socket"]
+    return list(_acquire(environ, pid, unset_environment, cloexec).sockets.values())
 
 
 def listeners_by_name(
@@ -294,9 +312,9 @@ def listeners_by_name(
     """
     got = _acquire(environ, pid, unset_environment, cloexec)
     by_name: dict[str, list[socket.socket]] = {}
-    for entry in got.fds:
-        if entry.kind == "socket":
-            by_name.setdefault(entry.name, []).append(got.sockets[entry.fd])
+    for fd, name, kind in got.rows:
+        if kind == "socket":
+            by_name.setdefault(name, []).append(got.sockets[fd])
     return by_name
 
 
@@ -335,7 +353,7 @@ def listen(
         addr = parse_address(address, kind=kind)
     got = _acquire(environ, pid, True, True)
     if name is not None:
-        named = [e for e in got.fds if e.name == name]
+        named = [e for e in got.entries if e.name == name]
         for entry in named:
             if entry.kind != "socket":
                 raise ActivationError(
