@@ -717,3 +717,22 @@ def test_foreign_environment_is_unset_too(sockets: Any) -> None:
         [sockets[0].fileno()],
     )
     assert out == {"got": 0, "left": [], "fd3_inheritable": True}  # untouched: not ours
+
+
+def test_recycled_fd_number_is_not_reported_as_the_old_socket(sockets: Any) -> None:
+    """fd 3 closed behind our back and reused by a pipe: a re-read says fifo, and the old
+    object is detached (it will never close the pipe)."""
+    out = run_child(
+        """
+        import sdactivate
+        env = {"LISTEN_PID": str(os.getpid()), "LISTEN_FDS": "1"}
+        old = sdactivate.listeners(environ=env)[0]
+        r, w = os.pipe()
+        os.dup2(r, 3)
+        again = sdactivate.inherited_fds(environ=env)
+        report({"kinds": [e.kind for e in again], "socks": len(sdactivate.listeners(environ=env)),
+                "old_fileno": old.fileno(), "pipe_open": os.get_inheritable(3) is not None})
+        """,
+        [sockets[0].fileno()],
+    )
+    assert out == {"kinds": ["fifo"], "socks": 0, "old_fileno": -1, "pipe_open": True}
