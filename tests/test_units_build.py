@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 from sdactivate import __version__
 from sdactivate.errors import UnitConfigError
 from sdactivate.units.build import Options, build
-from sdactivate.units.model import ServiceUnit
+from sdactivate.units.limits import parse_rate_limit
+from sdactivate.units.model import RateLimit, ServiceUnit
 from sdactivate.units.render import render_service
 
 PY = sys.executable
@@ -166,6 +167,152 @@ def test_environment_and_working_dir() -> None:
             gen(working_dir=bad)
 
 
+def test_default_start_limit_lets_deliberate_restarts_through() -> None:
+    """systemd.unit(5) counts each restart as a start (default 5 per 10s): the service
+    allows 30 per 60s, in [Unit], with the reason; the socket keeps its trigger limit."""
+    files = gen()
+    svc = files["myapp.service"]
+    assert _lines(svc, "StartLimitIntervalSec") == ["60s"]
+    assert _lines(svc, "StartLimitBurst") == ["30"]
+    unit_section = svc.split("[Service]")[0]
+    assert "StartLimitBurst=30" in unit_section and "systemd.unit(5)" in unit_section
+    assert "reset-failed" in unit_section and "socket with it" in unit_section
+    assert "TriggerLimit" not in files["myapp.socket"]
+
+
+@pytest.mark.parametrize(
+    ("text", "interval", "burst"),
+    [("off", ["0"], []), ("100/30", ["30s"], ["100"]), ("5/2.5", ["2500ms"], ["5"])],
+    ids=["off", "100/30", "fractional"],
+)
+def test_start_limit_option(text: str, interval: list[str], burst: list[str]) -> None:
+    """--start-limit BURST/SEC or off: StartLimitIntervalSec=0 turns it off (no burst)."""
+    svc = gen(start_limit=parse_rate_limit(text))["myapp.service"]
+    assert _lines(svc, "StartLimitIntervalSec") == interval
+    assert _lines(svc, "StartLimitBurst") == burst
+
+
+@pytest.mark.parametrize(
+    "text", ["", "off/1", "30", "30/", "/60", "0/60", "-1/60", "30/0", "30/-5", "x/y", "3.5/60"]
+)
+def test_start_limit_syntax_errors(text: str) -> None:
+    """Anything but BURST/SECONDS (positive) or off is a UnitConfigError naming the option."""
+    with pytest.raises(UnitConfigError, match=r"--start-limit|rate limit"):
+        parse_rate_limit(text)
+
+
+def test_rate_limit_values_validate_and_print_as_the_option() -> None:
+    """RateLimit round-trips through str(); off has no burst."""
+    assert str(RateLimit(30, 60)) == "30/60" and str(RateLimit.off()) == "off"
+    assert parse_rate_limit(str(RateLimit(7, 1.5))) == RateLimit(7, 1.5)
+    with pytest.raises(UnitConfigError):
+        RateLimit(5, 0)
+    with pytest.raises(UnitConfigError):
+        RateLimit(True, 10)  # type: ignore[arg-type]
+
+
+def test_fdstore_only_service_has_no_socket_unit() -> None:
+    """--fdstore N without addresses: one service, Type=notify, NotifyAccess=main, the store,
+    started at boot by itself, allowed to create INET sockets, documented restart behaviour."""
+    files = gen(ports=(), fdstore=4)
+    assert list(files) == ["myapp.service"]
+    svc = files["myapp.service"]
+    for key, value in [
+        ("Type", "notify"),
+        ("NotifyAccess", "main"),
+        ("FileDescriptorStoreMax", "4"),
+        ("Restart", "on-failure"),
+        ("WantedBy", "multi-user.target"),
+        ("RestrictAddressFamilies", "AF_INET AF_INET6 AF_UNIX"),
+        ("StartLimitBurst", "30"),
+        ("DynamicUser", "yes"),
+    ]:
+        assert _lines(svc, key) == [value], key
+    for absent in ("Requires", "After", "Sockets", "Also", "PrivateNetwork", "IPAddressDeny"):
+        assert absent not in svc
+    text = " ".join(line[2:] for line in svc.splitlines() if line.startswith("# "))
+    assert "sdactivate.fdstore.listen()" in text and "below 1024" in text
+    assert "`systemctl restart`" in text and "`systemctl stop` + `start` flushes" in text
+    assert "socket with it" not in text
+    assert (
+        "FileDescriptorStorePreserve=yes"
+        in gen(ports=(), fdstore=4, systemd_version=254)["myapp.service"]
+    )
+
+
+@pytest.mark.parametrize(
+    ("kw", "match"),
+    [
+        ({"network": False}, "--no-network"),
+        ({"network": False, "hardening": "off"}, "--no-network"),
+        ({"fdname": "http"}, "--fdname"),
+        ({"supervise": True}, "--supervise"),
+        ({"upgrader": True}, "--upgrader"),
+        ({"fdstore": 0}, "nothing to listen on"),
+    ],
+    ids=["no-network", "no-network-off", "fdname", "supervise", "upgrader", "no-fdstore"],
+)
+def test_fdstore_only_refuses_what_cannot_work(kw: dict[str, object], match: str) -> None:
+    """Without a socket unit, options that need one (or an empty netns) are refused."""
+    base: dict[str, object] = {"ports": (), "fdstore": 2} | kw
+    with pytest.raises(UnitConfigError, match=match):
+        gen(**base)
+
+
+def test_accept_generates_socket_and_template() -> None:
+    """--accept: NAME.socket with Accept=yes, MaxConnections=, trigger limit off, and the
+    template NAME@.service: Type=simple, no restart, collected when failed, no [Install]."""
+    files = gen(accept=True, max_connections=16)
+    assert list(files) == ["myapp.socket", "myapp@.service"]
+    sock, svc = files["myapp.socket"], files["myapp@.service"]
+    assert _lines(sock, "Accept") == ["yes"]
+    assert _lines(sock, "MaxConnections") == ["16"]
+    assert _lines(sock, "TriggerLimitIntervalSec") == ["0"]
+    assert _lines(sock, "WantedBy") == ["sockets.target"]
+    assert "FileDescriptorName" not in sock
+    for key, value in [("Type", "simple"), ("NotifyAccess", "none")]:
+        assert _lines(svc, key) == [value], key
+    assert _lines(svc, "CollectMode") == ["inactive-or-failed"]
+    for absent in ("Restart", "StartLimit", "Requires", "[Install]", "FileDescriptorStoreMax"):
+        assert absent not in svc, absent
+    assert "DynamicUser=yes" in svc
+    assert _lines(gen(accept=True)["myapp.socket"], "MaxConnections") == ["64"]
+
+
+def test_accept_start_limit_is_the_socket_trigger_limit() -> None:
+    """With --accept, --start-limit sets the socket's TriggerLimit (instances start once)."""
+    files = gen(accept=True, start_limit=RateLimit(500, 2))
+    assert _lines(files["myapp.socket"], "TriggerLimitIntervalSec") == ["2s"]
+    assert _lines(files["myapp.socket"], "TriggerLimitBurst") == ["500"]
+    assert "StartLimit" not in files["myapp@.service"]
+
+
+@pytest.mark.parametrize(
+    ("kw", "match"),
+    [
+        ({"ports": (), "listens": (("udp:127.0.0.1:53", None),)}, "datagram"),
+        ({"fdname": "http"}, "--fdname"),
+        ({"listens": (("/run/x.sock", "admin"),)}, "no fd names"),
+        ({"watchdog": 5}, "--watchdog"),
+        ({"fdstore": 2}, "--fdstore"),
+        ({"supervise": True}, "--supervise"),
+        ({"upgrader": True}, "--upgrader"),
+        ({"accept": False, "max_connections": 5}, "--max-connections"),
+        ({"max_connections": 0}, "MaxConnections"),
+        ({"ports": ()}, "nothing to listen on"),
+    ],
+    ids=[
+        "udp", "fdname", "two-fd-names", "watchdog", "fdstore", "supervise", "upgrader",
+        "max-conn-without-accept", "max-conn-0", "no-address",
+    ],
+)  # fmt: skip
+def test_accept_refuses_what_cannot_work(kw: dict[str, object], match: str) -> None:
+    """Accept=yes hands each instance one connection named 'connection': the rest is refused."""
+    base: dict[str, object] = {"accept": True} | kw
+    with pytest.raises(UnitConfigError, match=match):
+        gen(**base)
+
+
 # ---- systemd's own checks -----------------------------------------------------------------
 MATRIX: dict[str, dict[str, object]] = {
     "default": {},
@@ -186,6 +333,20 @@ MATRIX: dict[str, dict[str, object]] = {
     "target-254": {"systemd_version": 254},
     "user": {"user": True},
     "user-supervise": {"user": True, "supervise": True, "hardening": "standard"},
+    "start-limit-off": {"start_limit": RateLimit.off()},
+    "start-limit-100/30": {"start_limit": RateLimit(100, 30), "supervise": True},
+    "fdstore-only": {"ports": (), "fdstore": 4},
+    "fdstore-only-user": {"ports": (), "fdstore": 4, "user": True},
+    "fdstore-only-off-254": {"ports": (), "fdstore": 1, "hardening": "off", "systemd_version": 254},
+    "accept": {"accept": True, "max_connections": 16},
+    "accept-unix-no-network": {
+        "accept": True,
+        "ports": (),
+        "listens": (("/run/myapp.sock", None), ("unix-seqpacket:@q", None)),
+        "network": False,
+    },
+    "accept-trigger-limit": {"accept": True, "start_limit": RateLimit(500, 2)},
+    "accept-user": {"accept": True, "user": True},
 }
 
 
@@ -236,9 +397,16 @@ def _exposure(tmp_path: Path, **kw: object) -> float:
         ({"hardening": "standard"}, 1.2, 2.0),
         ({"hardening": "standard", "network": False}, 0.4, 1.0),
         ({"hardening": "off"}, 9.0, 10.0),
+        ({"ports": (), "fdstore": 4}, 0.0, 1.2),
+        ({"accept": True}, 0.0, 1.2),
+        ({"accept": True, "network": False}, 0.0, 0.4),
+        ({"start_limit": RateLimit.off()}, 0.0, 1.2),
     ],
-    ids=["strict", "strict-no-network", "strict-supervise", "standard", "standard-nonet", "off"],
-)
+    ids=[
+        "strict", "strict-no-network", "strict-supervise", "standard", "standard-nonet", "off",
+        "fdstore-only", "accept", "accept-no-network", "start-limit-off",
+    ],
+)  # fmt: skip
 def test_security_exposure(tmp_path: Path, kw: dict[str, object], low: float, high: float) -> None:
     """systemd-analyze security --offline=yes: strict <= 1.2, <= 0.4 without network."""
     assert low <= _exposure(tmp_path, **kw) <= high
@@ -263,7 +431,12 @@ _fd = st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=1,
     description=st.none() | _text.map(str.strip),
     argv=st.lists(_text, max_size=3),
     level=st.sampled_from(["strict", "standard", "off"]),
-    flags=st.sets(st.sampled_from(["supervise", "user", "no-network", "watchdog", "fdstore"])),
+    flags=st.sets(
+        st.sampled_from(
+            ["supervise", "user", "no-network", "watchdog", "fdstore", "accept", "no-address"]
+        )
+    ),
+    start_limit=st.none() | st.just("off") | st.sampled_from(["1/1", "30/60", "1000/0.5"]),
     target=st.sampled_from([245, 249, 252, 253, 254, 257]),
 )
 def test_any_options_verify_clean_or_refuse(
@@ -276,6 +449,7 @@ def test_any_options_verify_clean_or_refuse(
     argv: list[str],
     level: str,
     flags: set[str],
+    start_limit: str | None,
     target: int,
 ) -> None:
     """Random option combinations either raise UnitConfigError or give units that
@@ -293,8 +467,12 @@ def test_any_options_verify_clean_or_refuse(
         "network": "no-network" not in flags,
         "watchdog": 5 if "watchdog" in flags else None,
         "fdstore": 3 if "fdstore" in flags else 0,
+        "accept": "accept" in flags,
+        "start_limit": None if start_limit is None else parse_rate_limit(start_limit),
         "systemd_version": target,
     }
+    if "no-address" in flags:
+        kw["ports"] = kw["listens"] = ()
     try:
         files = gen(**kw)
     except UnitConfigError:

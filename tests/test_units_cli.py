@@ -63,6 +63,42 @@ def test_exec_program_with_arguments_after_dashdash(tmp_path: Path) -> None:
     assert 'ExecStart=/bin/echo --port "a b"\n' in result.stdout
 
 
+@pytest.mark.parametrize(
+    ("args", "names"),
+    [
+        (("--fdstore", "4"), ["myapp.service"]),
+        (
+            ("--port", "8080", "--accept", "--max-connections", "8"),
+            ["myapp.socket", "myapp@.service"],
+        ),
+        (("--port", "8080", "--start-limit", "off"), ["myapp.socket", "myapp.service"]),
+    ],
+    ids=["fdstore-only", "accept", "start-limit-off"],
+)
+def test_new_shapes_write_their_files_and_record_the_options(
+    tmp_path: Path, args: tuple[str, ...], names: list[str]
+) -> None:
+    """--fdstore alone writes only the service; --accept the socket and the template; the
+    header's regenerate command carries the new options."""
+    result = gen_units(
+        "myapp", *args, "--systemd-version", "252", "--output", str(tmp_path), "--", "/bin/true",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names)
+    header = (tmp_path / names[-1]).read_text().splitlines()[1]
+    assert " ".join(args) in header
+
+
+def test_help_documents_fdstore_restart_and_start_limit(tmp_path: Path) -> None:
+    """--help says what survives restart vs stop + start, and how the start limit works."""
+    result = gen_units("--help", cwd=tmp_path)
+    assert result.returncode == 0
+    text = " ".join(result.stdout.split())
+    assert "survive `systemctl restart`" in text and "flushes the store" in text
+    assert "--start-limit BURST/SECONDS" in text and "--accept" in text
+
+
 def test_stdout_writes_no_files(tmp_path: Path) -> None:
     """--stdout previews both files and creates nothing."""
     result = gen_units(
@@ -117,6 +153,14 @@ BAD = {
     "zero-watchdog": ("myapp", "--port", "80", "--watchdog", "0", "--", "/bin/true"),
     "unknown-option": ("myapp", "--port", "80", "--frobnicate", "--", "/bin/true"),
     "both-modes": ("myapp", "--port", "80", "--supervise", "--upgrader", "--", "/bin/true"),
+    "fdstore-no-network": ("myapp", "--fdstore", "2", "--no-network", "--", "/bin/true"),
+    "fdstore-only-supervise": ("myapp", "--fdstore", "2", "--supervise", "--", "/bin/true"),
+    "accept-udp": ("myapp", "--listen", "udp:127.0.0.1:53", "--accept", "--", "/bin/true"),
+    "accept-watchdog": ("myapp", "--port", "80", "--accept", "--watchdog", "5", "--", "/bin/true"),
+    "max-conn-no-accept": ("myapp", "--port", "80", "--max-connections", "5", "--", "/bin/true"),
+    "max-conn-text": ("myapp", "--port", "80", "--accept", "--max-connections", "x", "--", "/a"),
+    "start-limit-bad": ("myapp", "--port", "80", "--start-limit", "5", "--", "/bin/true"),
+    "start-limit-zero": ("myapp", "--port", "80", "--start-limit", "5/0", "--", "/bin/true"),
 }
 ARGPARSE_ERRORS = {"unknown-option", "both-modes"}  # argparse adds its usage line
 

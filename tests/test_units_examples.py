@@ -14,8 +14,18 @@ SERVICES = sorted(p.name for p in UNITS.glob("*.service"))
 
 
 def test_units_dir_has_the_example_pairs() -> None:
-    """units/ holds the plain and the supervised example pair."""
-    assert SERVICES == ["myapp-supervised.service", "myapp.service"]
+    """units/ holds the plain, supervised, fd-store-only and Accept=yes examples."""
+    assert SERVICES == [
+        "myapp-accept@.service",
+        "myapp-fdstore.service",
+        "myapp-supervised.service",
+        "myapp.service",
+    ]
+    assert sorted(p.name for p in UNITS.glob("*.socket")) == [
+        "myapp-accept.socket",
+        "myapp-supervised.socket",
+        "myapp.socket",
+    ]
 
 
 def _recorded_command(path: Path) -> list[str]:

@@ -30,6 +30,20 @@ def test_install_writes_reloads_and_enables_sockets(tmp_path: Path) -> None:
     ]
 
 
+def test_install_without_sockets_enables_the_service(tmp_path: Path) -> None:
+    """An fd-store-only service has no socket to enable: the service itself is enabled;
+    an Accept=yes template never is (its socket is)."""
+    calls: list[list[str]] = []
+    alone = {"myapp.service": "[Service]\n"}
+    install.install(alone, user=False, force=False, now=True, directory=tmp_path, run=calls.append)
+    assert calls[-1] == ["systemctl", "enable", "--now", "myapp.service"]
+    accept = {"echo.socket": "[Socket]\n", "echo@.service": "[Service]\n"}
+    install.install(
+        accept, user=False, force=False, now=False, directory=tmp_path, run=calls.append
+    )
+    assert calls[-1] == ["systemctl", "enable", "echo.socket"]
+
+
 def test_user_install_uses_systemctl_user(tmp_path: Path) -> None:
     """--user talks to the user manager and installs into ~/.config/systemd/user."""
     calls: list[list[str]] = []

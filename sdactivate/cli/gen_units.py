@@ -15,6 +15,18 @@ examples:
   sdactivate gen-units myapp --port 8080 --supervise --python /opt/myapp/.venv/bin/python \\
       -- /opt/myapp/.venv/bin/myapp
   sdactivate gen-units myapp --port 80 --install --now
+  sdactivate gen-units myapp --fdstore 4 -- /opt/myapp/.venv/bin/myapp --listen 127.0.0.1:8080
+  sdactivate gen-units myecho --listen 127.0.0.1:7000 --accept --max-connections 16 \\
+      -- /opt/myecho/.venv/bin/myecho
+
+fd store only (--fdstore N, no --port/--listen): no socket unit; the app binds its sockets
+once with sdactivate.fdstore.listen() and systemd keeps them in the fd store. On systemd 252
+they survive `systemctl restart` and automatic Restart=, but a separate `systemctl stop` +
+`systemctl start` flushes the store (the app then binds anew).
+
+start limit: systemd fails a service started more than 5 times in 10 s (restarts count), and
+its socket with it. Generated services allow 30 starts per 60 s (deliberate restarts pass, a
+crash loop still stops); change it with --start-limit BURST/SECONDS or --start-limit off.
 """
 
 
@@ -43,7 +55,8 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     p = subparsers.add_parser(
         "gen-units",
         help="generate hardened, socket-activated systemd units",
-        description="Write NAME.socket and NAME.service for a socket-activated service.",
+        description="Write NAME.socket and NAME.service for a socket-activated service "
+        "(--accept: NAME.socket and NAME@.service; --fdstore N alone: NAME.service only).",
         usage="%(prog)s NAME [options] [-- CMD ARGS...]",
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -66,6 +79,17 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         "repeatable (each fd name gets its own socket unit)",
     )
     g.add_argument("--fdname", help="FileDescriptorName= for addresses without =FDNAME")
+    g.add_argument(
+        "--accept",
+        action="store_true",
+        help="Accept=yes: one NAME@.service instance per connection, which gets the "
+        "connection as fd 3 named 'connection' (Type=simple, no restart)",
+    )
+    g.add_argument(
+        "--max-connections",
+        metavar="N",
+        help="with --accept: MaxConnections= (instances at once; default 64)",
+    )
     g = p.add_argument_group("service")
     g.add_argument(
         "--exec",
@@ -85,7 +109,13 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         metavar="K=V",
         help="Environment= entry; repeatable",
     )
-    g.add_argument("--fdstore", default="0", metavar="N", help="FileDescriptorStoreMax=")
+    g.add_argument(
+        "--fdstore",
+        default="0",
+        metavar="N",
+        help="FileDescriptorStoreMax=; without --port/--listen: a service with no socket "
+        "unit that binds its own sockets (kept across restart, flushed by stop + start)",
+    )
     g.add_argument("--watchdog", metavar="SEC", help="WatchdogSec=")
     g.add_argument(
         "--timeout-stop",
@@ -93,6 +123,13 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         metavar="SEC",
         help="TimeoutStopSec= (30); with --supervise the supervisor's --drain-timeout, "
         "and TimeoutStopSec= 10 s more",
+    )
+    g.add_argument(
+        "--start-limit",
+        metavar="BURST/SEC|off",
+        help="StartLimitBurst=/StartLimitIntervalSec= (default 30/60; systemd's own is "
+        "5/10, which 6 quick restarts hit); with --accept the socket's TriggerLimit "
+        "(default off)",
     )
     g.add_argument(
         "--hardening",
@@ -156,7 +193,7 @@ def _cmd_gen_units(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from ..errors import UnitConfigError
-    from ..units import install, version
+    from ..units import install, limits, version
     from ..units.build import Options, build
 
     command = list(args.command)
@@ -197,6 +234,9 @@ def _cmd_gen_units(args: argparse.Namespace) -> int:
         working_dir=args.working_dir,
         description=args.description,
         timeout_stop=_number("--timeout-stop", args.timeout_stop, float),
+        start_limit=None if args.start_limit is None else limits.parse_rate_limit(args.start_limit),
+        accept=args.accept,
+        max_connections=_number("--max-connections", args.max_connections, int),
     )
     files = build(options, python=sys.executable)
     if args.stdout:

@@ -1,15 +1,16 @@
 """Generate systemd socket + service units (``sdactivate gen-units``).
 
-Model (:mod:`.model`) -> pure renderer (:mod:`.render`) -> files (:mod:`.install`); all
-quoting in :mod:`.escape`, unit names in :mod:`.names`, version gating in :mod:`.version`,
-sandboxing levels in :mod:`.hardening`.
+Options (:mod:`.options`) -> models (:mod:`.build`, :mod:`.model`) -> pure renderer
+(:mod:`.render`) -> files (:mod:`.install`); all quoting in :mod:`.escape`, unit names in
+:mod:`.names`, version gating in :mod:`.version`, sandboxing levels in :mod:`.hardening`,
+start/trigger rate limits in :mod:`.limits`.
 """
 
 from __future__ import annotations
 
 from .build import Options, build
 from .escape import EnvRef, exec_command_line, quote_exec_arg
-from .model import ServiceUnit, SocketUnit
+from .model import RateLimit, ServiceUnit, SocketUnit
 from .names import escape as systemd_escape
 from .names import escape_path as systemd_escape_path
 from .names import unescape as systemd_unescape
@@ -18,6 +19,7 @@ from .render import render_service, render_socket
 __all__ = [
     "EnvRef",
     "Options",
+    "RateLimit",
     "ServiceUnit",
     "SocketUnit",
     "build",

@@ -1,9 +1,15 @@
 """From generator options to unit models and file texts (pure, apart from injected lookups).
 
 ``Options`` is what ``sdactivate gen-units`` parsed; :func:`build` turns it into
-``{filename: text}``. Socket units: listen addresses are grouped by fd name, because
-``FileDescriptorName=`` names every fd of one socket unit (systemd.socket(5)); the first group
-is ``NAME.socket``, the others ``NAME-<fdname>.socket`` with ``Service=NAME.service``.
+``{filename: text}``. Three shapes:
+
+* socket activation (``--port``/``--listen``): listen addresses are grouped by fd name,
+  because ``FileDescriptorName=`` names every fd of one socket unit (systemd.socket(5)); the
+  first group is ``NAME.socket``, the others ``NAME-<fdname>.socket`` with
+  ``Service=NAME.service``;
+* fd store only (``--fdstore N`` and no address): ``NAME.service`` alone; the app binds its
+  own sockets once (``sdactivate.fdstore.listen()``) and systemd keeps them;
+* ``--accept``: ``NAME.socket`` with ``Accept=yes`` and the template ``NAME@.service``.
 """
 
 from __future__ import annotations
@@ -12,13 +18,14 @@ import shlex
 import shutil
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 from .. import __version__
 from ..addresses import DEFAULT_BACKLOG, ListenAddress, parse_address
 from ..errors import AddressError, UnitConfigError
-from . import escape, hardening, names, version
+from . import escape, hardening, limits, names, version
 from .model import ServiceUnit, SocketUnit
+from .options import Options, check_combinations, command_line
 from .render import render_service, render_socket
 
 __all__ = ["Options", "build", "build_units", "command_line", "resolve", "resolve_program"]
@@ -26,31 +33,6 @@ __all__ = ["Options", "build", "build_units", "command_line", "resolve", "resolv
 Which = Callable[[str], str | None]
 _SUPERVISOR_STOP_MARGIN = 10  # seconds on top of `sdactivate run --drain-timeout`
 _KILL = "/bin/kill"  # kill(1) from procps; also on merged-/usr systems; fixed for reproducibility
-
-
-@dataclass(frozen=True)
-class Options:
-    """Everything that decides the generated text (not where it goes)."""
-
-    name: str
-    systemd_version: int
-    ports: tuple[int, ...] = ()
-    listens: tuple[tuple[str, str | None], ...] = ()  # (address, fd name or None)
-    command: tuple[str, ...] = ()  # argv; empty: NAME resolved on PATH
-    exec_program: str | None = None  # --exec: program; then `command` are its arguments
-    user: bool = False
-    fdname: str | None = None
-    fdstore: int = 0
-    watchdog: float | None = None
-    hardening: hardening.Level = "strict"
-    network: bool = True
-    supervise: bool = False
-    upgrader: bool = False
-    python: str | None = None  # interpreter for `-m sdactivate`; None: build(python=...)
-    environment: tuple[tuple[str, str], ...] = ()
-    working_dir: str | None = None
-    description: str | None = None
-    timeout_stop: float = 30
 
 
 def resolve_program(program: str, *, which: Which = shutil.which) -> str:
@@ -91,8 +73,11 @@ def _socket_groups(options: Options) -> list[tuple[str | None, list[ListenAddres
         except AddressError as exc:
             raise UnitConfigError(f"--listen {text!r}: {exc}") from exc
         groups.setdefault(fd_name if fd_name is not None else options.fdname, []).append(address)
-    if not groups:
-        raise UnitConfigError("nothing to listen on: give --port N or --listen ADDRESS")
+    if not groups and not options.fdstore:
+        raise UnitConfigError(
+            "nothing to listen on: give --port N or --listen ADDRESS (or --fdstore N for a"
+            " service that binds its own sockets and keeps them in systemd's fd store)"
+        )
     return list(groups.items())
 
 
@@ -109,27 +94,11 @@ def build_units(
 ) -> tuple[list[SocketUnit], ServiceUnit]:
     """The socket units and the service unit ``options`` describe."""
     prefix = names.check_unit_prefix(options.name, longest_suffix=".service")
-    service_name = f"{prefix}.service"
     description = options.description or prefix
-    sockets: list[SocketUnit] = []
-    backlog = version.default_backlog(options.systemd_version)
-    for index, (fd_name, addresses) in enumerate(_socket_groups(options)):
-        if fd_name is not None:
-            names.check_fd_name(fd_name)
-        socket_name = f"{prefix}.socket"
-        if index:
-            socket_name = f"{prefix}-{names.escape(fd_name or '')}.socket"
-        sockets.append(
-            SocketUnit(
-                name=names.check_unit_name(socket_name),
-                description=f"{description} listening sockets" + (f" ({fd_name})" if index else ""),
-                listens=tuple(addresses),
-                fd_name=fd_name,
-                backlog=_backlog(backlog, addresses),
-                service=service_name if index else None,
-                user=options.user,
-            )
-        )
+    groups = _socket_groups(options)
+    check_combinations(options, len(groups))
+    service_name = f"{prefix}@.service" if options.accept else f"{prefix}.service"
+    sockets = _socket_units(options, prefix, service_name, description, groups)
     argv = _argv(options, which)
     comments: list[tuple[str, str]] = [
         ("Type", "sd_notify(3): ready when the app sends READY=1"),
@@ -138,12 +107,22 @@ def build_units(
             "time to drain in-flight requests after SIGTERM; the socket stays open meanwhile",
         ),
     ]
+    if not sockets:
+        comments[0] = (
+            "Type",
+            "No socket unit: the app binds its own sockets once (sdactivate.fdstore.listen()),"
+            " parks them in the fd store and then sends READY=1 (sd_notify(3))."
+            + (
+                " It has no capabilities, so ports below 1024 need a socket unit (--port/--listen)."
+                if options.hardening != "off"
+                else ""
+            ),
+        )
+        comments[1] = ("TimeoutStopSec", "time to drain in-flight requests after SIGTERM")
     exec_reload: tuple[escape.ExecArg, ...] | None = None
     timeout_stop = options.timeout_stop
     kill_mode = None
     notify_access = "main"
-    if options.supervise and options.upgrader:
-        raise UnitConfigError("--supervise and --upgrader are alternatives; pick one")
     py = _python(options, which, python) if options.supervise else ""
     if options.supervise:
         exec_reload = (py, "-m", "sdactivate", "reload", "--pid", escape.EnvRef("MAINPID"))
@@ -186,9 +165,9 @@ def build_units(
             )
         )
     if options.fdstore:
-        comments.append(
-            ("FileDescriptorStoreMax", "sd_notify(3) FDSTORE=1: fds survive a restart job")
-        )
+        comments.append(("FileDescriptorStoreMax", _fdstore_comment(options.systemd_version)))
+    start_limit = options.start_limit or limits.DEFAULT_START_LIMIT
+    comments.append(("StartLimit", limits.start_limit_comment(start_limit, socket=bool(sockets))))
     knobs = hardening.knobs(
         options.hardening,
         user=options.user,
@@ -199,27 +178,119 @@ def build_units(
         name=service_name,
         description=description,
         exec_start=argv,
-        sockets=tuple(s.name for s in sockets),
+        sockets=() if options.accept else tuple(s.name for s in sockets),
         notify_access=notify_access,
         exec_reload=exec_reload,
         timeout_stop_sec=timeout_stop,
         watchdog_sec=options.watchdog,
         fdstore_max=options.fdstore,
         kill_mode=kill_mode,
+        start_limit=start_limit,
         environment=options.environment,
         working_directory=options.working_dir,
         hardening=knobs,
         comments=tuple(comments),
         user=options.user,
     )
+    if options.accept:
+        service = replace(
+            service,
+            description=f"{description} (one instance per connection)",
+            type="simple",
+            notify_access="none",
+            restart="no",
+            start_limit=None,  # each instance starts once; the socket's trigger limit counts
+            collect_mode="inactive-or-failed",
+            comments=(
+                (
+                    "Type",
+                    "simple: an instance lives as long as the connection systemd already"
+                    " accepted and handed it as fd 3; nothing waits for it to be ready, and"
+                    " under Type=notify an instance that exits before READY=1 would fail"
+                    " (and cost a notify round trip per connection)",
+                ),
+                (
+                    "CollectMode",
+                    "systemd.unit(5): unload failed instances too, or every failed"
+                    " connection stays listed as a failed unit",
+                ),
+                ("TimeoutStopSec", "time for an instance to finish its connection after SIGTERM"),
+            ),
+        )
     return sockets, service
+
+
+def _socket_units(
+    options: Options,
+    prefix: str,
+    service_name: str,
+    description: str,
+    groups: list[tuple[str | None, list[ListenAddress]]],
+) -> list[SocketUnit]:
+    sockets: list[SocketUnit] = []
+    backlog = version.default_backlog(options.systemd_version)
+    for index, (fd_name, addresses) in enumerate(groups):
+        if fd_name is not None:
+            names.check_fd_name(fd_name)
+        socket_name = f"{prefix}.socket"
+        if index:
+            socket_name = f"{prefix}-{names.escape(fd_name or '')}.socket"
+        sockets.append(
+            SocketUnit(
+                name=names.check_unit_name(socket_name),
+                description=f"{description} listening sockets" + (f" ({fd_name})" if index else ""),
+                listens=tuple(addresses),
+                fd_name=fd_name,
+                backlog=_backlog(backlog, addresses),
+                service=service_name if index else None,
+                user=options.user,
+            )
+        )
+    if options.accept:
+        trigger = options.start_limit or limits.ACCEPT_TRIGGER_LIMIT
+        sockets[0] = replace(
+            sockets[0],
+            accept=True,
+            max_connections=(
+                limits.DEFAULT_MAX_CONNECTIONS
+                if options.max_connections is None
+                else options.max_connections
+            ),
+            trigger_limit=trigger,
+            comments=(
+                (
+                    "Accept",
+                    "systemd.socket(5): systemd accepts; each connection starts an instance"
+                    f" of {service_name} with it as fd 3 (LISTEN_FDNAMES=connection)",
+                ),
+                (
+                    "MaxConnections",
+                    "instances running at once; systemd closes further connections right away",
+                ),
+                ("TriggerLimit", limits.trigger_limit_comment(trigger)),
+            ),
+        )
+    return sockets
+
+
+def _fdstore_comment(target: int) -> str:
+    # systemd.service(5), docs/FILE_DESCRIPTOR_STORE.md; FileDescriptorStorePreserve= is v254
+    text = (
+        "sd_notify(3) FDSTORE=1: stored fds come back (LISTEN_FDS) after `systemctl restart`"
+        " and after an automatic Restart=, but a separate `systemctl stop` + `start` flushes"
+        " them"
+    )
+    if target >= 254:
+        return text + " (unless FileDescriptorStorePreserve=yes)"
+    return text + f" (systemd {target} has no FileDescriptorStorePreserve=, new in 254)"
 
 
 def resolve(options: Options, *, which: Which = shutil.which, python: str = "python3") -> Options:
     """``options`` with the command resolved to an absolute argv (``exec_program`` folded in)
     and, for ``--supervise``, the interpreter resolved: what the header records."""
     names.check_unit_prefix(options.name, longest_suffix=".service")
-    _socket_groups(options)  # report address errors before PATH lookups
+    # report address and combination errors before PATH lookups
+    check_combinations(options, len(_socket_groups(options)))
     argv = _argv(options, which)
     return replace(
         options,
@@ -227,44 +298,6 @@ def resolve(options: Options, *, which: Which = shutil.which, python: str = "pyt
         exec_program=None,
         python=_python(options, which, python) if options.supervise else None,
     )
-
-
-def command_line(options: Options) -> tuple[str, ...]:
-    """The canonical ``sdactivate gen-units ...`` argv that regenerates ``options``
-    (which must be :func:`resolve`-d). Destination options (--output...) are not included."""
-    out = ["sdactivate", "gen-units", options.name]
-    for port in options.ports:
-        out += ["--port", str(port)]
-    for address, fd_name in options.listens:
-        out += ["--listen", address if fd_name is None else f"{address}={fd_name}"]
-    if options.fdname is not None:
-        out += ["--fdname", options.fdname]
-    if options.user:
-        out.append("--user")
-    if options.fdstore:
-        out += ["--fdstore", str(options.fdstore)]
-    if options.watchdog is not None:
-        out += ["--watchdog", f"{options.watchdog:g}"]
-    if options.timeout_stop != 30:
-        out += ["--timeout-stop", f"{options.timeout_stop:g}"]
-    if options.hardening != "strict":
-        out += ["--hardening", options.hardening]
-    if not options.network:
-        out.append("--no-network")
-    if options.supervise:
-        out.append("--supervise")
-    if options.upgrader:
-        out.append("--upgrader")
-    if options.python is not None:
-        out += ["--python", options.python]
-    for env_name, env_value in options.environment:
-        out += ["--environment", f"{env_name}={env_value}"]
-    if options.working_dir is not None:
-        out += ["--working-dir", options.working_dir]
-    if options.description is not None:
-        out += ["--description", options.description]
-    out += ["--systemd-version", str(options.systemd_version), "--", *options.command]
-    return tuple(out)
 
 
 def build(

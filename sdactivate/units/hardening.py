@@ -39,7 +39,7 @@ TABLE: tuple[Knob, ...] = (
     # systemd.exec(5) DynamicUser=: a transient uid/gid, implies ProtectSystem=strict,
     # ProtectHome=read-only, PrivateTmp=, RemoveIPC=. Not for user managers (User= is fixed).
     Knob("DynamicUser", "yes", _SS, False,
-         "systemd.exec(5): run as a transient user; systemd binds the socket, so no root needed"),
+         "systemd.exec(5): run as a transient user, with no root and no capabilities"),
     # A user manager can only sandbox inside a user namespace (systemd.exec(5) 252 notes).
     Knob("PrivateUsers", "yes", _S, True),
     Knob("NoNewPrivileges", "yes", _SS, True),

@@ -110,11 +110,14 @@ def install(
     run: Runner = _systemctl,
 ) -> dict[str, str]:
     """Write ``files`` to the unit directory, ``daemon-reload``, enable (``now``: and start)
-    the socket units. Returns the per-file actions."""
+    the socket units (no socket unit: the service). Returns the per-file actions."""
     target = directory if directory is not None else unit_directory(user=user)
     actions = write_files(files, target, force=force)
     systemctl = ["systemctl", "--user"] if user else ["systemctl"]
     run([*systemctl, "daemon-reload"])
+    # the sockets start their services; an fd-store-only service has none and is enabled
+    # itself (templates are never enabled: their instances are per connection)
     sockets = [name for name in files if name.endswith(".socket")]
-    run([*systemctl, "enable", *(["--now"] if now else []), *sockets])
+    enable = sockets or [n for n in files if n.endswith(".service") and "@." not in n]
+    run([*systemctl, "enable", *(["--now"] if now else []), *enable])
     return actions

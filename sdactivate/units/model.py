@@ -8,18 +8,22 @@ the checks here call the same escape functions so that "valid" means "renderable
 from __future__ import annotations
 
 import math
+import socket
 from dataclasses import dataclass
 
 from ..addresses import ListenAddress
 from ..errors import UnitConfigError
 from . import escape, names
 
-__all__ = ["ServiceUnit", "SocketUnit", "format_seconds"]
+__all__ = ["RateLimit", "ServiceUnit", "SocketUnit", "format_seconds"]
 
 SERVICE_TYPES = ("simple", "exec", "forking", "oneshot", "notify", "notify-reload", "idle")
 NOTIFY_ACCESS = ("none", "main", "exec", "all")
 RESTART = ("no", "on-success", "on-failure", "on-abnormal", "on-watchdog", "on-abort", "always")
 KILL_MODES = ("control-group", "mixed", "process")  # "none" is deprecated (systemd.kill(5))
+COLLECT_MODES = ("inactive", "inactive-or-failed")  # systemd.unit(5) CollectMode=
+_BURST_MAX = 2**32 - 1  # StartLimitBurst=/TriggerLimitBurst= are unsigned (systemd.unit(5))
+_MAX_CONNECTIONS_MAX = 2**32 - 1
 
 
 def format_seconds(seconds: float, *, what: str) -> str:
@@ -41,8 +45,42 @@ def _check_description(text: str) -> None:
 
 
 @dataclass(frozen=True)
+class RateLimit:
+    """At most ``burst`` starts (or triggers) per ``interval`` seconds; ``interval == 0``
+    (with ``burst == 0``) turns the limit off, as ``StartLimitIntervalSec=0`` does
+    (systemd.unit(5)) and ``TriggerLimitIntervalSec=0`` (systemd.socket(5))."""
+
+    burst: int
+    interval: float
+
+    @classmethod
+    def off(cls) -> RateLimit:
+        return cls(0, 0)
+
+    @property
+    def is_off(self) -> bool:
+        return self.interval == 0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.burst, bool) or not isinstance(self.burst, int):
+            raise UnitConfigError(f"rate limit: burst {self.burst!r} is not a whole number")
+        if self.interval == 0 and not isinstance(self.interval, bool):
+            if self.burst != 0:
+                raise UnitConfigError("rate limit: an interval of 0 (off) takes no burst")
+            return
+        format_seconds(self.interval, what="rate limit interval")
+        if not 0 < self.burst <= _BURST_MAX:
+            raise UnitConfigError(f"rate limit: burst {self.burst!r} not in 1..{_BURST_MAX}")
+
+    def __str__(self) -> str:
+        """``--start-limit`` syntax: ``30/60`` or ``off``."""
+        return "off" if self.is_off else f"{self.burst}/{self.interval:g}"
+
+
+@dataclass(frozen=True)
 class SocketUnit:
-    """A ``.socket`` unit with ``Accept=no`` (one service gets the listening fds)."""
+    """A ``.socket`` unit. ``Accept=no`` (default): one service gets the listening fds;
+    ``accept=True``: one ``NAME@.service`` instance per connection (systemd.socket(5))."""
 
     name: str  # "myapp.socket"
     description: str
@@ -51,6 +89,10 @@ class SocketUnit:
     backlog: int | None = None  # Backlog=; None: the target's default
     service: str | None = None  # Service=; None: the service named like the socket
     user: bool = False  # per-user manager unit
+    accept: bool = False  # Accept=yes
+    max_connections: int | None = None  # MaxConnections= (Accept=yes only)
+    trigger_limit: RateLimit | None = None  # TriggerLimit*=; None: systemd's default
+    comments: tuple[tuple[str, str], ...] = ()  # (key, comment) written above that key
 
     def __post_init__(self) -> None:
         names.check_unit_name(self.name)
@@ -87,11 +129,38 @@ class SocketUnit:
             names.check_unit_name(self.service)
             if not self.service.endswith(".service"):
                 raise UnitConfigError(f"{self.name}: Service= must name a .service unit")
+        if self.accept:
+            # systemd.socket(5): Accept=yes is for stream (and seqpacket) sockets only; the
+            # fd of every instance is named "connection", and Service= cannot be used.
+            if any(a.type == socket.SOCK_DGRAM for a in self.listens):
+                raise UnitConfigError(
+                    f"{self.name}: Accept=yes needs stream or seqpacket sockets, not datagram"
+                )
+            if self.fd_name is not None or self.service is not None:
+                raise UnitConfigError(
+                    f"{self.name}: with Accept=yes each instance gets its connection as fd 3"
+                    " named 'connection'; FileDescriptorName= and Service= do not apply"
+                )
+        if self.max_connections is not None:
+            if not self.accept:
+                raise UnitConfigError(f"{self.name}: MaxConnections= only applies to Accept=yes")
+            if isinstance(self.max_connections, bool) or not (
+                isinstance(self.max_connections, int)
+                and 0 < self.max_connections <= _MAX_CONNECTIONS_MAX
+            ):
+                raise UnitConfigError(
+                    f"{self.name}: MaxConnections {self.max_connections!r} is not a positive count"
+                )
+        if self.trigger_limit is not None and not isinstance(self.trigger_limit, RateLimit):
+            raise UnitConfigError(f"{self.name}: not a RateLimit: {self.trigger_limit!r}")
+        for key, comment in self.comments:
+            escape.check_text(comment, what=f"comment for {key}")
 
 
 @dataclass(frozen=True)
 class ServiceUnit:
-    """A ``.service`` unit activated by its socket units."""
+    """A ``.service`` unit: activated by its socket units, started on its own (no sockets),
+    or, named ``NAME@.service``, the template of ``Accept=yes`` per-connection instances."""
 
     name: str  # "myapp.service"
     description: str
@@ -108,12 +177,18 @@ class ServiceUnit:
     kill_mode: str | None = None  # None: systemd's default (control-group)
     environment: tuple[tuple[str, str], ...] = ()
     working_directory: str | None = None
+    start_limit: RateLimit | None = None  # StartLimit*=; None: the manager's default
+    collect_mode: str | None = None  # CollectMode=; None: systemd's default (inactive)
     hardening: tuple[tuple[str, str, str], ...] = ()  # (key, value, comment)
     comments: tuple[tuple[str, str], ...] = ()  # (key, comment) written above that key
     user: bool = False
 
+    @property
+    def is_template(self) -> bool:
+        return self.name.rpartition(".")[0].endswith("@")
+
     def __post_init__(self) -> None:
-        names.check_unit_name(self.name)
+        names.check_unit_name(self.name, template_ok=True)
         if not self.name.endswith(".service"):
             raise UnitConfigError(f"service unit name {self.name!r} must end in .service")
         _check_description(self.description)
@@ -129,6 +204,15 @@ class ServiceUnit:
         _choice("Restart", self.restart, RESTART)
         if self.kill_mode is not None:
             _choice("KillMode", self.kill_mode, KILL_MODES)
+        if self.collect_mode is not None:
+            _choice("CollectMode", self.collect_mode, COLLECT_MODES)
+        if self.start_limit is not None and not isinstance(self.start_limit, RateLimit):
+            raise UnitConfigError(f"{self.name}: not a RateLimit: {self.start_limit!r}")
+        if self.is_template and self.sockets:
+            raise UnitConfigError(
+                f"{self.name}: Accept=yes instances are started by their socket; "
+                "a template does not Require= it"
+            )
         format_seconds(self.restart_sec, what="RestartSec")
         format_seconds(self.timeout_stop_sec, what="TimeoutStopSec")
         if self.watchdog_sec is not None:
@@ -144,6 +228,8 @@ class ServiceUnit:
             escape.escape_value(self.working_directory, what="WorkingDirectory")
         for key, value, comment in self.hardening:
             escape.escape_value(value, what=key)
+            escape.check_text(comment, what=f"comment for {key}")
+        for key, comment in self.comments:
             escape.check_text(comment, what=f"comment for {key}")
 
 

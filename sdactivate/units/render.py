@@ -12,7 +12,7 @@ import textwrap
 from collections.abc import Sequence
 
 from . import escape
-from .model import ServiceUnit, SocketUnit, format_seconds
+from .model import RateLimit, ServiceUnit, SocketUnit, format_seconds
 from .version import check_supported
 
 __all__ = ["render_service", "render_socket"]
@@ -52,6 +52,15 @@ class _Lines:
     def environment(self, name: str, value: str) -> None:
         self._emit("Environment", "", escape.quote_environment(name, value))
 
+    def rate_limit(self, prefix: str, limit: RateLimit, comment: str = "") -> None:
+        """``<prefix>IntervalSec=`` + ``<prefix>Burst=``; an interval of 0 is "off"."""
+        if limit.is_off:
+            self.value(f"{prefix}IntervalSec", "0", comment)
+            return
+        interval = format_seconds(limit.interval, what=f"{prefix}IntervalSec")
+        self.value(f"{prefix}IntervalSec", interval, comment)
+        self.value(f"{prefix}Burst", str(limit.burst))
+
     def text(self) -> str:
         return "\n".join(self._out) + "\n"
 
@@ -76,6 +85,13 @@ def render_socket(unit: SocketUnit, *, version: int, header: Sequence[str] = ())
         )
     if unit.service is not None:
         out.value("Service", unit.service)
+    notes = dict(unit.comments)
+    if unit.accept:
+        out.value("Accept", "yes", notes.get("Accept", ""))
+    if unit.max_connections is not None:
+        out.value("MaxConnections", str(unit.max_connections), notes.get("MaxConnections", ""))
+    if unit.trigger_limit is not None:
+        out.rate_limit("TriggerLimit", unit.trigger_limit, notes.get("TriggerLimit", ""))
     out.section("Install")
     out.value("WantedBy", "sockets.target")
     return out.text()
@@ -87,10 +103,15 @@ def render_service(unit: ServiceUnit, *, version: int, header: Sequence[str] = (
     out = _Lines(header, version)
     out.section("Unit")
     out.value("Description", unit.description)
+    if unit.start_limit is not None:
+        # systemd.unit(5): [Unit] since v230 ([Service] is the deprecated spelling)
+        out.rate_limit("StartLimit", unit.start_limit, notes.get("StartLimit", ""))
     sockets = " ".join(unit.sockets)
     if sockets:
         out.value("Requires", sockets)
         out.value("After", sockets)
+    if unit.collect_mode is not None:
+        out.value("CollectMode", unit.collect_mode, notes.get("CollectMode", ""))
     out.section("Service")
     out.value("Type", unit.type, notes.get("Type", ""))
     out.value("NotifyAccess", unit.notify_access, notes.get("NotifyAccess", ""))
@@ -105,8 +126,9 @@ def render_service(unit: ServiceUnit, *, version: int, header: Sequence[str] = (
         out.value("WorkingDirectory", unit.working_directory)
     for name, value in unit.environment:
         out.environment(name, value)
-    out.value("Restart", unit.restart)
-    out.value("RestartSec", format_seconds(unit.restart_sec, what="RestartSec"))
+    if unit.restart != "no":
+        out.value("Restart", unit.restart, notes.get("Restart", ""))
+        out.value("RestartSec", format_seconds(unit.restart_sec, what="RestartSec"))
     out.value(
         "TimeoutStopSec",
         format_seconds(unit.timeout_stop_sec, what="TimeoutStopSec"),
@@ -128,6 +150,8 @@ def render_service(unit: ServiceUnit, *, version: int, header: Sequence[str] = (
         out.comment("Sandboxing (systemd.exec(5)); check with: systemd-analyze security UNIT")
     for key, value, why in unit.hardening:
         out.value(key, value, why)
+    if unit.is_template:
+        return out.text()  # instances are started by their socket, never enabled
     out.section("Install")
     if unit.sockets:
         out.value("Also", sockets)
