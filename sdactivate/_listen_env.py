@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import NamedTuple
 
 from .errors import ActivationError
 
@@ -29,15 +28,30 @@ _INT_MAX = 2**31 - 1
 _DIGITS = {2: "01", 8: "01234567", 10: "0123456789", 16: "0123456789abcdefABCDEF"}
 
 
-class ListenEnv(NamedTuple):
-    """A parsed ``LISTEN_*`` environment that is meant for this process."""
+class ListenEnv(tuple[tuple[str, ...], "int | None"]):
+    """A parsed ``LISTEN_*`` environment that is meant for this process (immutable)."""
 
-    names: tuple[str, ...]  # one per fd, in fd order
-    pidfd_id: int | None = None  # LISTEN_PIDFDID (v259+), if the manager sent it
+    __slots__ = ()
+
+    def __new__(cls, names: tuple[str, ...], pidfd_id: int | None = None) -> ListenEnv:
+        return super().__new__(cls, (names, pidfd_id))
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """One name per fd, in fd order."""
+        return self[0]
+
+    @property
+    def pidfd_id(self) -> int | None:
+        """``LISTEN_PIDFDID`` (v259+), if the manager sent it."""
+        return self[1]
 
     @property
     def fds(self) -> range:
-        return range(SD_LISTEN_FDS_START, SD_LISTEN_FDS_START + len(self.names))
+        return range(SD_LISTEN_FDS_START, SD_LISTEN_FDS_START + len(self[0]))
+
+    def __repr__(self) -> str:
+        return f"ListenEnv(names={self[0]!r}, pidfd_id={self[1]!r})"
 
 
 def _c_integer(text: str) -> int | None:
