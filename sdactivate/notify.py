@@ -9,6 +9,8 @@ Values are validated before anything is sent (:class:`NotifyValueError`): keys a
 manager splits on ``\\n`` and ``\\r``: no field injection), a datagram at most 4096 bytes
 (longer ones are dropped whole by PID1), at most 253 fds. A send never blocks past
 ``SEND_TIMEOUT`` even when the manager's queue is full; then :class:`NotifyError`.
+One sending socket is reused per process: safe across fork (the kernel stamps each
+datagram with the sender's credentials) and re-checked before use (see ``_Sender``).
 
 Try it by hand: ``systemd-run --user -p Type=notify python3 -c
 'import sdactivate.notify as n; n.ready(status="up")'``.
