@@ -317,4 +317,5 @@ def test_interval_property_agrees_with_libsystemd(usec: str | None, wpid: str | 
     except WatchdogError:
         assert ret < 0
     else:
-        assert (ret, ours) == ((1, out.value / 1e6) if ret > 0 else (0, None))
+        # int / int is correctly rounded; int / 1e6 would round the int to a float first
+        assert (ret, ours) == ((1, out.value / 1_000_000) if ret > 0 else (0, None))
