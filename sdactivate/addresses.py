@@ -57,7 +57,7 @@ class ListenAddress:
             if self.path is not None or self.port is None:
                 raise AddressError(f"{self.kind} address needs a port, got {self!r}")
             if not 0 <= self.port <= 65535:  # 0: the kernel picks (binding only)
-                raise AddressError(f"port {self.port!r} out of range 1..65535")
+                raise AddressError(f"port {self.port!r} out of range 0..65535")
             if self.host is not None:
                 try:
                     ipaddress.ip_address(self.host)
@@ -204,6 +204,7 @@ def parse_address(text: str, *, kind: Kind | None = None) -> ListenAddress:
             kind, body = prefix, text[len(prefix) + 1 :]
             break
     if body.startswith(("/", "@")):
+        # A tcp/udp kind on a path means "stream"/"datagram": listen("/run/x", kind="udp").
         unix_kind: Kind = kind if kind is not None else "unix"
         if not unix_kind.startswith("unix"):
             unix_kind = "unix-dgram" if unix_kind == "udp" else "unix"
