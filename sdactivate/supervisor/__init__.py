@@ -1,6 +1,7 @@
 """``sdactivate run``: a supervisor that hands its sockets from one generation to the next.
 
-* :mod:`.machine` -- the decisions, a sans-I/O state machine (its invariants are at its top);
+* :mod:`.machine` -- the decisions, a sans-I/O state machine (its invariants are at its top),
+  over the events and actions of :mod:`.events`;
 * :mod:`.runner` -- the I/O shell: sockets, children, signals, timers, the manager;
 * :mod:`.control` -- the control socket ``sdactivate reload --pid PID`` talks to;
 * :mod:`.client` -- :func:`~.client.request_reload`, the caller's side of that socket.
@@ -8,4 +9,4 @@
 
 from __future__ import annotations
 
-__all__ = ["client", "control", "machine", "runner"]
+__all__ = ["client", "control", "events", "machine", "runner"]

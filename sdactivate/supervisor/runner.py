@@ -10,16 +10,13 @@ only bound the ``epoll_wait`` timeout while one is armed.
 
 from __future__ import annotations
 
-import array
 import collections
 import contextlib
 import logging
 import os
-import resource
 import selectors
 import signal
 import socket
-import struct
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
@@ -30,6 +27,7 @@ from .. import _env
 from .._spawn import Child, spawn
 from ..errors import NotifyValueError, SdActivateError
 from . import machine as m
+from ._os import can_raise_priority, parent_pid, receive_notify, renice_tree, sockname
 from .control import Connection, ControlServer
 
 __all__ = ["HEALTH_FD_NAME", "Listener", "Options", "Runner", "run"]
@@ -37,8 +35,6 @@ __all__ = ["HEALTH_FD_NAME", "Listener", "Options", "Runner", "run"]
 log = logging.getLogger("sdactivate.supervisor")
 
 HEALTH_FD_NAME = "sdactivate-health"
-_NOTIFY_MAX = 4096  # v252 manager.c: NOTIFY_BUFFER_MAX = PIPE_BUF; longer is dropped
-_UCRED = struct.Struct("iII")  # struct ucred: pid, uid, gid
 _SIGNALS = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2)
 # Variables a child must not inherit from the supervisor's own manager: the child gets our
 # NOTIFY_SOCKET; WATCHDOG_PID names the supervisor (sd_watchdog_enabled(3) would return 0).
@@ -118,9 +114,7 @@ class Runner:
         self._events: collections.deque[m.Event] = collections.deque()
         self._busy = False
         self._base_nice = os.getpriority(os.PRIO_PROCESS, 0)
-        self._startup_nice = (
-            self.options.startup_nice if _can_raise_priority(self._base_nice) else 0
-        )
+        self._startup_nice = self.options.startup_nice if can_raise_priority(self._base_nice) else 0
         self._sel = selectors.DefaultSelector()
         self._notify: socket.socket | None = None
         self._control: ControlServer | None = None
@@ -275,7 +269,7 @@ class Runner:
         elif isinstance(action, m.Promote):
             g = self._gens.get(action.gen)
             if g is not None and self._startup_nice:
-                _renice_tree(g.child.pid, self._base_nice)
+                renice_tree(g.child.pid, self._base_nice)
         elif isinstance(action, m.Exit):
             self._exit = action.code
 
@@ -372,51 +366,31 @@ class Runner:
         from ..notify import parse_message
 
         assert self._notify is not None
-        cmsg_space = socket.CMSG_SPACE(_UCRED.size) + socket.CMSG_SPACE(253 * 4)
-        while True:
+        while (got := receive_notify(self._notify)) is not None:
+            pid, data, truncated = got
+            if truncated:
+                log.warning("notify message from pid %d truncated; ignored", pid)
+                continue
+            gen = self._generation_of(pid)
+            if gen is None:
+                log.debug("notify message from unknown pid %d ignored", pid)
+                continue
             try:
-                data, ancdata, flags, _ = self._notify.recvmsg(_NOTIFY_MAX, cmsg_space)
-            except (BlockingIOError, InterruptedError):
-                return
-            pid = 0
-            fds = array.array("i")
-            for level, kind, payload in ancdata:
-                if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS:
-                    pid = _UCRED.unpack_from(payload)[0]
-                elif level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                    fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
-            try:  # fds are closed after handling: that is also how BARRIER=1 is answered
-                if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
-                    log.warning("notify message from pid %d truncated; ignored", pid)
-                    continue
-                gen = self._generation_of(pid)
-                if gen is None:
-                    log.debug("notify message from unknown pid %d ignored", pid)
-                    continue
-                try:
-                    fields = parse_message(data)
-                except NotifyValueError as exc:
-                    log.warning("generation %d sent a malformed notify message: %s", gen, exc)
-                    continue
-                self._on_child_message(gen, fields)
-            finally:
-                for fd in fds:
-                    with contextlib.suppress(OSError):
-                        os.close(fd)
+                fields = parse_message(data)
+            except NotifyValueError as exc:
+                log.warning("generation %d sent a malformed notify message: %s", gen, exc)
+                continue
+            self._on_child_message(gen, fields)
 
     def _generation_of(self, pid: int) -> int | None:
         """The generation ``pid`` belongs to: a child, or a descendant (NotifyAccess=all)."""
         for _ in range(8):
             if pid in self._pids:
                 return self._pids[pid]
-            try:
-                with open(f"/proc/{pid}/stat", "rb") as f:
-                    stat = f.read()
-                pid = int(stat[stat.rindex(b")") + 2 :].split()[1])
-            except (OSError, ValueError, IndexError):
+            parent = parent_pid(pid)
+            if parent is None or parent <= 1 or parent == self.pid:
                 return None
-            if pid <= 1 or pid == self.pid:
-                return None
+            pid = parent
         return None
 
     def _on_child_message(self, gen: int, fields: list[tuple[str, str]]) -> None:
@@ -516,57 +490,9 @@ class Runner:
             "upgrades_failed": mach.upgrades_failed,
             "notify_socket": self.notify_address,
             "listeners": [
-                {"name": lst.name, "address": _sockname(lst.sock)} for lst in self.listeners
+                {"name": lst.name, "address": sockname(lst.sock)} for lst in self.listeners
             ],
         }
-
-
-_CAP_SYS_NICE = 23  # capabilities(7)
-
-
-def _can_raise_priority(nice: int) -> bool:
-    """Whether this process may set a child's nice value back down to ``nice``
-    (setpriority(2): CAP_SYS_NICE, or RLIMIT_NICE allowing ``nice``)."""
-    try:
-        with open("/proc/self/status") as f:
-            cap_eff = next(line for line in f if line.startswith("CapEff:"))
-        if int(cap_eff.split()[1], 16) >> _CAP_SYS_NICE & 1:
-            return True
-    except (OSError, StopIteration, ValueError):
-        pass
-    soft, _ = resource.getrlimit(resource.RLIMIT_NICE)
-    return soft == resource.RLIM_INFINITY or nice >= 20 - soft
-
-
-def _renice_tree(pid: int, nice: int) -> None:
-    """Set every thread of ``pid`` and of its descendants to ``nice`` (nice is per thread)."""
-    todo = [pid]
-    while todo:
-        proc = todo.pop()
-        try:
-            tids = os.listdir(f"/proc/{proc}/task")
-        except OSError:
-            continue
-        for tid in tids:
-            try:
-                os.setpriority(os.PRIO_PROCESS, int(tid), nice)
-                with open(f"/proc/{proc}/task/{tid}/children") as f:
-                    todo.extend(int(c) for c in f.read().split())
-            except OSError as exc:
-                log.debug("cannot renice thread %s of pid %d: %s", tid, proc, exc)
-
-
-def _sockname(sock: socket.socket) -> str:
-    try:
-        name = sock.getsockname()
-    except OSError:
-        return "?"
-    if isinstance(name, tuple):
-        host, port = name[:2]
-        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    if isinstance(name, bytes):  # abstract
-        return "@" + name[1:].decode(errors="replace")
-    return str(name)
 
 
 def run(

@@ -1,0 +1,230 @@
+"""The supervisor's vocabulary: events the runner feeds to the machine, actions it returns.
+
+Plain frozen values (h11-style): no behaviour, so both sides and the tests share them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = [
+    "Action",
+    "CancelHealth",
+    "CancelTimer",
+    "ChildExited",
+    "ChildReady",
+    "Deadline",
+    "Event",
+    "Exit",
+    "ExtendTimeout",
+    "ForwardSignal",
+    "HealthResult",
+    "Kill",
+    "Log",
+    "NotifyManager",
+    "Promote",
+    "ReloadRequested",
+    "Report",
+    "RunHealth",
+    "SetTimer",
+    "Signal",
+    "Spawn",
+    "SpawnFailed",
+    "Spawned",
+    "Start",
+    "StopRequested",
+    "WatchdogPing",
+]
+
+
+# --- events ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Start:
+    """Start the first generation."""
+
+
+@dataclass(frozen=True)
+class ReloadRequested:
+    """SIGHUP (``request`` None) or a control-socket request (``request`` = its id)."""
+
+    request: int | None = None
+
+
+@dataclass(frozen=True)
+class Spawned:
+    gen: int
+    pid: int
+
+
+@dataclass(frozen=True)
+class SpawnFailed:
+    gen: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class ChildReady:
+    """``READY=1`` received from this generation's process."""
+
+    gen: int
+
+
+@dataclass(frozen=True)
+class ChildExited:
+    """The generation's process was reaped; ``status`` as ``os.waitstatus_to_exitcode``."""
+
+    gen: int
+    status: int
+
+
+@dataclass(frozen=True)
+class Deadline:
+    """A timer set with :class:`SetTimer` fired."""
+
+    key: tuple[str, int]
+
+
+@dataclass(frozen=True)
+class HealthResult:
+    gen: int
+    ok: bool
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class StopRequested:
+    """SIGTERM/SIGINT to the supervisor."""
+
+
+@dataclass(frozen=True)
+class WatchdogPing:
+    """``WATCHDOG=1`` (or ``=trigger``) received from this generation's process."""
+
+    gen: int
+    value: str = "1"
+
+
+@dataclass(frozen=True)
+class ExtendTimeout:
+    """``EXTEND_TIMEOUT_USEC=`` from this generation: it needs ``usec`` more from now."""
+
+    gen: int
+    usec: int
+
+
+@dataclass(frozen=True)
+class ForwardSignal:
+    """A signal the supervisor passes on to the serving generation (SIGUSR1, SIGUSR2)."""
+
+    signum: int
+
+
+Event = (
+    Start
+    | ReloadRequested
+    | Spawned
+    | SpawnFailed
+    | ChildReady
+    | ChildExited
+    | Deadline
+    | HealthResult
+    | StopRequested
+    | WatchdogPing
+    | ExtendTimeout
+    | ForwardSignal
+)
+
+
+# --- actions -----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Spawn:
+    """Start generation ``gen``; answer with :class:`Spawned` or :class:`SpawnFailed`."""
+
+    gen: int
+
+
+@dataclass(frozen=True)
+class Signal:
+    gen: int
+    signum: int
+
+
+@dataclass(frozen=True)
+class Kill:
+    """SIGKILL the generation (it is then reaped normally)."""
+
+    gen: int
+
+
+@dataclass(frozen=True)
+class SetTimer:
+    key: tuple[str, int]
+    seconds: float
+
+
+@dataclass(frozen=True)
+class CancelTimer:
+    key: tuple[str, int]
+
+
+@dataclass(frozen=True)
+class RunHealth:
+    gen: int
+
+
+@dataclass(frozen=True)
+class CancelHealth:
+    gen: int
+
+
+@dataclass(frozen=True)
+class NotifyManager:
+    """sd_notify(3) to the supervisor's own manager; ``reloading`` adds MONOTONIC_USEC."""
+
+    fields: tuple[tuple[str, str], ...]
+    reloading: bool = False
+
+
+@dataclass(frozen=True)
+class Report:
+    """Answer control request ``request``."""
+
+    request: int
+    ok: bool
+    generation: int | None
+    pid: int | None
+    message: str
+
+
+@dataclass(frozen=True)
+class Log:
+    level: str  # "info" | "warning" | "error"
+    message: str
+
+
+@dataclass(frozen=True)
+class Promote:
+    """``gen`` is now the serving generation (the runner lifts its start-up priority)."""
+
+    gen: int
+
+
+@dataclass(frozen=True)
+class Exit:
+    code: int
+
+
+Action = (
+    Spawn
+    | Signal
+    | Kill
+    | SetTimer
+    | CancelTimer
+    | RunHealth
+    | CancelHealth
+    | NotifyManager
+    | Report
+    | Log
+    | Promote
+    | Exit
+)
