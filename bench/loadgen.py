@@ -166,6 +166,9 @@ class Result:
         """Plain-dict summary (counts, latency percentiles in ms, generator lag)."""
         pct = self.percentiles()
         lag = percentiles([x for x in self.send_lag if not math.isnan(x)])
+        service = percentiles(
+            lat - lg for lat, lg in zip(self.latency, self.send_lag, strict=True) if lat == lat
+        )
         return {
             "rate": self.rate,
             "duration": self.duration,
@@ -181,6 +184,7 @@ class Result:
             "errors": dict(self.errors),
             "latency_ms": _ms(pct),
             "send_lag_ms": _ms(lag),
+            "service_ms": _ms(service),  # from the actual send, not the schedule
             "achieved_rate": self.sent / self.wall if self.wall > 0 else 0.0,
             "cpu_s": self.cpu_s,
         }

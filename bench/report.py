@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import json
 import math
@@ -33,9 +34,18 @@ def _ms(d: dict[str, float]) -> dict[str, float | None]:
 
 
 def _gap(completions: list[float], a: float, b: float) -> float:
-    """Longest interval inside [a, b] with no completed request (seconds)."""
-    pts = [a] + [c for c in completions if a <= c <= b] + [b]
+    """Longest interval inside [a, b] with no completed request (seconds); sorted input."""
+    lo, hi = bisect.bisect_left(completions, a), bisect.bisect_right(completions, b)
+    pts = [a, *completions[lo:hi], b]
     return max(y - x for x, y in itertools.pairwise(pts))
+
+
+def _range_stats(res: loadgen.Result, a: float, b: float) -> tuple[int, float | None]:
+    """(failed, max ok latency s) of requests scheduled in [a, b) (schedule is sorted)."""
+    lo, hi = bisect.bisect_left(res.scheduled, a), bisect.bisect_left(res.scheduled, b)
+    failed = sum(1 for o in res.outcome[lo:hi] if o != 0)
+    lats = [x for x in res.latency[lo:hi] if not math.isnan(x)]
+    return failed, (max(lats) if lats else None)
 
 
 def summarize(
@@ -56,14 +66,14 @@ def summarize(
     durations = [r.done - r.trigger for r in restarts]
     per_restart = []
     for (a, b), r, g in zip(windows, restarts, gaps, strict=True):
-        st = loadgen.window_stats(res, [(a, b)])
+        failed, mx = _range_stats(res, a, b)
         per_restart.append(
             {
                 "trigger_s": round(r.trigger - res.t0, 4),
                 "duration_ms": round((r.done - r.trigger) * 1e3, 2),
                 "gap_ms": round(g * 1e3, 2),
-                "failed": st.failed,
-                "max_ms": _ms(st.latency)["max"],
+                "failed": failed,
+                "max_ms": None if mx is None else round(mx * 1e3, 3),
                 "old_pid": r.old_pid,
                 "new_pid": r.new_pid,
                 "note": r.note,
@@ -140,8 +150,6 @@ def _series(res: loadgen.Result, restarts: Sequence[Any]) -> dict[str, list[Any]
 
 
 def _bisect(xs: Sequence[float], x: float) -> int:
-    import bisect
-
     return bisect.bisect_left(xs, x)
 
 
@@ -231,26 +239,24 @@ def plot(data: dict[str, Any], path: Path) -> None:
     if not workloads:
         return
     fig, axes = plt.subplots(
-        len(workloads), 1, figsize=(11, 4.2 * len(workloads)), squeeze=False, sharex=True
+        len(workloads), 1, figsize=(13, 4.4 * len(workloads)), squeeze=False, sharex=True
     )
     colours = plt.get_cmap("tab10")
     modes = sorted({r["mode"] for r in runs})
     for ax, wl in zip(axes[:, 0], workloads, strict=True):
-        top = 1.0
-        for r in runs:
-            if r["workload"] != wl:
-                continue
+        mine = [r for r in runs if r["workload"] == wl]
+        top = max([1.0] + [v for r in mine for v in r["series"]["max_ms"] if v is not None])
+        for r in mine:
             s = r["series"]
-            col = colours(modes.index(r["mode"]) % 10)
+            k = modes.index(r["mode"])
+            col = colours(k % 10)
             xs = [t for t, v in zip(s["t_ms"], s["max_ms"], strict=True) if v is not None]
             ys = [v for v in s["max_ms"] if v is not None]
-            if ys:
-                top = max(top, max(ys))
             label = f"{r['mode']} {r.get('title', '')} (failed {r['counts']['failed']})"
             ax.plot(xs, ys, color=col, lw=1.3, label=label)
             fx = [t for t, f in zip(s["t_ms"], s["failed"], strict=True) if f]
-            if fx:
-                ax.scatter(fx, [top * 1.5] * len(fx), marker="x", color=col, s=18)
+            if fx:  # one row of x marks per mode, above the curves
+                ax.scatter(fx, [top * 1.6 * 1.25**k] * len(fx), marker="x", color=col, s=14)
         ax.set_yscale("log")
         ax.axvline(0, color="k", lw=0.8, ls="--")
         ax.set_ylabel("max latency in 10 ms bin (ms, log)")
@@ -260,7 +266,7 @@ def plot(data: dict[str, Any], path: Path) -> None:
             "x at top = failed requests"
         )
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8, loc="upper right")
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     axes[-1, 0].set_xlabel("time since restart trigger (ms), by scheduled send time")
     env = data.get("environment", {})
     fig.suptitle(

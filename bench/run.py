@@ -87,8 +87,9 @@ def run_one(
     keepalive = workload == "keepalive"
     restarts_n = cfg.restarts_ka if keepalive else cfg.restarts
     port = modes.base.free_port()
-    m = modes.make(mode_id, port=port, keepalive=keepalive, app=cfg.app, pool=pool)
+    m = modes.make(mode_id, port=port, keepalive=keepalive, app=cfg.app, pool=pool, pin=cfg.pin)
     out: dict[str, Any] = {"mode": mode_id, "title": m.title, "workload": workload}
+    m.log = modes.base.scratch_dir() / f"{mode_id}-{workload}-{port}.log"
     try:
         m.check()
         m.start()
@@ -156,64 +157,74 @@ def run_one(
     out.update(report.summarize(res, restarts, tail=cfg.tail, supervisor=sup))
     if error:
         out["error"] = error
+        out["log_tail"] = modes.base.log_tail(m.log)
     out["notes"] = m.notes
     return out
 
 
-def wrk_crosscheck(seconds: float) -> str:
-    """wrk (closed loop) and loadgen against the same tiny server, new connection each."""
+def _wrk(port: int, conns: int, seconds: float, pin: bool) -> dict[str, str]:
+    argv = ["wrk", "-t1", f"-c{conns}", f"-d{int(seconds)}s", "--latency"]
+    argv += ["-H", "Connection: close", f"http://127.0.0.1:{port}/"]
+    if pin:
+        argv = ["taskset", "-c", str(LOADGEN_CPU), *argv]
+    out = subprocess.run(
+        argv, capture_output=True, text=True, timeout=seconds + 30, check=False
+    ).stdout
+    got = {"rps": "?", "p50": "?", "p99": "?"}
+    for ln in out.splitlines():
+        parts = ln.split()
+        if ln.startswith("Requests/sec"):
+            got["rps"] = parts[1]
+        elif len(parts) == 2 and parts[0] in ("50%", "99%"):
+            got["p" + parts[0][:-1]] = parts[1]
+    return got
+
+
+def wrk_crosscheck(seconds: float, pin: bool) -> dict[str, Any]:
+    """wrk and loadgen against the same server (bench/modes/app.py), new connection each.
+
+    wrk is closed loop, so compare like with like: wrk with one connection (no queueing)
+    against loadgen at a low open-loop rate, both p50 latency; wrk -c8 gives the capacity.
+    """
     import shutil
 
     if shutil.which("wrk") is None:
-        return "wrk not installed"
+        return {"skipped": "wrk not installed"}
     port = modes.base.free_port()
-    srv = modes.base.popen(
-        [
-            sys.executable,
-            str(Path(__file__).resolve().parent / "modes" / "app.py"),
-            "--socket",
-            f"plain:127.0.0.1:{port}",
-        ]
-    )
+    app = str(Path(__file__).resolve().parent / "modes" / "app.py")
+    srv = modes.base.popen([sys.executable, app, "--socket", f"plain:127.0.0.1:{port}"], pin=pin)
     try:
         modes.base.wait_for(lambda: _connectable(port), 20, "bench app")
-        w = subprocess.run(
-            [
-                "taskset",
-                "-c",
-                str(LOADGEN_CPU),
-                "wrk",
-                "-t1",
-                "-c8",
-                f"-d{int(seconds)}s",
-                "-H",
-                "Connection: close",
-                f"http://127.0.0.1:{port}/",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=seconds + 30,
-            check=False,
-        )
-        rps = next(
-            (ln.split()[1] for ln in w.stdout.splitlines() if ln.startswith("Requests/sec")), "?"
-        )
-        lat = next(
-            (ln.split()[1] for ln in w.stdout.splitlines() if ln.strip().startswith("Latency")), "?"
-        )
-        res = loadgen.start(
-            "127.0.0.1", port, rate=1000, duration=seconds, cpus={LOADGEN_CPU}
+        one = _wrk(port, 1, seconds, pin)
+        cap = _wrk(port, 8, seconds, pin)
+        low = loadgen.start(
+            "127.0.0.1", port, rate=200, duration=seconds, cpus={LOADGEN_CPU} if pin else None
         ).result()
-        s = res.summary()
-        return (
-            "same server (bench/modes/app.py, new connection per request): wrk -t1 -c8 closed "
-            f"loop {rps} req/s, mean latency {lat}; loadgen open loop 1000 req/s: "
-            f"ok {s['ok']}/{s['total']}, "
-            f"p50 {s['latency_ms']['p50']:.2f} ms, p99 {s['latency_ms']['p99']:.2f} ms, "
-            f"generator CPU {s['cpu_s'] / seconds * 100:.0f}% of a core"
-        )
+        hi = loadgen.start(
+            "127.0.0.1", port, rate=1000, duration=seconds, cpus={LOADGEN_CPU} if pin else None
+        ).result()
     finally:
         modes.base.kill_pid(srv.pid)
+    ls, hs = low.summary(), hi.summary()
+    return {
+        "wrk_c1": one,
+        "wrk_c8": cap,
+        "loadgen_200": {"ok": ls["ok"], "total": ls["total"], **ls["latency_ms"]},
+        "loadgen_1000": {
+            "ok": hs["ok"],
+            "total": hs["total"],
+            **hs["latency_ms"],
+            "cpu_pct": round(hs["cpu_s"] / seconds * 100, 1),
+        },
+        "text": (
+            f"wrk -c1 (closed loop) p50 {one['p50']}, {one['rps']} req/s; loadgen 200/s "
+            f"(open loop) p50 {ls['latency_ms']['p50']:.2f}ms from the schedule, "
+            f"{ls['service_ms']['p50']:.2f}ms from the send; wrk -c8 capacity "
+            f"{cap['rps']} req/s; loadgen 1000/s ok {hs['ok']}/{hs['total']} p50 "
+            f"{hs['latency_ms']['p50']:.2f}ms p99 {hs['latency_ms']['p99']:.2f}ms, "
+            f"generator CPU {hs['cpu_s'] / seconds * 100:.0f}% of a core"
+        ),
+    }
 
 
 def _connectable(port: int) -> bool:
@@ -233,14 +244,20 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--rate", type=float, default=1000.0)
     p.add_argument("--restarts", type=int, default=5)
     p.add_argument("--restarts-ka", type=int, default=3)
-    p.add_argument("--interval", type=float, default=2.0)
+    p.add_argument("--interval", type=float, default=1.5)
     p.add_argument("--warmup", type=float, default=1.0)
     p.add_argument("--tail", type=float, default=0.25, help="window end = restart done + TAIL s")
     p.add_argument("--timeout", type=float, default=3.0, help="per-request timeout")
     p.add_argument("--app", choices=("auto", "examples", "bench"), default="auto")
     p.add_argument("--no-micro", action="store_true")
     p.add_argument("--wrk", action="store_true", help="also cross-check loadgen against wrk")
-    p.add_argument("--no-pin", dest="pin", action="store_false")
+    p.add_argument(
+        "--pin",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="services on CPU 0, load generator on CPU 1 (auto: only on a quiet machine, "
+        "1-min load average < 1; pinned services on a busy machine saturate their CPU)",
+    )
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--out", type=Path, default=report.RESULTS)
     a = p.parse_args(argv)
@@ -256,10 +273,14 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     cfg = parse(argv)
-    if cfg.pin and (os.cpu_count() or 1) >= 2:
+    load1 = float(Path("/proc/loadavg").read_text().split()[0])
+    if cfg.pin == "auto":
+        cfg.pin = "on" if load1 < 1.0 else "off"
+    cfg.pin = cfg.pin == "on" and (os.cpu_count() or 1) >= 2
+    if cfg.pin:
         os.sched_setaffinity(0, {SERVICE_CPU})  # main thread: children inherit CPU 0
-    else:
-        cfg.pin = False
+    elif load1 >= 1.0:
+        print(f"note: load average {load1} at start; results will be noisy", flush=True)
     started = time.monotonic()
     data: dict[str, Any] = {
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -274,7 +295,8 @@ def main(argv: list[str] | None = None) -> int:
         for row in data["micro_rows"]:
             print("  " + " | ".join(row), flush=True)
     if cfg.wrk:
-        data["config"]["wrk"] = wrk_crosscheck(5)
+        data["wrk"] = wrk_crosscheck(3, cfg.pin)
+        data["config"]["wrk"] = data["wrk"].get("text", data["wrk"].get("skipped"))
         print("wrk:", data["config"]["wrk"], flush=True)
     plan = [(m, w) for m in cfg.modes.split(",") for w in cfg.workloads.split(",")]
     random.Random(cfg.seed).shuffle(plan)

@@ -24,9 +24,11 @@ __all__ = ["ALL", "Mode", "ModeUnavailable", "Restart", "SandboxPool", "make"]
 ALL = ("C0", "C1", "C2", "C3", "C4", "P1-HUP", "P1-USR2")
 
 
-def make(mode_id: str, *, port: int, keepalive: bool, app: str, pool: SandboxPool) -> Mode:
+def make(
+    mode_id: str, *, port: int, keepalive: bool, app: str, pool: SandboxPool, pin: bool = True
+) -> Mode:
     """A fresh Mode object for one (mode, workload) run."""
-    kw: dict[str, Any] = {"port": port, "keepalive": keepalive, "app": app}
+    kw: dict[str, Any] = {"port": port, "keepalive": keepalive, "app": app, "pin": pin}
     if mode_id == "C0":
         return PlainRestart(**kw)
     if mode_id == "C1":

@@ -66,6 +66,8 @@ class Mode:
     port: int = 0
     keepalive: bool = False
     app: str = "examples"  # which service program: "examples" or "bench"
+    pin: bool = True  # run the service on SERVICE_CPU
+    log: Path | None = None  # the service's stdout/stderr (host modes)
     notes: list[str] = field(default_factory=list)
 
     def check(self) -> None:
@@ -122,10 +124,30 @@ def proc_sample(pid: int) -> ProcSample | None:
 
 
 def children(pid: int) -> list[int]:
+    """Children of every thread of ``pid`` (proc(5): .../task/<tid>/children is per thread)."""
+    out: list[int] = []
     try:
-        return [int(x) for x in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+        tids = os.listdir(f"/proc/{pid}/task")
     except OSError:
-        return []
+        return out
+    for tid in tids:
+        try:
+            out += [int(x) for x in Path(f"/proc/{pid}/task/{tid}/children").read_text().split()]
+        except OSError:
+            continue
+    return out
+
+
+def describe(pid: int) -> str:
+    """State, kernel wait channel and whether ``pid`` has exec'd (for failure reports)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+        wchan = Path(f"/proc/{pid}/wchan").read_text()
+        env = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return f"{pid}: gone"
+    execd = b"LISTEN_PID=" in env
+    return f"{pid}: state {state}, wchan {wchan}, exec'd with LISTEN_PID: {execd}"
 
 
 def alive(pid: int) -> bool:
@@ -165,8 +187,31 @@ def kill_pid(pid: int, *, timeout: float = 10.0) -> None:
         os.waitpid(pid, 0)
 
 
-def popen(argv: Sequence[str], *, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    """Start a service process on SERVICE_CPU, its output discarded (stderr kept in a log)."""
+def scratch_dir() -> Path:
+    """Where logs and pid files go: $SDACTIVATE_BENCH_SCRATCH or ~/.cache/sdactivate-bench."""
+    path = Path(
+        os.environ.get("SDACTIVATE_BENCH_SCRATCH")
+        or os.path.expanduser("~/.cache/sdactivate-bench")
+    )
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def log_tail(path: Path | None, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path else ""
+    except OSError:
+        return ""
+
+
+def popen(
+    argv: Sequence[str],
+    *,
+    env: dict[str, str] | None = None,
+    pin: bool = True,
+    log: Path | None = None,
+) -> subprocess.Popen[bytes]:
+    """Start a service process (on SERVICE_CPU if ``pin``); stdout+stderr appended to ``log``."""
     full_env = dict(os.environ)
     full_env.pop("NOTIFY_SOCKET", None)
     full_env.pop("LISTEN_FDS", None)
@@ -175,15 +220,20 @@ def popen(argv: Sequence[str], *, env: dict[str, str] | None = None) -> subproce
     full_env["PYTHONPATH"] = str(ROOT)
     if env:
         full_env.update(env)
-    return subprocess.Popen(
-        ["taskset", "-c", str(SERVICE_CPU), *argv],
-        env=full_env,
-        cwd=ROOT,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    out = open(log, "ab") if log is not None else subprocess.DEVNULL  # noqa: SIM115
+    try:
+        return subprocess.Popen(
+            ["taskset", "-c", str(SERVICE_CPU), *argv] if pin else list(argv),
+            env=full_env,
+            cwd=ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    finally:
+        if log is not None and not isinstance(out, int):
+            out.close()
 
 
 class NotifyRx:

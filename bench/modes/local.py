@@ -22,9 +22,11 @@ from .base import (
     Restart,
     alive,
     children,
+    describe,
     have_module,
     kill_pid,
     popen,
+    scratch_dir,
     wait_for,
 )
 
@@ -87,7 +89,12 @@ class PlainRestart(Mode):
 
     def _spawn(self) -> subprocess.Popen[bytes]:
         assert self.rx is not None
-        return popen(app_argv(self.app, "plain", self.port), env={"NOTIFY_SOCKET": self.rx.name})
+        return popen(
+            app_argv(self.app, "plain", self.port),
+            env={"NOTIFY_SOCKET": self.rx.name},
+            pin=self.pin,
+            log=self.log,
+        )
 
     def start(self) -> None:
         self.rx = NotifyRx()
@@ -145,7 +152,7 @@ class SupervisorHandover(Mode):
             *app_argv(self.app, "inherit", self.port),
         ]
         since = time.monotonic()
-        self.proc = popen(argv, env={"NOTIFY_SOCKET": self.rx.name})
+        self.proc = popen(argv, env={"NOTIFY_SOCKET": self.rx.name}, pin=self.pin, log=self.log)
         self.rx.wait(_is_ready, since=since, timeout=READY_TIMEOUT)
 
     def restart(self) -> Restart:
@@ -188,7 +195,10 @@ class InProcessUpgrade(Mode):
         self.rx = NotifyRx()
         since = time.monotonic()
         self.first = popen(
-            app_argv(self.app, "upgrader", self.port), env={"NOTIFY_SOCKET": self.rx.name}
+            app_argv(self.app, "upgrader", self.port),
+            env={"NOTIFY_SOCKET": self.rx.name},
+            pin=self.pin,
+            log=self.log,
         )
         self.main = self.first.pid
         self.pids.append(self.main)
@@ -199,7 +209,11 @@ class InProcessUpgrade(Mode):
         old = self.main
         t = time.monotonic()
         os.kill(old, signal.SIGHUP)
-        _, _, f = self.rx.wait(lambda f: "MAINPID" in f, since=t, timeout=READY_TIMEOUT)
+        try:
+            _, _, f = self.rx.wait(lambda f: "MAINPID" in f, since=t, timeout=READY_TIMEOUT)
+        except TimeoutError as exc:
+            kids = "; ".join(describe(c) for c in children(old))
+            raise TimeoutError(f"{exc}; pid {old} alive={alive(old)}, children [{kids}]") from exc
         self.main = int(f["MAINPID"])
         self.pids.append(self.main)
         if self.first is not None and self.first.poll() is not None:
@@ -211,7 +225,10 @@ class InProcessUpgrade(Mode):
 
     def stop(self) -> None:
         for pid in reversed(self.pids):
+            kids = children(pid)  # a new generation of an unfinished upgrade
             kill_pid(pid, timeout=15)
+            for k in kids:
+                kill_pid(k)
         if self.first is not None:
             kill_pid(self.first.pid)
         if self.rx is not None:
@@ -248,7 +265,7 @@ class Gunicorn(Mode):
         import tempfile
 
         self.rx = NotifyRx()
-        scratch = Path(tempfile.mkdtemp(prefix="gunicorn-", dir=_scratch()))
+        scratch = Path(tempfile.mkdtemp(prefix="gunicorn-", dir=scratch_dir()))
         self.pidfile = scratch / "gunicorn.pid"
         argv = [
             str(Path(PYTHON).with_name("gunicorn")),
@@ -276,7 +293,7 @@ class Gunicorn(Mode):
             "wsgi_app:app",
         ]
         since = time.monotonic()
-        self.proc = popen(argv, env={"NOTIFY_SOCKET": self.rx.name})
+        self.proc = popen(argv, env={"NOTIFY_SOCKET": self.rx.name}, pin=self.pin, log=self.log)
         self.master = self.proc.pid
         self.masters.append(self.master)
         self.rx.wait(_is_ready, since=since, timeout=READY_TIMEOUT)
@@ -328,11 +345,3 @@ class Gunicorn(Mode):
             self.rx.close()
         if self.pidfile is not None:
             shutil.rmtree(self.pidfile.parent, ignore_errors=True)
-
-
-def _scratch() -> str:
-    path = os.environ.get("SDACTIVATE_BENCH_SCRATCH") or os.path.expanduser(
-        "~/.cache/sdactivate-bench"
-    )
-    os.makedirs(path, exist_ok=True)
-    return path

@@ -88,9 +88,10 @@ class SystemdRestart(Mode):
             f"ExecStart={_quote(app_argv(self.app, self.how, self.port))}\n"
             f"Environment=PYTHONPATH={ROOT}\n"
             f"WorkingDirectory={ROOT}\n"
-            f"CPUAffinity={SERVICE_CPU}\n"
             "TimeoutStopSec=20\n"
         )
+        if self.pin:
+            service += f"CPUAffinity={SERVICE_CPU}\n"
         units = {self.unit: service}
         if self.how == "inherit":
             units[f"{base}.socket"] = (
