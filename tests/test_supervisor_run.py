@@ -523,3 +523,22 @@ def test_starting_generation_runs_nicer_until_it_takes_over(supervisor: Supervis
     result = request_reload(supervisor.pid, timeout=10)
     assert result.ok and result.pid is not None
     assert nice(result.pid) == base
+
+
+def test_reload_of_a_pid_that_is_no_supervisor_is_an_error() -> None:
+    """request_reload() on a process without a control socket raises SupervisorError."""
+    from sdactivate.errors import SupervisorError
+
+    with pytest.raises(SupervisorError, match=f"no sdactivate supervisor with pid {os.getpid()}"):
+        request_reload(os.getpid(), timeout=2)
+
+
+def test_control_socket_answers_status_and_rejects_unknown_ops(supervisor: Supervisor) -> None:
+    """{"op": "status"} describes the generations; an unknown op gets ok=false, not a hang."""
+    from sdactivate.supervisor.client import request
+
+    st = supervisor.status()
+    assert st["phase"] == "running" and st["generation"] == 1
+    assert st["listeners"] == [{"name": "http", "address": f"127.0.0.1:{supervisor.port}"}]
+    answer = request(supervisor.pid, "frobnicate", timeout=5)
+    assert answer == {"ok": False, "message": "unknown op 'frobnicate'"}
