@@ -35,6 +35,7 @@ __all__ = [
     "listen_inodes",
     "main_pid",
     "restart_under_load",
+    "start_limit",
     "wait_state",
 ]
 
@@ -42,17 +43,18 @@ __all__ = [
 def gen_units(
     name: str,
     *,
-    listens: Sequence[tuple[str, str]] = (),
+    listens: Sequence[tuple[str, str | None]] = (),
     args: Sequence[str] = (),
     program: str = PYTHON,
     script: str | None = APP,
     options: Sequence[str] = (),
 ) -> dict[str, str]:
-    """`sdactivate gen-units NAME --listen ADDR=FDNAME... --exec PROGRAM -- [SCRIPT] ARGS`
-    as {file name: text}. `options` are extra generator flags (--no-network, --watchdog ...)."""
+    """`sdactivate gen-units NAME --listen ADDR[=FDNAME]... --exec PROGRAM -- [SCRIPT] ARGS`
+    as {file name: text}. `options` are extra generator flags (--no-network, --watchdog,
+    --fdstore N, --accept ...)."""
     argv = [sys.executable, "-m", "sdactivate", "gen-units", name]
     for address, fd_name in listens:
-        argv += ["--listen", f"{address}={fd_name}"]
+        argv += ["--listen", address if fd_name is None else f"{address}={fd_name}"]
     argv += ["--environment", f"PYTHONPATH={CODE_DIR}", "--systemd-version", str(SYSTEMD_VERSION)]
     argv += [*options, "--stdout", "--exec", program, "--"]
     if script is not None:
@@ -230,12 +232,7 @@ def restart_under_load(
     return RestartRun(handle.result(), windows, took)
 
 
-# systemd.unit(5): every start counts against StartLimitBurst= (default 5 per 10 s), and a
-# `systemctl restart` is a start: 20 quick restarts fail the service (start-limit-hit), and its
-# socket unit with it. Deployments that restart often need this too.
-NO_START_LIMIT = "[Unit]\nStartLimitIntervalSec=0\n"
-
-
-def no_start_limit(unit: str) -> dict[str, str]:
-    """A drop-in lifting the start rate limit of `unit` (for tests that restart it 20 times)."""
-    return {f"{unit}.d/50-no-start-limit.conf": NO_START_LIMIT}
+def start_limit(sandbox: Sandbox, unit: str) -> tuple[str, str]:
+    """(StartLimitBurst, StartLimitIntervalUSec) as the sandbox's systemd read them."""
+    shown = sandbox.show(unit, "StartLimitBurst", "StartLimitIntervalUSec")
+    return shown["StartLimitBurst"], shown["StartLimitIntervalUSec"]

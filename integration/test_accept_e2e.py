@@ -4,23 +4,22 @@ from __future__ import annotations
 
 import socket
 
-from helpers import APP, PYTHON, gen_units, http_get, main_pid, wait_state
-from sandbox import CODE_DIR, Sandbox, Units, free_port
+import pytest
+from helpers import gen_units, http_get, main_pid, wait_state
+from sandbox import Sandbox, Units, free_port, wait_until
 
 
 def test_accept_yes_one_process_per_connection(sandbox: Sandbox, units: Units) -> None:
-    """With Accept=yes each connection starts its own instance, which gets the connected
-    socket through listeners() (fd name "connection"), answers, and exits."""
+    """`gen-units --accept`: each connection starts its own instance of the template, which
+    gets the connected socket through listeners() (fd name "connection"), answers, and exits."""
     port = free_port()
-    units.install(
-        {
-            "sdact-acc.socket": f"[Socket]\nListenStream=127.0.0.1:{port}\nAccept=yes\n",
-            "sdact-acc@.service": (
-                f"[Service]\nExecStart={PYTHON} {APP}\nEnvironment=PYTHONPATH={CODE_DIR}\n"
-                "DynamicUser=yes\n"
-            ),
-        }
+    files = gen_units(
+        "sdact-acc",
+        listens=[(f"127.0.0.1:{port}", None)],
+        options=["--accept", "--max-connections", "8"],
     )
+    assert list(files) == ["sdact-acc.socket", "sdact-acc@.service"]
+    units.install(files)
     sandbox.systemctl("start", "sdact-acc.socket")
     pids = set()
     for _ in range(3):
@@ -28,8 +27,79 @@ def test_accept_yes_one_process_per_connection(sandbox: Sandbox, units: Units) -
         assert status == 200 and body.startswith(f"pid={headers['x-pid']} ")
         pids.add(headers["x-pid"])
     assert len(pids) == 3
-    accepted = sandbox.show("sdact-acc.socket", "NAccepted")["NAccepted"]
-    assert accepted == "3"
+    shown = sandbox.show(
+        "sdact-acc.socket", "NAccepted", "MaxConnections", "TriggerLimitIntervalUSec"
+    )
+    assert shown == {"NAccepted": "3", "MaxConnections": "8", "TriggerLimitIntervalUSec": "0"}
+
+
+def _burst(port: int, count: int) -> list[socket.socket]:
+    """Up to `count` connections opened back to back (each is one trigger of an Accept=yes
+    socket); stops at the first refusal (the socket unit has failed and closed)."""
+    out = []
+    try:
+        for _ in range(count):
+            try:
+                out.append(socket.create_connection(("127.0.0.1", port), timeout=10))
+            except ConnectionRefusedError:
+                break
+    except BaseException:
+        for sock in out:
+            sock.close()
+        raise
+    return out
+
+
+def _closed_by_peer(sock: socket.socket) -> bool:
+    try:
+        return sock.recv(1) == b""
+    except ConnectionResetError:
+        return True
+
+
+@pytest.mark.parametrize(
+    ("limit", "survives"), [(None, True), ("200/2", False)], ids=["generated", "systemd-default"]
+)
+def test_accept_burst_of_connections(
+    sandbox: Sandbox, units: Units, limit: str | None, survives: bool
+) -> None:
+    """250 connections within a moment: with the generated units (trigger limit off,
+    MaxConnections= bounds the instances) the socket keeps serving; with systemd's default
+    trigger limit (200 per 2 s) the same burst fails the socket for good."""
+    port = free_port()
+    options = ["--accept", "--max-connections", "16"]
+    if limit is not None:
+        options += ["--start-limit", limit]
+    name = f"sdact-burst{'' if limit is None else '-lim'}"
+    files = gen_units(
+        name,
+        listens=[(f"127.0.0.1:{port}", None)],
+        program="/bin/true",
+        script=None,
+        options=options,
+    )
+    units.install(files)
+    sandbox.systemctl("start", f"{name}.socket")
+    conns = _burst(port, 250)
+    assert len(conns) == 250 or not survives
+    try:
+        for conn in conns:  # each instance (or PID1, past MaxConnections) closes its copy
+            conn.settimeout(20)
+            assert _closed_by_peer(conn)
+    finally:
+        for conn in conns:
+            conn.close()
+    if survives:
+        assert sandbox.show(f"{name}.socket", "ActiveState")["ActiveState"] == "active"
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as late:
+            late.settimeout(20)
+            assert _closed_by_peer(late)  # an instance ran /bin/true for it
+    else:
+        wait_until(
+            lambda: sandbox.show(f"{name}.socket", "Result")["Result"] == "trigger-limit-hit",
+            timeout=10,
+            what="the trigger limit to fail the socket",
+        )
 
 
 def test_datagram_and_stream_sockets_in_one_service(sandbox: Sandbox, units: Units) -> None:

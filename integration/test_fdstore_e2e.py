@@ -6,40 +6,44 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from helpers import (
-    APP,
-    PYTHON,
+    gen_units,
     http_get,
     listen_inodes,
     main_pid,
-    no_start_limit,
     restart_under_load,
+    start_limit,
     wait_state,
 )
-from sandbox import CODE_DIR, Sandbox, Units, free_port, wait_until
+from sandbox import Sandbox, Units, free_port, wait_until
 
 UNIT = "sdact-fds.service"
 
 
-def fdstore_unit(port: int) -> str:
-    """A service with an fd store and no socket unit (gen-units needs an address to listen)."""
-    return (
-        "[Unit]\nDescription=sdactivate fd store e2e\n\n[Service]\nType=notify\n"
-        "NotifyAccess=main\n"
-        f"ExecStart={PYTHON} {APP} --fdstore --listen 127.0.0.1:{port} --name http\n"
-        f"Environment=PYTHONPATH={CODE_DIR}\nFileDescriptorStoreMax=4\n"
-        "Restart=on-failure\nRestartSec=100ms\nDynamicUser=yes\nProtectSystem=strict\n"
+def fdstore_units(port: int) -> dict[str, str]:
+    """`gen-units sdact-fds --fdstore 4` for the example app binding 127.0.0.1:`port` itself:
+    one service, no socket unit."""
+    files = gen_units(
+        "sdact-fds",
+        options=["--fdstore", "4"],
+        args=["--fdstore", "--listen", f"127.0.0.1:{port}", "--name", "http"],
     )
+    assert list(files) == [UNIT]
+    assert "FileDescriptorStoreMax=4\n" in files[UNIT] and "Requires=" not in files[UNIT]
+    return files
 
 
 def test_fdstore_restart_kill_and_stop_start(
     sandbox: Sandbox, units: Units, measurements: Callable[[str], None]
 ) -> None:
-    """restart x20 under load loses nothing and keeps one stored socket; SIGKILL of the main
-    process (Restart=on-failure) keeps it too; stop + start flushes it and the app re-binds."""
+    """With the units gen-units writes: restart x20 under load loses nothing and keeps one
+    stored socket; SIGKILL of the main process (Restart=on-failure) keeps it too; stop + start
+    flushes it and the app re-binds."""
     port = free_port()
-    units.install({UNIT: fdstore_unit(port)} | no_start_limit(UNIT))
+    units.install(fdstore_units(port))
     sandbox.systemctl("start", UNIT)
     wait_state(sandbox, UNIT, "active")
+    # gen-units' default start limit: 20 quick restarts must not fail the service
+    assert start_limit(sandbox, UNIT) == ("30", "1min")
     assert sandbox.show(UNIT, "NFileDescriptorStore")["NFileDescriptorStore"] == "1"
     first = listen_inodes(port)
     assert len(first) == 1

@@ -1,30 +1,35 @@
-"""`systemctl restart` under open-loop load: the socket unit holds the queue, nothing is lost."""
+"""`systemctl restart` under open-loop load: the socket unit holds the queue, nothing is lost;
+the start limit gen-units writes lets deliberate restarts through and still stops a crash loop."""
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable
 
 from helpers import (
+    PYTHON,
     gen_units,
     http_get,
     listen_inodes,
-    no_start_limit,
     restart_under_load,
+    start_limit,
     wait_state,
 )
-from sandbox import Sandbox, Units, free_port
+from sandbox import Sandbox, Units, free_port, wait_until
 
 
 def test_restart_x20_under_load_loses_nothing(
     sandbox: Sandbox, units: Units, measurements: Callable[[str], None]
 ) -> None:
     """20 `systemctl restart`s while 500 new connections/s arrive: 0 refused, 0 reset, 0 lost,
-    every restart served by a new pid; prints the added tail latency of the restart windows."""
+    every restart served by a new pid (systemd's own start limit, 5 per 10 s, would fail the
+    service at the 6th: the generated 30 per 60 s does not); prints the added tail latency."""
     port = free_port()
     files = gen_units("sdact-rst", listens=[(f"127.0.0.1:{port}", "http")])
-    units.install(files | no_start_limit("sdact-rst.service"))
+    units.install(files)
     sandbox.systemctl("start", "sdact-rst.socket", "sdact-rst.service")
     wait_state(sandbox, "sdact-rst.service", "active")
+    assert start_limit(sandbox, "sdact-rst.service") == ("30", "1min")
     inode = listen_inodes(port)
     assert len(inode) == 1
 
@@ -37,3 +42,38 @@ def test_restart_x20_under_load_loses_nothing(
     assert listen_inodes(port) == inode  # the same socket throughout
     state = wait_state(sandbox, "sdact-rst.service", "active", sub="running")
     assert http_get("127.0.0.1", port)[1]["x-pid"] == state["MainPID"]
+    assert sandbox.show("sdact-rst.socket", "ActiveState")["ActiveState"] == "active"
+
+
+def test_crash_loop_still_hits_the_start_limit(sandbox: Sandbox, units: Units) -> None:
+    """A service that exits 1 at every start (`--start-limit 3/60`): Restart= tries until the
+    limit, then the service fails and its socket with it (service-start-limit-hit, refused)."""
+    port = free_port()
+    files = gen_units(
+        "sdact-crash",
+        listens=[(f"127.0.0.1:{port}", None)],
+        program=PYTHON,
+        script=None,
+        args=["-c", "raise SystemExit(1)"],
+        options=["--start-limit", "3/60"],
+    )
+    units.install(files)
+    assert start_limit(sandbox, "sdact-crash.service") == ("3", "1min")
+    sandbox.systemctl("start", "sdact-crash.socket")
+    with socket.create_connection(("127.0.0.1", port), timeout=10):
+        pass  # queued in the socket; it triggers the first start
+    wait_state(sandbox, "sdact-crash.service", "failed", timeout=30)
+    # 252 keeps the service's Result of the last run (exit-code); the 4th start was refused
+    # ("Start request repeated too quickly"), which the socket reports as its own result
+    assert sandbox.show("sdact-crash.service", "NRestarts")["NRestarts"] == "3"
+    wait_until(
+        lambda: sandbox.show("sdact-crash.socket", "Result")["Result"] == "service-start-limit-hit",
+        timeout=10,
+        what="the socket failing with its service",
+    )
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+    except ConnectionRefusedError:
+        pass
+    else:
+        raise AssertionError("the failed socket still accepted a connection")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from helpers import gen_units, http_get, main_pid, wait_state
+from helpers import gen_units, http_get, listen_inodes, main_pid, wait_state
 from sandbox import CHECKOUT, CODE_DIR, Sandbox, Units, free_port, wait_until
 
 UNITS = Path(CHECKOUT) / "units"
@@ -117,3 +117,42 @@ def test_upgrader_units_reload_in_place(sandbox: Sandbox, units: Units) -> None:
     )
     wait_until(lambda: _pid_of_response(port) == second, timeout=20, what="new pid answers")
     wait_state(sandbox, "sdupgrader.service", "active", sub="running")
+
+
+def test_fdstore_only_example_keeps_its_socket_across_restart(
+    sandbox: Sandbox, units: Units
+) -> None:
+    """units/myapp-fdstore.service (no socket unit): started by itself, the app binds and
+    stores its socket; `systemctl restart` gives a new pid the very same socket."""
+    port = free_port()
+    text = (UNITS / "myapp-fdstore.service").read_text(encoding="utf-8")
+    assert " --listen 8082 " in text
+    units.install(
+        {"myapp-fdstore.service": text.replace(" --listen 8082 ", f" --listen 127.0.0.1:{port} ")}
+    )
+    sandbox.systemctl("start", "myapp-fdstore.service")
+    wait_state(sandbox, "myapp-fdstore.service", "active", sub="running")
+    first = _pid_of_response(port)
+    inodes = listen_inodes(port)
+    sandbox.systemctl("restart", "myapp-fdstore.service")
+    second = _pid_of_response(port)
+    assert second != first and second == main_pid(sandbox, "myapp-fdstore.service")
+    assert listen_inodes(port) == inodes and len(inodes) == 1
+    assert sandbox.show("myapp-fdstore.service", "NFileDescriptorStore") == {
+        "NFileDescriptorStore": "1"
+    }
+
+
+def test_accept_example_runs_one_instance_per_connection(sandbox: Sandbox, units: Units) -> None:
+    """units/myapp-accept.*: each request is answered by a fresh myapp-accept@ instance."""
+    port = free_port()
+    files = {p.name: p.read_text(encoding="utf-8") for p in UNITS.glob("myapp-accept[.@]*")}
+    assert sorted(files) == ["myapp-accept.socket", "myapp-accept@.service"]
+    assert "\nListenStream=8083\n" in files["myapp-accept.socket"]
+    files["myapp-accept.socket"] = files["myapp-accept.socket"].replace(
+        "\nListenStream=8083\n", f"\nListenStream=127.0.0.1:{port}\n"
+    )
+    units.install(files)
+    sandbox.systemctl("start", "myapp-accept.socket")
+    pids = {_pid_of_response(port) for _ in range(2)}
+    assert len(pids) == 2
