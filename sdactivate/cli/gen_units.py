@@ -127,9 +127,9 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     g.add_argument(
         "--start-limit",
         metavar="BURST/SEC|off",
-        help="StartLimitBurst=/StartLimitIntervalSec= (default 30/60; systemd's own is "
-        "5/10, which 6 quick restarts hit); with --accept the socket's TriggerLimit "
-        "(default off)",
+        help="StartLimitBurst=/StartLimitIntervalSec= (default 30/60; systemd's own 5/10 "
+        "fails the 6th start within 10 s, restarts included); with --accept the socket's "
+        "TriggerLimit (default off)",
     )
     g.add_argument(
         "--hardening",
@@ -170,7 +170,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         "--install",
         action="store_true",
         help="write to /etc/systemd/system (--user: ~/.config/systemd/user), "
-        "daemon-reload, enable the sockets",
+        "daemon-reload, enable the sockets (no socket unit: the service)",
     )
     g.add_argument("--now", action="store_true", help="with --install: also start the sockets")
     g.add_argument("--force", action="store_true", help="overwrite files that differ")
