@@ -180,8 +180,8 @@ def _wrk(port: int, conns: int, seconds: float, pin: bool) -> dict[str, str]:
     return got
 
 
-def wrk_crosscheck(seconds: float, pin: bool) -> dict[str, Any]:
-    """wrk and loadgen against the same server (bench/modes/app.py), new connection each.
+def wrk_crosscheck(seconds: float, pin: bool, app: str) -> dict[str, Any]:
+    """wrk and loadgen against the same server (the app under test), new connection each.
 
     wrk is closed loop, so compare like with like: wrk with one connection (no queueing)
     against loadgen at a low open-loop rate, both p50 latency; wrk -c8 gives the capacity.
@@ -191,10 +191,9 @@ def wrk_crosscheck(seconds: float, pin: bool) -> dict[str, Any]:
     if shutil.which("wrk") is None:
         return {"skipped": "wrk not installed"}
     port = modes.base.free_port()
-    app = str(Path(__file__).resolve().parent / "modes" / "app.py")
-    srv = modes.base.popen([sys.executable, app, "--socket", f"plain:127.0.0.1:{port}"], pin=pin)
+    srv = modes.base.popen(modes.local.app_argv(app, "plain", port), pin=pin)
     try:
-        modes.base.wait_for(lambda: _connectable(port), 20, "bench app")
+        modes.base.wait_for(lambda: _connectable(port), 20, "the app")
         one = _wrk(port, 1, seconds, pin)
         cap = _wrk(port, 8, seconds, pin)
         low = loadgen.start(
@@ -295,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
         for row in data["micro_rows"]:
             print("  " + " | ".join(row), flush=True)
     if cfg.wrk:
-        data["wrk"] = wrk_crosscheck(3, cfg.pin)
+        data["wrk"] = wrk_crosscheck(3, cfg.pin, cfg.app)
         data["config"]["wrk"] = data["wrk"].get("text", data["wrk"].get("skipped"))
         print("wrk:", data["config"]["wrk"], flush=True)
     plan = [(m, w) for m in cfg.modes.split(",") for w in cfg.workloads.split(",")]

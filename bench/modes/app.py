@@ -31,44 +31,55 @@ _BACKLOG = 4096  # asyncio calls listen() again on the socket: keep the unit's (
 
 class _State:
     def __init__(self, idle_grace: float) -> None:
-        self.draining = asyncio.Event()
-        self.active: set[asyncio.Task[None]] = set()
+        self.draining = False
+        self.conns: set[_Http] = set()
         self.idle_grace = idle_grace
         pid = os.getpid()
-        self.body = b"pid=%d\n" % pid
-        self.head = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nX-Pid: %d\r\n" % pid
+        body = b"pid=%d\n" % pid
+        head = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nX-Pid: %d\r\n" % pid
+        head += b"Content-Length: %d\r\n" % len(body)
+        self.keep = head + b"Connection: keep-alive\r\n\r\n" + body
+        self.close = head + b"Connection: close\r\n\r\n" + body
 
 
-async def _handle(
-    state: _State, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-) -> None:
-    task = asyncio.current_task()
-    assert task is not None
-    state.active.add(task)
-    try:
-        while True:
-            timeout = state.idle_grace if state.draining.is_set() else 60.0
-            try:
-                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout)
-            except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError):
+class _Http(asyncio.Protocol):
+    """One connection: answer each request head; close on request, or when draining."""
+
+    def __init__(self, state: _State) -> None:
+        self.state = state
+        self.buf = b""
+        self.transport: asyncio.Transport | None = None
+        self.idle_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.state.conns.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.state.conns.discard(self)
+        if self.idle_timer is not None:
+            self.idle_timer.cancel()
+
+    def data_received(self, data: bytes) -> None:
+        assert self.transport is not None
+        self.buf += data
+        while (end := self.buf.find(b"\r\n\r\n")) >= 0:
+            head, self.buf = self.buf[:end], self.buf[end + 4 :]
+            if b"connection: close" in head.lower() or self.state.draining:
+                self.transport.write(self.state.close)
+                self.transport.close()
                 return
-            close = b"connection: close" in head.lower() or state.draining.is_set()
-            conn = b"Connection: close\r\n" if close else b"Connection: keep-alive\r\n"
-            writer.write(
-                state.head
-                + b"Content-Length: %d\r\n" % len(state.body)
-                + conn
-                + b"\r\n"
-                + state.body
-            )
-            await writer.drain()
-            if close:
-                return
-    except OSError:
-        return
-    finally:
-        state.active.discard(task)
-        writer.close()
+            self.transport.write(self.state.keep)
+        if len(self.buf) > 65536:
+            self.transport.close()
+
+    def drain(self) -> None:
+        """Draining: an idle keep-alive connection gets ``idle_grace`` s for one last request."""
+        if self.transport is None or self.transport.is_closing():
+            return
+        loop = asyncio.get_running_loop()
+        self.idle_timer = loop.call_later(self.state.idle_grace, self.transport.close)
 
 
 def _acquire(spec: str) -> tuple[socket.socket, Any]:
@@ -101,9 +112,7 @@ async def _serve(args: argparse.Namespace) -> None:
     sock, upg = _acquire(args.socket)
     sock.setblocking(False)
     state = _State(args.idle_grace)
-    server = await asyncio.start_server(
-        lambda r, w: _handle(state, r, w), sock=sock, backlog=_BACKLOG
-    )
+    server = await loop.create_server(lambda: _Http(state), sock=sock, backlog=_BACKLOG)
     stop = asyncio.Event()
     if upg is not None:
         upg.ready()
@@ -123,10 +132,17 @@ async def _serve(args: argparse.Namespace) -> None:
         print(f"bench app {os.getpid()}: --lifetime reached, exiting", file=sys.stderr)
     # Drain: stop accepting (our copy of the socket only), let in-flight requests finish.
     server.close()
-    state.draining.set()
+    state.draining = True
+    # Connections accept()ed in the last batch get their protocol a few loop turns later.
+    await asyncio.sleep(0.05)
+    for conn in list(state.conns):
+        conn.drain()
     deadline = time.monotonic() + args.drain_timeout
-    while state.active and time.monotonic() < deadline:
-        await asyncio.wait(set(state.active), timeout=deadline - time.monotonic())
+    while state.conns and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+        for conn in list(state.conns):
+            if conn.idle_timer is None:
+                conn.drain()
     if upg is not None:
         upg.close()
 

@@ -324,6 +324,9 @@ class Gunicorn(Mode):
         self.masters.append(new)
         os.kill(old, signal.SIGTERM)
         wait_for(lambda: not alive(old), READY_TIMEOUT, "old master to exit")
+        # gunicorn ignores USR2 while the new master still has a parent master; it promotes
+        # itself (renaming its pid file to --pid) on its next loop once the old one is gone.
+        wait_for(lambda: _pidfile(self.pidfile) == new, READY_TIMEOUT, "new master promoted")
         if self.proc is not None and self.proc.pid == old:
             self.proc.wait(timeout=5)
             self.proc = None
@@ -345,3 +348,10 @@ class Gunicorn(Mode):
             self.rx.close()
         if self.pidfile is not None:
             shutil.rmtree(self.pidfile.parent, ignore_errors=True)
+
+
+def _pidfile(path: Path | None) -> int:
+    try:
+        return int(path.read_text().strip()) if path is not None else 0
+    except (OSError, ValueError):
+        return 0
