@@ -171,8 +171,15 @@ def markdown(data: dict[str, Any]) -> str:
         f"# sdactivate restart benchmark — {data.get('date', '?')}",
         "",
         f"Machine: {env.get('nproc')} CPU ({env.get('cpu')}), kernel {env.get('kernel')}, "
-        f"{env.get('systemd')}, Python {env.get('python')}. Load generator on CPU "
-        f"{env.get('loadgen_cpu')}, services on CPU {env.get('service_cpu')}. "
+        f"{env.get('systemd')}, Python {env.get('python')}. "
+        + (
+            f"Load generator on CPU {env.get('loadgen_cpu')}, services on CPU "
+            f"{env.get('service_cpu')}. "
+            if cfg.get("pin")
+            else "Not pinned to CPUs (busy machine). "
+        )
+        + f"Load average at start / end: {env.get('loadavg_start', '?').split(' ')[0]} / "
+        f"{env.get('loadavg_end', '?').split(' ')[0]} (other work was running). "
         f"somaxconn {env.get('sysctl', {}).get('net.core.somaxconn')}.",
         f"Workload: open loop, {cfg.get('rate')} req/s, latency from the scheduled send time; "
         f"{cfg.get('restarts')} restarts every {cfg.get('interval')} s (keep-alive: "
@@ -253,6 +260,8 @@ def plot(data: dict[str, Any], path: Path) -> None:
             xs = [t for t, v in zip(s["t_ms"], s["max_ms"], strict=True) if v is not None]
             ys = [v for v in s["max_ms"] if v is not None]
             label = f"{r['mode']} {r.get('title', '')} (failed {r['counts']['failed']})"
+            if r.get("error"):
+                label += f" [{r['restarts']} restarts, then a restart failed]"
             ax.plot(xs, ys, color=col, lw=1.3, label=label)
             fx = [t for t, f in zip(s["t_ms"], s["failed"], strict=True) if f]
             if fx:  # one row of x marks per mode, above the curves
