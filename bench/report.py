@@ -188,7 +188,8 @@ def markdown(data: dict[str, Any]) -> str:
         "",
         "| mode | workload | restarts | sent | ok | refused | reset | timeout | lost | "
         "steady p50 / p99 / p99.9 ms | window p50 / p99 / p99.9 / max ms | added p99.9 ms | "
-        "restart ms (median) | gap ms (max) | supervisor RSS MB / CPU ms per restart |",
+        "restart ms (median) | gap ms (max) | supervisor RSS MB / CPU ms per restart / "
+        "idle CPU % |",
         "|" + "---|" * 15,
     ]
     for run in data.get("runs", []):
@@ -210,7 +211,7 @@ def markdown(data: dict[str, Any]) -> str:
             f" {_f(w.get('p50'), 2)} / {_f(w.get('p99'))} / {_f(w.get('p99.9'))} /"
             f" {_f(w.get('max'))} | {_f((run.get('added_ms') or {}).get('p99.9'))} |"
             f" {_f(run['restart_ms']['median'])} | {_f(run['gap_ms']['max'])} |"
-            f" {_f(rss)} / {_f(cpu)} |"
+            f" {_f(rss)} / {_f(cpu)} / {_f(sup.get('idle_cpu_pct'))} |"
         )
     micro = data.get("micro_rows") or []
     if micro:

@@ -107,6 +107,8 @@ def run_one(
     duration = cfg.warmup + restarts_n * cfg.interval + cfg.tail + 0.5
     restarts: list[modes.Restart] = []
     sup_first = m.supervisor_pid()
+    idle0 = proc_sample(sup_first) if sup_first else None
+    time.sleep(cfg.idle)  # no load: the supervisor's idle CPU
     s0 = proc_sample(sup_first) if sup_first else None
     rss_max = s0.rss_kb if s0 else 0
     error = ""
@@ -147,6 +149,9 @@ def run_one(
         with contextlib.suppress(Exception):
             m.stop()
     sup: dict[str, Any] = {"label": m.supervisor_label}
+    if idle0 and s0 and idle0.pid == s0.pid and cfg.idle > 0:
+        sup["idle_cpu_pct"] = round((s0.cpu_s - idle0.cpu_s) / cfg.idle * 100, 2)
+        sup["idle_rss_mb"] = round(s0.rss_kb / 1024, 1)
     if s1:
         sup["rss_mb"] = round(s1.rss_kb / 1024, 1)
         sup["rss_max_mb"] = round(rss_max / 1024, 1)
@@ -248,6 +253,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--tail", type=float, default=0.25, help="window end = restart done + TAIL s")
     p.add_argument("--timeout", type=float, default=3.0, help="per-request timeout")
     p.add_argument("--app", choices=("auto", "examples", "bench"), default="auto")
+    p.add_argument("--idle", type=float, default=0.5, help="s of idle before the load")
     p.add_argument("--no-micro", action="store_true")
     p.add_argument("--wrk", action="store_true", help="also cross-check loadgen against wrk")
     p.add_argument(
