@@ -35,6 +35,8 @@ import report
 from modes.base import SERVICE_CPU, ModeUnavailable, proc_sample
 
 LOADGEN_CPU = 1
+# C4@bench: the Upgrader driven by the asyncio bench app, beside examples/upgrader_app.py
+DEFAULT_MODES = ("C0", "C1", "C2", "C3", "C4", "C4@bench", "P1-HUP", "P1-USR2")
 
 
 def environment() -> dict[str, Any]:
@@ -87,9 +89,12 @@ def run_one(
     keepalive = workload == "keepalive"
     restarts_n = cfg.restarts_ka if keepalive else cfg.restarts
     port = modes.base.free_port()
-    m = modes.make(mode_id, port=port, keepalive=keepalive, app=cfg.app, pool=pool, pin=cfg.pin)
-    out: dict[str, Any] = {"mode": mode_id, "title": m.title, "workload": workload}
-    m.log = modes.base.scratch_dir() / f"{mode_id}-{workload}-{port}.log"
+    base_id, _, app = mode_id.partition("@")  # "C4@bench": C4 with bench/modes/app.py
+    app = app or cfg.app
+    m = modes.make(base_id, port=port, keepalive=keepalive, app=app, pool=pool, pin=cfg.pin)
+    title = m.title + (f" [{app} app]" if app != cfg.app else "")
+    out: dict[str, Any] = {"mode": mode_id, "title": title, "workload": workload, "app": app}
+    m.log = modes.base.scratch_dir() / f"{base_id}-{app}-{workload}-{port}.log"
     try:
         m.check()
         m.start()
@@ -243,7 +248,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--long", action="store_true", help=">= 1000 restarts and >= 10^6 requests per mode"
     )
-    p.add_argument("--modes", default=",".join(modes.ALL), help="comma-separated mode ids")
+    p.add_argument(
+        "--modes",
+        default=",".join(DEFAULT_MODES),
+        help=f"comma-separated mode ids ({', '.join(modes.ALL)}); MODE@bench runs MODE with "
+        "bench/modes/app.py instead of the examples app",
+    )
     p.add_argument("--workloads", default="new,keepalive")
     p.add_argument("--rate", type=float, default=1000.0)
     p.add_argument("--restarts", type=int, default=5)
@@ -268,7 +278,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     a = p.parse_args(argv)
     if a.long:
         a.restarts, a.restarts_ka, a.interval = max(a.restarts, 1000), max(a.restarts_ka, 200), 1.0
-        if a.modes == ",".join(modes.ALL):
+        if a.modes == ",".join(DEFAULT_MODES):
             a.modes = "C1,C2,C3,C4"
     if a.app == "auto":
         a.app = "examples" if (modes.base.EXAMPLES_APP.exists()) else "bench"
@@ -325,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
     finally:
         pool.close()
-    order = {m: i for i, m in enumerate(modes.ALL)}
+    order = {m: i for i, m in enumerate(DEFAULT_MODES)}
     data["runs"].sort(key=lambda r: (order.get(r["mode"], 99), r["workload"] != "new"))
     data["environment"]["loadavg_end"] = Path("/proc/loadavg").read_text().strip()
     data["elapsed_s"] = round(time.monotonic() - started, 1)
