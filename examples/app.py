@@ -13,12 +13,23 @@ Sockets, in order of preference:
 
 It sends ``READY=1`` (with ``STATUS=``) only once every socket is being served, pings the
 watchdog from inside its event loop when ``WatchdogSec=`` is set (so a blocked loop gets the
-process killed), answers SIGHUP with ``RELOADING=1`` + ``MONOTONIC_USEC=`` then ``READY=1``,
-and on SIGTERM sends ``STOPPING=1``, stops accepting (the queue stays in the socket systemd
-holds), finishes the requests it has, and exits.
+process killed), and answers SIGHUP with ``RELOADING=1`` + ``MONOTONIC_USEC`` then ``READY=1``.
+
+On SIGTERM (systemd's stop, or ``sdactivate run`` handing over) it drains, then exits:
+
+* ``STOPPING=1``; it stops accepting and closes its copy of the listening sockets -- the
+  connections still queued stay in the socket systemd (or the supervisor) holds, for the
+  next generation;
+* every connection it already accepted is served, including one accepted but not read yet;
+  each response from now on says ``Connection: close`` and the connection closes after it;
+* a connection with no request in progress is closed once it has been idle for
+  ``--idle-grace`` seconds of the drain (a keep-alive client gets that long to send one
+  last request; closing an idle connection at once races with a request on its way);
+* ``--drain-timeout`` is the hard deadline: what is still open then is aborted (logged).
 
 Every response names the process: body ``pid=N gen=G`` and header ``X-Pid: N``, so a client
-can tell generations apart. ``GET /hang`` blocks the event loop for good (a hung server);
+can tell generations apart. ``GET /sleep?ms=N`` answers after N ms (a slow request: work in
+flight at a handover). ``GET /hang`` blocks the event loop for good (a hung server);
 ``--hang-after S`` does the same S seconds after READY.
 
 Try it: ``systemd-socket-activate -l 127.0.0.1:8080 --fdname=http -E PYTHONPATH=$PWD
@@ -29,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -44,20 +56,22 @@ from sdactivate import fdstore, notify, watchdog
 
 log = logging.getLogger("app")
 
-MAX_HEAD = 16384
+MAX_HEAD = 16384  # bytes of request head (431 above)
+MAX_BODY = 1 << 20  # request body bytes read and discarded (413 above)
+MAX_SLEEP_MS = 60_000
 
 
 class App:
-    """State shared by the handlers: generation, in-flight count, draining flag."""
+    """State shared by the connections: generation, open connections, draining flag."""
 
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.pid = os.getpid()
         self.gen = 0
         self.draining = False
-        self.busy = 0  # requests being answered
-        self.idle: set[asyncio.StreamWriter] = set()  # keep-alive connections between requests
-        self.connections: set[asyncio.Task[None]] = set()  # one task per accepted connection
+        self.conns: set[Http] = set()  # every accepted connection until its socket is closed
+        self.all_closed = asyncio.Event()  # set while `conns` is empty
+        self.all_closed.set()
         self.listening: list[socket.socket] = []
         self.served = 0
 
@@ -69,10 +83,13 @@ class App:
 
         Not asyncio.start_server(): it re-calls listen() (shrinking the backlog systemd set)
         and accepts in batches whose connections reach the handler only some loop iterations
-        later -- a drain cannot see them, and they would be reset at exit. Here every
-        accepted connection has its task before the callback returns, and stop_accepting()
-        leaves the rest queued in the socket systemd holds, for the next generation.
+        later. Here every accepted connection is in ``conns`` before the callback returns, so
+        a drain sees it, and stop_accepting() leaves the rest queued in the socket systemd
+        holds, for the next generation.
         """
+        if self.draining:  # SIGTERM came first (during an await of the start-up)
+            sock.close()
+            return
         sock.setblocking(False)
 
         def on_readable() -> None:
@@ -97,80 +114,239 @@ class App:
         self.listening.clear()
 
     def spawn(self, conn: socket.socket) -> None:
-        task = asyncio.get_running_loop().create_task(self.serve_connection(conn))
-        self.connections.add(task)
-        task.add_done_callback(self.connections.discard)
+        """Serve an accepted (or inherited, connected) socket; tracked from this moment."""
+        conn.setblocking(False)
+        http = Http(self, conn)
+        self.track(http)
+        loop = asyncio.get_running_loop()
+        # connect_accepted_socket() builds the transport at once; its connection_made runs
+        # on the next loop iteration, so until then `http` holds the raw socket.
+        # The loop keeps only a weak reference to a task: the connection holds it.
+        http.connecting = loop.create_task(self._connect(loop, http, conn))
 
-    async def serve_connection(self, conn: socket.socket) -> None:
+    @staticmethod
+    async def _connect(loop: asyncio.AbstractEventLoop, http: Http, conn: socket.socket) -> None:
         try:
-            reader, writer = await asyncio.open_connection(sock=conn)
-        except OSError:
-            conn.close()
+            await loop.connect_accepted_socket(lambda: http, sock=conn)
+        except OSError as exc:
+            log.debug("connection lost before it was served: %s", exc)
+            http.connection_lost(exc)
+
+    def track(self, http: Http) -> None:
+        self.conns.add(http)
+        self.all_closed.clear()
+
+    def untrack(self, http: Http) -> None:
+        self.conns.discard(http)
+        if not self.conns:
+            self.all_closed.set()
+
+
+class Http(asyncio.Protocol):
+    """One HTTP/1.1 connection: requests answered in order, one at a time.
+
+    A connection is *idle* when it has no request in progress and no unanswered bytes:
+    only then may a drain close it, and only after ``--idle-grace`` (see the module doc).
+    """
+
+    def __init__(self, app: App, sock: socket.socket) -> None:
+        self.app = app
+        self.sock: socket.socket | None = sock  # until the transport owns it
+        self.transport: asyncio.Transport | None = None
+        self.buf = bytearray()
+        self.busy = False  # a response is being prepared (e.g. /sleep)
+        self.closing = False
+        self.eof = False
+        self.idle_timer: asyncio.TimerHandle | None = None
+        self.closed = False
+        self.connecting: asyncio.Task[None] | None = None
+
+    # --- asyncio.Protocol ----------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        self.sock = None
+        if self.closing:  # aborted at the drain deadline before it got here
+            self.transport.abort()
+        elif self.app.draining:
+            self.drain()
+
+    def data_received(self, data: bytes) -> None:
+        self._cancel_idle_timer()
+        self.buf += data
+        self._process()
+
+    def eof_received(self) -> bool:
+        # The client half-closed: answer what it sent, then close (True keeps the transport
+        # open for writing; returning False would close it at once).
+        self.eof = True
+        if self.busy or self._complete_request_buffered():
+            return True
+        self._close()
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.closed:
             return
-        await self.handle(reader, writer)
+        self.closed = True
+        self._cancel_idle_timer()
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+        self.app.untrack(self)
 
-    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        """Serve HTTP/1.1 requests on one connection until close, EOF or drain."""
-        first = True
-        try:
-            while True:
-                if not first:
-                    if self.draining:
-                        break
-                    self.idle.add(writer)
-                try:
-                    head = await reader.readuntil(b"\r\n\r\n")
-                except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
-                    break
-                finally:
-                    self.idle.discard(writer)
-                first = False
-                self.busy += 1
-                try:
-                    keep = await self._answer(head, reader, writer)
-                finally:
-                    self.busy -= 1
-                if not keep:
-                    break
-        except ConnectionError:
-            pass
-        finally:
-            writer.close()
+    # --- draining -------------------------------------------------------------------------
+    def drain(self) -> None:
+        """The app began to drain: an idle connection gets ``--idle-grace`` s, then closes."""
+        if self.transport is not None and self._idle():
+            self._arm_idle_timer()
 
-    async def _answer(
-        self, head: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> bool:
-        lines = head.decode("latin-1").split("\r\n")
-        parts = lines[0].split()
-        path = parts[1] if len(parts) > 1 else "/"
-        version = parts[2] if len(parts) > 2 else "HTTP/1.0"
-        headers = {}
-        for line in lines[1:]:
-            key, sep, value = line.partition(":")
-            if sep:
-                headers[key.strip().lower()] = value.strip()
-        length = int(headers.get("content-length", "0") or "0")
-        if length:
-            await reader.readexactly(length)
-        keep = version == "HTTP/1.1" and headers.get("connection", "").lower() != "close"
-        if path == "/hang":
+    def abort(self) -> None:
+        """The hard deadline: close now, whatever is in progress."""
+        self.closing = True
+        if self.transport is not None:
+            self.transport.abort()
+        # else connection_made is still pending: it sees `closing` and aborts there
+
+    def _idle(self) -> bool:
+        return not self.busy and not self.buf and not self.closing
+
+    def _arm_idle_timer(self) -> None:
+        if self.idle_timer is None:
+            loop = asyncio.get_running_loop()
+            self.idle_timer = loop.call_later(self.app.args.idle_grace, self._idle_expired)
+
+    def _cancel_idle_timer(self) -> None:
+        if self.idle_timer is not None:
+            self.idle_timer.cancel()
+            self.idle_timer = None
+
+    def _idle_expired(self) -> None:
+        self.idle_timer = None
+        if self._idle():
+            self._close()
+
+    def _close(self) -> None:
+        self.closing = True
+        self._cancel_idle_timer()
+        if self.transport is not None:
+            self.transport.close()  # flushes what was written, then FIN
+
+    # --- requests -------------------------------------------------------------------------
+    def _complete_request_buffered(self) -> bool:
+        return b"\r\n\r\n" in self.buf
+
+    def _process(self) -> None:
+        """Answer the buffered requests in order, while none is in progress."""
+        assert self.transport is not None
+        while not self.busy and not self.closing:
+            end = self.buf.find(b"\r\n\r\n")
+            if end < 0:
+                if len(self.buf) > MAX_HEAD:
+                    self._reply("431 Request Header Fields Too Large", b"head too large\n")
+                elif self.eof:
+                    self._close()
+                elif self.app.draining and not self.buf:
+                    self._arm_idle_timer()
+                return
+            head = bytes(self.buf[:end]).decode("latin-1")
+            request = parse_head(head)
+            if request is None:
+                self._reply("400 Bad Request", b"bad request\n")
+                return
+            method, path, keep, length = request
+            if length < 0 or length > MAX_BODY:
+                status = "413 Content Too Large" if length > MAX_BODY else "501 Not Implemented"
+                self._reply(status, b"unsupported request body\n")
+                return
+            if len(self.buf) < end + 4 + length:  # the body is still arriving
+                if self.eof:
+                    self._close()
+                return
+            del self.buf[: end + 4 + length]
+            self._answer(method, path, keep)
+        if len(self.buf) > MAX_HEAD + MAX_BODY:  # a pipelining flood: wait for the answers
+            self.transport.pause_reading()
+
+    def _answer(self, method: str, path: str, keep: bool) -> None:
+        route, _, query = path.partition("?")
+        if route == "/hang":
             log.warning("GET /hang: blocking the event loop (simulated hung server)")
             hang()
-        status, body = "200 OK", self.body()
-        if path == "/env":
+        if route in ("/", "/hang"):
+            self._reply("200 OK", self.app.body(), keep=keep)
+        elif route == "/env":
             names = ("LISTEN_FDS", "LISTEN_FDNAMES", "NOTIFY_SOCKET", "WATCHDOG_USEC")
             body = json.dumps({k: os.environ.get(k) for k in names}).encode() + b"\n"
-        elif path not in ("/", "/hang"):
-            status, body = "404 Not Found", b"not found\n"
-        keep = keep and not self.draining
-        writer.write(
+            self._reply("200 OK", body, keep=keep)
+        elif route == "/sleep":
+            ms = query_int(query, "ms")
+            if ms is None or not 0 <= ms <= MAX_SLEEP_MS:
+                self._reply("400 Bad Request", b"/sleep?ms=N, 0 <= N <= 60000\n")
+                return
+            self.busy = True
+            loop = asyncio.get_running_loop()
+            loop.call_later(ms / 1000, self._finish_sleep, keep)
+        else:
+            self._reply("404 Not Found", b"not found\n", keep=keep)
+
+    def _finish_sleep(self, keep: bool) -> None:
+        self.busy = False
+        if self.transport is None or self.transport.is_closing():
+            return
+        self._reply("200 OK", self.app.body(), keep=keep)
+        if not self.closing:
+            self.transport.resume_reading()
+            self._process()
+
+    def _reply(self, status: str, body: bytes, *, keep: bool = False) -> None:
+        """Write one response; the last one on the connection says ``Connection: close``."""
+        assert self.transport is not None
+        keep = keep and not self.app.draining and not self.eof
+        connection = "keep-alive" if keep else "close"
+        self.transport.write(
             f"HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {len(body)}\r\n"
-            f"X-Pid: {self.pid}\r\nConnection: {'keep-alive' if keep else 'close'}\r\n\r\n".encode()
+            f"X-Pid: {self.app.pid}\r\nConnection: {connection}\r\n\r\n".encode()
             + body
         )
-        await writer.drain()
-        self.served += 1
-        return keep
+        self.app.served += 1
+        if not keep:
+            self._close()
+
+
+def parse_head(head: str) -> tuple[str, str, bool, int] | None:
+    """(method, path, keep-alive wanted, body length; -1: chunked) of a request head, or
+    None when it is not HTTP/1.x."""
+    lines = head.split("\r\n")
+    parts = lines[0].split()
+    if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
+        return None
+    method, path, version = parts
+    connection, length = "", 0
+    for line in lines[1:]:
+        key, sep, value = line.partition(":")
+        key = key.strip().lower()
+        if not sep:
+            continue
+        if key == "connection":
+            connection = value.strip().lower()
+        elif key == "content-length":
+            if not value.strip().isdigit():
+                return None
+            length = int(value)
+        elif key == "transfer-encoding":
+            length = -1
+    # RFC 9112 9.3: HTTP/1.1 is persistent unless "close"; HTTP/1.0 only with "keep-alive"
+    keep = "close" not in connection if version == "HTTP/1.1" else "keep-alive" in connection
+    return method, path, keep, length
+
+
+def query_int(query: str, name: str) -> int | None:
+    """The integer value of ``name`` in a query string (``ms=500&x=1``), or None."""
+    for item in query.split("&"):
+        key, _, value = item.partition("=")
+        if key == name:
+            return int(value) if value.isdigit() else None
+    return None
 
 
 class Echo(asyncio.DatagramProtocol):
@@ -217,6 +393,19 @@ def _accepting(sock: socket.socket) -> bool:
 async def serve(args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     app = App(args)
+    stop = asyncio.Event()
+
+    def on_stop() -> None:
+        # Stop accepting in the signal's own callback: every accept from here on would be
+        # one more connection to drain, taken from the next generation's queue.
+        app.draining = True
+        app.stop_accepting()
+        stop.set()
+
+    # Before any socket is served: from here on a SIGTERM drains instead of killing.
+    loop.add_signal_handler(signal.SIGTERM, on_stop)
+    loop.add_signal_handler(signal.SIGINT, on_stop)
+    loop.add_signal_handler(signal.SIGHUP, lambda: reload(app))
     socks = acquire(args)
     transports: list[asyncio.BaseTransport] = []
     inetd = False
@@ -229,13 +418,9 @@ async def serve(args: argparse.Namespace) -> int:
         else:  # Accept=yes: one connection, then exit
             app.spawn(sock)
             inetd = True
-    stop = asyncio.Event()
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
-    loop.add_signal_handler(signal.SIGINT, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, lambda: reload(app))
     keepalive = watchdog.run_in_loop()  # no-op without WatchdogSec=
     if args.ready_gate:
-        while not os.path.exists(args.ready_gate):
+        while not os.path.exists(args.ready_gate) and not stop.is_set():
             await asyncio.sleep(0.01)
     status = f"serving {len(socks)} socket(s) as pid {app.pid}, gen {app.gen}"
     notify.ready(status=status)
@@ -243,9 +428,13 @@ async def serve(args: argparse.Namespace) -> int:
     if args.hang_after is not None:
         loop.call_later(args.hang_after, hang)
     if inetd and not app.listening and not transports:
-        await asyncio.wait(set(app.connections))
-        return 0
-    await stop.wait()
+        stop_task = loop.create_task(stop.wait())
+        done_task = loop.create_task(app.all_closed.wait())
+        await asyncio.wait({stop_task, done_task}, return_when=asyncio.FIRST_COMPLETED)
+        stop_task.cancel()
+        done_task.cancel()
+    else:
+        await stop.wait()
     await drain(app, transports, keepalive)
     return 0
 
@@ -265,20 +454,38 @@ async def drain(
     transports: Sequence[asyncio.BaseTransport],
     keepalive: watchdog.KeepAlive,
 ) -> None:
-    """Stop accepting, answer what was accepted, close idle keep-alives, exit."""
+    """Stop accepting, answer every accepted connection, close idle ones, then return."""
+    started = time.monotonic()
     app.draining = True
     notify.stopping()
-    notify.status(f"draining: pid {app.pid}")
+    notify.status(f"draining: pid {app.pid}, {len(app.conns)} connection(s)")
     app.stop_accepting()
     for transport in transports:
         transport.close()
-    for writer in list(app.idle):
-        writer.close()
-    deadline = time.monotonic() + app.args.drain_timeout
-    while app.connections and time.monotonic() < deadline:
-        await asyncio.wait(set(app.connections), timeout=deadline - time.monotonic())
+    open_at_start = len(app.conns)
+    for http in list(app.conns):
+        http.drain()
+    try:
+        await asyncio.wait_for(app.all_closed.wait(), app.args.drain_timeout)
+    except TimeoutError:
+        log.warning(
+            "drain deadline (%gs): aborting %d connection(s)",
+            app.args.drain_timeout,
+            len(app.conns),
+        )
+        for http in list(app.conns):
+            http.abort()
+        # connection_lost runs on the next loop iterations; connections whose transport is
+        # not built yet abort in connection_made
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(app.all_closed.wait(), 1.0)
     keepalive.stop()
-    log.info("drained after %d requests; exiting", app.served)
+    log.info(
+        "drained %d connection(s) in %.3fs after %d responses; exiting",
+        open_at_start,
+        time.monotonic() - started,
+        app.served,
+    )
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -299,7 +506,20 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--hang-after", type=float, metavar="S", help="block the event loop S s after READY"
     )
-    parser.add_argument("--drain-timeout", type=float, default=10.0, metavar="S")
+    parser.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="on SIGTERM, abort what is still open after S s (default 10)",
+    )
+    parser.add_argument(
+        "--idle-grace",
+        type=float,
+        default=1.0,
+        metavar="S",
+        help="on SIGTERM, close a connection with no request in progress once idle S s (default 1)",
+    )
     args = parser.parse_args(argv)
     args.listen = args.listen or ["127.0.0.1:8080"]
     return args
