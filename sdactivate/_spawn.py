@@ -60,12 +60,16 @@ def spawn(
     pass_fds: Sequence[int] = (),
     pdeathsig: int | None = signal.SIGTERM,
     cwd: str | None = None,
+    new_session: bool = False,
 ) -> Child:
     """Fork and exec ``argv`` with ``fds`` at 3.. and correct ``LISTEN_FDS/PID/FDNAMES``.
 
     ``names`` defaults to ``unknown`` for each fd. ``pass_fds`` are extra fds kept at their
     own numbers (after the listen fds; they must not collide with 3..3+n-1). ``pdeathsig``
-    (PR_SET_PDEATHSIG) makes the child die with this thread's process. Exec failures
+    (PR_SET_PDEATHSIG) makes the child die with this thread's process. ``new_session``
+    puts the child in a session and process group of its own (setsid(2)), so signals a
+    terminal sends to its foreground process group (Ctrl-C, Ctrl-\\) reach only this
+    process, not the child; PR_SET_PDEATHSIG is unaffected. Exec failures
     (missing program...) are raised here as :class:`SdActivateError` chained to the OSError.
     """
     if not argv:
@@ -97,6 +101,7 @@ def spawn(
             prctl,
             pdeathsig,
             cwd,
+            new_session,
             err_w,
         )
     os.close(err_w)
@@ -135,9 +140,12 @@ def _child(
     prctl: Callable[..., int] | None,
     pdeathsig: int | None,
     cwd: str | None,
+    new_session: bool,
     err_w: int,
 ) -> None:  # pragma: no cover - runs between fork and exec
     try:
+        if new_session:
+            os.setsid()  # never fails here: a fresh child is no process group leader
         if prctl is not None and pdeathsig is not None:
             prctl(_PR_SET_PDEATHSIG, int(pdeathsig), 0, 0, 0)
             if os.getppid() != parent:  # the parent died before prctl took effect

@@ -291,6 +291,9 @@ class Runner:
                 env=env,
                 notify_socket=self.notify_address,
                 pdeathsig=self.options.policy.stop_signal,
+                # setsid(2): a terminal's Ctrl-C (SIGINT to its foreground process group)
+                # reaches only the supervisor, which then stops the generations in order
+                new_session=True,
             )
         except (SdActivateError, OSError) as exc:
             self._feed(m.SpawnFailed(gen, str(exc)))
