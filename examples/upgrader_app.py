@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import resource
 import signal
 import sys
 import threading
@@ -80,6 +81,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="[%(process)d] %(name)s: %(message)s", stream=sys.stderr
     )
+    # systemd gives services a soft RLIMIT_NOFILE of 1024 (select() compatibility) and a
+    # high hard limit; one fd per open connection needs more under load.
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     fault = read_fault(args.fault_file)
     if fault == "exit-before-ready":
         return 3

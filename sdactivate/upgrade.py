@@ -145,6 +145,8 @@ class Upgrader:
         self._upgrade_signals = tuple(upgrade_signals)
         self._saved_handlers: dict[int, _SignalHandler] = {}
         self._systemd_notify: str | None = None
+        self._signal_commands: dict[int, str] = {}
+        self._wakeup_owned = False
 
         self._parent_pid, self._ctl, self._parent_pidfd = self._take_parent()
         self._plan = UpgradePlan(
@@ -391,11 +393,40 @@ class Upgrader:
         for signum in signals:
 
             def handler(signum: int, frame: FrameType | None, command: str = command) -> None:
+                if self._wakeup_is_ours():
+                    return  # the worker already got the signal number through the wakeup fd
                 self._post(command, f"signal {signal.Signals(signum).name}")
 
             self._saved_handlers[signum] = signal.signal(signum, handler)
+            self._signal_commands[signum] = command
+        # Python runs handlers in the main thread only, and only when it wakes up: a signal
+        # the kernel hands to another thread can wait forever while the main thread blocks
+        # in a lock. The C-level handler writes the signal number to the wakeup fd at once,
+        # from any thread: the worker reads it there (unless the app owns the wakeup fd).
+        if not self._wakeup_owned:
+            previous = signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
+            if previous == -1:
+                self._wakeup_owned = True
+            else:
+                signal.set_wakeup_fd(previous)
+
+    def _wakeup_is_ours(self) -> bool:
+        """In the main thread: is our pipe still the wakeup fd? (Restores someone else's.)"""
+        if not self._wakeup_owned:
+            return False
+        current = signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
+        if current == self._wake_w:
+            return True
+        signal.set_wakeup_fd(current)  # the app (asyncio...) took it over: keep theirs
+        self._wakeup_owned = False
+        return False
 
     def _restore_signals(self) -> None:
+        if self._wakeup_owned:
+            with contextlib.suppress(ValueError):  # only the main thread may
+                if signal.set_wakeup_fd(-1) != self._wake_w:
+                    signal.set_wakeup_fd(self._wake_w)  # not ours any more: leave it
+            self._wakeup_owned = False
         for signum, previous in self._saved_handlers.items():
             with contextlib.suppress(ValueError, TypeError):
                 signal.signal(signum, previous)
@@ -441,7 +472,10 @@ class Upgrader:
         now = time.monotonic()
         if self._wake_r in ready_fds:
             with contextlib.suppress(BlockingIOError):
-                os.read(self._wake_r, 4096)
+                for signum in os.read(self._wake_r, 4096):  # 0: see the command queue
+                    if signum in self._signal_commands and self._wakeup_owned:
+                        name = f"signal {signal.Signals(signum).name}"
+                        self._commands.append((self._signal_commands[signum], name))
         while self._commands:
             command, arg = self._commands.popleft()
             if command == "close":
