@@ -110,15 +110,107 @@ def test_listen_groups_by_fd_name() -> None:
 
 
 def test_supervise_wraps_the_command_in_sdactivate_run() -> None:
-    """--supervise: `python -m sdactivate run`, reload waits via $MAINPID, KillMode=mixed."""
+    """--supervise: `python -m sdactivate run`, reload waits via $MAINPID,
+    KillMode=control-group (a SIGKILLed supervisor's generations get SIGTERM, not SIGKILL)."""
     svc = gen(supervise=True, command=("/usr/bin/true", "a b"))["myapp.service"]
     assert _lines(svc, "ExecStart") == [
         f'{PY} -m sdactivate run --drain-timeout 30 -- /usr/bin/true "a b"'
     ]
     assert _lines(svc, "ExecReload") == [f"{PY} -m sdactivate reload --pid $MAINPID"]
-    assert _lines(svc, "KillMode") == ["mixed"]
+    assert _lines(svc, "KillMode") == ["control-group"]
+    assert "systemd.kill(5)" in svc
     assert _lines(svc, "NotifyAccess") == ["main"]
     assert _lines(svc, "TimeoutStopSec") == ["40s"]
+
+
+@pytest.mark.parametrize("level", ["strict", "standard"])
+def test_supervise_may_renice_its_generations(level: str) -> None:
+    """--supervise: LimitNICE=+0 (RLIMIT_NICE 20: back to nice 0, never below) and, where
+    strict denies @resources, setpriority re-allowed right after that deny line."""
+    svc = gen(supervise=True, hardening=level)["myapp.service"]
+    assert _lines(svc, "LimitNICE") == ["+0"]
+    filters = _lines(svc, "SystemCallFilter")
+    if level == "strict":
+        assert filters == ["@system-service", "~@privileged @resources", "setpriority"]
+    else:
+        assert filters == ["@system-service"]
+
+
+def test_supervise_startup_nice_0_drops_the_allowances() -> None:
+    """--startup-nice 0: `run --startup-nice 0`, no LimitNICE=, no setpriority (exposure as
+    without --supervise); other values are passed on; the default (10) is not written."""
+    svc = gen(supervise=True, startup_nice=0)["myapp.service"]
+    assert "--startup-nice 0 --" in _lines(svc, "ExecStart")[0]
+    assert "LimitNICE" not in svc and "setpriority" not in svc
+    assert (
+        "--startup-nice 5 --"
+        in _lines(gen(supervise=True, startup_nice=5)["myapp.service"], "ExecStart")[0]
+    )
+    assert "--startup-nice" not in _lines(gen(supervise=True)["myapp.service"], "ExecStart")[0]
+    assert "LimitNICE" not in gen()["myapp.service"]
+
+
+def test_supervise_fdstore_lets_the_supervisor_bind() -> None:
+    """--supervise --fdstore N with addresses: no socket unit; `run --fdstore --listen
+    ADDR=NAME` (unnamed: 'unknown') binds and stores them; the service is enabled itself."""
+    files = gen(
+        supervise=True,
+        fdstore=3,
+        fdname="http",
+        listens=(("[::1]:9000", "admin"), ("@ctl", None)),
+        command=("/usr/bin/true",),
+    )
+    assert list(files) == ["myapp.service"]
+    svc = files["myapp.service"]
+    assert _lines(svc, "ExecStart") == [
+        f"{PY} -m sdactivate run --drain-timeout 30 --fdstore --listen 8080=http"
+        " --listen [::1]:9000=admin --listen @ctl=http -- /usr/bin/true"
+    ]
+    assert _lines(svc, "FileDescriptorStoreMax") == ["3"]
+    assert _lines(svc, "WantedBy") == ["multi-user.target"]
+    assert "Requires" not in svc and "Also" not in svc
+    assert "the supervisor (`sdactivate run --fdstore`) binds" in svc
+    unnamed = gen(supervise=True, fdstore=1, command=("/usr/bin/true",))["myapp.service"]
+    assert "--listen 8080=unknown --" in _lines(unnamed, "ExecStart")[0]
+    # without --fdstore: socket units, as before
+    assert list(gen(supervise=True)) == ["myapp.socket", "myapp.service"]
+
+
+@pytest.mark.parametrize(
+    ("kw", "match"),
+    [
+        ({"listens": (("/run/x.sock", None),)}, "socket file"),
+        ({"ports": (80,)}, "port 80"),
+        ({"ports": (80,), "user": True, "hardening": "off"}, "port 80"),
+        ({"network": False}, "--no-network"),
+        ({"fdstore": 1, "listens": (("@a", "x"),)}, "--fdstore 1 < 2"),
+        ({"fdname": "a=b"}, "no '='"),
+    ],
+    ids=["socket-file", "port-80", "port-80-user", "no-network", "store-too-small", "eq-name"],
+)
+def test_supervise_fdstore_refuses_what_cannot_work(kw: dict[str, object], match: str) -> None:
+    """Supervisor-owned sockets: no socket files, no privileged ports without root, no empty
+    network namespace, a store big enough, fd names without '='."""
+    base: dict[str, object] = {"supervise": True, "fdstore": 4} | kw
+    with pytest.raises(UnitConfigError, match=match):
+        gen(**base)
+
+
+def test_supervise_fdstore_privileged_port_as_root() -> None:
+    """--hardening off (a root system service) may bind port 80 in the supervisor."""
+    svc = gen(supervise=True, fdstore=1, ports=(80,), hardening="off")["myapp.service"]
+    assert "--listen 80=unknown" in svc
+
+
+@pytest.mark.parametrize(
+    ("kw", "match"),
+    [({"startup_nice": 20, "supervise": True}, "0..19"), ({"startup_nice": 3}, "--supervise")],
+    ids=["too-big", "without-supervise"],
+)
+def test_startup_nice_refusals(kw: dict[str, object], match: str) -> None:
+    """--startup-nice is a nice value 0..19 and only means something with --supervise."""
+    with pytest.raises(UnitConfigError, match=match):
+        gen(**kw)
 
 
 def test_upgrader_needs_notify_access_all() -> None:
@@ -320,7 +412,10 @@ MATRIX: dict[str, dict[str, object]] = {
     "off": {"hardening": "off"},
     "no-network": {"network": False},
     "off-no-network": {"hardening": "off", "network": False},
-    "supervise": {"supervise": True, "watchdog": 10, "fdstore": 8},
+    "supervise": {"supervise": True, "watchdog": 10},
+    "supervise-fdstore": {"supervise": True, "watchdog": 10, "fdstore": 8, "fdname": "http"},
+    "supervise-no-nice": {"supervise": True, "startup_nice": 0},
+    "supervise-standard": {"supervise": True, "hardening": "standard"},
     "upgrader": {"upgrader": True, "fdstore": 4},
     "multi-socket": {
         "fdname": "http",
@@ -394,6 +489,8 @@ def _exposure(tmp_path: Path, **kw: object) -> float:
         ({}, 0.0, 1.2),
         ({"network": False}, 0.0, 0.4),
         ({"supervise": True}, 0.0, 1.2),
+        ({"supervise": True, "startup_nice": 0}, 0.0, 1.1),
+        ({"supervise": True, "fdstore": 1}, 0.0, 1.2),
         ({"hardening": "standard"}, 1.2, 2.0),
         ({"hardening": "standard", "network": False}, 0.4, 1.0),
         ({"hardening": "off"}, 9.0, 10.0),
@@ -403,7 +500,8 @@ def _exposure(tmp_path: Path, **kw: object) -> float:
         ({"start_limit": RateLimit.off()}, 0.0, 1.2),
     ],
     ids=[
-        "strict", "strict-no-network", "strict-supervise", "standard", "standard-nonet", "off",
+        "strict", "strict-no-network", "strict-supervise", "strict-supervise-no-nice",
+        "strict-supervise-fdstore", "standard", "standard-nonet", "off",
         "fdstore-only", "accept", "accept-no-network", "start-limit-off",
     ],
 )  # fmt: skip

@@ -14,10 +14,12 @@ SERVICES = sorted(p.name for p in UNITS.glob("*.service"))
 
 
 def test_units_dir_has_the_example_pairs() -> None:
-    """units/ holds the plain, supervised, fd-store-only and Accept=yes examples."""
+    """units/ holds the plain, supervised (socket unit, or fd store), fd-store-only and
+    Accept=yes examples."""
     assert SERVICES == [
         "myapp-accept@.service",
         "myapp-fdstore.service",
+        "myapp-supervised-fdstore.service",
         "myapp-supervised.service",
         "myapp.service",
     ]

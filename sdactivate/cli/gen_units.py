@@ -16,6 +16,8 @@ examples:
       -- /opt/myapp/.venv/bin/myapp
   sdactivate gen-units myapp --port 80 --install --now
   sdactivate gen-units myapp --fdstore 4 -- /opt/myapp/.venv/bin/myapp --listen 127.0.0.1:8080
+  sdactivate gen-units myapp --supervise --fdstore 2 --listen 127.0.0.1:8080=http \\
+      -- /opt/myapp/.venv/bin/myapp
   sdactivate gen-units myecho --listen 127.0.0.1:7000 --accept --max-connections 16 \\
       -- /opt/myecho/.venv/bin/myecho
 
@@ -23,6 +25,12 @@ fd store only (--fdstore N, no --port/--listen): no socket unit; the app binds i
 once with sdactivate.fdstore.listen() and systemd keeps them in the fd store. On systemd 252
 they survive `systemctl restart` and automatic Restart=, but a separate `systemctl stop` +
 `systemctl start` flushes the store (the app then binds anew).
+
+supervisor-owned sockets (--supervise --fdstore N with --port/--listen): no socket unit; the
+ExecStart is `sdactivate run --fdstore --listen ADDR=NAME ... -- CMD`, which binds each
+address once and keeps it in the fd store (same restart/stop rules as above). Without
+--fdstore, --supervise gets socket units like any service. Ports below 1024 and socket
+files need socket units (the service has no capabilities and a read-only file system).
 
 start limit: systemd fails a service started more than 5 times in 10 s (restarts count), and
 its socket with it. Generated services allow 30 starts per 60 s (deliberate restarts pass, a
@@ -114,7 +122,9 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         default="0",
         metavar="N",
         help="FileDescriptorStoreMax=; without --port/--listen: a service with no socket "
-        "unit that binds its own sockets (kept across restart, flushed by stop + start)",
+        "unit that binds its own sockets (kept across restart, flushed by stop + start); "
+        "with --supervise and --port/--listen: no socket unit either, the supervisor binds "
+        "the addresses and keeps them in the fd store",
     )
     g.add_argument("--watchdog", metavar="SEC", help="WatchdogSec=")
     g.add_argument(
@@ -149,6 +159,14 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     )
     mode.add_argument(
         "--upgrader", action="store_true", help="the app upgrades itself (sdactivate.Upgrader)"
+    )
+    g.add_argument(
+        "--startup-nice",
+        default="10",
+        metavar="N",
+        help="with --supervise: `sdactivate run --startup-nice N` (a new generation starts N "
+        "nicer until it takes over; default 10); N > 0 adds LimitNICE=+0 and allows "
+        "setpriority(2) (strict: exposure 1.1 -> 1.2), 0 adds neither",
     )
     g.add_argument(
         "--python",
@@ -237,6 +255,7 @@ def _cmd_gen_units(args: argparse.Namespace) -> int:
         start_limit=None if args.start_limit is None else limits.parse_rate_limit(args.start_limit),
         accept=args.accept,
         max_connections=_number("--max-connections", args.max_connections, int),
+        startup_nice=_number("--startup-nice", args.startup_nice, int),
     )
     files = build(options, python=sys.executable)
     if args.stdout:

@@ -9,6 +9,9 @@
   ``Service=NAME.service``;
 * fd store only (``--fdstore N`` and no address): ``NAME.service`` alone; the app binds its
   own sockets once (``sdactivate.fdstore.listen()``) and systemd keeps them;
+* supervisor-owned sockets (``--supervise --fdstore N`` with addresses): ``NAME.service``
+  alone; ``sdactivate run --fdstore --listen ADDR=NAME`` binds them once and keeps them in
+  the fd store (without ``--fdstore``, ``--supervise`` gets socket units like any service);
 * ``--accept``: ``NAME.socket`` with ``Accept=yes`` and the template ``NAME@.service``.
 """
 
@@ -25,7 +28,7 @@ from ..addresses import DEFAULT_BACKLOG, ListenAddress, parse_address
 from ..errors import AddressError, UnitConfigError
 from . import escape, hardening, limits, names, version
 from .model import ServiceUnit, SocketUnit
-from .options import Options, check_combinations, command_line
+from .options import DEFAULT_STARTUP_NICE, Options, check_combinations, command_line
 from .render import render_service, render_socket
 
 __all__ = ["Options", "build", "build_units", "command_line", "resolve", "resolve_program"]
@@ -98,7 +101,12 @@ def build_units(
     groups = _socket_groups(options)
     check_combinations(options, len(groups))
     service_name = f"{prefix}@.service" if options.accept else f"{prefix}.service"
-    sockets = _socket_units(options, prefix, service_name, description, groups)
+    supervisor_binds = _supervisor_binds(options, groups)
+    sockets = (
+        []
+        if supervisor_binds
+        else _socket_units(options, prefix, service_name, description, groups)
+    )
     argv = _argv(options, which)
     comments: list[tuple[str, str]] = [
         ("Type", "sd_notify(3): ready when the app sends READY=1"),
@@ -119,9 +127,28 @@ def build_units(
             ),
         )
         comments[1] = ("TimeoutStopSec", "time to drain in-flight requests after SIGTERM")
+    if supervisor_binds:
+        comments[0] = (
+            "Type",
+            "No socket unit: the supervisor (`sdactivate run --fdstore`) binds the sockets"
+            " once, parks them in the fd store and passes them to every generation; it sends"
+            " READY=1 (sd_notify(3)) when the first one is ready."
+            + (
+                " It has no capabilities, so ports below 1024 need a socket unit (no --fdstore)."
+                if options.hardening != "off" or options.user
+                else ""
+            ),
+        )
     exec_reload: tuple[escape.ExecArg, ...] | None = None
     timeout_stop = options.timeout_stop
     kill_mode = None
+    limit_nice = None
+    knobs = hardening.knobs(
+        options.hardening,
+        user=options.user,
+        network=options.network,
+        version=options.systemd_version,
+    )
     notify_access = "main"
     py = _python(options, which, python) if options.supervise else ""
     if options.supervise:
@@ -139,12 +166,19 @@ def build_units(
             )
         )
     if options.supervise:
-        drain = f"{options.timeout_stop:g}"
-        argv = (py, "-m", "sdactivate", "run", "--drain-timeout", drain, "--", *argv)
+        run = [py, "-m", "sdactivate", "run"]
+        run += ["--drain-timeout", f"{options.timeout_stop:g}"]
+        if options.startup_nice != DEFAULT_STARTUP_NICE:
+            run += ["--startup-nice", str(options.startup_nice)]
+        if supervisor_binds:
+            run.append("--fdstore")
+            for spec in supervisor_binds:
+                run += ["--listen", spec]
+        argv = (*run, "--", *argv)
         # the supervisor SIGKILLs a generation still draining after --drain-timeout;
         # systemd's own SIGKILL comes later, so the supervisor can report it
         timeout_stop += _SUPERVISOR_STOP_MARGIN
-        kill_mode = "mixed"
+        kill_mode = "control-group"
         comments += [
             (
                 "NotifyAccess",
@@ -152,10 +186,25 @@ def build_units(
             ),
             (
                 "KillMode",
-                "systemd.kill(5) mixed: SIGTERM to the supervisor only, which drains its"
-                " generations in order; SIGKILL still reaches every leftover process",
+                "systemd.kill(5) control-group: on stop, SIGTERM to every process at once;"
+                " the generations drain (the supervisor's SIGTERM to them is a repeat) and"
+                " the supervisor waits for them. Not mixed: when the supervisor dies, 252 has"
+                " no main process left to SIGTERM and SIGKILLs the generations at once,"
+                " failing their requests; here they get SIGTERM and drain",
             ),
         ]
+        if options.startup_nice:
+            # setpriority(2): raising a priority back (nice 10 -> 0) needs CAP_SYS_NICE or
+            # RLIMIT_NICE; the generated service has no capabilities
+            limit_nice = 0
+            comments.append(
+                (
+                    "LimitNICE",
+                    "RLIMIT_NICE: lets the supervisor return a new generation to nice 0 when"
+                    " it takes over (it starts at +10, --startup-nice); never below 0",
+                )
+            )
+            knobs = _allow_setpriority(knobs)
     if options.upgrader:
         notify_access = "all"
         comments.append(
@@ -168,12 +217,6 @@ def build_units(
         comments.append(("FileDescriptorStoreMax", _fdstore_comment(options.systemd_version)))
     start_limit = options.start_limit or limits.DEFAULT_START_LIMIT
     comments.append(("StartLimit", limits.start_limit_comment(start_limit, socket=bool(sockets))))
-    knobs = hardening.knobs(
-        options.hardening,
-        user=options.user,
-        network=options.network,
-        version=options.systemd_version,
-    )
     service = ServiceUnit(
         name=service_name,
         description=description,
@@ -185,6 +228,7 @@ def build_units(
         watchdog_sec=options.watchdog,
         fdstore_max=options.fdstore,
         kill_mode=kill_mode,
+        limit_nice=limit_nice,
         start_limit=start_limit,
         environment=options.environment,
         working_directory=options.working_dir,
@@ -218,6 +262,65 @@ def build_units(
             ),
         )
     return sockets, service
+
+
+def _supervisor_binds(
+    options: Options, groups: list[tuple[str | None, list[ListenAddress]]]
+) -> list[str]:
+    """``--supervise --fdstore N`` with addresses: the ``sdactivate run --listen ADDR=NAME``
+    values (the supervisor binds and stores them; no socket unit); otherwise ``[]``."""
+    if not (options.supervise and options.fdstore and groups):
+        return []
+    unprivileged = options.hardening != "off" or options.user
+    specs: list[str] = []
+    texts = [str(port) for port in options.ports] + [text for text, _ in options.listens]
+    names_ = [options.fdname] * len(options.ports) + [
+        fd_name if fd_name is not None else options.fdname for _, fd_name in options.listens
+    ]
+    for text, fd_name in zip(texts, names_, strict=True):
+        address = parse_address(text)
+        if address.path is not None and not address.path.startswith("@"):
+            raise UnitConfigError(
+                f"--listen {text!r} with --supervise --fdstore: a socket file needs a socket"
+                " unit (the service's file system is read-only; systemd creates the file)"
+            )
+        if unprivileged and address.port is not None and 0 < address.port < 1024:
+            raise UnitConfigError(
+                f"port {address.port} with --supervise --fdstore: the supervisor has no"
+                " capabilities (CAP_NET_BIND_SERVICE) to bind it; drop --fdstore for a socket unit"
+            )
+        name = "unknown" if fd_name is None else names.check_fd_name(fd_name)
+        if "=" in name:  # `run --listen ADDR=NAME` splits at the last '='
+            raise UnitConfigError(f"fd name {name!r}: no '=' when the supervisor binds")
+        specs.append(f"{text}={name}")
+    if options.fdstore < len(specs):
+        raise UnitConfigError(
+            f"--fdstore {options.fdstore} < {len(specs)} sockets: systemd closes the ones over"
+            " FileDescriptorStoreMax= (they would be rebound after every restart)"
+        )
+    return specs
+
+
+def _allow_setpriority(
+    knobs: tuple[tuple[str, str, str], ...],
+) -> tuple[tuple[str, str, str], ...]:
+    """Re-allow setpriority(2) after a ``~@resources`` deny list (strict), for the
+    supervisor's --startup-nice. systemd.exec(5): later SystemCallFilter= lines add to or
+    remove from the first one's list."""
+    out: list[tuple[str, str, str]] = []
+    for knob in knobs:
+        out.append(knob)
+        key, value, _ = knob
+        if key == "SystemCallFilter" and value.startswith("~") and "@resources" in value:
+            out.append(
+                (
+                    "SystemCallFilter",
+                    "setpriority",
+                    "sdactivate run --startup-nice renices its generations (LimitNICE= keeps"
+                    " them at nice 0 or above); 0 turns it off and drops this line",
+                )
+            )
+    return tuple(out)
 
 
 def _socket_units(

@@ -175,6 +175,7 @@ class ServiceUnit:
     watchdog_sec: float | None = None
     fdstore_max: int = 0
     kill_mode: str | None = None  # None: systemd's default (control-group)
+    limit_nice: int | None = None  # LimitNICE= as a nice value (-20..19); None: not written
     environment: tuple[tuple[str, str], ...] = ()
     working_directory: str | None = None
     start_limit: RateLimit | None = None  # StartLimit*=; None: the manager's default
@@ -206,6 +207,12 @@ class ServiceUnit:
             _choice("KillMode", self.kill_mode, KILL_MODES)
         if self.collect_mode is not None:
             _choice("CollectMode", self.collect_mode, COLLECT_MODES)
+        if self.limit_nice is not None and (
+            isinstance(self.limit_nice, bool)
+            or not isinstance(self.limit_nice, int)
+            or not -20 <= self.limit_nice <= 19
+        ):
+            raise UnitConfigError(f"LimitNICE: {self.limit_nice!r} is not a nice value -20..19")
         if self.start_limit is not None and not isinstance(self.start_limit, RateLimit):
             raise UnitConfigError(f"{self.name}: not a RateLimit: {self.start_limit!r}")
         if self.is_template and self.sockets:

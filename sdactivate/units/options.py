@@ -10,7 +10,9 @@ from ..errors import UnitConfigError
 from . import hardening
 from .model import RateLimit
 
-__all__ = ["Options", "check_combinations", "command_line"]
+__all__ = ["DEFAULT_STARTUP_NICE", "Options", "check_combinations", "command_line"]
+
+DEFAULT_STARTUP_NICE = 10  # `sdactivate run --startup-nice`'s own default
 
 
 @dataclass(frozen=True)
@@ -39,12 +41,19 @@ class Options:
     start_limit: RateLimit | None = None  # None: the default of limits.py (per shape)
     accept: bool = False  # Accept=yes + NAME@.service
     max_connections: int | None = None  # --accept only; None: limits.DEFAULT_MAX_CONNECTIONS
+    startup_nice: int = DEFAULT_STARTUP_NICE  # --supervise: `sdactivate run --startup-nice`; 0: off
 
 
 def check_combinations(options: Options, groups: int) -> None:
     """Refuse option combinations that would generate a unit that cannot work."""
     if options.supervise and options.upgrader:
         raise UnitConfigError("--supervise and --upgrader are alternatives; pick one")
+    if isinstance(options.startup_nice, bool) or not (
+        isinstance(options.startup_nice, int) and 0 <= options.startup_nice <= 19
+    ):
+        raise UnitConfigError(f"--startup-nice {options.startup_nice!r}: not a nice value 0..19")
+    if options.startup_nice != DEFAULT_STARTUP_NICE and not options.supervise:
+        raise UnitConfigError("--startup-nice only applies with --supervise (sdactivate run)")
     if options.max_connections is not None and not options.accept:
         raise UnitConfigError("--max-connections only applies with --accept (MaxConnections=)")
     if options.accept:
@@ -79,9 +88,16 @@ def check_combinations(options: Options, groups: int) -> None:
         ):
             if used:
                 raise UnitConfigError(
-                    f"{flag} needs --port/--listen (a socket unit); with --fdstore alone the"
-                    " app binds and names its sockets itself (sdactivate.fdstore.listen)"
+                    f"{flag} needs --port/--listen (a socket unit; with --supervise --fdstore N"
+                    " the supervisor binds them); with --fdstore alone the app binds and names"
+                    " its sockets itself (sdactivate.fdstore.listen)"
                 )
+    elif options.supervise and options.fdstore and not options.network:
+        raise UnitConfigError(
+            "--no-network with --supervise --fdstore: the supervisor binds the sockets itself,"
+            " and PrivateNetwork=yes would put them in an empty network namespace; drop"
+            " --fdstore to get socket units"
+        )
 
 
 def command_line(options: Options) -> tuple[str, ...]:
@@ -108,6 +124,8 @@ def command_line(options: Options) -> tuple[str, ...]:
         out.append("--accept")
     if options.max_connections is not None:
         out += ["--max-connections", str(options.max_connections)]
+    if options.startup_nice != DEFAULT_STARTUP_NICE:
+        out += ["--startup-nice", str(options.startup_nice)]
     if options.hardening != "strict":
         out += ["--hardening", options.hardening]
     if not options.network:

@@ -122,6 +122,10 @@ def render_service(unit: ServiceUnit, *, version: int, header: Sequence[str] = (
         out.command("ExecReload", unit.exec_reload, notes.get("ExecReload", ""))
     if unit.kill_mode is not None:
         out.value("KillMode", unit.kill_mode, notes.get("KillMode", ""))
+    if unit.limit_nice is not None:
+        # systemd.exec(5): a +/- prefixed value is a nice level (an unprefixed one the raw
+        # RLIMIT_NICE, 20 - nice)
+        out.value("LimitNICE", f"{unit.limit_nice:+d}", notes.get("LimitNICE", ""))
     if unit.working_directory is not None:
         out.value("WorkingDirectory", unit.working_directory)
     for name, value in unit.environment:
