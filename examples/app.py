@@ -48,11 +48,12 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 import sdactivate
 from sdactivate import fdstore, notify, watchdog
+from sdactivate.errors import NotifyError
 
 log = logging.getLogger("app")
 
@@ -423,7 +424,7 @@ async def serve(args: argparse.Namespace) -> int:
         while not os.path.exists(args.ready_gate) and not stop.is_set():
             await asyncio.sleep(0.01)
     status = f"serving {len(socks)} socket(s) as pid {app.pid}, gen {app.gen}"
-    notify.ready(status=status)
+    tell(notify.ready, status=status)
     log.info("READY=1 STATUS=%s", status)
     if args.hang_after is not None:
         loop.call_later(args.hang_after, hang)
@@ -439,13 +440,23 @@ async def serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def tell(send: Callable[..., bool], **fields: Any) -> None:
+    """An sd_notify message that must not stop the app when it cannot be delivered: a
+    supervisor that was SIGKILLed took its NOTIFY_SOCKET along, and its generations still
+    have connections to drain."""
+    try:
+        send(**fields)
+    except NotifyError as exc:
+        log.warning("%s", exc)
+
+
 def reload(app: App) -> None:
     """SIGHUP: RELOADING=1 + MONOTONIC_USEC, 'reload' (bump the generation), READY=1."""
-    notify.reloading(status=f"reloading: pid {app.pid}")  # + MONOTONIC_USEC
+    tell(notify.reloading, status=f"reloading: pid {app.pid}")  # + MONOTONIC_USEC
     log.info("RELOADING=1 MONOTONIC_USEC sent")
     app.gen += 1
     status = f"reloaded: pid {app.pid}, gen {app.gen}"
-    notify.ready(status=status)
+    tell(notify.ready, status=status)
     log.info("READY=1 STATUS=%s", status)
 
 
@@ -457,8 +468,7 @@ async def drain(
     """Stop accepting, answer every accepted connection, close idle ones, then return."""
     started = time.monotonic()
     app.draining = True
-    notify.stopping()
-    notify.status(f"draining: pid {app.pid}, {len(app.conns)} connection(s)")
+    tell(notify.stopping, status=f"draining: pid {app.pid}, {len(app.conns)} connection(s)")
     app.stop_accepting()
     for transport in transports:
         transport.close()

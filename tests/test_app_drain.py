@@ -158,6 +158,20 @@ def test_request_in_flight_is_finished(apps: list[App]) -> None:
     assert app.proc.wait(10) == 0
 
 
+def test_drains_when_the_manager_is_gone(apps: list[App]) -> None:
+    """With its NOTIFY_SOCKET gone (a SIGKILLed supervisor), STOPPING=1 cannot be sent: the
+    app logs it and still answers the request in flight, then exits 0."""
+    app = App()
+    apps.append(app)
+    with _connect(app.port) as slow:
+        slow.sendall(_request("/sleep?ms=300"))
+        app.rx.close()  # the manager's socket disappears
+        app.proc.terminate()
+        status, headers, _ = _response(slow)
+        assert (status, headers["connection"]) == (200, "close")
+    assert app.proc.wait(10) == 0
+
+
 def test_queued_connections_stay_for_the_next_generation(apps: list[App]) -> None:
     """Connections still in the kernel queue at SIGTERM are not touched: the next
     generation, started on the same socket, answers them; every client gets a 200."""
