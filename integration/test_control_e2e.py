@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 
 import pytest
-from sandbox import CHECKOUT, Sandbox, Units, free_port, wait_until
+from sandbox import CHECKOUT, CODE_DIR, Sandbox, Units, free_port, wait_until
 
 PYTHON = f"{CHECKOUT}/.venv/bin/python"
 APP_DIR = "/usr/local/lib/sdctl-test"
@@ -179,6 +179,9 @@ def test_permission_denied_for_unprivileged_user(sandbox: Sandbox, units: Units)
             "start",
             "sdctl-perm",
         ],
+        # the checkout may sit under /root (mode 0700), out of nobody's reach; CODE_DIR is
+        # the same tree bound where anyone can read it
+        env={"PYTHONPATH": CODE_DIR},
         check=False,
     )
     assert proc.returncode == 1, (proc.stdout, proc.stderr)
