@@ -12,8 +12,8 @@ Run it alone, under ``systemd-socket-activate``, or as a systemd ``Type=notify``
 work for drain tests). Every response
 carries ``X-Pid``. ``--fault-file PATH``: each generation reads PATH at start-up and
 misbehaves as it says (fault injection for tests and benchmarks): ``exit-before-ready``,
-``never-ready``, ``crash-after-ready[:MS]`` (an uncaught exception in the main thread MS
-ms after start-up: Python unwinds, in-flight requests finish), ``abort-after-ready[:MS]``
+``never-ready``, ``crash-after-ready[:MS]`` (a fatal error MS ms after start-up: the
+process stops accepting, finishes in-flight requests, exits 1), ``abort-after-ready[:MS]``
 (``os._exit(4)``: in-flight requests of this process fail).
 """
 
@@ -23,7 +23,6 @@ import argparse
 import logging
 import os
 import resource
-import signal
 import sys
 import threading
 import time
@@ -52,10 +51,6 @@ class Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: object) -> None:
         pass
-
-
-def _crash(signum: int, frame: object) -> None:
-    raise RuntimeError("injected crash")  # in the main thread: an uncaught exception
 
 
 def read_fault(path: str | None) -> str:
@@ -98,9 +93,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if fault.startswith(("crash-after-ready", "abort-after-ready")):
             ms = int(fault.partition(":")[2] or 100)
-            if fault.startswith("crash"):
-                signal.signal(signal.SIGUSR1, _crash)
-                threading.Timer(ms / 1000, os.kill, args=(os.getpid(), signal.SIGUSR1)).start()
+            if fault.startswith("crash"):  # a fatal error: stop, finish in-flight work, exit 1
+                threading.Timer(ms / 1000, upg.stop, args=("injected crash",)).start()
             else:
                 threading.Timer(ms / 1000, os._exit, args=(4,)).start()
         http_server.serve(
@@ -109,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
             drain_timeout=args.drain_timeout,
             status=f"serving, pid {os.getpid()}",
         )
+        if upg.exit_reason == "injected crash":
+            return 1
     return 0
 
 

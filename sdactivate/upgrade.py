@@ -31,7 +31,20 @@ Handover under systemd (units need ``NotifyAccess=all``; ``ExecReload=kill -HUP 
    it only extends ``RuntimeMaxSec=``.
 
 A parent that dies before the handover leaves the child primary (the handover socket reaches
-EOF). Try it by hand::
+EOF).
+
+systemd 252 after an upgrade: the new main process is not PID 1's child ("Supervising process
+X which is not our child"). On ``systemctl stop`` 252 does not wait for such a main process
+after SIGTERM when it is alone in the cgroup and sends SIGKILL at once, cutting the drain
+short. Let ``ExecStop=`` do the waiting (newer systemd tracks the main process by pidfd)::
+
+    ExecStop=/bin/kill -TERM $MAINPID
+    ExecStop=/usr/bin/tail --pid=${MAINPID} -s 0.1 -f /dev/null
+
+Signals: besides the Python handlers, the upgrader owns ``signal.set_wakeup_fd()`` (unless
+the app set one first): CPython runs handlers only in the main thread once it wakes up, and
+a signal that lands while the main thread is going to sleep in a lock can wait forever; the
+wakeup byte reaches the upgrader's thread at once. Try it by hand::
 
     systemd-socket-activate -l 127.0.0.1:8080 python examples/upgrader_app.py
     kill -HUP <pid>
