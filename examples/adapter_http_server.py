@@ -5,8 +5,8 @@
     curl 127.0.0.1:8080/            # ok pid=...
 
 READY=1 once the accept loop runs; SIGTERM: STOPPING=1, in-flight requests finish
-(``/sleep?ms=N`` is one), exit within the drain deadline. Without activation it binds
-127.0.0.1:8080 itself.
+(``/sleep?ms=N`` is one), exit within the drain deadline (``EXAMPLE_DRAIN_TIMEOUT``
+seconds, default 5). Without activation it binds 127.0.0.1:8080 itself.
 """
 
 from __future__ import annotations
@@ -39,8 +39,9 @@ class Handler(BaseHTTPRequestHandler):
 
 
 def main() -> None:
+    drain = float(os.environ.get("EXAMPLE_DRAIN_TIMEOUT", "5"))
     sock = sdactivate.listen("127.0.0.1:8080", name="http")
-    http_server.serve(Handler, sockets=[sock], drain_timeout=5.0)
+    http_server.serve(Handler, sockets=[sock], drain_timeout=drain)
 
 
 if __name__ == "__main__":

@@ -37,3 +37,22 @@ def test_make_server_keeps_backlog_and_socket() -> None:
         assert backlog_of([sock]) == 7
     finally:
         sock.close()
+
+
+def test_hammer_time_ends_a_request_longer_than_the_drain() -> None:
+    """A request longer than drain_timeout does not hold the process: it exits at the
+    deadline (well before the request would end) and that request gets no answer."""
+    import os
+    import socket as socket_module
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LISTEN_", "NOTIFY_"))}
+    env["EXAMPLE_DRAIN_TIMEOUT"] = "0.5"
+    with running(example("adapter_http_server.py"), env=env) as run:
+        run.rx.wait_for("READY", "1", timeout=20)
+        conn = socket_module.create_connection(("127.0.0.1", run.port), timeout=30)
+        conn.sendall(b"GET /sleep?ms=60000 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        run.rx.wait_for("STATUS", "busy", timeout=10)
+        run.proc.terminate()
+        assert run.proc.wait(20) == 0  # the 60 s request would hold it far longer
+        assert conn.recv(65536) == b""  # cut off at hammer time: no response
+        conn.close()

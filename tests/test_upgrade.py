@@ -23,6 +23,8 @@ from sdactivate._upgrade_plan import (
     Spawn,
     UpgradePlan,
 )
+from sdactivate.errors import UpgradeError
+from sdactivate.upgrade import Upgrader
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "upgrader_app.py"
 
@@ -326,3 +328,52 @@ def test_sigterm_drains_in_flight_request(app: tuple) -> None:  # type: ignore[t
     conn.close()
     assert data.startswith(b"HTTP/1.1 200") and b"ok pid=" in data
     assert proc.wait(5) == 0
+
+
+# --- the programmatic API in this process (no signals, injected environment) --------------
+CHILD_OK = (
+    "import sdactivate\n"
+    "upg = sdactivate.Upgrader(upgrade_signals=(), stop_signals=())\n"
+    "upg.ready()\n"
+    "upg.wait_exit(30)\n"
+)
+
+
+def _upgrader(code: str, *, stable_time: float = 0.5, upgrade_timeout: float = 20) -> Upgrader:
+    return Upgrader(
+        argv=[sys.executable, "-c", code],
+        upgrade_signals=(),
+        stop_signals=(),
+        environ={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+        stable_time=stable_time,
+        upgrade_timeout=upgrade_timeout,
+    )
+
+
+def test_upgrade_call_returns_new_pid_and_exits() -> None:
+    """upgrade() returns the ready child's pid; wait_exit() then returns with the reason."""
+    upg = _upgrader(CHILD_OK, stable_time=0.0, upgrade_timeout=20)
+    try:
+        upg.ready()
+        pid = upg.upgrade(timeout=30)
+        try:
+            assert upg.wait_exit(5)
+            assert upg.exit_reason == f"upgraded to pid {pid}"
+            os.kill(pid, 0)  # still running: it is the primary now
+        finally:
+            os.kill(pid, signal.SIGKILL)
+            assert _wait_gone(pid, 10)
+    finally:
+        upg.close()
+
+
+def test_upgrade_call_raises_when_child_fails() -> None:
+    """A child that exits before READY: upgrade() raises UpgradeError; no exit happens."""
+    upg = _upgrader("raise SystemExit(3)", upgrade_timeout=20)
+    try:
+        upg.ready()
+        with pytest.raises(UpgradeError, match="exit status 3"):
+            upg.upgrade(timeout=30)
+        assert not upg.wait_exit(0)
+    finally:
+        upg.close()
