@@ -1,0 +1,294 @@
+"""`gen-units --supervise` units as generated (KillMode=control-group, LimitNICE=+0) running
+examples/app.py under systemd 252: a SIGKILLed supervisor loses no request (socket unit, and
+the supervisor's own fd store), `systemctl restart` under load is clean, and --startup-nice
+really renices a starting generation under DynamicUser."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+
+import pytest
+from helpers import (
+    PYTHON,
+    gen_units,
+    http_get,
+    listen_inodes,
+    main_pid,
+    restart_under_load,
+    wait_state,
+)
+from sandbox import CHECKOUT, Sandbox, Units, free_port, wait_until
+
+sys.path.insert(0, f"{CHECKOUT}/bench")
+import loadgen
+
+
+def supervised(name: str, port: int, *extra: str, args: tuple[str, ...] = ()) -> dict[str, str]:
+    """`gen-units NAME --listen 127.0.0.1:PORT=http --supervise [EXTRA] -- app.py [ARGS]`,
+    unchanged (no drop-ins)."""
+    return gen_units(
+        name,
+        listens=[(f"127.0.0.1:{port}", "http")],
+        options=["--supervise", "--python", PYTHON, *extra],
+        args=args,
+    )
+
+
+def app_pids(sandbox: Sandbox, unit: str) -> list[int]:
+    """Pids in the unit's cgroup other than the supervisor (its app generations)."""
+    main = main_pid(sandbox, unit)
+    ps = sandbox.run(["ps", "-e", "-o", "pid=,cgroup="]).stdout.splitlines()
+    return sorted(
+        int(pid)
+        for pid, cgroup in (line.split(None, 1) for line in ps if len(line.split(None, 1)) == 2)
+        if cgroup.rstrip().endswith(f"/{unit}") and int(pid) != main
+    )
+
+
+def sigkill_supervisor(sandbox: Sandbox, unit: str) -> Callable[[], None]:
+    """SIGKILL the supervisor, every other time while a handover is under way, and wait
+    until systemd restarted the service (Restart=on-failure)."""
+    count = [0]
+
+    def kill() -> None:
+        old = main_pid(sandbox, unit)
+        restarts = int(sandbox.show(unit, "NRestarts")["NRestarts"])
+        count[0] += 1
+        if count[0] % 2 == 0:
+            sandbox.systemctl("reload", "--no-block", unit)
+            wait_until(
+                lambda: sandbox.show(unit, "StatusText")["StatusText"].startswith("upgrading"),
+                timeout=10,
+                interval=0.02,
+                what="a handover under way",
+            )
+        sandbox.run(["kill", "-KILL", str(old)])
+        wait_until(
+            lambda: (
+                int(sandbox.show(unit, "NRestarts")["NRestarts"]) > restarts
+                and sandbox.show(unit, "SubState")["SubState"] == "running"
+            ),
+            timeout=30,
+            interval=0.05,
+            what=f"{unit} restarted after SIGKILL",
+        )
+
+    return kill
+
+
+def test_sigkill_supervisor_generated_units_lose_nothing(
+    sandbox: Sandbox, units: Units, measurements: Callable[[str], None]
+) -> None:
+    """F5 with the generated --supervise units as they are and examples/app.py: SIGKILL the
+    supervisor under 500 new connections/s (steady, and mid-handover); systemd SIGTERMs the
+    generations (KillMode=control-group), they drain, the socket unit keeps the queue, the
+    service restarts: 0 failed requests, the same listening socket, no old generation left."""
+    port = free_port()
+    unit = "sdsu-kill.service"
+    files = supervised("sdsu-kill", port)
+    assert "KillMode=control-group" in files[unit]
+    units.install(files)
+    sandbox.systemctl("start", "sdsu-kill.socket", unit)
+    wait_state(sandbox, unit, "active", sub="running")
+    inode = listen_inodes(port)
+    old_apps = app_pids(sandbox, unit)
+
+    run = restart_under_load(
+        port, sigkill_supervisor(sandbox, unit), restarts=4, rate=500, spacing=1.0, timeout=15
+    )
+    measurements("generated units, supervisor SIGKILL, examples/app.py: " + run.describe())
+    run.assert_no_failures()
+    assert listen_inodes(port) == inode
+    apps = app_pids(sandbox, unit)
+    assert len(apps) == 1 and not set(apps) & set(old_apps)
+
+
+def test_sigkill_supervisor_keepalive_clients_lose_nothing(
+    sandbox: Sandbox, units: Units, measurements: Callable[[str], None]
+) -> None:
+    """The same with keep-alive clients (loadgen keepalive, 400 requests/s): each draining
+    generation answers the next request on every connection with Connection: close and
+    closes idle ones; 0 failed requests."""
+    port = free_port()
+    unit = "sdsu-ka.service"
+    units.install(supervised("sdsu-ka", port))
+    sandbox.systemctl("start", "sdsu-ka.socket", unit)
+    wait_state(sandbox, unit, "active", sub="running")
+    kill = sigkill_supervisor(sandbox, unit)
+    handle = loadgen.start("127.0.0.1", port, rate=400, duration=60, keepalive=True, timeout=15)
+    try:
+        time.sleep(1.0)  # steady load first; shapes the measurement, orders nothing
+        for _ in range(2):
+            kill()
+            time.sleep(1.0)
+    finally:
+        handle.stop()
+    res = handle.result()
+    measurements(f"keep-alive, supervisor SIGKILL x2: {res.summary()}")
+    assert res.failed == 0 and res.ok == res.total > 0, res.summary()
+    assert len(res.pids()) >= 3
+
+
+def test_restart_under_load_is_clean(
+    sandbox: Sandbox, units: Units, measurements: Callable[[str], None]
+) -> None:
+    """`systemctl restart` under load: control-group SIGTERMs supervisor and generation at
+    once; the generation drains and exits on its own while the supervisor stops, which it
+    takes as the end of a stop (no replacement is started); 0 failed requests."""
+    port = free_port()
+    unit = "sdsu-restart.service"
+    units.install(supervised("sdsu-restart", port))
+    sandbox.systemctl("start", "sdsu-restart.socket", unit)
+    wait_state(sandbox, unit, "active", sub="running")
+
+    run = restart_under_load(
+        port, lambda: sandbox.systemctl("restart", unit), restarts=5, rate=500, spacing=0.5
+    )
+    measurements("generated units, systemctl restart: " + run.describe())
+    run.assert_no_failures()
+    journal = sandbox.journal(unit, lines=400)
+    assert "while serving" not in journal
+    assert journal.count("generation 2: started") == 0, journal
+    assert sandbox.show(unit, "Result")["Result"] == "success"
+
+
+def _nice(sandbox: Sandbox, pid: int) -> int | None:
+    out = sandbox.run(["ps", "-o", "ni=", "-p", str(pid)], check=False).stdout.strip()
+    return int(out) if out.lstrip("-").isdigit() else None
+
+
+def _rlimit_nice(sandbox: Sandbox, pid: int) -> int:
+    """The soft RLIMIT_NICE of `pid` (proc(5) /proc/PID/limits)."""
+    for line in sandbox.read_file(f"/proc/{pid}/limits").splitlines():
+        if line.startswith("Max nice priority"):
+            return int(line.split()[3])
+    raise AssertionError(f"no nice limit for pid {pid}")
+
+
+PROBE = """
+import os, subprocess
+child = subprocess.Popen(["sleep", "30"])
+try:
+    os.setpriority(os.PRIO_PROCESS, child.pid, 10)
+    print("renice:", os.getpriority(os.PRIO_PROCESS, child.pid), flush=True)
+except OSError as exc:
+    print("renice:", exc.strerror, flush=True)
+finally:
+    child.kill()
+"""
+PROBE_PATH = "/usr/local/lib/sdsu/probe.py"
+
+
+def _probe(sandbox: Sandbox, units: Units, name: str, service: str) -> str:
+    """Run PROBE as a oneshot service with the generated service's sandboxing, LimitNICE=
+    and SystemCallFilter= lines; what it printed."""
+    section = service.split("[Service]", 1)[1].split("[Install]", 1)[0]
+    kept = [line for line in section.splitlines() if line.split("=", 1)[0] in _SANDBOX_KEYS]
+    text = f"[Service]\nType=oneshot\nExecStart={PYTHON} {PROBE_PATH}\n" + "\n".join(kept)
+    units.install({f"{name}.service": text + "\n"})
+    sandbox.systemctl("start", f"{name}.service")
+    out = sandbox.run(["journalctl", "-u", f"{name}.service", "-o", "cat", "--no-pager"])
+    return " ".join(line for line in out.stdout.splitlines() if line.startswith("renice:"))
+
+
+_SANDBOX_KEYS = {
+    "DynamicUser", "PrivateUsers", "NoNewPrivileges", "ProtectSystem", "ProtectHome",
+    "PrivateTmp", "PrivateDevices", "PrivateMounts", "ProtectKernelTunables",
+    "ProtectKernelModules", "ProtectKernelLogs", "ProtectControlGroups", "ProtectClock",
+    "ProtectHostname", "ProtectProc", "ProcSubset", "RestrictNamespaces", "RestrictRealtime",
+    "RestrictSUIDSGID", "LockPersonality", "MemoryDenyWriteExecute", "RemoveIPC",
+    "SystemCallArchitectures", "SystemCallFilter", "SystemCallErrorNumber",
+    "CapabilityBoundingSet", "AmbientCapabilities", "UMask", "RestrictAddressFamilies",
+    "LimitNICE",
+}  # fmt: skip
+
+
+def test_strict_supervise_units_allow_setpriority(sandbox: Sandbox, units: Units) -> None:
+    """Under the strict --supervise sandbox (DynamicUser, @resources denied) a process may
+    renice its child: setpriority(2) is re-allowed; with --startup-nice 0 it is not (EPERM)."""
+    sandbox.write_file(PROBE_PATH, PROBE)
+    port = free_port()
+    allowed = supervised("sdsu-p1", port)["sdsu-p1.service"]
+    denied = supervised("sdsu-p0", port, "--startup-nice", "0")["sdsu-p0.service"]
+    assert _probe(sandbox, units, "sdsu-probe-on", allowed) == "renice: 10"
+    assert _probe(sandbox, units, "sdsu-probe-off", denied) == "renice: Operation not permitted"
+
+
+def test_startup_nice_works_under_dynamic_user(sandbox: Sandbox, units: Units) -> None:
+    """The strict generated unit (DynamicUser, no capabilities) lets the supervisor start a
+    generation at nice 10 and return it to 0 when it takes over (LimitNICE=+0: RLIMIT_NICE
+    20). Needs a manager that may raise RLIMIT_NICE (CAP_SYS_RESOURCE): skipped where the
+    sandbox's systemd inherited a lower hard limit it cannot lift."""
+    port = free_port()
+    unit = "sdsu-nice.service"
+    gate = "/run/sdsu-nice-gate"  # the app sends READY=1 only while this exists
+    units.install(supervised("sdsu-nice", port, args=("--ready-gate", gate)))
+    sandbox.write_file(gate, "")
+    sandbox.systemctl("start", "sdsu-nice.socket", unit)
+    wait_state(sandbox, unit, "active", sub="running")
+    assert sandbox.show(unit, "LimitNICE", "DynamicUser") == {
+        "LimitNICE": "20",
+        "DynamicUser": "yes",
+    }
+    limit = _rlimit_nice(sandbox, main_pid(sandbox, unit))
+    if limit < 20:
+        pytest.skip(
+            f"RLIMIT_NICE of the service is {limit}, not 20: this host's systemd cannot raise"
+            " it (no CAP_SYS_RESOURCE, hard limit below 20), so the supervisor skips"
+            " --startup-nice"
+        )
+    (first,) = app_pids(sandbox, unit)
+    assert _nice(sandbox, first) == 0
+
+    sandbox.run(["rm", "-f", gate])
+    sandbox.systemctl("reload", "--no-block", unit)
+    wait_until(
+        lambda: len(app_pids(sandbox, unit)) == 2, timeout=10, interval=0.02, what="generation 2"
+    )
+    (second,) = set(app_pids(sandbox, unit)) - {first}
+    wait_until(
+        lambda: _nice(sandbox, second) == 10, timeout=5, interval=0.02, what="nice 10 at start"
+    )
+    assert _nice(sandbox, first) == 0  # the serving one is untouched
+    sandbox.write_file(gate, "")
+    wait_until(
+        lambda: "generation 2 " in sandbox.show(unit, "StatusText")["StatusText"],
+        timeout=10,
+        what="generation 2 serving",
+    )
+    assert _nice(sandbox, second) == 0
+    assert int(http_get("127.0.0.1", port)[1]["x-pid"]) > 0
+
+
+def test_supervisor_fdstore_units_keep_the_socket(
+    sandbox: Sandbox, units: Units, measurements: Callable[[str], None]
+) -> None:
+    """`gen-units --supervise --fdstore 1 --listen ADDR=http` (no socket unit): the
+    supervisor binds and stores the socket; SIGKILLing it under load (also mid-handover)
+    loses nothing, its successor gets the very same socket back, reload still works."""
+    port = free_port()
+    unit = "sdsu-store.service"
+    files = supervised("sdsu-store", port, "--fdstore", "1")
+    assert list(files) == [unit] and "--fdstore --listen" in files[unit]
+    units.install(files)
+    sandbox.systemctl("start", unit)
+    wait_state(sandbox, unit, "active", sub="running")
+    wait_until(
+        lambda: sandbox.show(unit, "NFileDescriptorStore")["NFileDescriptorStore"] == "1",
+        timeout=10,
+        what="the listening socket in the fd store",
+    )
+    inode = listen_inodes(port)
+    assert len(inode) == 1
+
+    run = restart_under_load(
+        port, sigkill_supervisor(sandbox, unit), restarts=2, rate=500, spacing=1.0, timeout=15
+    )
+    measurements("generated --supervise --fdstore units, supervisor SIGKILL: " + run.describe())
+    run.assert_no_failures()
+    assert listen_inodes(port) == inode
+    assert sandbox.show(unit, "NFileDescriptorStore")["NFileDescriptorStore"] == "1"
+    sandbox.systemctl("reload", unit)
+    assert "generation 2 " in sandbox.show(unit, "StatusText")["StatusText"]
