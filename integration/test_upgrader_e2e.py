@@ -7,7 +7,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-from helpers import PYTHON, http_get, main_pid, restart_under_load, wait_state
+from helpers import PYTHON, http_get, listen_inodes, main_pid, restart_under_load, wait_state
 from sandbox import CODE_DIR, Sandbox, Units, free_port, wait_until
 
 APP = f"{CODE_DIR}/examples/upgrader_app.py"
@@ -132,3 +132,42 @@ def test_broken_new_version_keeps_old_mainpid(sandbox: Sandbox, units: Units) ->
     wait_until(
         lambda: int(http_get("127.0.0.1", port)[1]["x-pid"]) == new, timeout=10, what="new pid"
     )
+
+
+SOCKET = """\
+[Socket]
+ListenStream=127.0.0.1:{port}
+FileDescriptorName=http
+Backlog=2048
+"""
+
+
+def test_socket_activated_generations_keep_the_unit_socket(sandbox: Sandbox, units: Units) -> None:
+    """Under a socket unit, each generation gets the unit's socket (named http) through
+    LISTEN_FDS from its parent: same listening inode after 3 reloads, MainPID moves."""
+    port = free_port()
+    units.install(
+        {
+            "sdupg-sock.socket": SOCKET.format(port=port),
+            "sdupg-sock.service": SERVICE.format(
+                code=CODE_DIR, python=PYTHON, app=APP, port=port, fault=FAULT
+            ),
+        }
+    )
+    sandbox.write_file(FAULT, "")
+    sandbox.systemctl("start", "sdupg-sock.socket")
+    inode = listen_inodes(port)
+    assert len(inode) == 1
+    http_get("127.0.0.1", port)  # activates the service
+    unit = "sdupg-sock.service"
+    pids = [int(wait_state(sandbox, unit, "active", sub="running")["MainPID"])]
+    for _ in range(3):
+        sandbox.systemctl("reload", unit)
+        wait_until(lambda: main_pid(sandbox, unit) != pids[-1], timeout=15, what="MainPID")
+        pids.append(main_pid(sandbox, unit))
+    wait_until(
+        lambda: int(http_get("127.0.0.1", port)[1]["x-pid"]) == pids[-1], timeout=10, what="pid"
+    )
+    assert listen_inodes(port) == inode  # one socket all along: systemd's
+    assert len(set(pids)) == 4, pids
+    assert sandbox.show(unit, "NRestarts")["NRestarts"] == "0"

@@ -544,8 +544,8 @@ class Upgrader:
         pid = self._child_pid
         assert pid is not None
         status = self._reap(pid)
+        self._drop_attempt()  # before reporting: the outcome is final once it is published
         self._execute(self._plan.child_exited(pid, status, now))
-        self._drop_attempt()
 
     # --- actions -------------------------------------------------------------------------
     def _execute(self, actions: list[Action]) -> None:

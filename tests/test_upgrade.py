@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -298,6 +299,7 @@ def test_failed_new_version_leaves_old_serving(app: tuple, fault: str) -> None: 
     """F1/F2/F3: a broken new version is reported (STATUS=), the old pid keeps serving."""
     proc, rx, port, fault_file = app
     rx.wait_for("READY", "1", timeout=10)
+    fds_before = sorted(os.listdir(f"/proc/{proc.pid}/fd"))
     fault_file.write_text(fault)
     proc.send_signal(signal.SIGHUP)
     status = rx.wait_until(
@@ -309,6 +311,10 @@ def test_failed_new_version_leaves_old_serving(app: tuple, fault: str) -> None: 
     assert rx.count("MAINPID") == 0
     assert proc.poll() is None
     assert _get(port) == (200, str(proc.pid))
+    deadline = time.monotonic() + 5  # the connection just served may still be closing
+    while sorted(os.listdir(f"/proc/{proc.pid}/fd")) != fds_before and time.monotonic() < deadline:
+        select.select([], [], [], 0.05)
+    assert sorted(os.listdir(f"/proc/{proc.pid}/fd")) == fds_before  # nothing leaked
     fault_file.write_text("")
     proc.send_signal(signal.SIGHUP)  # and a good version still upgrades afterwards
     assert _mainpid(rx) != proc.pid
