@@ -125,3 +125,42 @@ def test_ctrl_c_reaches_only_the_supervisor(tmp_path: Path) -> None:
         if sup.poll() is None:
             sup.kill()
             sup.wait(10)
+
+
+def test_generation_exiting_at_stop_is_not_replaced(tmp_path: Path) -> None:
+    """KillMode=control-group stops every process at once: when the generation's exit is
+    seen before the supervisor's own SIGTERM (here: supervisor stopped, both signalled, the
+    child gone first), the supervisor still takes it as a stop, starts no replacement, and
+    exits 0."""
+    app, log = tmp_path / "child.py", tmp_path / "signals"
+    app.write_text(CHILD)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NOTIFY_", "LISTEN_"))}
+    env["PYTHONPATH"] = str(ROOT)
+    argv = [sys.executable, "-m", "sdactivate", "run", "--listen", "127.0.0.1:0=http"]
+    argv += ["--", sys.executable, str(app), str(log)]
+    sup = subprocess.Popen(argv, env=env, cwd=tmp_path, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                status = request_status(sup.pid, timeout=2)
+                if status["phase"] == "running":
+                    break
+            except Exception:
+                pass
+            assert time.monotonic() < deadline, "supervisor not running within 15s"
+            assert sup.poll() is None, "supervisor exited"
+            time.sleep(0.05)  # polling a status, bounded by the deadline
+        child = status["pid"]
+        sup.send_signal(signal.SIGSTOP)
+        sup.send_signal(signal.SIGTERM)  # pending until SIGCONT, like systemd's main-first
+        os.kill(child, signal.SIGTERM)
+        assert _wait_gone(child, 10)
+        sup.send_signal(signal.SIGCONT)
+        _, err = sup.communicate(timeout=15)
+        assert sup.returncode == 0, err
+        assert "generation 2" not in err and "while serving" not in err, err
+    finally:
+        if sup.poll() is None:
+            sup.kill()
+            sup.wait(10)

@@ -193,7 +193,15 @@ class Runner:
         timeout = None
         if self._timers:
             timeout = max(0.0, min(self._timers.values()) - time.monotonic())
-        for key, _ in self._sel.select(timeout):
+        events = self._sel.select(timeout)
+        # Signals first, even when their wakeup byte is not in this batch: a signal delivered
+        # while epoll_wait returned is already in wake_r. Under KillMode=control-group systemd
+        # sends SIGTERM to us (first) and to every generation; a generation that drained and
+        # exited before we ran must be seen as stopping, not as a crash to replace.
+        self._on_signals(wake_r)
+        if self._exit is not None:
+            return
+        for key, _ in events:
             kind, arg = key.data
             if kind == "signal":
                 self._on_signals(wake_r)
