@@ -52,25 +52,30 @@ wakeup byte reaches the upgrader's thread at once. Try it by hand::
 
 from __future__ import annotations
 
-import array
 import contextlib
 import fcntl
 import logging
 import os
-import secrets
 import select
 import signal
 import socket
-import struct
 import sys
 import threading
 import time
 from collections import deque
 from collections.abc import Iterable, MutableMapping, Sequence
 from types import FrameType, TracebackType
-from typing import Any, cast, get_args
+from typing import Any
 
 from . import _env
+from ._upgrade_link import (
+    HANDOVER,
+    child_environ,
+    open_notify_socket,
+    read_ready,
+    recv_some,
+    take_parent,
+)
 from ._upgrade_plan import (
     Action,
     Finish,
@@ -82,28 +87,15 @@ from ._upgrade_plan import (
     Spawn,
     UpgradePlan,
 )
-from .addresses import DEFAULT_BACKLOG, Kind, ListenAddress, parse_address
-from .errors import AddressError, NotifyError, SdActivateError, UpgradeError
+from ._upgrade_sockets import SocketSet
+from .addresses import DEFAULT_BACKLOG, ListenAddress
+from .errors import NotifyError, SdActivateError, UpgradeError
 
 __all__ = ["Upgrader"]
 
 log = logging.getLogger("sdactivate.upgrade")
 
-ENV_PARENT = "SDACTIVATE_UPGRADE_PARENT"  # parent's pid: "you are an upgrade child"
-ENV_FD = "SDACTIVATE_UPGRADE_FD"  # the child's end of the handover socket
-ENV_NOTIFY = "SDACTIVATE_UPGRADE_NOTIFY_SOCKET"  # systemd's NOTIFY_SOCKET, restored on handover
-_HANDOVER = b"H"
-_UCRED = struct.Struct("3i")  # unix(7): struct ucred {pid, uid, gid}
 _SignalHandler = Any  # what signal.signal returns
-
-
-class _Entry:
-    __slots__ = ("claimed", "name", "sock")
-
-    def __init__(self, sock: socket.socket, name: str, *, claimed: bool) -> None:
-        self.sock = sock
-        self.name = name
-        self.claimed = claimed
 
 
 class _Waiter:
@@ -145,9 +137,7 @@ class Upgrader:
         self._env = _env.process_environ() if environ is None else environ
         self._argv = list(argv) if argv is not None else [sys.executable, *sys.orig_argv[1:]]
         self._cwd = cwd if cwd is not None else os.getcwd()
-        self._entries: list[_Entry] = []
-        self._inherited_loaded = False
-        self._lock = threading.Lock()
+        self._sockets = SocketSet(environ)
         self._commands: deque[tuple[str, Any]] = deque()
         self._waiters: dict[int, list[_Waiter]] = {}
         self._exited = threading.Event()
@@ -157,11 +147,14 @@ class Upgrader:
         self._closed = False
         self._upgrade_signals = tuple(upgrade_signals)
         self._saved_handlers: dict[int, _SignalHandler] = {}
-        self._systemd_notify: str | None = None
         self._signal_commands: dict[int, str] = {}
         self._wakeup_owned = False
 
-        self._parent_pid, self._ctl, self._parent_pidfd = self._take_parent()
+        link = take_parent(self._env, ppid=os.getppid())
+        self._parent_pid = link.pid if link else None
+        self._ctl = link.ctl if link else None
+        self._parent_pidfd = link.pidfd if link else None
+        self._systemd_notify = link.systemd_notify if link else None
         self._plan = UpgradePlan(
             has_parent=self._ctl is not None,
             ready_timeout=upgrade_timeout,
@@ -209,35 +202,15 @@ class Upgrader:
         inherited socket keeps its backlog (no ``listen()`` call). Raises
         :class:`~sdactivate.AddressError` for a bad address, ``OSError`` if binding fails.
         """
-        if network not in get_args(Kind):
-            raise AddressError(f"unknown network {network!r} (one of {', '.join(get_args(Kind))})")
-        if isinstance(address, ListenAddress):
-            addr = address
-        else:
-            addr = parse_address(address, kind=cast(Kind, network))
-        if name is not None:
-            _check_name(name)
-        with self._lock:
-            self._load_inherited()
-            entry = self._match(addr, name)
-            if entry is not None:
-                entry.claimed = True
-                return entry.sock
-            sock = addr.bind(backlog=backlog)
-            self._entries.append(_Entry(sock, name or "unknown", claimed=True))
-            return sock
+        return self._sockets.listen(network, address, name=name, backlog=backlog)
 
     def add(self, sock: socket.socket, *, name: str = "unknown") -> None:
         """Pass ``sock`` (any socket or fd-backed object you own) to the next generations."""
-        _check_name(name)
-        with self._lock:
-            self._entries.append(_Entry(sock, name, claimed=True))
+        self._sockets.add(sock, name)
 
     def sockets(self) -> list[socket.socket]:
         """Every socket that a new generation receives, in ``LISTEN_FDS`` order."""
-        with self._lock:
-            self._load_inherited()
-            return [e.sock for e in self._entries]
+        return [sock for sock, _ in self._sockets.snapshot()]
 
     def ready(self, *, status: str | None = None) -> None:
         """This generation serves: READY=1 to systemd, or to the parent after an upgrade.
@@ -302,10 +275,7 @@ class Upgrader:
         self._thread.join(timeout=10.0)
         self._closed = True
         self._restore_signals()
-        with self._lock:
-            for entry in self._entries:
-                entry.sock.close()
-            self._entries.clear()
+        self._sockets.close()
         for fd in (self._wake_r, self._wake_w, self._parent_pidfd):
             if fd is not None:
                 os.close(fd)
@@ -324,63 +294,6 @@ class Upgrader:
         tb: TracebackType | None,
     ) -> None:
         self.close()
-
-    # --- sockets -------------------------------------------------------------------------
-    def _load_inherited(self) -> None:
-        if self._inherited_loaded:
-            return
-        from . import activation
-
-        by_name = activation.listeners_by_name(environ=self._environ_arg)
-        pairs = [(sock, name) for name, socks in by_name.items() for sock in socks]
-        pairs.sort(key=lambda pair: pair[0].fileno())
-        self._entries[:0] = [_Entry(sock, name, claimed=False) for sock, name in pairs]
-        self._inherited_loaded = True
-
-    def _match(self, addr: ListenAddress, name: str | None) -> _Entry | None:
-        free = [e for e in self._entries if not e.claimed]
-        if name is not None:
-            for entry in free:
-                if entry.name == name and entry.sock.type == addr.type:
-                    return entry
-            return None
-        for entry in free:
-            if addr.matches(entry.sock):
-                return entry
-        if addr.port == 0:
-            for entry in free:
-                if _same_kind_any_port(addr, entry.sock):
-                    return entry
-        return None
-
-    # --- parent side of a previous upgrade -----------------------------------------------
-    def _take_parent(self) -> tuple[int | None, socket.socket | None, int | None]:
-        env = self._env
-        parent_text = env.pop(ENV_PARENT, None)
-        fd_text = env.pop(ENV_FD, None)
-        systemd_notify = env.pop(ENV_NOTIFY, None)
-        if parent_text is None or fd_text is None:
-            return None, None, None
-        try:
-            parent, fd = int(parent_text), int(fd_text)
-        except ValueError as exc:
-            raise UpgradeError(
-                f"malformed {ENV_PARENT}={parent_text!r} {ENV_FD}={fd_text!r}"
-            ) from exc
-        if parent != os.getppid():
-            log.warning("%s=%d is not our parent (%d): ignoring", ENV_PARENT, parent, os.getppid())
-            return None, None, None
-        try:
-            ctl = socket.socket(fileno=fd)
-        except OSError as exc:
-            raise UpgradeError(f"{ENV_FD}={fd} is not the upgrade socket") from exc
-        ctl.set_inheritable(False)
-        try:
-            pidfd: int | None = os.pidfd_open(parent)
-        except ProcessLookupError:
-            pidfd = None
-        self._systemd_notify = systemd_notify
-        return parent, ctl, pidfd
 
     def _became_primary(self, why: str) -> None:
         """Point NOTIFY_SOCKET back at systemd's (or nowhere): we are the main process now."""
@@ -505,8 +418,8 @@ class Upgrader:
             else:
                 raise AssertionError(command)
         if self._ctl is not None and self._ctl.fileno() in ready_fds:
-            data = _recv_some(self._ctl)
-            if data.startswith(_HANDOVER):
+            data = recv_some(self._ctl)
+            if data.startswith(HANDOVER):
                 self._became_primary("handover from the previous generation")
             elif not data:
                 self._became_primary("the previous generation went away before the handover")
@@ -518,27 +431,12 @@ class Upgrader:
         return False
 
     def _read_notify(self, now: float) -> None:
-        from . import notify
-
-        assert self._notify_sock is not None
-        while True:
-            try:
-                data, ancdata, _, _ = self._notify_sock.recvmsg(
-                    4096, socket.CMSG_SPACE(_UCRED.size) + socket.CMSG_SPACE(253 * 4)
-                )
-            except (BlockingIOError, InterruptedError):
-                return
-            pid = _close_fds_get_pid(ancdata)
-            if pid != self._child_pid or pid is None:
-                log.debug("ignoring a notify message from pid %s", pid)
-                continue
-            try:
-                fields = notify.parse_message(data)
-            except SdActivateError as exc:
-                log.warning("bad notify message from the new generation: %s", exc)
-                continue
-            if ("READY", "1") in fields:
-                self._execute(self._plan.child_ready(pid, now))
+        assert self._notify_sock is not None and self._child_pid is not None
+        ready, problems = read_ready(self._notify_sock, self._child_pid)
+        for problem in problems:
+            log.warning("%s", problem)
+        if ready:
+            self._execute(self._plan.child_ready(self._child_pid, now))
 
     def _child_gone(self, now: float) -> None:
         pid = self._child_pid
@@ -566,34 +464,22 @@ class Upgrader:
     def _spawn(self, attempt: int) -> None:
         from . import _spawn
 
-        with self._lock:
-            self._load_inherited()
-            entries = list(self._entries)
-        fds = [e.sock.fileno() for e in entries]
-        names = [e.name for e in entries]
-        token = secrets.token_hex(8)
-        notify_sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        notify_sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
-        notify_sock.bind(f"\0sdactivate-upgrade/{os.getpid()}/{token}")
-        notify_sock.setblocking(False)
+        entries = self._sockets.snapshot()
+        fds = [sock.fileno() for sock, _ in entries]
+        names = [name for _, name in entries]
+        notify_sock, notify_address = open_notify_socket()
         parent_ctl, child_ctl = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         # Above 3..3+n-1 so _spawn can keep it at its number (it checks for collisions).
         ctl_fd = fcntl.fcntl(child_ctl.fileno(), fcntl.F_DUPFD_CLOEXEC, 3 + len(fds) + 1)
         child_ctl.close()
-        env = dict(self._env)
-        systemd_notify = env.pop("NOTIFY_SOCKET", None)
-        env.pop("WATCHDOG_PID", None)  # sd_watchdog_enabled(3): unset = "for this process"
-        env[ENV_PARENT] = str(os.getpid())
-        env[ENV_FD] = str(ctl_fd)
-        if systemd_notify:
-            env[ENV_NOTIFY] = systemd_notify
+        env = child_environ(self._env, parent=os.getpid(), ctl_fd=ctl_fd)
         try:
             child = _spawn.spawn(
                 self._argv,
                 fds,
                 names=names,
                 env=env,
-                notify_socket="@" + notify_sock.getsockname()[1:].decode(),
+                notify_socket=notify_address,
                 pass_fds=[ctl_fd],
                 pdeathsig=None,  # a parent gone before the handover leaves the child primary
                 cwd=self._cwd,
@@ -622,7 +508,7 @@ class Upgrader:
             }
             if notify.send(fields, environ=self._env):
                 notify.barrier(environ=self._env)  # PID 1 processed MAINPID before we go on
-            self._child_ctl.sendall(_HANDOVER)
+            self._child_ctl.sendall(HANDOVER)
         except (NotifyError, OSError) as exc:
             with contextlib.suppress(NotifyError, OSError):
                 notify.send({"MAINPID": os.getpid()}, environ=self._env)
@@ -710,43 +596,3 @@ class Upgrader:
             for waiter in waiters:
                 waiter.resolve(None, error)
         self._waiters.clear()
-
-
-def _check_name(name: str) -> None:
-    # sd_listen_fds_with_names(3) / systemd.socket(5) FileDescriptorName=
-    if not name or len(name) > 255 or ":" in name or not name.isascii() or not name.isprintable():
-        raise UpgradeError(f"invalid fd name {name!r} (ASCII, printable, no ':', 1..255)")
-
-
-def _same_kind_any_port(addr: ListenAddress, sock: socket.socket) -> bool:
-    try:
-        if sock.type != addr.type or sock.family != addr.family:
-            return False
-        host = sock.getsockname()[0]
-    except OSError:
-        return False
-    return addr.host is None or host.split("%")[0] == addr.host
-
-
-def _recv_some(sock: socket.socket) -> bytes:
-    try:
-        return sock.recv(64)
-    except (BlockingIOError, InterruptedError):
-        return b"?"
-    except OSError:
-        return b""
-
-
-def _close_fds_get_pid(ancdata: list[tuple[int, int, bytes]]) -> int | None:
-    pid = None
-    for level, kind, data in ancdata:
-        if level != socket.SOL_SOCKET:
-            continue
-        if kind == socket.SCM_CREDENTIALS and len(data) >= _UCRED.size:
-            pid = _UCRED.unpack_from(data)[0]
-        elif kind == socket.SCM_RIGHTS:
-            fds = array.array("i")
-            fds.frombytes(data[: len(data) - len(data) % fds.itemsize])
-            for fd in fds:  # a BARRIER=1 fd or stray FDSTORE fds: closing answers a barrier
-                os.close(fd)
-    return pid

@@ -383,3 +383,96 @@ def test_upgrade_call_raises_when_child_fails() -> None:
         assert not upg.wait_exit(0)
     finally:
         upg.close()
+
+
+# --- the generation link and the socket set ------------------------------------------------
+def test_child_environ_hides_systemd_notify_and_watchdog_pid() -> None:
+    """The child gets the upgrade variables; systemd's NOTIFY_SOCKET moves aside, the
+    input mapping is not modified, WATCHDOG_PID is dropped (it would name the parent)."""
+    from sdactivate._upgrade_link import ENV_FD, ENV_NOTIFY, ENV_PARENT, child_environ
+
+    base = {"NOTIFY_SOCKET": "/run/systemd/notify", "WATCHDOG_PID": "7", "HOME": "/root"}
+    env = child_environ(base, parent=7, ctl_fd=12)
+    assert env == {
+        "HOME": "/root",
+        ENV_PARENT: "7",
+        ENV_FD: "12",
+        ENV_NOTIFY: base["NOTIFY_SOCKET"],
+    }
+    assert base["NOTIFY_SOCKET"] == "/run/systemd/notify"
+
+
+@pytest.mark.parametrize(
+    ("env", "why"),
+    [
+        ({}, "no variables"),
+        ({"SDACTIVATE_UPGRADE_PARENT": "1", "SDACTIVATE_UPGRADE_FD": "9"}, "not our parent"),
+    ],
+    ids=["absent", "other-parent"],
+)
+def test_take_parent_not_for_us(env: dict[str, str], why: str) -> None:
+    """No upgrade variables, or another process's: not an upgrade child (variables removed)."""
+    from sdactivate._upgrade_link import take_parent
+
+    assert take_parent(env, ppid=os.getppid()) is None, why
+    assert env == {}
+
+
+def test_take_parent_malformed_is_an_error() -> None:
+    """Upgrade variables meant for us but malformed: UpgradeError naming them."""
+    from sdactivate._upgrade_link import take_parent
+
+    env = {"SDACTIVATE_UPGRADE_PARENT": "abc", "SDACTIVATE_UPGRADE_FD": "9"}
+    with pytest.raises(UpgradeError, match="SDACTIVATE_UPGRADE_PARENT='abc'"):
+        take_parent(env, ppid=os.getppid())
+
+
+def test_take_parent_reads_the_link() -> None:
+    """A well-formed link: the control socket, a pidfd on the parent, systemd's socket."""
+    from sdactivate._upgrade_link import take_parent
+
+    a, b = socket.socketpair()
+    fd = b.detach()
+    env = {
+        "SDACTIVATE_UPGRADE_PARENT": str(os.getpid()),
+        "SDACTIVATE_UPGRADE_FD": str(fd),
+        "SDACTIVATE_UPGRADE_NOTIFY_SOCKET": "@x",
+    }
+    link = take_parent(env, ppid=os.getpid())
+    try:
+        assert link is not None and link.pid == os.getpid() and link.systemd_notify == "@x"
+        a.sendall(b"H")
+        assert link.ctl.recv(1) == b"H"
+        assert link.pidfd is not None
+    finally:
+        a.close()
+        if link is not None:
+            link.ctl.close()
+            if link.pidfd is not None:
+                os.close(link.pidfd)
+
+
+@pytest.mark.parametrize("name", ["", "a:b", "x" * 256, "caf\u00e9", "tab\t"], ids=repr)
+def test_bad_fd_names_rejected(name: str) -> None:
+    """fd names follow FileDescriptorName= rules (ASCII printable, no ':', 1..255)."""
+    from sdactivate._upgrade_sockets import check_fd_name
+
+    with pytest.raises(UpgradeError):
+        check_fd_name(name)
+
+
+def test_socket_set_binds_then_passes_everything_in_order() -> None:
+    """Without LISTEN_FDS, listen() binds; snapshot() lists bound and added sockets in order."""
+    from sdactivate._upgrade_sockets import SocketSet
+
+    sockets = SocketSet({})
+    extra = socket.socket()
+    try:
+        first = sockets.listen("tcp", "127.0.0.1:0", name="web")
+        sockets.add(extra, "extra")
+        second = sockets.listen("tcp", "127.0.0.1:0")
+        assert sockets.snapshot() == [(first, "web"), (extra, "extra"), (second, "unknown")]
+        assert first.getsockname()[1] != second.getsockname()[1]
+    finally:
+        sockets.close()
+    assert extra.fileno() == -1
