@@ -135,6 +135,7 @@ def main() -> int:
             load.stop()
             res = load.result()
         finally:
+            h.pids.update(h._mainpids(0))  # also generations a failed wait did not record
             for pid in h.pids:
                 try:
                     os.kill(pid, signal.SIGKILL)
