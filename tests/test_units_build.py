@@ -223,6 +223,21 @@ def test_upgrader_needs_notify_access_all() -> None:
         gen(upgrader=True, supervise=True)
 
 
+def test_upgrader_stop_waits_for_the_main_process() -> None:
+    """--upgrader: ExecStop= sends SIGTERM to $MAINPID and waits until it has exited (252 does
+    not wait for a main process that is not its child), failures ignored ("-"); no other
+    shape gets an ExecStop=."""
+    svc = gen(upgrader=True)["myapp.service"]
+    assert _lines(svc, "ExecStop") == [
+        "-/bin/kill -TERM $MAINPID",
+        "-/usr/bin/tail --pid=${MAINPID} -s 0.1 -f /dev/null",
+    ]
+    assert "unit_kill_context" in svc and "systemd.service(5) ExecStop=" in svc
+    assert svc.index("ExecReload=") < svc.index("ExecStop=") < svc.index("TimeoutStopSec=")
+    for kw in ({}, {"supervise": True}, {"fdstore": 2}):
+        assert "ExecStop" not in gen(**kw)["myapp.service"]
+
+
 def test_user_units_drop_system_only_settings() -> None:
     """--user: no DynamicUser/ProtectProc/capabilities; PrivateUsers=yes enables sandboxing."""
     svc = gen(user=True)["myapp.service"]

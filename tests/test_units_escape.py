@@ -76,11 +76,24 @@ def _words(line: str) -> list[str]:
 
 
 def _expand_env(word: str, env: dict[str, str]) -> str:
-    """systemd.service(5): ``$$`` is ``$``; ``$NAME`` as its own word is substituted."""
-    if word.startswith("$") and not word.startswith("$$"):
+    """systemd.service(5): ``$$`` is ``$``; ``$NAME`` as its own word is substituted, and
+    ``${NAME}`` anywhere in a word."""
+    if word.startswith("$") and not word.startswith(("$$", "${")):
         return env[word[1:]]
-    assert "$" not in word.replace("$$", ""), f"unescaped $ in {word!r}"
-    return word.replace("$$", "$")
+    out, i = [], 0
+    while i < len(word):
+        if word.startswith("$$", i):
+            out.append("$")
+            i += 2
+        elif word.startswith("${", i):
+            end = word.index("}", i)
+            out.append(env[word[i + 2 : end]])
+            i = end + 1
+        else:
+            assert word[i] != "$", f"unescaped $ in {word!r}"
+            out.append(word[i])
+            i += 1
+    return "".join(out)
 
 
 def parse_exec(value: str, env: dict[str, str] | None = None) -> list[str]:
@@ -134,6 +147,29 @@ def test_env_ref_renders_a_substituted_variable() -> None:
     assert parse_exec(line, {"MAINPID": "42"}) == ["/bin/kill", "-HUP", "42"]
     with pytest.raises(UnitConfigError):
         escape.EnvRef("1BAD")
+
+
+def test_env_ref_with_a_prefix_is_one_word() -> None:
+    """EnvRef(prefix=...) renders ``prefix${NAME}`` (one argument, systemd.service(5)); the
+    prefix is escaped like any argument, and one that would need quotes is refused."""
+    ref = escape.EnvRef("MAINPID", prefix="--pid=")
+    line = escape.exec_command_line(["/usr/bin/tail", ref, "-f", "/dev/null"])
+    assert line == "/usr/bin/tail --pid=${MAINPID} -f /dev/null"
+    assert parse_exec(line, {"MAINPID": "42"}) == ["/usr/bin/tail", "--pid=42", "-f", "/dev/null"]
+    odd = escape.quote_exec_arg(escape.EnvRef("X", prefix="100%$"))
+    assert odd == "100%%$$${X}"
+    assert parse_exec(f"/bin/x {odd}", {"X": "7"}) == ["/bin/x", "100%$7"]
+    for bad in ("a b", 'q"', "back\\", "semi;", "nl\n"):
+        with pytest.raises(UnitConfigError):
+            escape.EnvRef("X", prefix=bad)
+
+
+def test_ignore_failure_prefix() -> None:
+    """ignore_failure=True writes systemd.service(5)'s "-" before the program."""
+    line = escape.exec_command_line(
+        ["/bin/kill", "-TERM", escape.EnvRef("MAINPID")], ignore_failure=True
+    )
+    assert line == "-/bin/kill -TERM $MAINPID"
 
 
 @pytest.mark.parametrize(

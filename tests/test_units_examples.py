@@ -14,18 +14,20 @@ SERVICES = sorted(p.name for p in UNITS.glob("*.service"))
 
 
 def test_units_dir_has_the_example_pairs() -> None:
-    """units/ holds the plain, supervised (socket unit, or fd store), fd-store-only and
-    Accept=yes examples."""
+    """units/ holds the plain, supervised (socket unit, or fd store), fd-store-only,
+    Accept=yes and Upgrader examples."""
     assert SERVICES == [
         "myapp-accept@.service",
         "myapp-fdstore.service",
         "myapp-supervised-fdstore.service",
         "myapp-supervised.service",
+        "myapp-upgrader.service",
         "myapp.service",
     ]
     assert sorted(p.name for p in UNITS.glob("*.socket")) == [
         "myapp-accept.socket",
         "myapp-supervised.socket",
+        "myapp-upgrader.socket",
         "myapp.socket",
     ]
 

@@ -36,6 +36,23 @@ __all__ = ["Options", "build", "build_units", "command_line", "resolve", "resolv
 Which = Callable[[str], str | None]
 _SUPERVISOR_STOP_MARGIN = 10  # seconds on top of `sdactivate run --drain-timeout`
 _KILL = "/bin/kill"  # kill(1) from procps; also on merged-/usr systems; fixed for reproducibility
+_TAIL = "/usr/bin/tail"  # coreutils; in /usr/bin with or without merged /usr
+# --upgrader: SIGTERM the main process, then wait until it has exited (tail(1) --pid checks
+# it every -s seconds; -f /dev/null never ends by itself)
+_UPGRADER_STOP: tuple[tuple[escape.ExecArg, ...], ...] = (
+    (_KILL, "-TERM", escape.EnvRef("MAINPID")),
+    (_TAIL, escape.EnvRef("MAINPID", prefix="--pid="), "-s", "0.1", "-f", "/dev/null"),
+)
+_UPGRADER_STOP_WHY = (
+    "After an upgrade the main process is the Upgrader's new generation, not systemd's child"
+    ' ("Supervising process X which is not our child"). On stop, systemd 252 sends SIGTERM'
+    " to such a main process and, when nothing else is left in the cgroup, SIGKILL right"
+    " after (it only waits for its own children: unit_kill_context()), cutting the drain"
+    " short. systemd.service(5) ExecStop=: the command should be synchronous, the remaining"
+    " processes are killed as soon as it exits; so SIGTERM, then wait until the main process"
+    " has exited, each command for at most TimeoutStopSec=. '-': MAINPID is unset (the"
+    " commands fail harmlessly) once the main process has exited by itself"
+)
 
 
 def resolve_program(program: str, *, which: Which = shutil.which) -> str:
@@ -140,6 +157,7 @@ def build_units(
             ),
         )
     exec_reload: tuple[escape.ExecArg, ...] | None = None
+    exec_stop: tuple[tuple[escape.ExecArg, ...], ...] = ()
     timeout_stop = options.timeout_stop
     kill_mode = None
     limit_nice = None
@@ -158,6 +176,8 @@ def build_units(
         )
     if options.upgrader:
         exec_reload = (_KILL, "-HUP", escape.EnvRef("MAINPID"))
+        exec_stop = _UPGRADER_STOP
+        comments.append(("ExecStop", _UPGRADER_STOP_WHY))
         comments.append(
             (
                 "ExecReload",
@@ -224,6 +244,7 @@ def build_units(
         sockets=() if options.accept else tuple(s.name for s in sockets),
         notify_access=notify_access,
         exec_reload=exec_reload,
+        exec_stop=exec_stop,
         timeout_stop_sec=timeout_stop,
         watchdog_sec=options.watchdog,
         fdstore_max=options.fdstore,

@@ -47,15 +47,30 @@ _NEEDS_QUOTES = frozenset(" \t\"'\\")  # systemd.syntax(7): whitespace separates
 class EnvRef:
     """A reference to a variable systemd substitutes at exec time, e.g. ``EnvRef("MAINPID")``.
 
-    Rendered as ``$NAME`` (a word of its own: systemd.service(5) splits it on whitespace,
-    which a pid never contains). The only way to emit a ``$`` that systemd expands.
+    Rendered as ``$NAME``, a word of its own, which systemd.service(5) "COMMAND LINES"
+    replaces with the value split at whitespace (zero or more arguments: none when unset).
+    With a literal ``prefix`` (``EnvRef("MAINPID", prefix="--pid=")``) it is rendered
+    ``--pid=${MAINPID}``: ``${NAME}`` may be part of a word and always makes exactly one
+    argument. The only way to emit a ``$`` that systemd expands.
     """
 
     name: str
+    prefix: str = ""
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not _ENV_NAME.match(self.name):
             raise UnitConfigError(f"invalid environment variable name {self.name!r}")
+        if not isinstance(self.prefix, str):
+            raise UnitConfigError(f"EnvRef prefix: expected a string, got {self.prefix!r}")
+        check_text(self.prefix, what="EnvRef prefix")
+        if _NEEDS_QUOTES.intersection(self.prefix) or ";" in self.prefix:
+            # a quoted word would not let systemd see the ${NAME} as a variable reference
+            raise UnitConfigError(f"EnvRef prefix {self.prefix!r}: no spaces, quotes or ';'")
+
+    def render(self) -> str:
+        if not self.prefix:
+            return f"${self.name}"
+        return self.prefix.replace("%", "%%").replace("$", "$$") + f"${{{self.name}}}"
 
 
 ExecArg = str | EnvRef
@@ -109,7 +124,7 @@ def quote_exec_arg(arg: ExecArg) -> str:
     a lone ``;`` -> ``\\;``.
     """
     if isinstance(arg, EnvRef):
-        return f"${arg.name}"
+        return arg.render()
     check_text(arg, what="command-line argument")
     if arg == ";":
         return "\\;"  # systemd.service(5): "Lone semicolons may be escaped as '\;'"
@@ -119,15 +134,20 @@ def quote_exec_arg(arg: ExecArg) -> str:
     return '"' + body.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def exec_command_line(argv: Sequence[ExecArg], *, what: str = "ExecStart") -> str:
-    """A whole ``Exec*=`` value: an absolute normalized program followed by quoted arguments."""
+def exec_command_line(
+    argv: Sequence[ExecArg], *, what: str = "ExecStart", ignore_failure: bool = False
+) -> str:
+    """A whole ``Exec*=`` value: an absolute normalized program followed by quoted arguments.
+
+    ``ignore_failure``: the ``-`` prefix (systemd.service(5): a non-zero exit status, or death
+    by a signal, is recorded but not considered a failure)."""
     if not argv:
         raise UnitConfigError(f"{what}: empty command line")
     program = argv[0]
     if not isinstance(program, str):
         raise UnitConfigError(f"{what}: the program cannot be a variable ({program!r})")
     check_absolute_path(program, what=f"{what} program", allow_space=True)
-    line = " ".join(quote_exec_arg(arg) for arg in argv)
+    line = ("-" if ignore_failure else "") + " ".join(quote_exec_arg(arg) for arg in argv)
     if len(line.encode()) > _EXEC_LINE_MAX:
         raise UnitConfigError(
             f"{what}: command line is {len(line.encode())} bytes once quoted; systemd "

@@ -169,6 +169,9 @@ class ServiceUnit:
     type: str = "notify"
     notify_access: str = "main"
     exec_reload: tuple[escape.ExecArg, ...] | None = None
+    # ExecStop= lines, in order; each written with the "-" prefix (systemd.service(5): a
+    # failure is ignored; $MAINPID is unset once the main process has exited by itself)
+    exec_stop: tuple[tuple[escape.ExecArg, ...], ...] = ()
     restart: str = "on-failure"
     restart_sec: float = 1
     timeout_stop_sec: float = 30
@@ -196,6 +199,8 @@ class ServiceUnit:
         escape.exec_command_line(self.exec_start, what="ExecStart")
         if self.exec_reload is not None:
             escape.exec_command_line(self.exec_reload, what="ExecReload")
+        for command in self.exec_stop:
+            escape.exec_command_line(command, what="ExecStop", ignore_failure=True)
         for sock in self.sockets:
             names.check_unit_name(sock)
             if not sock.endswith(".socket"):

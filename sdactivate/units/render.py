@@ -46,8 +46,16 @@ class _Lines:
     def value(self, key: str, value: str, comment: str = "") -> None:
         self._emit(key, value, escape.escape_value(value, what=key), comment)
 
-    def command(self, key: str, argv: Sequence[escape.ExecArg], comment: str = "") -> None:
-        self._emit(key, "", escape.exec_command_line(argv, what=key), comment)
+    def command(
+        self,
+        key: str,
+        argv: Sequence[escape.ExecArg],
+        comment: str = "",
+        *,
+        ignore_failure: bool = False,
+    ) -> None:
+        line = escape.exec_command_line(argv, what=key, ignore_failure=ignore_failure)
+        self._emit(key, "", line, comment)
 
     def environment(self, name: str, value: str) -> None:
         self._emit("Environment", "", escape.quote_environment(name, value))
@@ -120,6 +128,9 @@ def render_service(unit: ServiceUnit, *, version: int, header: Sequence[str] = (
     out.command("ExecStart", unit.exec_start)
     if unit.exec_reload is not None:
         out.command("ExecReload", unit.exec_reload, notes.get("ExecReload", ""))
+    for index, command in enumerate(unit.exec_stop):
+        note = "" if index else notes.get("ExecStop", "")
+        out.command("ExecStop", command, note, ignore_failure=True)
     if unit.kill_mode is not None:
         out.value("KillMode", unit.kill_mode, notes.get("KillMode", ""))
     if unit.limit_nice is not None:
