@@ -35,9 +35,11 @@ def _ms(d: dict[str, float]) -> dict[str, float | None]:
 
 def _gap(completions: list[float], a: float, b: float) -> float:
     """Longest interval inside [a, b] with no completed request (seconds); sorted input."""
+    if b <= a:
+        return 0.0
     lo, hi = bisect.bisect_left(completions, a), bisect.bisect_right(completions, b)
     pts = [a, *completions[lo:hi], b]
-    return max(y - x for x, y in itertools.pairwise(pts))
+    return max((y - x for x, y in itertools.pairwise(pts)), default=0.0)
 
 
 def _range_stats(res: loadgen.Result, a: float, b: float) -> tuple[int, float | None]:
@@ -62,7 +64,8 @@ def summarize(
     completions = sorted(
         s + lat for s, lat, o in zip(res.scheduled, res.latency, res.outcome, strict=True) if o == 0
     )
-    gaps = [_gap(completions, r.trigger - 0.05, r.done + tail) for r in restarts]
+    end = res.scheduled[-1] if res.total else 0.0  # no requests after the schedule ends
+    gaps = [_gap(completions, r.trigger - 0.05, min(r.done + tail, end)) for r in restarts]
     durations = [r.done - r.trigger for r in restarts]
     per_restart = []
     for (a, b), r, g in zip(windows, restarts, gaps, strict=True):
@@ -203,6 +206,8 @@ def markdown(data: dict[str, Any]) -> str:
         rss = sup.get("rss_mb")
         cpu = sup.get("cpu_ms_per_restart")
         note = f" ({run['error']})" if run.get("error") else ""
+        if run.get("notes"):
+            note += " (" + "; ".join(run["notes"]) + ")"
         lines.append(
             head + f" {run['restarts']}{note} | {c['sent']} | {c['ok']} | {c['refused']} |"
             f" {c['reset']} |"

@@ -129,6 +129,12 @@ def run_one(
     try:
         for k in range(restarts_n):
             target = h.t0 + cfg.warmup + k * cfg.interval
+            if time.monotonic() > h.t0 + duration - cfg.tail - 1.0:
+                m.notes.append(
+                    f"{restarts_n - k} restart(s) not run: earlier ones overran the "
+                    f"{cfg.interval} s interval and the load ends"
+                )
+                break
             time.sleep(max(0.0, target - time.monotonic()))
             try:
                 restarts.append(m.restart())
