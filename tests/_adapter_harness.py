@@ -11,7 +11,7 @@ from __future__ import annotations
 import socket
 import sys
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,6 +51,27 @@ def running(
                 sock.close()
         with proc:
             yield Running(proc, rx, port)
+
+
+@contextmanager
+def sharing(
+    argv: Sequence[str], count: int, *, env: dict[str, str] | None = None
+) -> Iterator[list[Running]]:
+    """Launch ``count`` copies of ``argv`` on one listening socket named http (as two
+    generations share a socket unit's socket), each with its own notify receiver, all READY."""
+    sock = _listening()
+    with ExitStack() as stack:
+        runs: list[Running] = []
+        try:
+            for _ in range(count):
+                rx = stack.enter_context(NotifyReceiver(thread=True))
+                proc = stack.enter_context(launch(argv, [sock], names=["http"], notify=rx, env=env))
+                runs.append(Running(proc, rx, sock.getsockname()[1]))
+        finally:
+            sock.close()
+        for run in runs:
+            run.rx.wait_for("READY", "1", timeout=20)
+        yield runs
 
 
 def example(name: str) -> list[str]:

@@ -2,12 +2,57 @@
 
 from __future__ import annotations
 
+import os
 import socket
+import sys
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
-from _adapter_harness import check_ready_then_serves, check_sigterm_drains, example, running
+from _adapter_harness import (
+    Running,
+    check_ready_then_serves,
+    check_sigterm_drains,
+    example,
+    running,
+    sharing,
+)
 
 from sdactivate.adapters import http_server
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+import loadgen
+
+KEEP_ALIVE = b"GET / HTTP/1.1\r\nHost: t\r\n\r\n"
+
+
+def _env(drain_timeout: float) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LISTEN_", "NOTIFY_"))}
+    env["EXAMPLE_DRAIN_TIMEOUT"] = str(drain_timeout)
+    return env
+
+
+def _response(conn: socket.socket) -> tuple[int, dict[str, str], bytes]:
+    """One response with a Content-Length from a keep-alive connection."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(65536)
+        assert chunk, f"connection closed before a response: {data!r}"
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, _, v in (x.partition(":") for x in lines[1:])}
+    while len(body) < int(headers["content-length"]):
+        chunk = conn.recv(65536)
+        assert chunk, "connection closed inside a body"
+        body += chunk
+    return int(lines[0].split()[1]), headers, body
+
+
+def _sigterm(run: Running) -> None:
+    n = len(run.rx.messages)
+    run.proc.terminate()
+    run.rx.wait_for("STOPPING", "1", timeout=10, since=n)
 
 
 def test_ready_when_serving_on_named_socket() -> None:
@@ -56,3 +101,70 @@ def test_hammer_time_ends_a_request_longer_than_the_drain() -> None:
         assert run.proc.wait(20) == 0  # the 60 s request would hold it far longer
         assert conn.recv(65536) == b""  # cut off at hammer time: no response
         conn.close()
+
+
+def test_idle_keepalive_connection_does_not_hold_the_exit() -> None:
+    """A keep-alive connection idle at SIGTERM is closed (clean EOF) after the idle grace:
+    the process exits long before its 30 s drain deadline."""
+    with running(example("adapter_http_server.py"), env=_env(30)) as run:
+        run.rx.wait_for("READY", "1", timeout=20)
+        with socket.create_connection(("127.0.0.1", run.port), timeout=30) as conn:
+            conn.sendall(KEEP_ALIVE)
+            status, headers, _ = _response(conn)
+            assert status == 200 and headers.get("connection") != "close", headers
+            started = time.monotonic()
+            _sigterm(run)
+            assert run.proc.wait(10) == 0  # hammer time would be 30 s
+            assert conn.recv(1) == b""  # closed by the server, not reset
+        assert time.monotonic() - started < 10
+
+
+def test_busy_keepalive_connection_gets_connection_close() -> None:
+    """A keep-alive request in progress at SIGTERM is answered with Connection: close, the
+    connection then closes, and the process exits without waiting for the deadline."""
+    with running(example("adapter_http_server.py"), env=_env(30)) as run:
+        run.rx.wait_for("READY", "1", timeout=20)
+        with socket.create_connection(("127.0.0.1", run.port), timeout=30) as conn:
+            conn.sendall(b"GET /sleep?ms=700 HTTP/1.1\r\nHost: t\r\n\r\n")
+            run.rx.wait_for("STATUS", "busy", timeout=10)
+            _sigterm(run)
+            status, headers, body = _response(conn)
+            assert (status, headers.get("connection")) == (200, "close"), headers
+            assert body.startswith(b"ok pid="), body
+            assert conn.recv(1) == b""
+        assert run.proc.wait(10) == 0
+
+
+def test_request_on_an_idle_connection_right_after_sigterm_is_answered() -> None:
+    """A request sent on an idle keep-alive connection just after SIGTERM (within the idle
+    grace) is still answered, and the connection is closed after it."""
+    with running(example("adapter_http_server.py"), env=_env(30)) as run:
+        run.rx.wait_for("READY", "1", timeout=20)
+        with socket.create_connection(("127.0.0.1", run.port), timeout=30) as conn:
+            conn.sendall(KEEP_ALIVE)
+            assert _response(conn)[0] == 200
+            _sigterm(run)
+            conn.sendall(KEEP_ALIVE)
+            status, _, body = _response(conn)
+            assert status == 200 and body.startswith(b"ok pid="), body
+            assert conn.recv(1) == b""  # Connection: close, or closed after the grace
+        assert run.proc.wait(10) == 0
+
+
+def test_sigterm_of_one_of_two_processes_under_keepalive_load() -> None:
+    """Two processes share the socket; open-loop keep-alive load; SIGTERM to one: it drains
+    and exits while the load goes on (its keep-alive connections do not hold it to the
+    deadline), the other serves on, and no request fails."""
+    with sharing(example("adapter_http_server.py"), 2, env=_env(30)) as (first, second):
+        load = loadgen.start("127.0.0.1", first.port, rate=300, duration=20, keepalive=True)
+        try:
+            time.sleep(1.0)  # load on both processes first (shapes the run, orders nothing)
+            _sigterm(first)
+            assert first.proc.wait(10) == 0  # the load is still running
+            time.sleep(1.0)  # and goes on against the other process alone
+        finally:
+            load.stop()
+        res = load.result()
+        assert second.proc.poll() is None
+    assert res.failed == 0 and res.ok == res.total > 600, res.summary()
+    assert set(res.pids()) >= {first.proc.pid, second.proc.pid}, res.pids()
