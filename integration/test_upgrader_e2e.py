@@ -17,7 +17,8 @@ FAULT = "/run/sdupg-fault"
 # process: after an upgrade it is not systemd's child ("Supervising process X which is not
 # our child"), and systemd 252 does not wait for such a main process after SIGTERM when it is
 # alone in the cgroup: it sends SIGKILL at once (unit_kill_context(): an alien main pid is
-# not waited for), cutting the drain short.
+# not waited for), cutting the drain short. These are the lines `gen-units --upgrader` writes
+# (integration/test_upgrader_units_e2e.py runs the generated units).
 SERVICE = """\
 [Unit]
 Description=sdactivate Upgrader example
@@ -30,8 +31,8 @@ Environment=PYTHONPATH={code}
 ExecStart={python} {app} --listen 127.0.0.1:{port} --fault-file {fault} \\
     --upgrade-timeout 3 --stable-time 0.5 --drain-timeout 5
 ExecReload=/bin/kill -HUP $MAINPID
-ExecStop=/bin/kill -TERM $MAINPID
-ExecStop=/usr/bin/tail --pid=${{MAINPID}} -s 0.1 -f /dev/null
+ExecStop=-/bin/kill -TERM $MAINPID
+ExecStop=-/usr/bin/tail --pid=${{MAINPID}} -s 0.1 -f /dev/null
 TimeoutStopSec=10
 """
 
