@@ -5,10 +5,13 @@ from __future__ import annotations
 import os
 import socket
 import sys
+import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
+import pytest
 from _adapter_harness import (
     Running,
     check_ready_then_serves,
@@ -168,3 +171,79 @@ def test_sigterm_of_one_of_two_processes_under_keepalive_load() -> None:
         assert second.proc.poll() is None
     assert res.failed == 0 and res.ok == res.total > 600, res.summary()
     assert set(res.pids()) >= {first.proc.pid, second.proc.pid}, res.pids()
+
+
+class _Echo(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def _in_process(idle_grace: float) -> tuple[Any, socket.socket]:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    server = http_server.make_server(sock, _Echo, idle_grace=idle_grace)
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    return server, sock
+
+
+def test_drain_answers_with_connection_close_but_not_on_100_continue() -> None:
+    """Once draining, a request on an open keep-alive connection and a new connection's
+    request (through a 100 Continue interim response) are answered with Connection: close
+    on the final response only; then every connection is closed."""
+    server, sock = _in_process(idle_grace=5)
+    try:
+        port = sock.getsockname()[1]
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as kept:
+            kept.sendall(b"GET / HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\nab")
+            assert _response(kept)[1].get("connection") is None  # kept alive
+            conns = server.sdactivate_connections
+            conns.start_drain()
+            kept.sendall(b"GET / HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\ncd")
+            status, headers, body = _response(kept)
+            assert (status, headers.get("connection"), body) == (200, "close", b"cd")
+            assert kept.recv(1) == b""
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as new:
+            new.sendall(
+                b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n"
+            )
+            interim = b""
+            while b"\r\n\r\n" not in interim:
+                interim += new.recv(1)
+            assert interim.startswith(b"HTTP/1.1 100") and b"onnection" not in interim, interim
+            new.sendall(b"ef")
+            status, headers, body = _response(new)
+            assert (status, headers.get("connection"), body) == (200, "close", b"ef")
+        assert conns.wait_idle(time.monotonic() + 10)
+    finally:
+        server.shutdown()
+        sock.close()
+
+
+def test_idle_grace_zero_closes_idle_connections_at_the_drain() -> None:
+    """idle_grace=0: a keep-alive connection idle when the drain starts is closed (FIN) at
+    once and the server has no connection left; a negative grace is refused."""
+    server, sock = _in_process(idle_grace=0)
+    try:
+        with socket.create_connection(("127.0.0.1", sock.getsockname()[1]), timeout=10) as c:
+            c.sendall(KEEP_ALIVE)
+            assert _response(c)[0] == 200
+            server.sdactivate_connections.start_drain()
+            assert c.recv(1) == b""
+        assert server.sdactivate_connections.wait_idle(time.monotonic() + 10)
+    finally:
+        server.shutdown()
+        sock.close()
+    with pytest.raises(ValueError, match="idle_grace"):
+        http_server.make_server(sock, _Echo, idle_grace=-1)
