@@ -247,3 +247,36 @@ def test_idle_grace_zero_closes_idle_connections_at_the_drain() -> None:
         sock.close()
     with pytest.raises(ValueError, match="idle_grace"):
         http_server.make_server(sock, _Echo, idle_grace=-1)
+
+
+class _NoDelay(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:
+        value = self.connection.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        body = str(value).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def test_accepted_tcp_connections_have_nagle_off() -> None:
+    """Accepted TCP connections get TCP_NODELAY: the handler's separate head and body writes
+    must not wait for the client's delayed ACK on keep-alive connections."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    server = http_server.make_server(sock, _NoDelay)
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    try:
+        with socket.create_connection(("127.0.0.1", sock.getsockname()[1]), timeout=10) as c:
+            c.sendall(KEEP_ALIVE)
+            status, _, body = _response(c)
+            assert (status, body) == (200, b"1")
+    finally:
+        server.shutdown()
+        sock.close()
