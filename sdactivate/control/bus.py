@@ -3,7 +3,8 @@
 Only what the control commands need: connect (system bus, or the user's bus), resolve
 units with ``LoadUnit`` (object paths are never computed: sd_bus_path_encode is systemd's
 business, and test doubles use other paths), subscribe to ``JobRemoved`` and
-``PropertiesChanged`` *before* calling a job method, read properties with ``GetAll``.
+``PropertiesChanged`` *before* calling a job method (the match rules and the waiting are
+:mod:`sdactivate.control.signals`), read properties with ``GetAll``.
 D-Bus errors become :mod:`sdactivate.control.errors` leaves. org.freedesktop.systemd1(5).
 """
 
@@ -12,11 +13,10 @@ from __future__ import annotations
 import collections
 import contextlib
 import logging
-import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from jeepney import DBusAddress, MatchRule, message_bus, new_method_call
+from jeepney import DBusAddress, new_method_call
 from jeepney.auth import AuthenticationError
 from jeepney.io.blocking import DBusConnection, open_dbus_connection
 from jeepney.low_level import Message, MessageType
@@ -30,6 +30,7 @@ from .errors import (
     NoSuchUnitError,
     PermissionDeniedError,
 )
+from .signals import next_signal, queued, wait_for_owner
 
 __all__ = [
     "MANAGER_IFACE",
@@ -141,6 +142,11 @@ class Systemd:
             raise BusUnavailableError(f"cannot use the {which} bus at {address!r}: {exc}") from exc
         return cls(conn, user=user, address=address)
 
+    @property
+    def connection(self) -> DBusConnection:
+        """The underlying jeepney connection (for :mod:`sdactivate.control.signals`)."""
+        return self._conn
+
     def close(self) -> None:
         self._conn.close()
 
@@ -223,24 +229,7 @@ class Systemd:
         (job,) = self._manager(method, "ss", unit, mode)
         return str(job)
 
-    # -- signals ---------------------------------------------------------------------------
-
-    def _bus_call(self, member: str, signature: str, *args: Any) -> tuple[Any, ...]:
-        return self.call(
-            "/org/freedesktop/DBus",
-            "org.freedesktop.DBus",
-            member,
-            signature,
-            tuple(args),
-            destination="org.freedesktop.DBus",
-        )
-
-    def _current_owner(self) -> str | None:
-        (has_owner,) = self._bus_call("NameHasOwner", "s", SYSTEMD)
-        if not has_owner:
-            return None
-        (owner,) = self._bus_call("GetNameOwner", "s", SYSTEMD)
-        return str(owner)
+    # -- signals (sdactivate.control.signals) ----------------------------------------------
 
     def wait_for_systemd(self, *, timeout: float) -> str:
         """systemd's unique bus name, waiting up to ``timeout`` seconds for it to appear.
@@ -252,30 +241,13 @@ class Systemd:
         """
         if self._owner is not None:
             return self._owner
-        rule = MatchRule(
-            type="signal",
-            sender="org.freedesktop.DBus",
-            interface="org.freedesktop.DBus",
-            member="NameOwnerChanged",
-            path="/org/freedesktop/DBus",
-        )
-        rule.add_arg_condition(0, SYSTEMD)
-        deadline = time.monotonic() + timeout
-        queue: collections.deque[Message] = collections.deque()
-        with self._conn.filter(rule, queue=queue):
-            self._bus_call("AddMatch", "s", rule.serialise())
-            owner = self._current_owner()
-            while not owner:
-                msg = self.pump(queue, deadline=deadline)
-                if msg is None:
-                    which = "user" if self.user else "system"
-                    raise BusUnavailableError(
-                        f"systemd is not on the {which} bus at {self.address!r} "
-                        f"(waited {timeout:g}s for {SYSTEMD})"
-                    )
-                owner = str(msg.body[2]) or None
-            with contextlib.suppress(Exception):
-                self._conn.send(message_bus.RemoveMatch(rule))
+        owner = wait_for_owner(self, SYSTEMD, timeout=timeout)
+        if owner is None:
+            which = "user" if self.user else "system"
+            raise BusUnavailableError(
+                f"systemd is not on the {which} bus at {self.address!r} "
+                f"(waited {timeout:g}s for {SYSTEMD})"
+            )
         self._owner = owner
         return owner
 
@@ -292,38 +264,18 @@ class Systemd:
         The match is registered with the bus (``AddMatch``) before the block runs, so a
         job method called inside cannot finish unseen.
         """
-        bus_rule = MatchRule(
-            type="signal", sender=SYSTEMD, interface=interface, member=member, path=path
-        )
         owner = self._systemd_owner()
-        local_rule = MatchRule(
-            type="signal", sender=owner, interface=interface, member=member, path=path
-        )
-        queue: collections.deque[Message] = collections.deque()
-        with self._conn.filter(local_rule, queue=queue):
-            self._bus_call("AddMatch", "s", bus_rule.serialise())
-            try:
-                yield queue
-            finally:
-                with contextlib.suppress(Exception):
-                    self._conn.send(message_bus.RemoveMatch(bus_rule))
+        with queued(
+            self, sender=SYSTEMD, owner=owner, interface=interface, member=member, path=path
+        ) as queue:
+            yield queue
 
     def pump(self, queue: collections.deque[Message], *, deadline: float) -> Message | None:
         """Wait until ``queue`` has a message or ``deadline`` (monotonic) passes.
 
         Returns the next message, or None on deadline. Other filters fill as a side effect.
         """
-        remaining = deadline - time.monotonic()
-        if queue:
-            return queue.popleft()
-        if remaining <= 0:
-            return None
-        try:
-            return self._conn.recv_until_filtered(queue, timeout=remaining)
-        except TimeoutError:
-            return None
-        except (ConnectionError, OSError) as exc:
-            raise BusUnavailableError(f"lost the bus connection while waiting: {exc}") from exc
+        return next_signal(self, queue, deadline=deadline)
 
 
 def unit_properties(bus: Systemd, path: str, interfaces: tuple[str, ...]) -> dict[str, Any]:
