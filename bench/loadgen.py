@@ -51,6 +51,7 @@ import math
 import os
 import re
 import resource
+import select
 import socket
 import threading
 import time
@@ -400,6 +401,14 @@ async def _connect(loop: asyncio.AbstractEventLoop, target: _Target) -> _Conn:
     return _Conn(sock)
 
 
+def _stale(sock: socket.socket) -> bool:
+    """True if an idle keep-alive connection is readable: the server closed it (or sent
+    something unasked). Checking before reuse is what every HTTP client does (urllib3's
+    ``is_connection_dropped``); it is not a retry: nothing was sent on it."""
+    readable, _, _ = select.select([sock], [], [], 0)
+    return bool(readable)
+
+
 class _Pool:
     """Keep-alive connections: at most ``size`` open, idle ones reused LIFO."""
 
@@ -413,8 +422,12 @@ class _Pool:
         async with self.cond:
             while not self.idle and self.open >= self.size:
                 await self.cond.wait()
-            if self.idle:
-                return self.idle.pop()
+            while self.idle:
+                conn = self.idle.pop()
+                if not _stale(conn.sock):
+                    return conn
+                conn.sock.close()  # the server closed it while idle (FIN or RST waiting)
+                self.open -= 1
             self.open += 1
         try:
             return await _connect(loop, target)

@@ -170,7 +170,9 @@ def test_sigterm_of_one_of_two_processes_under_keepalive_load() -> None:
         res = load.result()
         assert second.proc.poll() is None
     assert res.failed == 0 and res.ok == res.total > 600, res.summary()
-    assert set(res.pids()) >= {first.proc.pid, second.proc.pid}, res.pids()
+    # Which process accepts each pooled connection is the kernel's choice; the one that
+    # stays must have served (the other one may have, or may not).
+    assert second.proc.pid in res.pids(), res.pids()
 
 
 class _Echo(BaseHTTPRequestHandler):

@@ -240,8 +240,11 @@ def test_keepalive_reuses_a_small_pool(server: Callable[..., _Server]) -> None:
     assert 1 <= srv.connections <= 4
 
 
-def test_keepalive_close_mid_pool_is_reset(server: Callable[..., _Server]) -> None:
-    """A keep-alive connection closed by the server between requests fails the next request."""
+def test_keepalive_connection_closed_while_idle_is_not_reused(
+    server: Callable[..., _Server],
+) -> None:
+    """A keep-alive connection the server closed while idle is seen as stale before reuse
+    (as HTTP clients do) and replaced by a new one: nothing was sent on it, nothing fails."""
 
     def one_then_close(c: socket.socket) -> None:
         if _read_request(c):
@@ -250,8 +253,7 @@ def test_keepalive_close_mid_pool_is_reset(server: Callable[..., _Server]) -> No
 
     srv = server(one_then_close)
     res = loadgen.run("127.0.0.1", srv.port, rate=100, duration=0.3, keepalive=True, pool_size=1)
-    assert res.ok >= 1 and res.reset >= 1
-    assert res.ok + res.reset == res.total == 30
+    assert res.ok == res.total == 30 and res.reset == 0, res.summary()
 
 
 def test_unix_socket(server: Callable[..., _Server], tmp_path: Path) -> None:
