@@ -508,8 +508,8 @@ def test_f1_command_gone_fails_reload_in_order(tmp_path: Path) -> None:
 
 
 def test_starting_generation_runs_nicer_until_it_takes_over(supervisor: Supervisor) -> None:
-    """A starting generation gets nice +10 (its start-up yields the CPU to the serving one);
-    once it takes over, it is back at the supervisor's priority."""
+    """A starting generation gets nice +10 and SCHED_IDLE (its start-up yields the CPU to the
+    serving one); once it takes over, it is back at the supervisor's priority and policy."""
 
     def nice(pid: int) -> int:
         stat = Path(f"/proc/{pid}/stat").read_text()
@@ -522,10 +522,12 @@ def test_starting_generation_runs_nicer_until_it_takes_over(supervisor: Supervis
     rx.wait_until(lambda: rx.count("RELOADING", "1") == 1, timeout=10, what="RELOADING=1")
     starting = [g for g in supervisor.status()["generations"] if g["state"] == "starting"]
     assert nice(starting[0]["pid"]) == min(19, base + 10)
+    assert os.sched_getscheduler(starting[0]["pid"]) == os.SCHED_IDLE
     rx.wait_until(lambda: rx.count("READY", "1") == 2, timeout=10, what="failed upgrade")
     result = request_reload(supervisor.pid, timeout=10)
     assert result.ok and result.pid is not None
     assert nice(result.pid) == base
+    assert os.sched_getscheduler(result.pid) == os.sched_getscheduler(supervisor.pid)
 
 
 def test_reload_of_a_pid_that_is_no_supervisor_is_an_error() -> None:

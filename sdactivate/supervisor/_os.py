@@ -10,7 +10,14 @@ import resource
 import socket
 import struct
 
-__all__ = ["can_raise_priority", "parent_pid", "receive_notify", "renice_tree", "sockname"]
+__all__ = [
+    "can_raise_priority",
+    "deprioritize",
+    "parent_pid",
+    "receive_notify",
+    "renice_tree",
+    "sockname",
+]
 
 log = logging.getLogger("sdactivate.supervisor")
 
@@ -66,8 +73,29 @@ def can_raise_priority(nice: int) -> bool:
     return soft == resource.RLIM_INFINITY or nice >= 20 - soft
 
 
-def renice_tree(pid: int, nice: int) -> None:
-    """Set every thread of ``pid`` and of its descendants to ``nice`` (nice is per thread)."""
+def deprioritize(pid: int, nice: int, *, idle: bool) -> None:
+    """Start-up priority of a new generation: ``nice``, and SCHED_IDLE if ``idle``.
+
+    sched(7): a SCHED_IDLE thread is preempted as soon as a normal one wakes up, so a
+    serving process never waits behind the newcomer's time slice (with nice alone it
+    can, for a slice of a few ms, under both CFS and EEVDF). Threads the child starts
+    later inherit both. Failures (a seccomp filter, EPERM) leave the child as it is.
+    """
+    try:
+        os.setpriority(os.PRIO_PROCESS, pid, nice)
+    except OSError as exc:
+        log.debug("pid %d: cannot lower its priority: %s", pid, exc)
+        return
+    if idle:
+        try:
+            os.sched_setscheduler(pid, os.SCHED_IDLE, os.sched_param(0))
+        except OSError as exc:
+            log.debug("pid %d: cannot set SCHED_IDLE: %s", pid, exc)
+
+
+def renice_tree(pid: int, nice: int, *, policy: int | None = None) -> None:
+    """Set every thread of ``pid`` and of its descendants to ``nice`` (nice is per thread),
+    and a thread that is under SCHED_IDLE back to ``policy`` (see :func:`deprioritize`)."""
     todo = [pid]
     while todo:
         proc = todo.pop()
@@ -77,6 +105,9 @@ def renice_tree(pid: int, nice: int) -> None:
             continue
         for tid in tids:
             try:
+                if policy is not None and os.sched_getscheduler(int(tid)) == os.SCHED_IDLE:
+                    # sched(7): leaving SCHED_IDLE needs the same allowance as the renice
+                    os.sched_setscheduler(int(tid), policy, os.sched_param(0))
                 os.setpriority(os.PRIO_PROCESS, int(tid), nice)
                 with open(f"/proc/{proc}/task/{tid}/children") as f:
                     todo.extend(int(c) for c in f.read().split())

@@ -27,7 +27,14 @@ from .. import _env
 from .._spawn import Child, spawn
 from ..errors import NotifyValueError, SdActivateError
 from . import machine as m
-from ._os import can_raise_priority, parent_pid, receive_notify, renice_tree, sockname
+from ._os import (
+    can_raise_priority,
+    deprioritize,
+    parent_pid,
+    receive_notify,
+    renice_tree,
+    sockname,
+)
 from .control import Connection, ControlServer
 
 __all__ = ["HEALTH_FD_NAME", "Listener", "Options", "Runner", "run"]
@@ -57,9 +64,11 @@ class Options:
     policy: m.Policy = field(default_factory=m.Policy)
     health_cmd: str | None = None  # run with /bin/sh -c; SDACTIVATE_HEALTH_* in its env
     fdstore: bool = False
-    # A starting generation runs this much nicer (setpriority(2)) until it takes over, so its
-    # start-up (imports...) does not steal CPU from the generation serving meanwhile. Applied
-    # only when the supervisor may restore the priority afterwards (CAP_SYS_NICE/RLIMIT_NICE).
+    # A starting generation runs this much nicer (setpriority(2)), and under SCHED_IDLE where
+    # allowed (sched(7)), until it takes over, so its start-up (imports...) does not steal CPU
+    # from the generation serving meanwhile: nice alone still lets it finish its time slice
+    # before a woken server runs; a SCHED_IDLE task is preempted at once. Applied only when
+    # the supervisor may restore the priority afterwards (CAP_SYS_NICE/RLIMIT_NICE).
     startup_nice: int = 10
 
 
@@ -115,6 +124,9 @@ class Runner:
         self._busy = False
         self._base_nice = os.getpriority(os.PRIO_PROCESS, 0)
         self._startup_nice = self.options.startup_nice if can_raise_priority(self._base_nice) else 0
+        # sched(7): SCHED_IDLE only below a normal policy, which is what it is restored to
+        self._base_policy = os.sched_getscheduler(0)
+        self._idle_ok = self._base_policy in (os.SCHED_OTHER, os.SCHED_BATCH)
         self._sel = selectors.DefaultSelector()
         self._notify: socket.socket | None = None
         self._control: ControlServer | None = None
@@ -277,7 +289,7 @@ class Runner:
         elif isinstance(action, m.Promote):
             g = self._gens.get(action.gen)
             if g is not None and self._startup_nice:
-                renice_tree(g.child.pid, self._base_nice)
+                renice_tree(g.child.pid, self._base_nice, policy=self._base_policy)
         elif isinstance(action, m.Exit):
             self._exit = action.code
 
@@ -311,10 +323,7 @@ class Runner:
                 addr = health.getsockname()
                 health.close()  # the child holds its copy; ours would keep it open
         if self._startup_nice:
-            try:
-                os.setpriority(os.PRIO_PROCESS, child.pid, self._base_nice + self._startup_nice)
-            except OSError as exc:
-                log.debug("generation %d: cannot lower its priority: %s", gen, exc)
+            deprioritize(child.pid, self._base_nice + self._startup_nice, idle=self._idle_ok)
         self._gens[gen] = _Gen(child, addr if health is not None else None)
         self._pids[child.pid] = gen
         self._sel.register(child.pidfd, selectors.EVENT_READ, ("child", gen))
