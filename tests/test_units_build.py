@@ -126,12 +126,16 @@ def test_supervise_wraps_the_command_in_sdactivate_run() -> None:
 @pytest.mark.parametrize("level", ["strict", "standard"])
 def test_supervise_may_renice_its_generations(level: str) -> None:
     """--supervise: LimitNICE=+0 (RLIMIT_NICE 20: back to nice 0, never below) and, where
-    strict denies @resources, setpriority re-allowed right after that deny line."""
+    strict denies @resources, setpriority and sched_setscheduler re-allowed right after it."""
     svc = gen(supervise=True, hardening=level)["myapp.service"]
     assert _lines(svc, "LimitNICE") == ["+0"]
     filters = _lines(svc, "SystemCallFilter")
     if level == "strict":
-        assert filters == ["@system-service", "~@privileged @resources", "setpriority"]
+        assert filters == [
+            "@system-service",
+            "~@privileged @resources",
+            "setpriority sched_setscheduler",
+        ]
     else:
         assert filters == ["@system-service"]
 

@@ -325,7 +325,8 @@ def _supervisor_binds(
 def _allow_setpriority(
     knobs: tuple[tuple[str, str, str], ...],
 ) -> tuple[tuple[str, str, str], ...]:
-    """Re-allow setpriority(2) after a ``~@resources`` deny list (strict), for the
+    """Re-allow setpriority(2) and sched_setscheduler(2) after a ``~@resources`` deny list
+    (strict), for the
     supervisor's --startup-nice. systemd.exec(5): later SystemCallFilter= lines add to or
     remove from the first one's list."""
     out: list[tuple[str, str, str]] = []
@@ -336,9 +337,10 @@ def _allow_setpriority(
             out.append(
                 (
                     "SystemCallFilter",
-                    "setpriority",
-                    "sdactivate run --startup-nice renices its generations (LimitNICE= keeps"
-                    " them at nice 0 or above); 0 turns it off and drops this line",
+                    "setpriority sched_setscheduler",
+                    "sdactivate run --startup-nice starts generations at nice +10 under"
+                    " SCHED_IDLE and restores them on takeover (LimitNICE= keeps them at nice 0"
+                    " or above); 0 turns it off and drops this line",
                 )
             )
     return tuple(out)
