@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import socket
+import sys
 import time
 from collections.abc import Callable
 
@@ -15,6 +16,7 @@ import pytest
 from sandbox import CHECKOUT, CODE_DIR, Sandbox, Units, free_port, wait_until
 
 PYTHON = f"{CHECKOUT}/.venv/bin/python"
+SITE_PACKAGES = f"lib/python{sys.version_info[0]}.{sys.version_info[1]}/site-packages"
 APP_DIR = "/usr/local/lib/sdctl-test"
 
 # A Type=notify app: optional delay, READY=1 with a status text, then serve until killed;
@@ -179,9 +181,9 @@ def test_permission_denied_for_unprivileged_user(sandbox: Sandbox, units: Units)
             "start",
             "sdctl-perm",
         ],
-        # the checkout may sit under /root (mode 0700), out of nobody's reach; CODE_DIR is
-        # the same tree bound where anyone can read it
-        env={"PYTHONPATH": CODE_DIR},
+        # the checkout (and its venv) may sit under /root (mode 0700), out of nobody's reach;
+        # CODE_DIR is the same tree bound where anyone can read it
+        env={"PYTHONPATH": f"{CODE_DIR}:{CODE_DIR}/.venv/{SITE_PACKAGES}"},
         check=False,
     )
     assert proc.returncode == 1, (proc.stdout, proc.stderr)
