@@ -35,6 +35,7 @@ __all__ = [
     "listen_inodes",
     "main_pid",
     "restart_under_load",
+    "sigkill_supervisor",
     "start_limit",
     "wait_state",
 ]
@@ -236,3 +237,37 @@ def start_limit(sandbox: Sandbox, unit: str) -> tuple[str, str]:
     """(StartLimitBurst, StartLimitIntervalUSec) as the sandbox's systemd read them."""
     shown = sandbox.show(unit, "StartLimitBurst", "StartLimitIntervalUSec")
     return shown["StartLimitBurst"], shown["StartLimitIntervalUSec"]
+
+
+def sigkill_supervisor(
+    sandbox: Sandbox, unit: str, *, mid_handover: bool = False
+) -> Callable[[], None]:
+    """A trigger for restart_under_load(): SIGKILL the unit's supervisor (with mid_handover,
+    every other time while a handover is under way) and wait until systemd restarted the
+    service (Restart=on-failure)."""
+    count = [0]
+
+    def kill() -> None:
+        old = main_pid(sandbox, unit)
+        restarts = int(sandbox.show(unit, "NRestarts")["NRestarts"])
+        count[0] += 1
+        if mid_handover and count[0] % 2 == 0:  # every other kill: during a handover
+            sandbox.systemctl("reload", "--no-block", unit)
+            wait_until(
+                lambda: sandbox.show(unit, "StatusText")["StatusText"].startswith("upgrading"),
+                timeout=10,
+                interval=0.02,
+                what="a handover under way",
+            )
+        sandbox.run(["kill", "-KILL", str(old)])
+        wait_until(
+            lambda: (
+                int(sandbox.show(unit, "NRestarts")["NRestarts"]) > restarts
+                and sandbox.show(unit, "SubState")["SubState"] == "running"
+            ),
+            timeout=30,
+            interval=0.05,
+            what=f"{unit} restarted after SIGKILL",
+        )
+
+    return kill

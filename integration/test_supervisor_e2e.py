@@ -14,6 +14,7 @@ from helpers import (
     listen_inodes,
     main_pid,
     restart_under_load,
+    sigkill_supervisor,
     wait_state,
 )
 from sandbox import CODE_DIR, Sandbox, Units, free_port, wait_until
@@ -141,39 +142,6 @@ def test_failed_handover_fails_systemctl_reload(sandbox: Sandbox, units: Units) 
 KILL_CGROUP = "[Service]\nKillMode=control-group\n"
 
 
-def _sigkill_supervisor(
-    sandbox: Sandbox, unit: str, *, mid_handover: bool = False
-) -> Callable[[], None]:
-    """SIGKILL the unit's supervisor (optionally while a handover is under way) and wait
-    until systemd restarted the service."""
-    count = [0]
-
-    def kill() -> None:
-        old = main_pid(sandbox, unit)
-        restarts = int(sandbox.show(unit, "NRestarts")["NRestarts"])
-        count[0] += 1
-        if mid_handover and count[0] % 2 == 0:  # every other kill: during a handover
-            sandbox.systemctl("reload", "--no-block", unit)
-            wait_until(
-                lambda: sandbox.show(unit, "StatusText")["StatusText"].startswith("upgrading"),
-                timeout=10,
-                interval=0.02,
-                what="a handover under way",
-            )
-        sandbox.run(["kill", "-KILL", str(old)])
-        wait_until(
-            lambda: (
-                int(sandbox.show(unit, "NRestarts")["NRestarts"]) > restarts
-                and sandbox.show(unit, "SubState")["SubState"] == "running"
-            ),
-            timeout=30,
-            interval=0.05,
-            what=f"{unit} restarted after SIGKILL",
-        )
-
-    return kill
-
-
 def test_sigkill_supervisor_socket_unit_keeps_queue(
     sandbox: Sandbox, units: Units, measurements: Callable[[str], None]
 ) -> None:
@@ -195,7 +163,7 @@ def test_sigkill_supervisor_socket_unit_keeps_queue(
 
     run = restart_under_load(
         port,
-        _sigkill_supervisor(sandbox, unit, mid_handover=True),
+        sigkill_supervisor(sandbox, unit, mid_handover=True),
         restarts=4,
         rate=500,
         spacing=1.0,
@@ -248,7 +216,7 @@ def test_sigkill_supervisor_fdstore_keeps_socket(
     assert len(inode) == 1
 
     run = restart_under_load(
-        port, _sigkill_supervisor(sandbox, unit), restarts=2, rate=500, spacing=1.0, timeout=15
+        port, sigkill_supervisor(sandbox, unit), restarts=2, rate=500, spacing=1.0, timeout=15
     )
     measurements("supervisor SIGKILL, fd store: " + run.describe())
     run.assert_no_failures()

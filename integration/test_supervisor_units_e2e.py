@@ -16,6 +16,7 @@ from helpers import (
     listen_inodes,
     main_pid,
     restart_under_load,
+    sigkill_supervisor,
     wait_state,
 )
 from sandbox import CHECKOUT, Sandbox, Units, free_port, wait_until
@@ -59,37 +60,6 @@ def app_pids(sandbox: Sandbox, unit: str) -> list[int]:
     )
 
 
-def sigkill_supervisor(sandbox: Sandbox, unit: str) -> Callable[[], None]:
-    """SIGKILL the supervisor, every other time while a handover is under way, and wait
-    until systemd restarted the service (Restart=on-failure)."""
-    count = [0]
-
-    def kill() -> None:
-        old = main_pid(sandbox, unit)
-        restarts = int(sandbox.show(unit, "NRestarts")["NRestarts"])
-        count[0] += 1
-        if count[0] % 2 == 0:
-            sandbox.systemctl("reload", "--no-block", unit)
-            wait_until(
-                lambda: sandbox.show(unit, "StatusText")["StatusText"].startswith("upgrading"),
-                timeout=10,
-                interval=0.02,
-                what="a handover under way",
-            )
-        sandbox.run(["kill", "-KILL", str(old)])
-        wait_until(
-            lambda: (
-                int(sandbox.show(unit, "NRestarts")["NRestarts"]) > restarts
-                and sandbox.show(unit, "SubState")["SubState"] == "running"
-            ),
-            timeout=30,
-            interval=0.05,
-            what=f"{unit} restarted after SIGKILL",
-        )
-
-    return kill
-
-
 def test_sigkill_supervisor_generated_units_lose_nothing(
     sandbox: Sandbox, units: Units, measurements: Callable[[str], None]
 ) -> None:
@@ -108,7 +78,12 @@ def test_sigkill_supervisor_generated_units_lose_nothing(
     old_apps = app_pids(sandbox, unit)
 
     run = restart_under_load(
-        port, sigkill_supervisor(sandbox, unit), restarts=4, rate=500, spacing=1.0, timeout=15
+        port,
+        sigkill_supervisor(sandbox, unit, mid_handover=True),
+        restarts=4,
+        rate=500,
+        spacing=1.0,
+        timeout=15,
     )
     measurements("generated units, supervisor SIGKILL, examples/app.py: " + run.describe())
     run.assert_no_failures()
@@ -128,7 +103,7 @@ def test_sigkill_supervisor_keepalive_clients_lose_nothing(
     units.install(supervised("sdsu-ka", port))
     sandbox.systemctl("start", "sdsu-ka.socket", unit)
     wait_state(sandbox, unit, "active", sub="running")
-    kill = sigkill_supervisor(sandbox, unit)
+    kill = sigkill_supervisor(sandbox, unit, mid_handover=True)
     handle = loadgen.start("127.0.0.1", port, rate=400, duration=60, keepalive=True, timeout=15)
     try:
         time.sleep(1.0)  # steady load first; shapes the measurement, orders nothing
@@ -297,7 +272,12 @@ def test_supervisor_fdstore_units_keep_the_socket(
     assert len(inode) == 1
 
     run = restart_under_load(
-        port, sigkill_supervisor(sandbox, unit), restarts=2, rate=500, spacing=1.0, timeout=15
+        port,
+        sigkill_supervisor(sandbox, unit, mid_handover=True),
+        restarts=2,
+        rate=500,
+        spacing=1.0,
+        timeout=15,
     )
     measurements("generated --supervise --fdstore units, supervisor SIGKILL: " + run.describe())
     run.assert_no_failures()
