@@ -139,43 +139,6 @@ def test_failed_handover_fails_systemctl_reload(sandbox: Sandbox, units: Units) 
     assert http_get("127.0.0.1", port)[1]["x-pid"] != before["x-pid"]
 
 
-KILL_CGROUP = "[Service]\nKillMode=control-group\n"
-
-
-def test_sigkill_supervisor_socket_unit_keeps_queue(
-    sandbox: Sandbox, units: Units, measurements: Callable[[str], None]
-) -> None:
-    """F5: SIGKILL the supervisor under load, in steady state and mid-handover: the socket
-    unit keeps the queue, the service restarts (Restart=on-failure), the old generations
-    leave (PDEATHSIG / KillMode), 0 failed requests."""
-    port = free_port()
-    unit = "sdsup-kill.service"
-    # KillMode=mixed (gen-units' choice) SIGKILLs the generations as soon as the main process
-    # is gone (252 service.c: nothing left to SIGTERM, so straight to SIGKILL), failing what
-    # they hold; control-group SIGTERMs them, and they drain (they also got PDEATHSIG).
-    sandbox.write_file(SIMPLE_APP_PATH, SIMPLE_APP)
-    files = supervised("sdsup-kill", port, script=SIMPLE_APP_PATH, args=["0.5"])
-    units.install(files | {f"{unit}.d/kill.conf": KILL_CGROUP})
-    sandbox.systemctl("start", "sdsup-kill.socket", unit)
-    wait_state(sandbox, unit, "active", sub="running")
-    inode = listen_inodes(port)
-    old_apps = app_pids(sandbox, unit)
-
-    run = restart_under_load(
-        port,
-        sigkill_supervisor(sandbox, unit, mid_handover=True),
-        restarts=4,
-        rate=500,
-        spacing=1.0,
-        timeout=15,
-    )
-    measurements("supervisor SIGKILL, socket unit: " + run.describe())
-    run.assert_no_failures()
-    assert listen_inodes(port) == inode
-    apps = app_pids(sandbox, unit)
-    assert len(apps) == 1 and not set(apps) & set(old_apps)
-
-
 FDSTORE_UNIT = """\
 [Unit]
 Description=sdactivate run with its socket in the fd store (no socket unit)
