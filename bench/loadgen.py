@@ -47,13 +47,17 @@ import asyncio
 import bisect
 import contextlib
 import errno
+import gc
 import math
 import os
+import pickle
 import re
 import resource
 import select
+import signal
 import socket
-import threading
+import subprocess
+import sys
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -235,16 +239,25 @@ def _merge(windows: Sequence[tuple[float, float]]) -> tuple[list[float], list[fl
     return starts, ends
 
 
-def _select(result: Result, windows: Sequence[tuple[float, float]], inside: bool) -> Stats:
+def _select(
+    result: Result,
+    windows: Sequence[tuple[float, float]],
+    inside: bool,
+    exclude: Sequence[bool] | None = None,
+) -> Stats:
     starts, ends = _merge(windows)
     counts = dict.fromkeys(OUTCOMES, 0)
     lats: list[float] = []
     total = 0
-    for s, o, lat in zip(result.scheduled, result.outcome, result.latency, strict=True):
+    for i, (s, o, lat) in enumerate(
+        zip(result.scheduled, result.outcome, result.latency, strict=True)
+    ):
         k = bisect.bisect_right(starts, s) - 1
         hit = k >= 0 and s < ends[k]
         if hit != inside:
             continue
+        if exclude is not None and exclude[i] and o == _OK:
+            continue  # an ok request caught by a machine stall; failures always count
         total += 1
         counts[OUTCOMES[o]] += 1
         if not math.isnan(lat):
@@ -252,14 +265,20 @@ def _select(result: Result, windows: Sequence[tuple[float, float]], inside: bool
     return Stats(total, counts, percentiles(lats))
 
 
-def window_stats(result: Result, windows: list[tuple[float, float]]) -> Stats:
-    """Stats of the requests *scheduled* inside any of ``windows`` ([start, end) monotonic)."""
-    return _select(result, windows, True)
+def window_stats(
+    result: Result, windows: list[tuple[float, float]], exclude: Sequence[bool] | None = None
+) -> Stats:
+    """Stats of the requests *scheduled* inside any of ``windows`` ([start, end) monotonic).
+
+    ``exclude`` (one flag per request) leaves out the ok requests flagged (see stalls.py)."""
+    return _select(result, windows, True, exclude)
 
 
-def steady_stats(result: Result, windows: list[tuple[float, float]]) -> Stats:
+def steady_stats(
+    result: Result, windows: list[tuple[float, float]], exclude: Sequence[bool] | None = None
+) -> Stats:
     """Stats of the requests scheduled outside every window (the steady state)."""
-    return _select(result, windows, False)
+    return _select(result, windows, False, exclude)
 
 
 def added_latency(result: Result, windows: list[tuple[float, float]], *, q: str = "p99") -> float:
@@ -576,11 +595,9 @@ async def run_async(
                 i += 1
             if i < n:
                 delay = res.scheduled[i] - loop.time()
-                if stop is None:
-                    await asyncio.sleep(max(0.0, delay))
-                else:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(stop.wait(), max(0.0, delay))
+                # a plain sleep (wait_for would build a task per request); a stop is seen
+                # within 50 ms even at low rates
+                await asyncio.sleep(max(0.0, delay if stop is None else min(delay, 0.05)))
         if tasks:
             await asyncio.wait(
                 set(tasks),
@@ -619,68 +636,158 @@ def run(host: str, port: int, **kwargs: Any) -> Result:
 
 
 class Handle:
-    """A load run in a background thread; ``stop()`` ends it early, ``result()`` joins."""
+    """A load run in a child process; ``stop()`` ends it early, ``result()`` collects it.
+
+    The generator gets an interpreter of its own: in a thread of the harness it would share
+    the harness's GIL and heap, and a harness thread that holds the GIL while it waits for
+    the (busy) service CPU stalls every request in flight -- measured as 5-60 ms "service"
+    latency that no server caused. The child is single-threaded, freezes its import-time
+    objects out of the cyclic GC (gc.freeze), dies with its parent (PR_SET_PDEATHSIG) and
+    is bounded by its own deadline. Times are CLOCK_MONOTONIC, shared by every process.
+    """
 
     def __init__(self, host: str, port: int, kwargs: dict[str, Any]) -> None:
-        self._ready = threading.Event()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
-        self._result: Result | None = None
-        self._exc: BaseException | None = None
+        cpus = kwargs.pop("cpus", None)
         self.t0: float = math.nan  # monotonic time of request 0, valid once started
         self._bound = float(kwargs.get("duration", 0)) + float(kwargs.get("timeout", 2.0)) + 15.0
-        self._thread = threading.Thread(
-            target=self._main, args=(host, port, kwargs), name="loadgen", daemon=True
+        self._result: Result | None = None
+        self._proc = subprocess.Popen(
+            [sys.executable, os.path.abspath(__file__), "--child"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            close_fds=True,
         )
-        self._thread.start()
-        if not self._ready.wait(10.0):
-            raise TimeoutError("load generator thread did not start")
+        assert self._proc.stdin is not None and self._proc.stdout is not None
+        job = (host, port, kwargs, sorted(cpus) if cpus else None, os.getpid())
+        self._proc.stdin.write(pickle.dumps(job))
+        self._proc.stdin.close()
+        self._out = self._proc.stdout.fileno()
+        line = b""
+        deadline = time.monotonic() + 20.0
+        while not line.endswith(b"\n"):
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([self._out], [], [], left)[0]:
+                self._kill()
+                raise TimeoutError("load generator process did not start")
+            chunk = os.read(self._out, 1)
+            if not chunk:
+                self._proc.wait()
+                raise RuntimeError(f"load generator exited with status {self._proc.returncode}")
+            line += chunk
+        self.t0 = float(line.split()[1])
 
-    def _main(self, host: str, port: int, kwargs: dict[str, Any]) -> None:
-        cpus = kwargs.pop("cpus", None)
-        if cpus:
-            with contextlib.suppress(OSError):
-                os.sched_setaffinity(0, cpus)  # this thread only (Linux affinity is per task)
-
-        async def go() -> Result:
-            self._loop = asyncio.get_running_loop()
-            self._stop = asyncio.Event()
-            start_at = kwargs.pop("start_at", None)
-            self.t0 = start_at if start_at is not None else self._loop.time() + 0.01
-            self._ready.set()
-            return await run_async(host, port, stop=self._stop, start_at=self.t0, **kwargs)
-
-        try:
-            self._result = asyncio.run(go())
-        except BaseException as exc:
-            self._exc = exc
-        finally:
-            self._ready.set()
+    def _kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            self._proc.kill()
+        self._proc.wait()
 
     def stop(self) -> None:
         """End the schedule now; in-flight requests still finish (bounded by timeout)."""
-        loop, ev = self._loop, self._stop
-        if loop is not None and ev is not None:
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(ev.set)
+        if self._proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self._proc.send_signal(signal.SIGTERM)
 
     def result(self, timeout: float | None = None) -> Result:
-        """Wait for the run to end (default bound: its own deadline + 5 s) and return it."""
-        self._thread.join(timeout if timeout is not None else self._bound)
-        if self._thread.is_alive():
-            self.stop()
-            self._thread.join(10.0)
-            if self._thread.is_alive():
-                raise TimeoutError("load generator did not finish")
-        if self._exc is not None:
-            raise self._exc
-        assert self._result is not None
+        """Wait for the run to end (default bound: its own deadline + 15 s) and return it."""
+        if self._result is not None:
+            return self._result
+        deadline = time.monotonic() + (timeout if timeout is not None else self._bound)
+        stopped = False
+        chunks: list[bytes] = []
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                if stopped:
+                    self._kill()
+                    raise TimeoutError("load generator did not finish")
+                self.stop()
+                stopped, deadline = True, time.monotonic() + 10.0
+                continue
+            if not select.select([self._out], [], [], left)[0]:
+                continue
+            chunk = os.read(self._out, 1 << 20)
+            if not chunk:
+                break
+            chunks.append(chunk)
+        os.close(self._out)
+        self._proc.wait()
+        if self._proc.returncode != 0 or not chunks:
+            raise RuntimeError(f"load generator exited with status {self._proc.returncode}")
+        state = pickle.loads(b"".join(chunks))
+        if "failure" in state:
+            raise RuntimeError(f"load generator failed: {state['failure']}")
+        self._result = _unpack(state)
         return self._result
 
 
-def start(host: str, port: int, **kwargs: Any) -> Handle:
-    """Run ``run_async(host, port, **kwargs)`` in a background thread; return its Handle.
+_ARRAYS = ("scheduled", "latency", "outcome", "status", "pid", "send_lag")
 
-    Extra keyword ``cpus`` (a set of CPU numbers) pins that thread, e.g. ``cpus={1}``.
+
+def _pack(res: Result) -> dict[str, Any]:
+    """A Result as builtins only (arrays as bytes): the child may run as ``__main__``."""
+    state = {k: v for k, v in vars(res).items() if k not in _ARRAYS}
+    for name in _ARRAYS:
+        arr = getattr(res, name)
+        state[name] = (arr.typecode, arr.tobytes())
+    return state
+
+
+def _unpack(state: dict[str, Any]) -> Result:
+    arrays = {}
+    for name in _ARRAYS:
+        code, raw = state.pop(name)
+        arrays[name] = array.array(code)
+        arrays[name].frombytes(raw)
+    res = Result(**state)
+    for name, arr in arrays.items():
+        setattr(res, name, arr)
+    return res
+
+
+def _child() -> int:
+    """``loadgen.py --child``: read the job from stdin, print ``T0 <t0>``, run, print the
+    pickled result (see Handle)."""
+    host, port, kwargs, cpus, parent = pickle.load(sys.stdin.buffer)
+    with contextlib.suppress(OSError, AttributeError):
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:
+        return 1
+    if cpus:
+        with contextlib.suppress(OSError):
+            os.sched_setaffinity(0, set(cpus))
+    out = sys.stdout.buffer
+
+    async def go() -> Result:
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+        t0 = loop.time() + 0.01
+        out.write(f"T0 {t0!r}\n".encode())
+        out.flush()
+        return await run_async(host, port, stop=stop, start_at=t0, **kwargs)
+
+    gc.collect()
+    gc.freeze()  # import-time objects: never scanned again by a full collection
+    try:
+        state = _pack(asyncio.run(go()))
+    except Exception as exc:  # reported to the parent, which raises it
+        state = {"failure": f"{type(exc).__name__}: {exc}"}
+    out.write(pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL))
+    out.flush()
+    return 0
+
+
+def start(host: str, port: int, **kwargs: Any) -> Handle:
+    """Run ``run_async(host, port, **kwargs)`` in a child process; return its Handle.
+
+    Extra keyword ``cpus`` (a set of CPU numbers) pins that process, e.g. ``cpus={1}``.
+    Returns once the schedule's ``t0`` is known (the child started its event loop).
     """
     return Handle(host, port, dict(kwargs))
+
+
+if __name__ == "__main__" and sys.argv[1:] == ["--child"]:
+    sys.exit(_child())

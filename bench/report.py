@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import loadgen
+import stalls as stallmod
 
 RESULTS = Path(__file__).resolve().parent / "results"
 BIN_S = 0.010  # plot bins
@@ -56,8 +57,14 @@ def summarize(
     *,
     tail: float,
     supervisor: dict[str, Any] | None = None,
+    stalls: dict[str, Any] | None = None,
+    timeout: float = 3.0,
 ) -> dict[str, Any]:
-    """Counts, steady vs window latency (ms), restart time and gap, plot series."""
+    """Counts, steady vs window latency (ms), restart time and gap, plot series.
+
+    ``stalls`` (from :class:`stalls.Canaries`) adds the same figures without the ok
+    requests a machine stall caught, and the stall rate inside windows against outside.
+    """
     windows = [(r.trigger, r.done + tail) for r in restarts]
     steady = loadgen.steady_stats(res, [*windows, (res.t0 - 1.0, res.t0 + STEADY_SKIP)])
     win = loadgen.window_stats(res, windows) if windows else None
@@ -120,6 +127,63 @@ def summarize(
         "series": _series(res, restarts),
     }
     if win and steady.latency["n"] and win.latency["n"]:
+        out["added_ms"] = {
+            q: round((win.latency[q] - steady.latency[q]) * 1e3, 3) for q in ("p99", "p99.9")
+        }
+    if tail > 0 and restarts:
+        # the window of restarts-and-measurement.md §4.4 itself: trigger .. restart done
+        # (for C3: the later of the new generation's READY and the old one's exit)
+        exact = [(r.trigger, r.done) for r in restarts]
+        s0 = loadgen.steady_stats(res, [*exact, (res.t0 - 1.0, res.t0 + STEADY_SKIP)])
+        w0 = loadgen.window_stats(res, exact)
+        if s0.latency["n"] and w0.latency["n"]:
+            out["exact_window"] = {
+                "steady_ms": _ms(s0.latency),
+                "window_ms": _ms(w0.latency),
+                "window_s": round(sum(b - a for a, b in exact), 2),
+                "added_ms": {
+                    q: round((w0.latency[q] - s0.latency[q]) * 1e3, 3) for q in ("p99", "p99.9")
+                },
+            }
+    if stalls is not None and windows:
+        out["stalls"] = _stall_summary(res, windows, per_restart, stalls, timeout)
+    return out
+
+
+def _stall_summary(
+    res: loadgen.Result,
+    windows: list[tuple[float, float]],
+    per_restart: list[dict[str, Any]],
+    stalls: dict[str, Any],
+    timeout: float,
+) -> dict[str, Any]:
+    gaps = [tuple(g) for g in stalls["gaps"]]
+    flags = stallmod.stalled(res.scheduled, res.latency, gaps, timeout=timeout)
+    quiet = [*windows, (res.t0 - 1.0, res.t0 + STEADY_SKIP)]
+    steady = loadgen.steady_stats(res, quiet, flags)
+    win = loadgen.window_stats(res, windows, flags)
+    inside, win_s = stallmod.rate_inside(gaps, windows)
+    span = (res.scheduled[-1] - res.t0) if res.total else 0.0
+    for row, (a, b) in zip(per_restart, windows, strict=True):
+        row["stall_ms"] = round(sum(max(0.0, min(b, e) - max(a, s)) for _, s, e in gaps) * 1e3, 2)
+    out: dict[str, Any] = {
+        "sched_fifo": stalls.get("rt"),
+        "threshold_ms": round(stalls.get("threshold_s", 0) * 1e3, 1),
+        "count": len(gaps),
+        "max_ms": round(max((e - s for _, s, e in gaps), default=0.0) * 1e3, 2),
+        "per_cpu": {
+            str(c): sum(1 for g in gaps if g[0] == c) for c in sorted({g[0] for g in gaps})
+        },
+        "in_windows": inside,
+        "window_s": round(win_s, 2),
+        "outside": len(gaps) - inside,
+        "outside_s": round(max(0.0, span - win_s), 2),
+        "windows_hit": sum(1 for r in per_restart if r["stall_ms"] > 0),
+        "excluded_ok": sum(1 for f, o in zip(flags, res.outcome, strict=True) if f and o == 0),
+        "steady_ms": _ms(steady.latency),
+        "window_ms": _ms(win.latency),
+    }
+    if steady.latency["n"] and win.latency["n"]:
         out["added_ms"] = {
             q: round((win.latency[q] - steady.latency[q]) * 1e3, 3) for q in ("p99", "p99.9")
         }
@@ -192,13 +256,14 @@ def markdown(data: dict[str, Any]) -> str:
         "| mode | workload | restarts | sent | ok | refused | reset | timeout | lost | "
         "steady p50 / p99 / p99.9 ms | window p50 / p99 / p99.9 / max ms | added p99.9 ms | "
         "restart ms (median) | gap ms (max) | supervisor RSS MB / CPU ms per restart / "
-        "idle CPU % |",
-        "|" + "---|" * 15,
+        "idle CPU % | w/o machine stalls: added p99.9 / window max ms (stalls in windows / "
+        "outside) |",
+        "|" + "---|" * 16,
     ]
     for run in data.get("runs", []):
         head = f"| {run['mode']} {run.get('title', '')} | {run['workload']} |"
         if "skipped" in run:
-            lines.append(head + f" skipped: {run['skipped']} |" + " |" * 12)
+            lines.append(head + f" skipped: {run['skipped']} |" + " |" * 13)
             continue
         c = run["counts"]
         s, w = run["steady_ms"], run.get("window_ms") or {}
@@ -217,6 +282,7 @@ def markdown(data: dict[str, Any]) -> str:
             f" {_f(w.get('max'))} | {_f((run.get('added_ms') or {}).get('p99.9'))} |"
             f" {_f(run['restart_ms']['median'])} | {_f(run['gap_ms']['max'])} |"
             f" {_f(rss)} / {_f(cpu)} / {_f(sup.get('idle_cpu_pct'))} |"
+            f" {_stall_cell(run.get('stalls'))} |"
         )
     micro = data.get("micro_rows") or []
     if micro:
@@ -236,9 +302,22 @@ def markdown(data: dict[str, Any]) -> str:
         "connections). refused = ECONNREFUSED; reset = ECONNRESET/EPIPE/short response; "
         "lost = non-2xx or never sent. gap = longest time with no completed request around a "
         "restart. 'restart' = trigger until the mode reports done (systemctl returned; READY "
-        "after handover; MAINPID from the old process; gunicorn: old workers/master gone).",
+        "after handover; MAINPID from the old process; gunicorn: old workers/master gone). "
+        "Machine stalls: a SCHED_FIFO canary per CPU (bench/stalls.py) saw a 1 ms sleep last "
+        "> 5 ms; the last column drops the ok requests in flight during one (failures always "
+        "count) and compares the stall rate inside restart windows with outside.",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _stall_cell(st: dict[str, Any] | None) -> str:
+    if not st:
+        return "-"
+    return (
+        f"{_f((st.get('added_ms') or {}).get('p99.9'))} / {_f(st['window_ms'].get('max'))} "
+        f"({st['in_windows']} in {_f(st['window_s'])} s / {st['outside']} in "
+        f"{_f(st['outside_s'])} s)"
+    )
 
 
 def plot(data: dict[str, Any], path: Path) -> None:

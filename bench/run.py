@@ -32,6 +32,7 @@ import loadgen
 import micro
 import modes
 import report
+import stalls
 from modes.base import SERVICE_CPU, ModeUnavailable, proc_sample
 
 LOADGEN_CPU = 1
@@ -117,6 +118,11 @@ def run_one(
     s0 = proc_sample(sup_first) if sup_first else None
     rss_max = s0.rss_kb if s0 else 0
     error = ""
+    canaries = (
+        stalls.Canaries(range(os.cpu_count() or 1), duration + cfg.timeout + 30)
+        if cfg.canaries
+        else None
+    )
     h = loadgen.start(
         "127.0.0.1",
         port,
@@ -157,6 +163,7 @@ def run_one(
                 out["systemd"] = extra()
     finally:
         h.stop()
+        got_stalls = canaries.stop() if canaries is not None else None
         with contextlib.suppress(Exception):
             m.stop()
     sup: dict[str, Any] = {"label": m.supervisor_label}
@@ -170,7 +177,11 @@ def run_one(
     if s0 and s1 and s0.pid == s1.pid and restarts:
         sup["cpu_s"] = round(s1.cpu_s - s0.cpu_s, 3)
         sup["cpu_ms_per_restart"] = round((s1.cpu_s - s0.cpu_s) * 1e3 / len(restarts), 1)
-    out.update(report.summarize(res, restarts, tail=cfg.tail, supervisor=sup))
+    out.update(
+        report.summarize(
+            res, restarts, tail=cfg.tail, supervisor=sup, stalls=got_stalls, timeout=cfg.timeout
+        )
+    )
     if error:
         out["error"] = error
         out["log_tail"] = modes.base.log_tail(m.log)
@@ -278,6 +289,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         default="auto",
         help="services on CPU 0, load generator on CPU 1 (auto: only on a quiet machine, "
         "1-min load average < 1; pinned services on a busy machine saturate their CPU)",
+    )
+    p.add_argument(
+        "--no-canaries",
+        dest="canaries",
+        action="store_false",
+        help="do not run the machine-stall canaries (stalls.py: one SCHED_FIFO sleeper per CPU)",
     )
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--out", type=Path, default=report.RESULTS)

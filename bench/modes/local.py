@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import select
 import shutil
 import signal
 import subprocess
@@ -156,11 +158,32 @@ class SupervisorHandover(Mode):
         self.rx.wait(_is_ready, since=since, timeout=READY_TIMEOUT)
 
     def restart(self) -> Restart:
+        """Done when the new generation is READY *and* the old one has exited (the window
+        of restarts-and-measurement.md §4.4: trigger .. the later of the two)."""
         assert self.proc is not None and self.rx is not None
-        t = time.monotonic()
-        os.kill(self.proc.pid, signal.SIGHUP)
-        _, _, f = self.rx.wait(_is_ready, since=t, timeout=READY_TIMEOUT)
-        return Restart(t, time.monotonic(), note=f.get("STATUS", ""))
+        old = children(self.proc.pid)
+        pidfds = []
+        for pid in old:
+            with contextlib.suppress(OSError):
+                pidfds.append(os.pidfd_open(pid))
+        try:
+            t = time.monotonic()
+            os.kill(self.proc.pid, signal.SIGHUP)
+            _, _, f = self.rx.wait(_is_ready, since=t, timeout=READY_TIMEOUT)
+            ready = time.monotonic()
+            for fd in pidfds:  # readable once that process has exited
+                select.select([fd], [], [], READY_TIMEOUT)
+        finally:
+            for fd in pidfds:
+                os.close(fd)
+        new = [p for p in children(self.proc.pid) if p not in old]
+        return Restart(
+            t,
+            max(ready, time.monotonic()),
+            old_pid=old[0] if old else 0,
+            new_pid=new[0] if new else 0,
+            note=f.get("STATUS", ""),
+        )
 
     def supervisor_pid(self) -> int | None:
         return self.proc.pid if self.proc is not None else None
