@@ -61,6 +61,7 @@ def spawn(
     pdeathsig: int | None = signal.SIGTERM,
     cwd: str | None = None,
     new_session: bool = False,
+    priority: tuple[int, bool] | None = None,
 ) -> Child:
     """Fork and exec ``argv`` with ``fds`` at 3.. and correct ``LISTEN_FDS/PID/FDNAMES``.
 
@@ -69,7 +70,10 @@ def spawn(
     (PR_SET_PDEATHSIG) makes the child die with this thread's process. ``new_session``
     puts the child in a session and process group of its own (setsid(2)), so signals a
     terminal sends to its foreground process group (Ctrl-C, Ctrl-\\) reach only this
-    process, not the child; PR_SET_PDEATHSIG is unaffected. Exec failures
+    process, not the child; PR_SET_PDEATHSIG is unaffected. ``priority`` = ``(nice, idle)``
+    lowers the child before it execs (so the exec and the whole start-up run at it):
+    setpriority(2) to ``nice``, and SCHED_IDLE (sched(7)) if ``idle``; lowering is always
+    allowed, a seccomp filter that refuses it leaves the child as it is. Exec failures
     (missing program...) are raised here as :class:`SdActivateError` chained to the OSError.
     """
     if not argv:
@@ -102,6 +106,7 @@ def spawn(
             pdeathsig,
             cwd,
             new_session,
+            priority,
             err_w,
         )
     os.close(err_w)
@@ -128,6 +133,21 @@ def _which(program: str, env: Mapping[str, str]) -> str:
     raise SdActivateError(f"cannot start {program!r}: not found on PATH")
 
 
+def _lower(nice: int, idle: bool) -> None:  # pragma: no cover - between fork and exec
+    """The calling process's start-up priority; both survive execve(2). No logging here.
+
+    sched(7): a SCHED_IDLE thread is preempted as soon as a normal one wakes up, so a
+    serving process never waits behind the newcomer's time slice (with nice alone it can,
+    for a slice of a few ms, under both CFS and EEVDF). Threads it starts inherit both.
+    """
+    try:
+        os.setpriority(os.PRIO_PROCESS, 0, nice)
+        if idle:
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    except OSError:
+        pass
+
+
 def _child(
     program: str,
     argv: Sequence[str],
@@ -141,11 +161,14 @@ def _child(
     pdeathsig: int | None,
     cwd: str | None,
     new_session: bool,
+    priority: tuple[int, bool] | None,
     err_w: int,
 ) -> None:  # pragma: no cover - runs between fork and exec
     try:
         if new_session:
             os.setsid()  # never fails here: a fresh child is no process group leader
+        if priority is not None:
+            _lower(*priority)
         if prctl is not None and pdeathsig is not None:
             prctl(_PR_SET_PDEATHSIG, int(pdeathsig), 0, 0, 0)
             if os.getppid() != parent:  # the parent died before prctl took effect

@@ -164,3 +164,31 @@ def test_generation_exiting_at_stop_is_not_replaced(tmp_path: Path) -> None:
         if sup.poll() is None:
             sup.kill()
             sup.wait(10)
+
+
+PRIORITY = (
+    "import os, sys; open(sys.argv[1], 'w').write("
+    "f'{os.sched_getscheduler(0)} {os.getpriority(os.PRIO_PROCESS, 0)}')"
+)
+
+
+@pytest.mark.parametrize("idle", [False, True], ids=["nice", "nice+idle"])
+def test_priority_is_set_before_exec(tmp_path: Path, idle: bool) -> None:
+    """priority=(nice, idle) is in place before the exec: the program's first statement
+    already runs at that nice value (and SCHED_IDLE), so the exec and the interpreter's
+    start-up yield the CPU to a serving process; without it the child keeps ours."""
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    out = tmp_path / "prio"
+    for priority in (None, (min(19, base + 7), idle)):
+        child = spawn([sys.executable, "-c", PRIORITY, str(out)], [], priority=priority)
+        try:
+            _, status = os.waitpid(child.pid, 0)
+        finally:
+            os.close(child.pidfd)
+        assert os.waitstatus_to_exitcode(status) == 0
+        policy, nice = map(int, out.read_text().split())
+        if priority is None:
+            assert (policy, nice) == (os.sched_getscheduler(0), base)
+        else:
+            assert nice == priority[0]
+            assert policy == (os.SCHED_IDLE if idle else os.sched_getscheduler(0))

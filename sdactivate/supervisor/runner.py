@@ -24,15 +24,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import _env
+from .._priority import renice_tree, startup_priority
 from .._spawn import Child, spawn
 from ..errors import NotifyValueError, SdActivateError
 from . import machine as m
 from ._os import (
-    can_raise_priority,
-    deprioritize,
     parent_pid,
     receive_notify,
-    renice_tree,
     sockname,
 )
 from .control import Connection, ControlServer
@@ -122,11 +120,10 @@ class Runner:
         self._exit: int | None = None
         self._events: collections.deque[m.Event] = collections.deque()
         self._busy = False
-        self._base_nice = os.getpriority(os.PRIO_PROCESS, 0)
-        self._startup_nice = self.options.startup_nice if can_raise_priority(self._base_nice) else 0
-        # sched(7): SCHED_IDLE only below a normal policy, which is what it is restored to
-        self._base_policy = os.sched_getscheduler(0)
-        self._idle_ok = self._base_policy in (os.SCHED_OTHER, os.SCHED_BATCH)
+        # a new generation's start-up priority, and ours, which it gets back at READY
+        self._priority, self._base_nice, self._base_policy = startup_priority(
+            self.options.startup_nice
+        )
         self._sel = selectors.DefaultSelector()
         self._notify: socket.socket | None = None
         self._control: ControlServer | None = None
@@ -288,7 +285,7 @@ class Runner:
             getattr(log, action.level)("%s", action.message)
         elif isinstance(action, m.Promote):
             g = self._gens.get(action.gen)
-            if g is not None and self._startup_nice:
+            if g is not None and self._priority is not None:
                 renice_tree(g.child.pid, self._base_nice, policy=self._base_policy)
         elif isinstance(action, m.Exit):
             self._exit = action.code
@@ -314,6 +311,8 @@ class Runner:
                 # setsid(2): a terminal's Ctrl-C (SIGINT to its foreground process group)
                 # reaches only the supervisor, which then stops the generations in order
                 new_session=True,
+                # the newcomer's exec and start-up yield the CPU to the serving generation
+                priority=self._priority,
             )
         except (SdActivateError, OSError) as exc:
             self._feed(m.SpawnFailed(gen, str(exc)))
@@ -322,8 +321,6 @@ class Runner:
             if health is not None:
                 addr = health.getsockname()
                 health.close()  # the child holds its copy; ours would keep it open
-        if self._startup_nice:
-            deprioritize(child.pid, self._base_nice + self._startup_nice, idle=self._idle_ok)
         self._gens[gen] = _Gen(child, addr if health is not None else None)
         self._pids[child.pid] = gen
         self._sel.register(child.pidfd, selectors.EVENT_READ, ("child", gen))
