@@ -68,6 +68,7 @@ from types import FrameType, TracebackType
 from typing import Any
 
 from . import _env
+from ._priority import renice_tree, startup_priority
 from ._upgrade_link import (
     HANDOVER,
     child_environ,
@@ -119,7 +120,10 @@ class Upgrader:
     upgrade, ``stop_signals`` make :meth:`wait_exit` return; both are installed from the
     main thread (pass ``()`` to handle signals yourself). ``environ`` replaces the process
     environment (it is read, and ``NOTIFY_SOCKET`` and the upgrade variables are updated in
-    it). One Upgrader per process.
+    it). One Upgrader per process. ``startup_nice``: the new generation execs and starts at
+    this much higher nice value under SCHED_IDLE, and gets this process's priority back at
+    READY, so its start-up only uses CPU the serving process leaves idle (0: off; also off
+    when the priority could not be given back: no CAP_SYS_NICE nor RLIMIT_NICE allowance).
     """
 
     def __init__(
@@ -132,7 +136,13 @@ class Upgrader:
         upgrade_signals: Iterable[int] = (signal.SIGHUP,),
         stop_signals: Iterable[int] = (signal.SIGTERM, signal.SIGINT),
         environ: MutableMapping[str, str] | None = None,
+        startup_nice: int = 10,
     ) -> None:
+        if isinstance(startup_nice, bool) or not (
+            isinstance(startup_nice, int) and 0 <= startup_nice <= 19
+        ):
+            raise UpgradeError(f"startup_nice {startup_nice!r}: not a nice value 0..19")
+        self._startup_nice = startup_nice
         self._environ_arg = environ
         self._env = _env.process_environ() if environ is None else environ
         self._argv = list(argv) if argv is not None else [sys.executable, *sys.orig_argv[1:]]
@@ -165,6 +175,9 @@ class Upgrader:
         self._child_ctl: socket.socket | None = None
         self._child_pidfd: int | None = None
         self._child_pid: int | None = None
+        self._lowered = False  # the attempt's child is still at its start-up priority
+        self._base_nice = 0
+        self._base_policy = 0
 
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         try:
@@ -436,6 +449,9 @@ class Upgrader:
         for problem in problems:
             log.warning("%s", problem)
         if ready:
+            if self._lowered:  # it serves from now on: our priority back, before anything else
+                renice_tree(self._child_pid, self._base_nice, policy=self._base_policy)
+                self._lowered = False
             self._execute(self._plan.child_ready(self._child_pid, now))
 
     def _child_gone(self, now: float) -> None:
@@ -473,6 +489,8 @@ class Upgrader:
         ctl_fd = fcntl.fcntl(child_ctl.fileno(), fcntl.F_DUPFD_CLOEXEC, 3 + len(fds) + 1)
         child_ctl.close()
         env = child_environ(self._env, parent=os.getpid(), ctl_fd=ctl_fd)
+        priority, self._base_nice, self._base_policy = startup_priority(self._startup_nice)
+        self._lowered = priority is not None
         try:
             child = _spawn.spawn(
                 self._argv,
@@ -483,6 +501,7 @@ class Upgrader:
                 pass_fds=[ctl_fd],
                 pdeathsig=None,  # a parent gone before the handover leaves the child primary
                 cwd=self._cwd,
+                priority=priority,
             )
         except (SdActivateError, OSError) as exc:
             notify_sock.close()

@@ -373,6 +373,44 @@ def test_upgrade_call_returns_new_pid_and_exits() -> None:
         upg.close()
 
 
+def test_new_generation_starts_idle_and_gets_our_priority_at_ready(tmp_path: Path) -> None:
+    """The new generation's first statement already runs at nice +10 under SCHED_IDLE (set
+    before its exec); once it is READY it has this process's nice value and policy back.
+    Without the right to undo it (no CAP_SYS_NICE, no RLIMIT_NICE), nothing is lowered."""
+    from sdactivate._priority import startup_priority
+
+    record = tmp_path / "prio"
+    code = (
+        "import os, sys\n"
+        f"open({str(record)!r}, 'w').write("
+        "f'{os.sched_getscheduler(0)} {os.getpriority(os.PRIO_PROCESS, 0)}')\n" + CHILD_OK
+    )
+    priority, base, policy = startup_priority(10)
+    upg = _upgrader(code, stable_time=0.0)
+    try:
+        upg.ready()
+        pid = upg.upgrade(timeout=30)
+        try:
+            started = tuple(map(int, record.read_text().split()))
+            if priority is None:
+                assert started == (policy, base)
+            else:
+                assert started == (os.SCHED_IDLE, min(19, base + 10))
+            assert os.sched_getscheduler(pid) == policy
+            assert os.getpriority(os.PRIO_PROCESS, pid) == base
+        finally:
+            os.kill(pid, signal.SIGKILL)
+            assert _wait_gone(pid, 10)
+    finally:
+        upg.close()
+
+
+@pytest.mark.parametrize("nice", [-1, 20, True, 2.5])
+def test_bad_startup_nice_rejected(nice: object) -> None:
+    with pytest.raises(UpgradeError, match=r"0\.\.19"):
+        Upgrader(startup_nice=nice, upgrade_signals=(), stop_signals=(), environ={})  # type: ignore[arg-type]
+
+
 def test_upgrade_call_raises_when_child_fails() -> None:
     """A child that exits before READY: upgrade() raises UpgradeError; no exit happens."""
     upg = _upgrader("raise SystemExit(3)", upgrade_timeout=20)
