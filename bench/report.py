@@ -127,9 +127,7 @@ def summarize(
         "series": _series(res, restarts),
     }
     if win and steady.latency["n"] and win.latency["n"]:
-        out["added_ms"] = {
-            q: round((win.latency[q] - steady.latency[q]) * 1e3, 3) for q in ("p99", "p99.9")
-        }
+        out["added_ms"] = _added(win, steady)
     if tail > 0 and restarts:
         # the window of restarts-and-measurement.md §4.4 itself: trigger .. restart done
         # (for C3: the later of the new generation's READY and the old one's exit)
@@ -141,13 +139,16 @@ def summarize(
                 "steady_ms": _ms(s0.latency),
                 "window_ms": _ms(w0.latency),
                 "window_s": round(sum(b - a for a, b in exact), 2),
-                "added_ms": {
-                    q: round((w0.latency[q] - s0.latency[q]) * 1e3, 3) for q in ("p99", "p99.9")
-                },
+                "added_ms": _added(w0, s0),
             }
     if stalls is not None and windows:
         out["stalls"] = _stall_summary(res, windows, per_restart, stalls, timeout)
     return out
+
+
+def _added(win: loadgen.Stats, steady: loadgen.Stats) -> dict[str, float]:
+    """Window minus steady p99 and p99.9, in ms ("added latency")."""
+    return {q: round((win.latency[q] - steady.latency[q]) * 1e3, 3) for q in ("p99", "p99.9")}
 
 
 def _stall_summary(
@@ -184,9 +185,7 @@ def _stall_summary(
         "window_ms": _ms(win.latency),
     }
     if steady.latency["n"] and win.latency["n"]:
-        out["added_ms"] = {
-            q: round((win.latency[q] - steady.latency[q]) * 1e3, 3) for q in ("p99", "p99.9")
-        }
+        out["added_ms"] = _added(win, steady)
     return out
 
 
