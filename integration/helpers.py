@@ -174,6 +174,22 @@ class RestartRun:
             f"{res.total} requests: ok {res.ok}, {counts}, errors {res.errors}"
         )
 
+    def assert_only_in_flight_failed(
+        self, kill: tuple[float, float], *, max_in_flight: int = 5
+    ) -> None:
+        """For a SIGKILL with no drain: the requests the killed process had already accepted
+        may fail, nothing else. Each failure must be a reset or an EOF without response
+        ("lost"), sent before the kill call (`kill` = its monotonic start, end) returned, and
+        there are at most `max_in_flight` of them; nothing refused, nothing timed out."""
+        res = self.result
+        start, end = kill
+        failed = [r for r in res.records if r.outcome != "ok"]
+        for rec in failed:
+            sent = rec.scheduled + rec.send_lag_s
+            assert rec.outcome in ("reset", "lost"), f"{rec} failed but was not in flight"
+            assert start - 1.0 <= sent <= end, f"{rec} sent {sent - start:+.3f} s from the kill"
+        assert len(failed) <= max_in_flight, f"{len(failed)} requests failed: {failed}"
+
     def describe(self) -> str:
         import loadgen
 
