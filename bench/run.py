@@ -40,6 +40,17 @@ LOADGEN_CPU = 1
 DEFAULT_MODES = ("C0", "C1", "C2", "C3", "C4", "C4@bench", "P1-HUP", "P1-USR2")
 
 
+def _version_of(python: str) -> str:
+    """``3.11.2 (/usr/bin/python3.11)``: an interpreter's version and real path."""
+    r = subprocess.run(
+        [python, "-I", "-c", "import platform; print(platform.python_version())"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return f"{r.stdout.strip() or '?'} ({os.path.realpath(python)})"
+
+
 def environment() -> dict[str, Any]:
     def read(p: str) -> str:
         try:
@@ -69,6 +80,8 @@ def environment() -> dict[str, Any]:
         "kernel": platform.release(),
         "systemd": systemd[0] if systemd else "?",
         "python": f"{platform.python_version()} ({os.path.realpath(sys.executable)})",
+        "service_python": _version_of(modes.base.PYTHON),
+        "loadgen_python": _version_of(loadgen.fast_python()),
         "governor": read("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor"),
         "loadavg_start": read("/proc/loadavg"),
         "sysctl": {k: read(v) for k, v in sysctls.items()},

@@ -90,6 +90,17 @@ def _ok(c: socket.socket) -> None:
         c.sendall(_respond())
 
 
+@pytest.fixture(params=["epoll", "asyncio"])
+def run(request: pytest.FixtureRequest) -> Callable[..., loadgen.Result]:
+    """loadgen.run with each engine for a new connection per request: both must agree."""
+    engine = request.param
+
+    def go(*args: object, **kwargs: object) -> loadgen.Result:
+        return loadgen.run(*args, engine=engine, **kwargs)  # type: ignore[arg-type]
+
+    return go
+
+
 @pytest.fixture
 def server() -> Iterator[Callable[..., _Server]]:
     made: list[_Server] = []
@@ -104,10 +115,12 @@ def server() -> Iterator[Callable[..., _Server]]:
         s.close()
 
 
-def test_all_ok_with_pid_and_ids(server: Callable[..., _Server]) -> None:
+def test_all_ok_with_pid_and_ids(
+    server: Callable[..., _Server], run: Callable[..., loadgen.Result]
+) -> None:
     """Every scheduled request gets a record; ok ones carry latency and the server's pid."""
     srv = server(_ok)
-    res = loadgen.run("127.0.0.1", srv.port, rate=200, duration=0.5)
+    res = run("127.0.0.1", srv.port, rate=200, duration=0.5)
     assert res.total == 100
     assert (res.sent, res.ok, res.failed) == (100, 100, 0)
     recs = list(res.records)
@@ -120,7 +133,9 @@ def test_all_ok_with_pid_and_ids(server: Callable[..., _Server]) -> None:
     assert res.pids() == {4242: 100}
 
 
-def test_request_ids_reach_the_server(server: Callable[..., _Server]) -> None:
+def test_request_ids_reach_the_server(
+    server: Callable[..., _Server], run: Callable[..., loadgen.Result]
+) -> None:
     """The default request carries X-Req-Id with the request's id, one connection each."""
     seen: list[bytes] = []
 
@@ -130,18 +145,18 @@ def test_request_ids_reach_the_server(server: Callable[..., _Server]) -> None:
         c.sendall(_respond())
 
     srv = server(handler)
-    loadgen.run("127.0.0.1", srv.port, rate=100, duration=0.1)
+    run("127.0.0.1", srv.port, rate=100, duration=0.1)
     ids = sorted(int(r.split(b"X-Req-Id: ")[1].split(b"\r\n")[0]) for r in seen)
     assert ids == list(range(10))
     assert all(r.startswith(b"GET / HTTP/1.1\r\n") and b"Connection: close" in r for r in seen)
 
 
-def test_refused_counted() -> None:
+def test_refused_counted(run: Callable[..., loadgen.Result]) -> None:
     """A bound but not listening port refuses every request: all ECONNREFUSED."""
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     s.bind(("127.0.0.1", 0))
     try:
-        res = loadgen.run("127.0.0.1", s.getsockname()[1], rate=100, duration=0.2)
+        res = run("127.0.0.1", s.getsockname()[1], rate=100, duration=0.2)
     finally:
         s.close()
     assert (res.total, res.refused, res.ok) == (20, 20, 0)
@@ -149,7 +164,7 @@ def test_refused_counted() -> None:
     assert all(r.latency_s is None for r in res.records)
 
 
-def test_reset_counted(server: Callable[..., _Server]) -> None:
+def test_reset_counted(server: Callable[..., _Server], run: Callable[..., loadgen.Result]) -> None:
     """A server that aborts connections (RST) yields resets, not errors or timeouts."""
 
     def rst(c: socket.socket) -> None:
@@ -157,12 +172,14 @@ def test_reset_counted(server: Callable[..., _Server]) -> None:
         c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 
     srv = server(rst)
-    res = loadgen.run("127.0.0.1", srv.port, rate=100, duration=0.2)
+    res = run("127.0.0.1", srv.port, rate=100, duration=0.2)
     assert (res.total, res.reset, res.ok) == (20, 20, 0)
     assert set(res.errors) <= {"ECONNRESET", "EPIPE", "short"}
 
 
-def test_short_response_is_reset(server: Callable[..., _Server]) -> None:
+def test_short_response_is_reset(
+    server: Callable[..., _Server], run: Callable[..., loadgen.Result]
+) -> None:
     """A clean close before a complete response counts as reset (kind 'short')."""
 
     def half(c: socket.socket) -> None:
@@ -170,11 +187,13 @@ def test_short_response_is_reset(server: Callable[..., _Server]) -> None:
         c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
 
     srv = server(half)
-    res = loadgen.run("127.0.0.1", srv.port, rate=100, duration=0.1)
+    res = run("127.0.0.1", srv.port, rate=100, duration=0.1)
     assert (res.reset, res.errors) == (10, {"short": 10})
 
 
-def test_timeout_counted_and_bounded(server: Callable[..., _Server]) -> None:
+def test_timeout_counted_and_bounded(
+    server: Callable[..., _Server], run: Callable[..., loadgen.Result]
+) -> None:
     """A server that never answers: every request times out and the run still ends."""
     gate = threading.Event()
 
@@ -183,14 +202,16 @@ def test_timeout_counted_and_bounded(server: Callable[..., _Server]) -> None:
 
     srv = server(silent)
     try:
-        res = loadgen.run("127.0.0.1", srv.port, rate=50, duration=0.2, timeout=0.2)
+        res = run("127.0.0.1", srv.port, rate=50, duration=0.2, timeout=0.2)
     finally:
         gate.set()
     assert (res.total, res.timeout, res.ok) == (10, 10, 0)
     assert res.errors == {"timeout": 10}
 
 
-def test_non_2xx_is_lost(server: Callable[..., _Server]) -> None:
+def test_non_2xx_is_lost(
+    server: Callable[..., _Server], run: Callable[..., loadgen.Result]
+) -> None:
     """A 503 answer is not ok: counted as lost with kind http_503."""
 
     def busy(c: socket.socket) -> None:
@@ -198,7 +219,7 @@ def test_non_2xx_is_lost(server: Callable[..., _Server]) -> None:
         c.sendall(_respond("503 Service Unavailable"))
 
     srv = server(busy)
-    res = loadgen.run("127.0.0.1", srv.port, rate=100, duration=0.1)
+    res = run("127.0.0.1", srv.port, rate=100, duration=0.1)
     assert (res.lost, res.ok, res.errors) == (10, 0, {"http_503": 10})
 
 
@@ -256,18 +277,22 @@ def test_keepalive_connection_closed_while_idle_is_not_reused(
     assert res.ok == res.total == 30 and res.reset == 0, res.summary()
 
 
-def test_unix_socket(server: Callable[..., _Server], tmp_path: Path) -> None:
+def test_unix_socket(
+    server: Callable[..., _Server], tmp_path: Path, run: Callable[..., loadgen.Result]
+) -> None:
     """unix_path targets an AF_UNIX stream server."""
     path = str(tmp_path / "s.sock")
     server(_ok, family=socket.AF_UNIX, path=path)
-    res = loadgen.run("", 0, rate=100, duration=0.1, unix_path=path)
+    res = run("", 0, rate=100, duration=0.1, unix_path=path)
     assert res.ok == 10
 
 
-def test_max_requests_caps_the_schedule(server: Callable[..., _Server]) -> None:
+def test_max_requests_caps_the_schedule(
+    server: Callable[..., _Server], run: Callable[..., loadgen.Result]
+) -> None:
     """max_requests bounds the count regardless of rate * duration."""
     srv = server(_ok)
-    res = loadgen.run("127.0.0.1", srv.port, rate=1000, duration=10, max_requests=7)
+    res = run("127.0.0.1", srv.port, rate=1000, duration=10, max_requests=7)
     assert (res.total, res.ok) == (7, 7)
 
 
@@ -318,3 +343,16 @@ def test_percentiles_nearest_rank() -> None:
     p = loadgen.percentiles(float(i) for i in range(1, 1001))
     assert (p["p50"], p["p99"], p["p99.9"], p["max"]) == (500.0, 990.0, 999.0, 1000.0)
     assert math.isnan(loadgen.percentiles([])["p99"])
+
+
+def test_engine_choice(server: Callable[..., _Server]) -> None:
+    """auto: epoll for a new connection per request; epoll refuses keep-alive; bad names fail."""
+    srv = server(_ok)
+    with pytest.raises(ValueError, match="keepalive"):
+        loadgen.run("127.0.0.1", srv.port, rate=10, duration=0.1, engine="epoll", keepalive=True)
+    with pytest.raises(ValueError, match="engine"):
+        loadgen.run("127.0.0.1", srv.port, rate=10, duration=0.1, engine="uvloop")
+    assert loadgen._epoll_kwargs("auto", {"keepalive": False, "pool_size": 3}) == {}
+    assert loadgen._epoll_kwargs("auto", {"keepalive": True}) is None
+    res = loadgen.run("127.0.0.1", srv.port, rate=100, duration=0.1, keepalive=False, pool_size=3)
+    assert res.ok == 10

@@ -12,6 +12,12 @@ It sends READY=1 once it serves (if ``NOTIFY_SOCKET`` is set) and drains on SIGT
 the Upgrader hands over): stop accepting, finish in-flight requests, answer the next request
 on each keep-alive connection with ``Connection: close`` (idle ones get ``--idle-grace`` s),
 exit within ``--drain-timeout``. ``--lifetime`` bounds how long any copy can live.
+
+With ``SDACTIVATE_BENCH_TRACE=DIR`` it also records, per request, the loadgen's ``X-Req-Id``
+and three ``time.monotonic()`` stamps (the connection's ``connection_made``, the request's
+``data_received``, the response written) and writes them at exit to ``DIR/trace-PID.bin``
+(native doubles, four per request; see ``read_trace``). The loadgen uses the same clock, so
+a slow request splits into client, queue and server time (bench/report.py ``trace_split``).
 """
 
 from __future__ import annotations
@@ -24,9 +30,45 @@ import socket
 import sys
 import threading
 import time
+from array import array
+from pathlib import Path
 from typing import Any
 
 _BACKLOG = 4096  # asyncio calls listen() again on the socket: keep the unit's (somaxconn) size
+_TRACE_DIR = os.environ.get("SDACTIVATE_BENCH_TRACE")
+_trace: array[float] | None = array("d") if _TRACE_DIR else None
+_REQ_ID = b"x-req-id:"
+
+
+def _record(head: bytes, made: float, got: float) -> None:
+    """One traced request: (id, connection made, head received, response written)."""
+    assert _trace is not None
+    at = head.lower().find(_REQ_ID)
+    if at < 0:
+        return
+    end = head.find(b"\r\n", at)
+    try:
+        rid = int(head[at + len(_REQ_ID) : end if end >= 0 else len(head)])
+    except ValueError:
+        return
+    _trace.extend((rid, made, got, time.monotonic()))
+
+
+def _save_trace() -> None:
+    if _trace is not None and _TRACE_DIR:
+        path = Path(_TRACE_DIR) / f"trace-{os.getpid()}.bin"
+        with open(path, "wb") as f:
+            _trace.tofile(f)
+
+
+def read_trace(path: str | os.PathLike[str]) -> list[tuple[int, float, float, float]]:
+    """The records ``_save_trace`` wrote: (request id, made, received, written) each."""
+    data = array("d")
+    with open(path, "rb") as f:
+        data.frombytes(f.read())
+    return [
+        (int(data[i]), data[i + 1], data[i + 2], data[i + 3]) for i in range(0, len(data) - 3, 4)
+    ]
 
 
 class _State:
@@ -50,9 +92,12 @@ class _Http(asyncio.Protocol):
         self.buf = b""
         self.transport: asyncio.Transport | None = None
         self.idle_timer: asyncio.TimerHandle | None = None
+        self.made = 0.0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
+        if _trace is not None:
+            self.made = time.monotonic()
         self.transport = transport
         self.state.conns.add(self)
 
@@ -63,14 +108,19 @@ class _Http(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         assert self.transport is not None
+        got = time.monotonic() if _trace is not None else 0.0
         self.buf += data
         while (end := self.buf.find(b"\r\n\r\n")) >= 0:
             head, self.buf = self.buf[:end], self.buf[end + 4 :]
             if b"connection: close" in head.lower() or self.state.draining:
                 self.transport.write(self.state.close)
                 self.transport.close()
+                if _trace is not None:
+                    _record(head, self.made, got)
                 return
             self.transport.write(self.state.keep)
+            if _trace is not None:
+                _record(head, self.made, got)
         if len(self.buf) > 65536:
             self.transport.close()
 
@@ -145,6 +195,7 @@ async def _serve(args: argparse.Namespace) -> None:
                 conn.drain()
     if upg is not None:
         upg.close()
+    _save_trace()
 
 
 def main(argv: list[str] | None = None) -> int:

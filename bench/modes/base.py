@@ -21,11 +21,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
+from loadgen import fast_python  # bench/ is on sys.path wherever modes is importable
+
 T = TypeVar("T")
 
 BENCH = Path(__file__).resolve().parent.parent
 ROOT = BENCH.parent
-PYTHON = sys.executable
+# The services under test run on the fastest stock interpreter (loadgen.fast_python: Debian's
+# /usr/bin/python3 on the measurement VM and in CI); gunicorn runs where it is installed.
+PYTHON = fast_python()
+VENV_PYTHON = sys.executable
 # the asyncio (or threaded) HTTP services under test
 EXAMPLES_APP = ROOT / "examples" / "app.py"
 EXAMPLES_UPGRADER = ROOT / "examples" / "upgrader_app.py"
@@ -93,10 +98,10 @@ def free_port() -> int:
         return port
 
 
-def have_module(name: str) -> str | None:
-    """None if ``name`` imports in the bench interpreter's environment, else why not."""
+def have_module(name: str, python: str = PYTHON) -> str | None:
+    """None if ``name`` imports in ``python``'s environment (the services'), else why not."""
     r = subprocess.run(
-        [PYTHON, "-c", f"import {name}"], capture_output=True, text=True, cwd=ROOT, check=False
+        [python, "-c", f"import {name}"], capture_output=True, text=True, cwd=ROOT, check=False
     )
     return None if r.returncode == 0 else (r.stderr.strip().splitlines() or ["?"])[-1]
 

@@ -18,6 +18,7 @@ from .base import (
     EXAMPLES_APP,
     EXAMPLES_UPGRADER,
     PYTHON,
+    VENV_PYTHON,
     Mode,
     ModeUnavailable,
     NotifyRx,
@@ -279,9 +280,9 @@ class Gunicorn(Mode):
     pidfile: Path | None = None
 
     def check(self) -> None:
-        if (why := have_module("gunicorn")) is not None:
+        if (why := have_module("gunicorn", VENV_PYTHON)) is not None:
             raise ModeUnavailable(f"gunicorn: {why}")
-        if not Path(PYTHON).with_name("gunicorn").exists():
+        if not Path(VENV_PYTHON).with_name("gunicorn").exists():
             raise ModeUnavailable("no gunicorn console script next to the interpreter")
 
     def start(self) -> None:
@@ -291,7 +292,7 @@ class Gunicorn(Mode):
         scratch = Path(tempfile.mkdtemp(prefix="gunicorn-", dir=scratch_dir()))
         self.pidfile = scratch / "gunicorn.pid"
         argv = [
-            str(Path(PYTHON).with_name("gunicorn")),
+            str(Path(VENV_PYTHON).with_name("gunicorn")),
             "-w",
             str(self.workers),
             "-k",
