@@ -237,7 +237,9 @@ def markdown(data: dict[str, Any]) -> str:
         f"# sdactivate restart benchmark — {data.get('date', '?')}",
         "",
         f"Machine: {env.get('nproc')} CPU ({env.get('cpu')}), kernel {env.get('kernel')}, "
-        f"{env.get('systemd')}, Python {env.get('python')}. "
+        f"{env.get('systemd')}, Python {env.get('python')} (harness); services "
+        f"{env.get('service_python', 'the same')}, load generator "
+        f"{env.get('loadgen_python', 'the same')}. "
         + (
             f"Load generator on CPU {env.get('loadgen_cpu')}, services on CPU "
             f"{env.get('service_cpu')}. "
