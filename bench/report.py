@@ -43,12 +43,17 @@ def _gap(completions: list[float], a: float, b: float) -> float:
     return max((y - x for x, y in itertools.pairwise(pts)), default=0.0)
 
 
-def _range_stats(res: loadgen.Result, a: float, b: float) -> tuple[int, float | None]:
-    """(failed, max ok latency s) of requests scheduled in [a, b) (schedule is sorted)."""
+def _range_stats(res: loadgen.Result, a: float, b: float) -> tuple[int, int | None]:
+    """(failed, index of the slowest ok request) of requests scheduled in [a, b) (the
+    schedule is sorted)."""
     lo, hi = bisect.bisect_left(res.scheduled, a), bisect.bisect_left(res.scheduled, b)
     failed = sum(1 for o in res.outcome[lo:hi] if o != 0)
-    lats = [x for x in res.latency[lo:hi] if not math.isnan(x)]
-    return failed, (max(lats) if lats else None)
+    slowest = max(
+        (i for i in range(lo, hi) if not math.isnan(res.latency[i])),
+        key=lambda i: res.latency[i],
+        default=None,
+    )
+    return failed, slowest
 
 
 def summarize(
@@ -76,14 +81,20 @@ def summarize(
     durations = [r.done - r.trigger for r in restarts]
     per_restart = []
     for (a, b), r, g in zip(windows, restarts, gaps, strict=True):
-        failed, mx = _range_stats(res, a, b)
+        failed, i = _range_stats(res, a, b)
         per_restart.append(
             {
                 "trigger_s": round(r.trigger - res.t0, 4),
                 "duration_ms": round((r.done - r.trigger) * 1e3, 2),
                 "gap_ms": round(g * 1e3, 2),
                 "failed": failed,
-                "max_ms": None if mx is None else round(mx * 1e3, 3),
+                "max_ms": None if i is None else round(res.latency[i] * 1e3, 3),
+                # the slowest request: when it was due (from the trigger), which process
+                # answered it, and how late the generator sent it (a late send is the
+                # generator's stall, not the server's)
+                "max_at_ms": None if i is None else round((res.scheduled[i] - r.trigger) * 1e3, 2),
+                "max_pid": None if i is None else res.pid[i],
+                "max_send_lag_ms": None if i is None else round(res.send_lag[i] * 1e3, 3),
                 "old_pid": r.old_pid,
                 "new_pid": r.new_pid,
                 "note": r.note,
