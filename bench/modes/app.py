@@ -17,7 +17,7 @@ With ``SDACTIVATE_BENCH_TRACE=DIR`` it also records, per request, the loadgen's 
 and three ``time.monotonic()`` stamps (the connection's ``connection_made``, the request's
 ``data_received``, the response written) and writes them at exit to ``DIR/trace-PID.bin``
 (native doubles, four per request; see ``read_trace``). The loadgen uses the same clock, so
-a slow request splits into client, queue and server time (bench/report.py ``trace_split``).
+a slow request splits into client, queue and server time.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from array import array
 from pathlib import Path
 from typing import Any
 
-_BACKLOG = 4096  # asyncio calls listen() again on the socket: keep the unit's (somaxconn) size
+_BACKLOG = 4096  # for a socket it binds itself (somaxconn on the measurement VM)
 _TRACE_DIR = os.environ.get("SDACTIVATE_BENCH_TRACE")
 _trace: array[float] | None = array("d") if _TRACE_DIR else None
 _REQ_ID = b"x-req-id:"
@@ -75,6 +75,7 @@ class _State:
     def __init__(self, idle_grace: float) -> None:
         self.draining = False
         self.conns: set[_Http] = set()
+        self.tasks: set[asyncio.Task[None]] = set()  # connect_accepted_socket() in progress
         self.idle_grace = idle_grace
         pid = os.getpid()
         body = b"pid=%d\n" % pid
@@ -157,12 +158,50 @@ def _acquire(spec: str) -> tuple[socket.socket, Any]:
     raise SystemExit(f"unknown --socket {spec!r}")
 
 
+def _accept_from(loop: asyncio.AbstractEventLoop, sock: socket.socket, state: _State) -> None:
+    """Accept in a reader callback, each connection tracked in ``state.conns`` at once.
+
+    Not ``loop.create_server()``: it calls listen() again, and a connection it accepted
+    just before ``Server.close()`` reaches its protocol a few loop turns later, when the
+    closed server refuses it (``Server._attach`` asserts) and the socket is dropped with the
+    request unread: a reset the client sees, logged only in asyncio debug mode.
+    """
+
+    def adopt(conn: socket.socket) -> None:
+        conn.setblocking(False)
+        proto = _Http(state)
+        state.conns.add(proto)  # a drain waits for it from now on
+
+        async def connect() -> None:
+            try:
+                await loop.connect_accepted_socket(lambda: proto, sock=conn)
+            except OSError:
+                state.conns.discard(proto)
+                conn.close()
+
+        state.tasks.add(task := loop.create_task(connect()))
+        task.add_done_callback(state.tasks.discard)
+
+    def on_readable() -> None:
+        for _ in range(64):  # a bounded batch per wake-up
+            try:
+                conn, _ = sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # ECONNABORTED, EMFILE...: keep serving
+                print(f"bench app {os.getpid()}: accept: {exc}", file=sys.stderr)
+                return
+            adopt(conn)
+
+    loop.add_reader(sock.fileno(), on_readable)
+
+
 async def _serve(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     sock, upg = _acquire(args.socket)
     sock.setblocking(False)
     state = _State(args.idle_grace)
-    server = await loop.create_server(lambda: _Http(state), sock=sock, backlog=_BACKLOG)
+    _accept_from(loop, sock, state)
     stop = asyncio.Event()
     if upg is not None:
         upg.ready()
@@ -181,11 +220,10 @@ async def _serve(args: argparse.Namespace) -> None:
     except TimeoutError:
         print(f"bench app {os.getpid()}: --lifetime reached, exiting", file=sys.stderr)
     # Drain: stop accepting (our copy of the socket only), let in-flight requests finish.
-    server.close()
+    loop.remove_reader(sock.fileno())
+    sock.close()  # our copy: the supervisor's or systemd's keeps the queue for the next one
     state.draining = True
-    # Connections accept()ed in the last batch get their protocol a few loop turns later.
-    await asyncio.sleep(0.05)
-    for conn in list(state.conns):
+    for conn in list(state.conns):  # one still connecting is drained by the loop below
         conn.drain()
     deadline = time.monotonic() + args.drain_timeout
     while state.conns and time.monotonic() < deadline:
