@@ -60,18 +60,22 @@ def spawn(
     pass_fds: Sequence[int] = (),
     pdeathsig: int | None = signal.SIGTERM,
     cwd: str | None = None,
-    new_session: bool = False,
+    own_process_group: bool = False,
     priority: tuple[int, bool] | None = None,
 ) -> Child:
     """Fork and exec ``argv`` with ``fds`` at 3.. and correct ``LISTEN_FDS/PID/FDNAMES``.
 
     ``names`` defaults to ``unknown`` for each fd. ``pass_fds`` are extra fds kept at their
     own numbers (after the listen fds; they must not collide with 3..3+n-1). ``pdeathsig``
-    (PR_SET_PDEATHSIG) makes the child die with this thread's process. ``new_session``
-    puts the child in a session and process group of its own (setsid(2)), so signals a
-    terminal sends to its foreground process group (Ctrl-C, Ctrl-\\) reach only this
-    process, not the child; PR_SET_PDEATHSIG is unaffected. ``priority`` = ``(nice, idle)``
-    lowers the child before it execs (so the exec and the whole start-up run at it):
+    (PR_SET_PDEATHSIG) makes the child die with this thread's process.
+    ``own_process_group`` puts the child in a process group of its own (setpgid(2)), so
+    signals a terminal sends to its foreground process group (Ctrl-C, Ctrl-\\) reach only
+    this process, not the child; PR_SET_PDEATHSIG is unaffected. Not a session of its own
+    (setsid(2)): with sched_autogroup_enabled (the default on most distributions) every new
+    session gets a scheduling group that shares the CPU equally with ours, so a child lowered
+    with ``priority`` would still take half a busy CPU from its siblings.
+    ``priority`` = ``(nice, idle)`` lowers the child before it execs (so the exec and the
+    whole start-up run at it):
     setpriority(2) to ``nice``, and SCHED_IDLE (sched(7)) if ``idle``; lowering is always
     allowed, a seccomp filter that refuses it leaves the child as it is. Exec failures
     (missing program...) are raised here as :class:`SdActivateError` chained to the OSError.
@@ -105,7 +109,7 @@ def spawn(
             prctl,
             pdeathsig,
             cwd,
-            new_session,
+            own_process_group,
             priority,
             err_w,
         )
@@ -160,13 +164,13 @@ def _child(
     prctl: Callable[..., int] | None,
     pdeathsig: int | None,
     cwd: str | None,
-    new_session: bool,
+    own_process_group: bool,
     priority: tuple[int, bool] | None,
     err_w: int,
 ) -> None:  # pragma: no cover - runs between fork and exec
     try:
-        if new_session:
-            os.setsid()  # never fails here: a fresh child is no process group leader
+        if own_process_group:
+            os.setpgid(0, 0)
         if priority is not None:
             _lower(*priority)
         if prctl is not None and pdeathsig is not None:

@@ -1,5 +1,7 @@
-"""_spawn.spawn(new_session=True): the child leads its own session (setsid), PDEATHSIG still
-kills it, and `sdactivate run` uses it so a terminal's Ctrl-C reaches only the supervisor."""
+"""_spawn.spawn(own_process_group=True): the child leads its own process group (setpgid) in
+our session, PDEATHSIG still kills it, `sdactivate run` uses it so a terminal's Ctrl-C
+reaches only the supervisor, and a child lowered with ``priority`` really yields the CPU
+(a session of its own would be an autogroup of its own, sharing the CPU equally)."""
 
 from __future__ import annotations
 
@@ -17,7 +19,14 @@ from sdactivate._spawn import spawn
 from sdactivate.supervisor.client import request_status
 
 ROOT = Path(__file__).resolve().parent.parent
-REPORT = "import os, sys; open(sys.argv[1], 'w').write(f'{os.getsid(0)} {os.getpgrp()}')"
+REPORT = """
+import os, sys
+try:
+    group = open("/proc/self/autogroup").read().split()[0]
+except OSError:
+    group = "-"
+open(sys.argv[1], "w").write(f"{os.getsid(0)} {os.getpgrp()} {group}")
+"""
 
 
 def _wait_gone(pid: int, timeout: float) -> bool:
@@ -32,36 +41,74 @@ def _wait_gone(pid: int, timeout: float) -> bool:
         os.close(fd)
 
 
-@pytest.mark.parametrize("new_session", [False, True], ids=["default", "new-session"])
-def test_new_session_makes_the_child_a_session_leader(tmp_path: Path, new_session: bool) -> None:
-    """With new_session=True the child's session and process group are its own pid; by
-    default it stays in ours."""
+@pytest.mark.parametrize("own_group", [False, True], ids=["default", "own-group"])
+def test_own_process_group_keeps_our_session(tmp_path: Path, own_group: bool) -> None:
+    """With own_process_group=True the child's process group is its own pid, its session
+    (and so its autogroup) ours; by default it stays in our process group too."""
     out = tmp_path / "ids"
-    child = spawn([sys.executable, "-c", REPORT, str(out)], [], new_session=new_session)
+    child = spawn([sys.executable, "-c", REPORT, str(out)], [], own_process_group=own_group)
     try:
         _, status = os.waitpid(child.pid, 0)
     finally:
         os.close(child.pidfd)
     assert os.waitstatus_to_exitcode(status) == 0
-    sid, pgid = map(int, out.read_text().split())
-    if new_session:
-        assert (sid, pgid) == (child.pid, child.pid)
-    else:
-        assert (sid, pgid) == (os.getsid(0), os.getpgrp())
+    sid, pgid, autogroup = out.read_text().split(" ", 2)
+    assert int(sid) == os.getsid(0)
+    assert int(pgid) == (child.pid if own_group else os.getpgrp())
+    assert autogroup == _autogroup("self")
+
+
+def _autogroup(pid: str) -> str:
+    """The scheduling autogroup of ``pid`` ("-" when the kernel has none)."""
+    try:
+        return Path(f"/proc/{pid}/autogroup").read_text().split()[0]
+    except OSError:
+        return "-"
+
+
+def _cpu_ticks(pid: int) -> int:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime + stime
+
+
+SPIN = "while True: pass"
+
+
+def test_lowered_child_yields_the_cpu_to_its_sibling() -> None:
+    """Two busy children on one CPU, both in process groups of their own: the one spawned
+    with priority (nice 19, SCHED_IDLE) gets a small fraction of the other's CPU time, not
+    the equal share it got while every child had a session (an autogroup) of its own."""
+    cpu = min(os.sched_getaffinity(0))
+    normal = spawn([sys.executable, "-c", SPIN], [], own_process_group=True)
+    lowered = spawn([sys.executable, "-c", SPIN], [], own_process_group=True, priority=(19, True))
+    children = (normal, lowered)
+    try:
+        for c in children:
+            os.sched_setaffinity(c.pid, {cpu})
+        start = [_cpu_ticks(c.pid) for c in children]
+        time.sleep(1.0)  # the measurement interval; nothing is ordered by it
+        used = [_cpu_ticks(c.pid) - t for c, t in zip(children, start, strict=True)]
+    finally:
+        for c in children:
+            os.kill(c.pid, signal.SIGKILL)
+            os.waitpid(c.pid, 0)
+            os.close(c.pidfd)
+    assert used[0] >= 30, f"the normal child hardly ran ({used[0]} ticks): {used}"
+    assert used[1] * 5 < used[0], f"the lowered child took {used[1]} of {sum(used)} ticks"
 
 
 MIDDLE = """
 import sys, time
 sys.path.insert(0, sys.argv[1])
 from sdactivate._spawn import spawn
-c = spawn([sys.executable, "-c", "import time; time.sleep(60)"], [], new_session=True)
+c = spawn([sys.executable, "-c", "import time; time.sleep(60)"], [], own_process_group=True)
 print(c.pid, flush=True)
 time.sleep(60)
 """
 
 
-def test_pdeathsig_still_kills_a_child_in_its_own_session() -> None:
-    """A child spawned with new_session=True still gets its PDEATHSIG (SIGTERM) when the
+def test_pdeathsig_still_kills_a_child_in_its_own_group() -> None:
+    """A child spawned with own_process_group=True still gets its PDEATHSIG (SIGTERM) when the
     process that spawned it is SIGKILLed: no orphan survives."""
     middle = subprocess.Popen(
         [sys.executable, "-c", MIDDLE, str(ROOT)], stdout=subprocess.PIPE, text=True
@@ -69,7 +116,7 @@ def test_pdeathsig_still_kills_a_child_in_its_own_session() -> None:
     try:
         assert middle.stdout is not None
         grandchild = int(middle.stdout.readline())
-        assert os.getsid(grandchild) == grandchild
+        assert os.getpgid(grandchild) == grandchild
         middle.kill()
         middle.wait(10)
         assert _wait_gone(grandchild, 10), f"pid {grandchild} outlived its parent"

@@ -308,9 +308,11 @@ class Runner:
                 env=env,
                 notify_socket=self.notify_address,
                 pdeathsig=self.options.policy.stop_signal,
-                # setsid(2): a terminal's Ctrl-C (SIGINT to its foreground process group)
-                # reaches only the supervisor, which then stops the generations in order
-                new_session=True,
+                # a terminal's Ctrl-C (SIGINT to its foreground process group) reaches only
+                # the supervisor, which then stops the generations in order. Same session:
+                # a session of its own would be an autogroup, and the priority below would
+                # only rank the child inside it (the newcomer took half the CPU)
+                own_process_group=True,
                 # the newcomer's exec and start-up yield the CPU to the serving generation
                 priority=self._priority,
             )
@@ -353,7 +355,7 @@ class Runner:
                 ["/bin/sh", "-c", self.options.health_cmd],
                 env=env,
                 stdin=subprocess.DEVNULL,
-                start_new_session=True,
+                process_group=0,  # killpg() at the deadline gets what it started, too
             )
         except OSError as exc:
             self._feed(m.HealthResult(gen, False, f"cannot run: {exc}"))
