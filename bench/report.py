@@ -319,6 +319,18 @@ def markdown(data: dict[str, Any]) -> str:
         "> 5 ms; the last column drops the ok requests in flight during one (failures always "
         "count) and compares the stall rate inside restart windows with outside.",
     ]
+    faults = [
+        f"{r['mode']}/{r['workload']} {r['major_faults']}"
+        for r in data.get("runs", [])
+        if r.get("major_faults") is not None
+    ]
+    if faults:
+        lines += [
+            "",
+            f"Major page faults during each run (system-wide; DAMON: {env.get('damon', '?')}; "
+            "a process waiting for a page read from disk leaves its CPU free, so no canary "
+            "sees it): " + ", ".join(faults) + ".",
+        ]
     return "\n".join(lines) + "\n"
 
 

@@ -51,6 +51,26 @@ def _version_of(python: str) -> str:
     return f"{r.stdout.strip() or '?'} ({os.path.realpath(python)})"
 
 
+def _major_faults() -> int:
+    """The system's major page faults so far (a page read back from disk: the faulting
+    process waits for the I/O, its CPU stays free, and no stall canary sees it)."""
+    for line in Path("/proc/vmstat").read_text().splitlines():
+        if line.startswith("pgmajfault "):
+            return int(line.split()[1])
+    return 0
+
+
+def _damon() -> str:
+    """DAMON's state: a ``pageout`` scheme running drops cold page cache (reclaim)."""
+    base = Path("/sys/kernel/mm/damon/admin/kdamonds")
+    found = []
+    for k in sorted(base.glob("*/state")):
+        with contextlib.suppress(OSError):
+            actions = [a.read_text().strip() for a in k.parent.glob("contexts/*/schemes/*/action")]
+            found.append(f"{k.read_text().strip()} ({', '.join(actions) or 'no schemes'})")
+    return "; ".join(found) or "none"
+
+
 def environment() -> dict[str, Any]:
     def read(p: str) -> str:
         try:
@@ -83,6 +103,8 @@ def environment() -> dict[str, Any]:
         "service_python": _version_of(modes.base.PYTHON),
         "loadgen_python": _version_of(loadgen.fast_python()),
         "governor": read("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor"),
+        "damon": _damon(),
+        "autogroup": read("/proc/sys/kernel/sched_autogroup_enabled"),
         "loadavg_start": read("/proc/loadavg"),
         "sysctl": {k: read(v) for k, v in sysctls.items()},
         "loadgen_cpu": LOADGEN_CPU,
@@ -136,6 +158,7 @@ def run_one(
         if cfg.canaries
         else None
     )
+    majflt0 = _major_faults()
     h = loadgen.start(
         "127.0.0.1",
         port,
@@ -168,6 +191,7 @@ def run_one(
         if error:
             h.stop()
         res = h.result()
+        out["major_faults"] = _major_faults() - majflt0
         sup_last = m.supervisor_pid()
         s1 = proc_sample(sup_last) if sup_last else None
         with contextlib.suppress(Exception):

@@ -121,6 +121,10 @@ def _child(cpu: int, duration: float) -> int:  # pragma: no cover - a separate p
     import signal
 
     os.sched_setaffinity(0, {cpu})
+    with contextlib.suppress(OSError, AttributeError):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).mlockall(1 | 2)  # no page fault stalls a canary
     rt = True
     try:
         os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))
