@@ -8,6 +8,7 @@ answer or a pidfd -- never a sleep.
 from __future__ import annotations
 
 import os
+import re
 import select
 import signal
 import socket
@@ -547,3 +548,41 @@ def test_control_socket_answers_status_and_rejects_unknown_ops(supervisor: Super
     assert st["listeners"] == [{"name": "http", "address": f"127.0.0.1:{supervisor.port}"}]
     answer = request(supervisor.pid, "frobnicate", timeout=5)
     assert answer == {"ok": False, "message": "unknown op 'frobnicate'"}
+
+
+def test_exited_generation_reports_what_it_used(tmp_path: Path) -> None:
+    """When a generation is reaped, the supervisor logs its CPU time, peak RSS and major page
+    faults (wait4(2) rusage): what a generation cost, and whether it waited on disk."""
+    log = tmp_path / "supervisor.log"
+    (tmp_path / "faults").mkdir()
+    (tmp_path / "app.py").write_text(APP)
+    rx = NotifyReceiver(thread=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NOTIFY_", "WATCHDOG_"))}
+    env.update(FAULT_DIR=str(tmp_path / "faults"), SUPERVISOR_LOG=str(log))
+    app = str(tmp_path / "app.py")
+    run = [sys.executable, "-m", "sdactivate", "run", "--", sys.executable, app]
+    # exec keeps the pid, so LISTEN_PID still names the supervisor
+    argv = ["/bin/sh", "-c", 'exec "$@" 2>"$SUPERVISOR_LOG"', "sh", *run]
+    proc = launch(argv, ["127.0.0.1:0"], names=["http"], notify=rx, env=env)
+    try:
+        rx.wait_for("READY", "1", timeout=15)
+        first = request_status(proc.pid, timeout=5)["generations"][0]["pid"]
+        outcome = request_reload(proc.pid, timeout=30)
+        assert outcome.ok, outcome.message
+        proc.terminate()
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        rx.close()
+        proc.close_sockets()
+    text = log.read_text()
+    used = re.findall(
+        r"generation (\d+) \(pid (\d+)\) used ([\d.]+) s CPU, max RSS ([\d.]+) MB, "
+        r"(\d+) major page faults",
+        text,
+    )
+    assert ("1", first) in [(g, int(pid)) for g, pid, *_ in used], text
+    assert sorted(g for g, *_ in used) == ["1", "2"], text
+    assert all(float(rss) > 1.0 and float(cpu) > 0 for _, _, cpu, rss, _ in used), text

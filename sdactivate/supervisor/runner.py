@@ -333,8 +333,18 @@ class Runner:
         g = self._gens.pop(gen)
         self._sel.unregister(g.child.pidfd)
         os.close(g.child.pidfd)
-        _, status = os.waitpid(g.child.pid, 0)
+        _, status, usage = os.wait4(g.child.pid, 0)
         self._pids.pop(g.child.pid, None)
+        # What the generation cost, for capacity planning and for reading a slow handover: a
+        # major page fault is a wait on disk while serving (page cache the kernel dropped).
+        log.info(
+            "generation %d (pid %d) used %.2f s CPU, max RSS %.1f MB, %d major page faults",
+            gen,
+            g.child.pid,
+            usage.ru_utime + usage.ru_stime,
+            usage.ru_maxrss / 1024,
+            usage.ru_majflt,
+        )
         self._feed(m.ChildExited(gen, os.waitstatus_to_exitcode(status)))
 
     # --- health checks ----------------------------------------------------------------------
