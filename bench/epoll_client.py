@@ -94,25 +94,15 @@ class Engine:
         self.stopped = True
 
     # --- outcomes -------------------------------------------------------------------------
-    def _finish(self, req: _Req, code: int, kind: str | None = None) -> None:
-        res = self.res
-        fd = req.sock.fileno()
-        if self.live.pop(fd, None) is None:
+    def _finish(self, req: _Req, code: int, kind: str = "") -> None:
+        """Close ``req`` and record its outcome (``kind`` names a failure)."""
+        if self.live.pop(req.sock.fileno(), None) is None:
             return
         req.sock.close()  # also drops it from the epoll set
-        res.outcome[req.rid] = code
-        if kind is not None:
-            res.errors[kind] = res.errors.get(kind, 0) + 1
-        if code == _REFUSED:
-            res.refused += 1
-        elif code == _RESET:
-            res.reset += 1
-        elif code == _TIMEOUT:
-            res.timeout += 1
-        elif code == _LOST:
-            res.lost += 1
-        elif code == _ERROR:
-            res.error += 1
+        if code == _OK:
+            self.res.outcome[req.rid] = _OK
+        else:
+            self.res.fail(req.rid, code, kind)
 
     def _fail_errno(self, req: _Req, err: int) -> None:
         if err == errno.ECONNREFUSED:
@@ -167,10 +157,7 @@ class Engine:
         try:
             sock = socket.socket(target.family, socket.SOCK_STREAM)
         except OSError as exc:
-            res.outcome[rid] = _ERROR
-            res.error += 1
-            kind = errno.errorcode.get(exc.errno or 0, type(exc).__name__)
-            res.errors[kind] = res.errors.get(kind, 0) + 1
+            res.fail(rid, _ERROR, errno.errorcode.get(exc.errno or 0, type(exc).__name__))
             return
         sock.setblocking(False)
         if target.family != socket.AF_UNIX:
@@ -292,9 +279,7 @@ class Engine:
                 del arr[i:]
         for j, o in enumerate(res.outcome):
             if o == _UNSENT:  # never dispatched: the run was cut short
-                res.outcome[j] = _LOST
-                res.lost += 1
-                res.errors["unsent"] = res.errors.get("unsent", 0) + 1
+                res.fail(j, _LOST, "unsent")
         return res
 
 

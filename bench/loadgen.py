@@ -132,6 +132,14 @@ class Result:
     send_lag: array.array[float] = field(default_factory=lambda: array.array("d"))
     cpu_s: float = 0.0  # generator process CPU time (user+sys) during the run
 
+    def fail(self, rid: int, code: int, kind: str) -> None:
+        """Record request ``rid`` as failed: outcome ``code`` (an index into OUTCOMES), counted
+        under its outcome and under ``kind`` in ``errors``."""
+        self.outcome[rid] = code
+        name = OUTCOMES[code]
+        setattr(self, name, getattr(self, name) + 1)
+        self.errors[kind] = self.errors.get(kind, 0) + 1
+
     @property
     def total(self) -> int:
         """Number of requests scheduled."""
@@ -507,23 +515,10 @@ async def _one(
             res.latency[rid] = now - sched
             res.ok += 1
         else:
-            res.outcome[rid] = _LOST
-            res.lost += 1
-            k = f"http_{status}"
-            res.errors[k] = res.errors.get(k, 0) + 1
+            res.fail(rid, _LOST, f"http_{status}")
         reusable = pool is not None and not close
     except Exception as exc:
-        code, kind = _kind(exc)
-        res.outcome[rid] = code
-        res.errors[kind] = res.errors.get(kind, 0) + 1
-        if code == _REFUSED:
-            res.refused += 1
-        elif code == _RESET:
-            res.reset += 1
-        elif code == _TIMEOUT:
-            res.timeout += 1
-        else:
-            res.error += 1
+        res.fail(rid, *_kind(exc))
     finally:
         if pool is None:
             if conn is not None:
@@ -626,13 +621,9 @@ async def run_async(
     for j, o in enumerate(res.outcome):
         if o == _UNSENT:
             if math.isnan(res.send_lag[j]):
-                res.outcome[j] = _LOST
-                res.lost += 1
-                res.errors["unsent"] = res.errors.get("unsent", 0) + 1
+                res.fail(j, _LOST, "unsent")
             else:
-                res.outcome[j] = _TIMEOUT
-                res.timeout += 1
-                res.errors["timeout"] = res.errors.get("timeout", 0) + 1
+                res.fail(j, _TIMEOUT, "timeout")
     return res
 
 
