@@ -53,6 +53,7 @@ from typing import Any, cast
 
 import sdactivate
 from sdactivate import fdstore, notify, watchdog
+from sdactivate.adapters import asyncio_server
 from sdactivate.errors import NotifyError
 
 log = logging.getLogger("app")
@@ -404,8 +405,7 @@ async def serve(args: argparse.Namespace) -> int:
         stop.set()
 
     # Before any socket is served: from here on a SIGTERM drains instead of killing.
-    loop.add_signal_handler(signal.SIGTERM, on_stop)
-    loop.add_signal_handler(signal.SIGINT, on_stop)
+    stop_signals = asyncio_server.on_stop_signals(lambda _: on_stop())
     loop.add_signal_handler(signal.SIGHUP, lambda: reload(app))
     socks = acquire(args)
     transports: list[asyncio.BaseTransport] = []
@@ -437,6 +437,10 @@ async def serve(args: argparse.Namespace) -> int:
     else:
         await stop.wait()
     await drain(app, transports, keepalive)
+    # Under `gen-units --supervise` units (KillMode=control-group) SIGTERM comes twice, from
+    # systemd and from the supervisor: after a stop signal this leaves it ignored, so a
+    # repeat cannot kill us on the way out (closing the loop would restore the default).
+    stop_signals.uninstall()
     return 0
 
 

@@ -69,6 +69,7 @@ from typing import Any
 
 from . import _env
 from ._priority import renice_tree, startup_priority
+from ._signals import restored
 from ._upgrade_link import (
     HANDOVER,
     child_environ,
@@ -158,6 +159,7 @@ class Upgrader:
         self._upgrade_signals = tuple(upgrade_signals)
         self._saved_handlers: dict[int, _SignalHandler] = {}
         self._signal_commands: dict[int, str] = {}
+        self._stop_signalled = False  # a stop signal arrived: ignore repeats once restored
         self._wakeup_owned = False
 
         link = take_parent(self._env, ppid=os.getppid())
@@ -332,6 +334,8 @@ class Upgrader:
         for signum in signals:
 
             def handler(signum: int, frame: FrameType | None, command: str = command) -> None:
+                if command == "stop":
+                    self._stop_signalled = True
                 if self._wakeup_is_ours():
                     return  # the worker already got the signal number through the wakeup fd
                 self._post(command, f"signal {signal.Signals(signum).name}")
@@ -367,8 +371,9 @@ class Upgrader:
                     signal.set_wakeup_fd(self._wake_w)  # not ours any more: leave it
             self._wakeup_owned = False
         for signum, previous in self._saved_handlers.items():
+            stop = self._stop_signalled and self._signal_commands[signum] == "stop"
             with contextlib.suppress(ValueError, TypeError):
-                signal.signal(signum, previous)
+                signal.signal(signum, restored(previous, stop))
         self._saved_handlers.clear()
 
     def _post(self, command: str, arg: Any) -> None:
@@ -414,7 +419,9 @@ class Upgrader:
                 for signum in os.read(self._wake_r, 4096):  # 0: see the command queue
                     if signum in self._signal_commands and self._wakeup_owned:
                         name = f"signal {signal.Signals(signum).name}"
-                        self._commands.append((self._signal_commands[signum], name))
+                        command = self._signal_commands[signum]
+                        self._stop_signalled |= command == "stop"
+                        self._commands.append((command, name))
         while self._commands:
             command, arg = self._commands.popleft()
             if command == "close":

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import signal
 import socket
 import sys
 import threading
@@ -209,12 +208,13 @@ async def _serve(args: argparse.Namespace) -> None:
             target=lambda: (upg.wait_exit(), loop.call_soon_threadsafe(stop.set)), daemon=True
         ).start()
     else:
+        from sdactivate._signals import LoopStopSignals
+
+        signals = LoopStopSignals(loop, lambda _: stop.set())  # before READY: it drains
         if os.environ.get("NOTIFY_SOCKET"):
             from sdactivate import notify
 
             notify.ready()
-        loop.add_signal_handler(signal.SIGTERM, stop.set)
-        loop.add_signal_handler(signal.SIGINT, stop.set)
     try:
         await asyncio.wait_for(stop.wait(), args.lifetime)
     except TimeoutError:
@@ -233,6 +233,8 @@ async def _serve(args: argparse.Namespace) -> None:
                 conn.drain()
     if upg is not None:
         upg.close()
+    else:
+        signals.uninstall()  # after SIGTERM a repeat is ignored: it cannot kill us on the way out
     _save_trace()
 
 

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Sequence
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
+from .._signals import STOP_SIGNALS, restored
 from ..errors import ActivationError, NotifyError
 
 if TYPE_CHECKING:
@@ -32,7 +33,6 @@ __all__ = [
 log = logging.getLogger("sdactivate.adapters")
 
 DEFAULT_DRAIN_TIMEOUT = 30.0  # seconds; below systemd's DefaultTimeoutStopSec=90s
-_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 _EXTEND_MARGIN = 5.0  # seconds beyond the drain deadline asked from PID 1
 
 
@@ -118,15 +118,18 @@ class StopTrigger:
     """Set when the server should stop: SIGTERM/SIGINT, the upgrader's exit, or :meth:`set`.
 
     With an upgrader, its own stop signals apply (it handles SIGTERM). Otherwise the signal
-    handlers are installed here (main thread only) and restored by :meth:`close`.
+    handlers are installed here (main thread only) and restored by :meth:`close`; after a
+    stop signal, a default disposition comes back as "ignore" (a repeat must not kill the
+    drained process while it exits: :func:`~sdactivate._signals.restored`).
     """
 
     def __init__(
-        self, *, upgrader: Upgrader | None = None, signals: Iterable[int] = _STOP_SIGNALS
+        self, *, upgrader: Upgrader | None = None, signals: Iterable[int] = STOP_SIGNALS
     ) -> None:
         self.event = threading.Event()
         self.reason = ""
         self._saved: dict[int, Any] = {}
+        self._signalled = False
         self._watcher: threading.Thread | None = None
         if upgrader is not None:
             self._watcher = threading.Thread(
@@ -138,6 +141,7 @@ class StopTrigger:
                 self._saved[signum] = signal.signal(signum, self._on_signal)
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self._signalled = True
         self.set(f"signal {signal.Signals(signum).name}")
 
     def _watch(self, upgrader: Upgrader) -> None:
@@ -155,5 +159,5 @@ class StopTrigger:
     def close(self) -> None:
         for signum, previous in self._saved.items():
             with contextlib.suppress(ValueError, TypeError):
-                signal.signal(signum, previous)
+                signal.signal(signum, restored(previous, self._signalled))
         self._saved.clear()

@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import socket
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from .._signals import LoopStopSignals
 from ._lifecycle import DEFAULT_DRAIN_TIMEOUT, announce_ready, announce_stopping, backlog_of, pick
 
 if TYPE_CHECKING:
@@ -109,23 +109,18 @@ def serve_hypercorn(
         # hypercorn awaits this only once every server accepts: the moment to say READY.
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
-        installed: list[signal.Signals] = []
+        signals: LoopStopSignals | None = None
         if upgrader is not None:
             waiter = loop.run_in_executor(None, upgrader.wait_exit)
             waiter.add_done_callback(lambda _: stop.set())
         else:
-            for signum in (signal.SIGTERM, signal.SIGINT):
-                try:
-                    loop.add_signal_handler(signum, stop.set)
-                    installed.append(signum)
-                except (ValueError, RuntimeError):
-                    pass
+            signals = LoopStopSignals(loop, lambda _: stop.set())
         announce_ready(upgrader, status)
         try:
             await stop.wait()
         finally:
-            for signum in installed:
-                loop.remove_signal_handler(signum)
+            if signals is not None:
+                signals.uninstall()  # after a stop signal, a repeat is ignored
             announce_stopping(drain_timeout)
 
     try:

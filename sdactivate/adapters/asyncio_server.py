@@ -15,12 +15,12 @@ the socket unit's ``Backlog=`` is kept. Try it::
 from __future__ import annotations
 
 import asyncio
-import signal
 import socket
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from .._signals import STOP_SIGNALS, LoopStopSignals
 from ._lifecycle import (
     DEFAULT_DRAIN_TIMEOUT,
     announce_ready,
@@ -32,7 +32,7 @@ from ._lifecycle import (
 if TYPE_CHECKING:
     from ..upgrade import Upgrader
 
-__all__ = ["run", "serve"]
+__all__ = ["on_stop_signals", "run", "serve"]
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -69,17 +69,12 @@ async def serve(
         finally:
             tasks.discard(task)
 
-    installed: list[signal.Signals] = []
+    signals: LoopStopSignals | None = None
     if upgrader is not None:
         watcher = loop.run_in_executor(None, upgrader.wait_exit)
         watcher.add_done_callback(lambda _: stop.set())
     else:
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            try:
-                loop.add_signal_handler(signum, stop.set)
-                installed.append(signum)
-            except (ValueError, RuntimeError):  # not the main thread's loop
-                pass
+        signals = LoopStopSignals(loop, lambda _: stop.set())
     backlog = backlog_of(socks)
     servers: list[asyncio.base_events.Server] = []
     try:
@@ -102,8 +97,8 @@ async def serve(
             task.cancel()
         if tasks:
             await asyncio.wait(set(tasks), timeout=1.0)
-        for signum in installed:
-            loop.remove_signal_handler(signum)
+        if signals is not None:
+            signals.uninstall()  # after a stop signal, a repeat is ignored
         if upgrader is not None:
             upgrader.stop("server stopped")
 
@@ -111,3 +106,18 @@ async def serve(
 def run(handler: Handler, **kwargs: Any) -> None:
     """``asyncio.run(serve(handler, **kwargs))``."""
     asyncio.run(serve(handler, **kwargs))
+
+
+def on_stop_signals(
+    callback: Callable[[int], Any], *, signals: Sequence[int] = STOP_SIGNALS
+) -> LoopStopSignals:
+    """For servers that run their own loop: ``callback(signum)`` in the running loop on each
+    SIGTERM/SIGINT, until ``.uninstall()``.
+
+    After a stop signal, ``uninstall()`` leaves the signals *ignored* rather than back at
+    their default, in one step: a repeat (``KillMode=control-group`` and ``sdactivate run``
+    both send SIGTERM) must not kill the drained process on its way out. asyncio's own
+    ``remove_signal_handler()`` goes back to the default, as does closing the loop.
+    Call it from a coroutine in the main thread's loop (elsewhere nothing is installed).
+    """
+    return LoopStopSignals(asyncio.get_running_loop(), callback, signals)

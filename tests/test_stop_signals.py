@@ -1,0 +1,137 @@
+"""A stop signal repeated while a server drains and exits does not kill it.
+
+``gen-units --supervise`` units use ``KillMode=control-group``: on ``systemctl stop`` systemd
+sends SIGTERM to every process of the unit, and ``sdactivate run`` repeats it to its
+generation. CI caught examples/app.py dying of the repeat after its drain ("killed by
+SIGTERM" in the supervisor's log): asyncio puts SIGTERM back to its default when the loop
+closes. Each server here gets a SIGTERM every ~0.2 ms from READY until it is gone, and must
+exit 0. uvicorn is the exception by design: it re-raises the signal it stopped for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from _adapter_harness import check_repeated_sigterm_exits_cleanly, example, running
+
+from sdactivate import Upgrader
+from sdactivate.adapters._lifecycle import StopTrigger
+
+ROOT = Path(__file__).resolve().parent.parent
+
+SERVERS = {
+    "examples/app.py": [*example("app.py"), "--name", "http"],
+    "bench app": [sys.executable, str(ROOT / "bench" / "modes" / "app.py"), "--socket", "inherit"],
+    "asyncio": example("adapter_asyncio.py"),
+    "http.server": example("adapter_http_server.py"),
+    "wsgiref": [*example("adapter_wsgi.py"), "wsgiref"],
+    "waitress": [*example("adapter_wsgi.py"), "waitress"],
+    "hypercorn": [*example("adapter_asgi.py"), "hypercorn"],
+    "uvicorn": [*example("adapter_asgi.py"), "uvicorn"],
+}
+
+
+@pytest.mark.parametrize("server", SERVERS, ids=str)
+def test_sigterm_storm_exits_cleanly(server: str) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    decoy = server not in ("examples/app.py", "bench app")
+    with running(SERVERS[server], env=env, decoy=decoy) as run:
+        code = check_repeated_sigterm_exits_cleanly(run)
+    expected = -signal.SIGTERM if server == "uvicorn" else 0
+    assert code == expected, f"{server}: exit code {code}"
+
+
+def test_upgrader_app_sigterm_storm_exits_cleanly() -> None:
+    """The in-process Upgrader's own stop handler: the same storm, exit status 0."""
+    from sdactivate.testing import NotifyReceiver, launch
+
+    with NotifyReceiver(thread=True) as rx:
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(128)
+        argv = [sys.executable, str(ROOT / "examples" / "upgrader_app.py")]
+        argv += ["--listen", f"127.0.0.1:{sock.getsockname()[1]}", "--drain-timeout", "3"]
+        proc = launch(argv, [sock], names=["http"], notify=rx)
+        sock.close()
+        with proc:
+            from _adapter_harness import Running
+
+            code = check_repeated_sigterm_exits_cleanly(Running(proc, rx, 0))
+    assert code == 0
+
+
+@pytest.fixture
+def sigterm_default() -> Iterator[None]:
+    """SIGTERM at its default for the test, and put back whatever pytest had afterwards."""
+    saved = signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, saved)
+
+
+@pytest.mark.usefixtures("sigterm_default")
+def test_stop_trigger_ignores_repeats_only_after_a_signal() -> None:
+    """Closed after a stop it set itself: SIGTERM's default comes back. Closed after a
+    SIGTERM: the default becomes "ignore" (a repeat would kill the exiting process)."""
+    trigger = StopTrigger()
+    trigger.set("asked")
+    trigger.close()
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+
+    trigger = StopTrigger()
+    signal.raise_signal(signal.SIGTERM)
+    assert trigger.reason == "signal SIGTERM"
+    trigger.close()
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_IGN
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # left as it was
+
+
+@pytest.mark.usefixtures("sigterm_default")
+def test_upgrader_ignores_repeats_only_after_a_stop_signal() -> None:
+    """Upgrader.close(): the previous handler comes back, or "ignore" after SIGTERM stopped it."""
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+    with Upgrader(upgrade_signals=(), stop_signals=(signal.SIGTERM,), environ=env) as upg:
+        upg.stop("asked")
+        assert upg.wait_exit(5)
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+
+    with Upgrader(upgrade_signals=(), stop_signals=(signal.SIGTERM,), environ=env) as upg:
+        signal.raise_signal(signal.SIGTERM)
+        assert upg.wait_exit(5)
+        assert upg.exit_reason == "signal SIGTERM"
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_IGN
+
+
+@pytest.mark.usefixtures("sigterm_default")
+@pytest.mark.parametrize("signalled", [False, True], ids=["stop-set", "sigterm"])
+def test_loop_stop_signals_uninstall(signalled: bool) -> None:
+    """asyncio: the callback runs in the loop; uninstall() drops the loop's handler and puts
+    back the default, or "ignore" after a SIGTERM; SIGINT keeps KeyboardInterrupt."""
+    from sdactivate.adapters.asyncio_server import on_stop_signals
+
+    async def main() -> list[int]:
+        got: list[int] = []
+        stop = asyncio.Event()
+        signals = on_stop_signals(lambda signum: (got.append(signum), stop.set()))
+        if signalled:
+            signal.raise_signal(signal.SIGTERM)
+        else:
+            stop.set()
+        await asyncio.wait_for(stop.wait(), 5)
+        signals.uninstall()
+        loop = asyncio.get_running_loop()
+        assert not loop.remove_signal_handler(signal.SIGTERM)  # the loop forgot it
+        return got
+
+    assert asyncio.run(main()) == ([signal.SIGTERM] if signalled else [])
+    expected = signal.SIG_IGN if signalled else signal.SIG_DFL
+    assert signal.getsignal(signal.SIGTERM) == expected
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
