@@ -191,6 +191,7 @@ def run_one(
         if error:
             h.stop()
         res = h.result()
+        out["t0_monotonic"] = h.t0  # CLOCK_MONOTONIC of request 0: lines up outside traces
         out["major_faults"] = _major_faults() - majflt0
         sup_last = m.supervisor_pid()
         s1 = proc_sample(sup_last) if sup_last else None
