@@ -179,7 +179,7 @@ def run_one(
                 break
             time.sleep(max(0.0, target - time.monotonic()))
             try:
-                restarts.append(m.restart())
+                restarts.append(m.restart() if cfg.placebo_ms is None else _placebo(m, cfg))
             except Exception as exc:
                 error = f"restart {k + 1} failed: {type(exc).__name__}: {str(exc)[:200]}"
                 traceback.print_exc()
@@ -298,6 +298,16 @@ def _connectable(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
+def _placebo(m: modes.Mode, cfg: argparse.Namespace) -> modes.Restart:
+    """A control trigger: no restart, only a window of ``--placebo-ms`` (what the windows
+    of a run look like when nothing happens in them: the machine's own tail)."""
+    t = time.monotonic()
+    time.sleep(cfg.placebo_ms / 1e3)
+    if not m.notes or not m.notes[-1].startswith("placebo"):
+        m.notes.append(f"placebo run: no restart at the triggers, {cfg.placebo_ms:g} ms windows")
+    return modes.Restart(t, time.monotonic(), note="placebo")
+
+
 def parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument(
@@ -333,6 +343,14 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         dest="canaries",
         action="store_false",
         help="do not run the machine-stall canaries (stalls.py: one SCHED_FIFO sleeper per CPU)",
+    )
+    p.add_argument(
+        "--placebo-ms",
+        type=float,
+        default=None,
+        metavar="MS",
+        help="control run: at each trigger do not restart, only mark a window of MS ms "
+        "(the machine's own tail in windows of a handover's length)",
     )
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--out", type=Path, default=report.RESULTS)
