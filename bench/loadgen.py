@@ -239,7 +239,8 @@ class Stats:
         return self.total - self.counts.get("ok", 0)
 
 
-def _merge(windows: Sequence[tuple[float, float]]) -> tuple[list[float], list[float]]:
+def union(windows: Sequence[tuple[float, float]]) -> tuple[list[float], list[float]]:
+    """Union of the intervals (empty ones dropped), as sorted starts and ends."""
     starts: list[float] = []
     ends: list[float] = []
     for a, b in sorted(windows):
@@ -259,7 +260,7 @@ def _select(
     inside: bool,
     exclude: Sequence[bool] | None = None,
 ) -> Stats:
-    starts, ends = _merge(windows)
+    starts, ends = union(windows)
     counts = dict.fromkeys(OUTCOMES, 0)
     lats: list[float] = []
     total = 0

@@ -76,15 +76,9 @@ class Canaries:
 
 def merged(gaps: Sequence[tuple[int, float, float]]) -> tuple[list[float], list[float]]:
     """Union of the gap intervals (any CPU), as sorted starts and ends."""
-    starts: list[float] = []
-    ends: list[float] = []
-    for _, a, b in sorted(gaps, key=lambda g: g[1]):
-        if starts and a <= ends[-1]:
-            ends[-1] = max(ends[-1], b)
-        else:
-            starts.append(a)
-            ends.append(b)
-    return starts, ends
+    from loadgen import union  # bench/ is on sys.path wherever stalls is imported
+
+    return union([(a, b) for _, a, b in gaps])
 
 
 def stalled(

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -27,6 +28,17 @@ except OSError:
     group = "-"
 open(sys.argv[1], "w").write(f"{os.getsid(0)} {os.getpgrp()} {group}")
 """
+
+
+def _run_script(code: str, out: Path, **spawn_kw: Any) -> int:
+    """Spawn ``python -c code out`` with ``spawn_kw``, wait for it, check it exited 0; its pid."""
+    child = spawn([sys.executable, "-c", code, str(out)], [], **spawn_kw)
+    try:
+        _, status = os.waitpid(child.pid, 0)
+    finally:
+        os.close(child.pidfd)
+    assert os.waitstatus_to_exitcode(status) == 0
+    return child.pid
 
 
 def _wait_gone(pid: int, timeout: float) -> bool:
@@ -46,15 +58,10 @@ def test_own_process_group_keeps_our_session(tmp_path: Path, own_group: bool) ->
     """With own_process_group=True the child's process group is its own pid, its session
     (and so its autogroup) ours; by default it stays in our process group too."""
     out = tmp_path / "ids"
-    child = spawn([sys.executable, "-c", REPORT, str(out)], [], own_process_group=own_group)
-    try:
-        _, status = os.waitpid(child.pid, 0)
-    finally:
-        os.close(child.pidfd)
-    assert os.waitstatus_to_exitcode(status) == 0
+    child_pid = _run_script(REPORT, out, own_process_group=own_group)
     sid, pgid, autogroup = out.read_text().split(" ", 2)
     assert int(sid) == os.getsid(0)
-    assert int(pgid) == (child.pid if own_group else os.getpgrp())
+    assert int(pgid) == (child_pid if own_group else os.getpgrp())
     assert autogroup == _autogroup("self")
 
 
@@ -228,12 +235,7 @@ def test_priority_is_set_before_exec(tmp_path: Path, idle: bool) -> None:
     base = os.getpriority(os.PRIO_PROCESS, 0)
     out = tmp_path / "prio"
     for priority in (None, (min(19, base + 7), idle)):
-        child = spawn([sys.executable, "-c", PRIORITY, str(out)], [], priority=priority)
-        try:
-            _, status = os.waitpid(child.pid, 0)
-        finally:
-            os.close(child.pidfd)
-        assert os.waitstatus_to_exitcode(status) == 0
+        _run_script(PRIORITY, out, priority=priority)
         policy, nice = map(int, out.read_text().split())
         if priority is None:
             assert (policy, nice) == (os.sched_getscheduler(0), base)
