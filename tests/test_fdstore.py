@@ -198,6 +198,7 @@ def test_restart_keeps_listening_socket_and_pending_connection() -> None:
             with gen2:
                 assert client.recv(100) == b"HELLO"
                 assert gen2.wait(10) == 0
+            rx.sync()
         assert second["X_PORT"] == first["X_PORT"]
         assert second["X_FD"] in ("3", "4")  # came back through LISTEN_FDS (with the state)
         assert second["X_STATE"] == "b'generation 1'"  # the memfd state survived too

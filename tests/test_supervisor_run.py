@@ -212,6 +212,7 @@ def test_ten_handovers_under_load_fail_no_request(supervisor: Supervisor) -> Non
     assert gens == list(range(2, 12))
     assert len([p for p in res.pids() if p]) >= 5  # the load really crossed generations
     rx = supervisor.rx
+    rx.sync()  # the notifications the reload answers followed
     assert rx.count("RELOADING", "1") == 10
     assert all(m.get("MONOTONIC_USEC", "").isdigit() for m in rx.messages if m.has("RELOADING"))
     assert rx.count("READY", "1") == 11
@@ -231,6 +232,7 @@ def test_f1_new_generation_exits_before_ready(supervisor: Supervisor) -> None:
     assert (result.generation, result.pid) == (1, before["pid"])
     assert_no_failures(h.result())
     assert supervisor.fd_count() == fds
+    supervisor.rx.sync()
     assert "upgrade failed" in (supervisor.rx.messages[-1].get("STATUS") or "")
     assert supervisor.rx.messages[-1].has("READY", "1")
 
@@ -361,6 +363,7 @@ def test_first_generation_failing_health_check_exits_1(tmp_path: Path) -> None:
     sup = Supervisor(tmp_path, "--health", "exit 7", wait_ready=False)
     try:
         assert sup.proc.wait(15) == 1
+        sup.rx.sync()
         assert not any(m.has("READY") for m in sup.rx.messages)
         assert "health check failed: exited with status 7" in (
             sup.rx.messages[-1].get("STATUS") or ""
@@ -383,7 +386,7 @@ def test_failing_health_check_fails_upgrade(supervisor: Supervisor) -> None:
 def test_stop_drains_and_exits_zero(supervisor: Supervisor) -> None:
     """SIGTERM: STOPPING=1, the children stop, exit status 0, nothing left behind."""
     kids = [pid for pid, _ in supervisor.children()]
-    assert supervisor.stop() == 0
+    assert supervisor.stop() == 0  # closes the receiver, which records what was queued
     assert any(m.has("STOPPING", "1") for m in supervisor.rx.messages)
     for pid in kids:
         wait_exit(pid, 5)
@@ -497,6 +500,7 @@ def test_f1_command_gone_fails_reload_in_order(tmp_path: Path) -> None:
         result = request_reload(proc.pid, timeout=10)
         assert not result.ok and "could not start" in result.message, result.message
         assert result.generation == 1
+        rx.sync()  # the reply came on the control socket; the notifications went before it
         last = [m for m in rx.messages if m.has("RELOADING") or m.has("READY")][-2:]
         assert last[0].has("RELOADING", "1") and last[1].has("READY", "1")
         assert "upgrade failed" in (last[1].get("STATUS") or "")

@@ -9,7 +9,10 @@ import socket
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -230,6 +233,54 @@ def test_barrier_fd_closed_only_after_earlier_messages() -> None:
             assert rx.barriers == 1 and rx.dropped == []
         finally:
             os.close(r)
+
+
+@pytest.mark.parametrize("thread", [True, False], ids=["thread", "pump"])
+@pytest.mark.parametrize("access", ["all", "main"])
+def test_sync_waits_for_everything_a_finished_child_sent(
+    thread: bool, access: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a child has exited, ``sync()`` returns only once all it sent is recorded (here
+    each datagram takes the receiver 30 ms); the marker itself is neither recorded, nor
+    dropped, nor subject to NotifyAccess=."""
+    n = 8  # an unread queue holds net.unix.max_dgram_qlen datagrams (10 by default)
+    with NotifyReceiver(thread=thread, notify_access=access) as rx:  # type: ignore[arg-type]
+        process = rx._process
+
+        def slow(*args: Any) -> None:
+            time.sleep(0.03)
+            process(*args)
+
+        monkeypatch.setattr(rx, "_process", slow)
+        code = f"from sdactivate import notify\nfor i in range({n}): notify.status(str(i))"
+        child = launch([sys.executable, "-c", code], notify=rx)
+        assert child.wait(30) == 0
+        rx.sync(timeout=10)
+        assert [m.get("STATUS") for m in rx.messages] == [str(i) for i in range(n)]
+        assert rx.dropped == [] and rx.barriers == 0
+        rx.sync()  # again: each call waits for its own marker
+        assert len(rx.messages) == n
+
+
+def test_sync_times_out_when_the_marker_is_never_processed(
+    rx: NotifyReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """sync() raises TimeoutError at its deadline, and RuntimeError once closed."""
+    monkeypatch.setattr(rx, "_process", lambda *args: None)
+    with pytest.raises(TimeoutError, match="sync marker"):
+        rx.sync(timeout=0.2)
+    rx.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        rx.sync()
+
+
+def test_close_records_what_was_queued_before() -> None:
+    """close() processes the datagrams already queued, so nothing sent before it is lost."""
+    rx = NotifyReceiver()  # no thread, never pumped
+    for i in range(5):
+        sendraw(rx, f"STATUS={i}".encode())
+    rx.close()
+    assert [m.get("STATUS") for m in rx.messages] == ["0", "1", "2", "3", "4"]
 
 
 def test_wait_for_times_out_with_a_description(rx: NotifyReceiver) -> None:

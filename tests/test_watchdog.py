@@ -170,7 +170,7 @@ def test_thread_keepalive_pings_at_half_interval(rx: NotifyReceiver) -> None:
         handle.stop()
     assert not handle.active
     assert elapsed >= 5 * 0.1 * 0.9, f"6 pings in {elapsed:.3f}s: faster than interval/2"
-    after_stop = len(rx.messages)
+    after_stop = mark(rx, "X_STOPPED")  # behind every ping sent before stop() returned
     end = mark(rx, "X_AFTER_STOP")
     assert pings_between(rx, after_stop, end) == 0
     assert all(m.pid == ME for m in rx.messages)

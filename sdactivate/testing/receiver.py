@@ -31,6 +31,7 @@ _NOTIFY_RCVBUF_SIZE = 8 * 1024 * 1024  # manager.c
 _SO_RCVBUFFORCE = 33  # socket(7); not exported by Python's socket module
 _UCRED = struct.Struct("iII")  # struct ucred: pid, uid, gid (unix(7) SCM_CREDENTIALS)
 _HUP_ERR = select.POLLHUP | select.POLLERR
+_SYNC_PREFIX = b"\0sdactivate-receiver-sync "  # PID1 drops any NUL: no real message
 
 NotifyAccess = Literal["all", "main", "none"]
 
@@ -82,6 +83,7 @@ class NotifyReceiver:
         self.dropped: list[Dropped] = []
         self.barriers = 0
         self._store = FdStore()
+        self._syncs: set[bytes] = set()  # sync() markers processed, not yet collected
         self._cond = threading.Condition()
         self._lock = threading.Lock()  # one pumper at a time
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
@@ -183,6 +185,11 @@ class NotifyReceiver:
     ) -> None:
         from ..notify import parse_message
 
+        if data.startswith(_SYNC_PREFIX) and pid == os.getpid():  # our own sync() marker
+            with self._cond:
+                self._syncs.add(data)
+                self._cond.notify_all()
+            return
         reason = check_datagram(data, flags, pid)
         fields: list[tuple[str, str]] = []
         if reason is None:
@@ -279,6 +286,30 @@ class NotifyReceiver:
                     continue
             self.pump(timeout=remaining)
 
+    def sync(self, timeout: float = 5.0) -> None:
+        """Wait until every datagram queued before this call has been processed.
+
+        One socket's datagrams are received in the order they were queued, so a marker sent
+        now is behind whatever a child sent before it answered on another channel (a control
+        socket, a pipe, its exit): after ``sync()``, ``messages`` holds them all. The marker
+        is neither recorded nor counted; ``TimeoutError`` if it is not processed in time.
+        """
+        from .._notify_wire import notify_address
+
+        if self._closed:
+            raise RuntimeError("sync() on a closed NotifyReceiver")
+        marker = _SYNC_PREFIX + os.urandom(8).hex().encode()
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+            sock.sendto(marker, notify_address(self.address))
+
+        def seen() -> bool:
+            if marker in self._syncs:
+                self._syncs.discard(marker)
+                return True
+            return False
+
+        self.wait_until(seen, timeout=timeout, what="sync marker")
+
     def _summary(self) -> str:
         return "; ".join(
             ", ".join(f"{k}={v}" for k, v in m.fields)[:80] for m in self.messages[-5:]
@@ -301,7 +332,8 @@ class NotifyReceiver:
 
     # --- lifetime -------------------------------------------------------------------------
     def close(self) -> None:
-        """Stop the thread, close the socket and every stored fd (idempotent)."""
+        """Stop the thread, record the datagrams still queued, close the socket and every
+        stored fd (idempotent)."""
         if self._closed:
             return
         self._closed = True
@@ -310,6 +342,9 @@ class NotifyReceiver:
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(5.0)
         with self._lock:
+            with contextlib.suppress(OSError):  # record what was sent before close()
+                while self._receive_one():
+                    pass
             self._sock.close()
             close_fds((self._wake_r, self._wake_w))
         self.flush_store()
