@@ -55,6 +55,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import logging
+import math
 import os
 import select
 import signal
@@ -125,6 +126,9 @@ class Upgrader:
     this much higher nice value under SCHED_IDLE, and gets this process's priority back at
     READY, so its start-up only uses CPU the serving process leaves idle (0: off; also off
     when the priority could not be given back: no CAP_SYS_NICE nor RLIMIT_NICE allowance).
+    ``startup_grace``: seconds after which a new generation that is still not ready gets
+    this process's priority anyway (on a host busy with other work, SCHED_IDLE would starve
+    it past ``upgrade_timeout``); at most half of ``upgrade_timeout``.
     """
 
     def __init__(
@@ -138,12 +142,18 @@ class Upgrader:
         stop_signals: Iterable[int] = (signal.SIGTERM, signal.SIGINT),
         environ: MutableMapping[str, str] | None = None,
         startup_nice: int = 10,
+        startup_grace: float = 1.0,
     ) -> None:
         if isinstance(startup_nice, bool) or not (
             isinstance(startup_nice, int) and 0 <= startup_nice <= 19
         ):
             raise UpgradeError(f"startup_nice {startup_nice!r}: not a nice value 0..19")
+        if isinstance(startup_grace, bool) or not (
+            isinstance(startup_grace, int | float) and startup_grace > 0
+        ):
+            raise UpgradeError(f"startup_grace {startup_grace!r}: not a number of seconds > 0")
         self._startup_nice = startup_nice
+        self._startup_grace = float(startup_grace)
         self._environ_arg = environ
         self._env = _env.process_environ() if environ is None else environ
         self._argv = list(argv) if argv is not None else [sys.executable, *sys.orig_argv[1:]]
@@ -178,6 +188,7 @@ class Upgrader:
         self._child_pidfd: int | None = None
         self._child_pid: int | None = None
         self._lowered = False  # the attempt's child is still at its start-up priority
+        self._lowered_until = 0.0  # ... until then at most (time.monotonic())
         self._base_nice = 0
         self._base_policy = 0
 
@@ -399,6 +410,8 @@ class Upgrader:
                 poller.register(fd, select.POLLIN)
             registered = wanted
             deadline = self._plan.deadline
+            if self._lowered and self._child_pid is not None:
+                deadline = min(math.inf if deadline is None else deadline, self._lowered_until)
             wait_ms = None if deadline is None else max(0, (deadline - time.monotonic()) * 1000)
             events = poller.poll(None if wait_ms is None else int(wait_ms) + 1)
             try:
@@ -448,7 +461,23 @@ class Upgrader:
         if self._child_pidfd is not None and self._child_pidfd in ready_fds:
             self._child_gone(now)
         self._execute(self._plan.tick(time.monotonic()))
+        if self._lowered and self._child_pid is not None and now >= self._lowered_until:
+            log.warning(
+                "new generation pid %d not ready %gs after its start at a lower priority;"
+                " it gets ours now (a busy host?)",
+                self._child_pid,
+                self._grace(),
+            )
+            self._lift_priority()
         return False
+
+    def _grace(self) -> float:
+        return min(self._startup_grace, self._plan.ready_timeout / 2)
+
+    def _lift_priority(self) -> None:
+        assert self._child_pid is not None
+        renice_tree(self._child_pid, self._base_nice, policy=self._base_policy)
+        self._lowered = False
 
     def _read_notify(self, now: float) -> None:
         assert self._notify_sock is not None and self._child_pid is not None
@@ -457,8 +486,7 @@ class Upgrader:
             log.warning("%s", problem)
         if ready:
             if self._lowered:  # it serves from now on: our priority back, before anything else
-                renice_tree(self._child_pid, self._base_nice, policy=self._base_policy)
-                self._lowered = False
+                self._lift_priority()
             self._execute(self._plan.child_ready(self._child_pid, now))
 
     def _child_gone(self, now: float) -> None:
@@ -511,6 +539,7 @@ class Upgrader:
                 priority=priority,
             )
         except (SdActivateError, OSError) as exc:
+            self._lowered = False
             notify_sock.close()
             parent_ctl.close()
             self._execute(self._plan.spawn_failed(str(exc), time.monotonic()))
@@ -520,6 +549,7 @@ class Upgrader:
         log.info("upgrade %d: started new generation pid %d", attempt, child.pid)
         self._notify_sock, self._child_ctl = notify_sock, parent_ctl
         self._child_pid, self._child_pidfd = child.pid, child.pidfd
+        self._lowered_until = time.monotonic() + self._grace()
         self._execute(self._plan.child_started(child.pid, time.monotonic()))
 
     def _hand_over(self, pid: int) -> None:
@@ -603,6 +633,7 @@ class Upgrader:
             os.close(self._child_pidfd)
         self._child_pidfd = None
         self._child_pid = None
+        self._lowered = False
 
     # --- waiters -------------------------------------------------------------------------
     def _add_waiter(self, waiter: object) -> None:

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from sdactivate.supervisor.machine import (
     Action,
     CancelHealth,
+    CancelTimer,
     ChildExited,
     ChildReady,
     Deadline,
@@ -19,11 +20,13 @@ from sdactivate.supervisor.machine import (
     Exit,
     ExtendTimeout,
     ForwardSignal,
+    GenState,
     HealthResult,
     Kill,
     Machine,
     NotifyManager,
     Policy,
+    Promote,
     ReloadRequested,
     Report,
     RunHealth,
@@ -96,7 +99,7 @@ def test_handover_order_new_ready_then_old_signalled() -> None:
     """The old generation gets its stop signal only after the new one is READY."""
     d = Driver(drain_timeout=5.0).serving()
     out = d(ReloadRequested(7))
-    assert of(out, Spawn) == [Spawn(2)]
+    assert of(out, Spawn) == [Spawn(2, lowered=True)]
     f = fields(out)
     assert f[0]["RELOADING"] == "1" and of(out, NotifyManager)[0].reloading
     assert of(out, Signal) == []
@@ -163,7 +166,7 @@ def test_f3_crash_right_after_ready_is_replaced() -> None:
     d(ReloadRequested(None))
     d(ChildReady(2))
     out = d(ChildExited(2, -11))
-    assert of(out, Spawn) == [Spawn(3)]
+    assert of(out, Spawn) == [Spawn(3)]  # nothing serves: not lowered
     assert "killed by SIGSEGV" in fields(out)[-1]["STATUS"]
     d(ChildExited(1, 0))  # the drained old one leaves meanwhile
     out = d(ChildReady(3))
@@ -176,6 +179,39 @@ def test_f3_replacement_that_fails_stops_supervisor() -> None:
     d(ChildExited(1, 3))
     out = d(ChildExited(2, 3))
     assert of(out, Exit) == [Exit(1)]
+
+
+def test_only_a_generation_started_beside_a_serving_one_is_lowered() -> None:
+    """The first generation starts at full priority; an upgrade's new one starts lowered for
+    at most startup_grace, then gets the supervisor's priority although not ready yet."""
+    d = Driver(startup_grace=0.5)
+    out = d(Start())
+    assert of(out, Spawn) == [Spawn(1, lowered=False)]
+    assert not any(t.key[0] == "lowered" for t in of(out, SetTimer))
+    d(ChildReady(1))
+    out = d(ReloadRequested(1))
+    assert of(out, Spawn) == [Spawn(2, lowered=True)] and SetTimer(("lowered", 2), 0.5) in out
+    out = d(Deadline(("lowered", 2)))
+    assert of(out, Promote) == [Promote(2)] and of(out, Kill) == [] and of(out, Report) == []
+    assert "not ready 0.5s after its start" in next(a.message for a in out if hasattr(a, "message"))
+    assert d.m.gens[2].state is GenState.STARTING and d.m.active == 1  # not a take-over
+    out = d(ChildReady(2))
+    assert of(out, Promote) == [Promote(2)] and CancelTimer(("lowered", 2)) in out
+    assert d.m.active == 2
+
+
+def test_failed_or_stopped_lowered_generation_cancels_its_timer() -> None:
+    """A lowered generation that fails, or is stopped with the supervisor, drops its timer;
+    a late one changes nothing."""
+    d = Driver().serving()
+    d(ReloadRequested(None))
+    out = d(ChildExited(2, 3))
+    assert CancelTimer(("lowered", 2)) in out
+    assert d(Deadline(("lowered", 2))) == []
+    d(ReloadRequested(None))
+    out = d(StopRequested())
+    assert CancelTimer(("lowered", 3)) in out
+    assert of(d(Deadline(("lowered", 3))), Promote) == []
 
 
 def test_f4_old_ignoring_stop_signal_is_killed_at_drain_deadline() -> None:
@@ -202,14 +238,14 @@ def test_f12_second_reload_is_queued_and_coalesced() -> None:
     assert [r.request for r in of(out, Report)] == [1]
     assert of(out, Spawn) == []  # generation 1 is still draining
     out = d(ChildExited(1, 0))
-    assert of(out, Spawn) == [Spawn(3)]
+    assert of(out, Spawn) == [Spawn(3, lowered=True)]
     out = d(ChildReady(3))
     assert [(r.request, r.ok, r.generation) for r in of(out, Report)] == [
         (2, True, 3),
         (3, True, 3),
     ]
     d(ChildExited(2, 0))
-    assert of(d.log, Spawn) == [Spawn(1), Spawn(2), Spawn(3)]
+    assert of(d.log, Spawn) == [Spawn(1), Spawn(2, True), Spawn(3, True)]
 
 
 def test_f12_reload_during_first_start_runs_after_ready() -> None:
@@ -218,7 +254,7 @@ def test_f12_reload_during_first_start_runs_after_ready() -> None:
     d(Start())
     assert of(d(ReloadRequested(4)), Spawn) == []
     out = d(ChildReady(1))
-    assert of(out, Spawn) == [Spawn(2)]
+    assert of(out, Spawn) == [Spawn(2, lowered=True)]
 
 
 def test_queued_reload_after_failed_upgrade_tries_again() -> None:
@@ -228,7 +264,7 @@ def test_queued_reload_after_failed_upgrade_tries_again() -> None:
     d(ReloadRequested(2))
     out = d(ChildExited(2, 1))
     assert [(r.request, r.ok) for r in of(out, Report)] == [(1, False)]
-    assert of(out, Spawn) == [Spawn(3)]
+    assert of(out, Spawn) == [Spawn(3, lowered=True)]
     out = d(ChildReady(3))
     assert [(r.request, r.ok) for r in of(out, Report)] == [(2, True)]
 
@@ -340,7 +376,9 @@ def _events(draw: st.DrawFn) -> list[Event]:
         st.builds(ReloadRequested, st.one_of(st.none(), st.integers(0, 50))),
         st.builds(ChildReady, gen),
         st.builds(ChildExited, gen, st.sampled_from([0, 1, -9, -15])),
-        st.builds(Deadline, st.tuples(st.sampled_from(["ready", "health", "drain"]), gen)),
+        st.builds(
+            Deadline, st.tuples(st.sampled_from(["ready", "health", "drain", "lowered"]), gen)
+        ),
         st.builds(HealthResult, gen, st.booleans()),
         st.builds(WatchdogPing, gen),
         st.builds(ExtendTimeout, gen, st.integers(0, 10**8)),

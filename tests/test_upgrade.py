@@ -405,6 +405,72 @@ def test_new_generation_starts_idle_and_gets_our_priority_at_ready(tmp_path: Pat
         upg.close()
 
 
+def test_new_generation_still_starting_after_the_grace_gets_our_priority(tmp_path: Path) -> None:
+    """A new generation not ready ``startup_grace`` after its start gets this process's
+    priority while it goes on starting (SCHED_IDLE would starve it on a busy host)."""
+    import threading
+
+    from sdactivate._priority import startup_priority
+
+    lowered, base, policy = startup_priority(10)
+    if lowered is None:
+        pytest.skip("no right to raise a priority again here: nothing is ever lowered")
+    record = tmp_path / "prio"
+    code = (
+        "import os, time\n"
+        f"open({str(record)!r} + '.tmp', 'w').write("
+        "f'{os.getpid()} {os.sched_getscheduler(0)} {os.getpriority(os.PRIO_PROCESS, 0)}')\n"
+        f"os.rename({str(record)!r} + '.tmp', {str(record)!r})\n"
+        "time.sleep(60)\n"  # never ready
+    )
+    upg = Upgrader(
+        argv=[sys.executable, "-c", code],
+        upgrade_signals=(),
+        stop_signals=(),
+        environ={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+        upgrade_timeout=20,
+        startup_grace=2,
+    )
+    errors: list[str] = []
+
+    def attempt() -> None:
+        try:
+            upg.upgrade(timeout=30)
+        except UpgradeError as exc:
+            errors.append(str(exc))
+
+    try:
+        upg.ready()
+        thread = threading.Thread(target=attempt)
+        thread.start()
+        deadline = time.monotonic() + 10
+        while not record.exists():
+            assert time.monotonic() < deadline, "the new generation never started"
+            time.sleep(0.01)  # polling a file with a deadline; the order is not decided by it
+        pid, started_policy, started_nice = map(int, record.read_text().split())
+        try:
+            assert (started_policy, started_nice) == (os.SCHED_IDLE, min(19, base + 10))
+            while (os.getpriority(os.PRIO_PROCESS, pid), os.sched_getscheduler(pid)) != (
+                base,
+                policy,
+            ):
+                assert time.monotonic() < deadline + 10, "still lowered long after the grace"
+                time.sleep(0.02)  # polling a state with a deadline; the order is not decided by it
+        finally:
+            os.kill(pid, signal.SIGKILL)
+        thread.join(30)
+        assert len(errors) == 1 and "SIGKILL" in errors[0], errors
+        assert not upg.wait_exit(0)  # the failed attempt left this generation serving
+    finally:
+        upg.close()
+
+
+@pytest.mark.parametrize("grace", [0, -1.0, True, "1"])
+def test_bad_startup_grace_rejected(grace: object) -> None:
+    with pytest.raises(UpgradeError, match="startup_grace"):
+        Upgrader(startup_grace=grace, upgrade_signals=(), stop_signals=(), environ={})  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize("nice", [-1, 20, True, 2.5])
 def test_bad_startup_nice_rejected(nice: object) -> None:
     with pytest.raises(UpgradeError, match=r"0\.\.19"):

@@ -92,6 +92,15 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         "to restore, else skipped)",
     )
     p.add_argument(
+        "--startup-grace",
+        type=_seconds,
+        default=1.0,
+        metavar="SEC",
+        help="a starting generation not ready SEC after its start gets the full priority "
+        "anyway, so a host busy with other work cannot starve an upgrade (default 1; at "
+        "most half of --ready-timeout)",
+    )
+    p.add_argument(
         "--fdstore",
         action="store_true",
         help="push the sockets it binds into systemd's fd store (the unit needs "
@@ -142,6 +151,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             stop_signal=args.stop_signal,
             health=args.health is not None,
             health_timeout=args.health_timeout,
+            startup_grace=args.startup_grace,
         ),
         health_cmd=args.health,
         fdstore=args.fdstore,

@@ -138,9 +138,11 @@ Event = (
 # --- actions -----------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Spawn:
-    """Start generation ``gen``; answer with :class:`Spawned` or :class:`SpawnFailed`."""
+    """Start generation ``gen``; answer with :class:`Spawned` or :class:`SpawnFailed`.
+    ``lowered``: at the start-up priority (another generation is serving)."""
 
     gen: int
+    lowered: bool = False
 
 
 @dataclass(frozen=True)
@@ -204,7 +206,7 @@ class Log:
 
 @dataclass(frozen=True)
 class Promote:
-    """``gen`` is now the serving generation (the runner lifts its start-up priority)."""
+    """Lift ``gen``'s start-up priority: it took over, or its start-up ran too long."""
 
     gen: int
 

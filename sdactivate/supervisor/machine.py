@@ -102,9 +102,13 @@ class Policy:
     stop_signal: int = signal.SIGTERM
     health: bool = False
     health_timeout: float = 10.0
+    # A generation started while another serves runs at a lower priority, but only this
+    # long: on a host that other work keeps busy, SCHED_IDLE would starve it past
+    # ready_timeout and the upgrade would fail for want of CPU, not for a fault of its own.
+    startup_grace: float = 1.0
 
     def __post_init__(self) -> None:
-        for name in ("ready_timeout", "drain_timeout", "health_timeout"):
+        for name in ("ready_timeout", "drain_timeout", "health_timeout", "startup_grace"):
             value = getattr(self, name)
             if not value > 0:
                 raise ValueError(f"{name} must be > 0, got {value!r}")
@@ -201,12 +205,19 @@ class Machine:
     def _emit(self, *actions: Action) -> None:
         self._out.extend(actions)
 
+    def _grace(self) -> float:
+        """How long a new generation stays lowered: at most half of its ready_timeout."""
+        return min(self.policy.startup_grace, self.policy.ready_timeout / 2)
+
     def _spawn(self) -> int:
         gen = self._next
         self._next += 1
         self.gens[gen] = Generation(gen)
         self.candidate = gen
-        self._emit(Spawn(gen), SetTimer(("ready", gen), self.policy.ready_timeout))
+        lowered = self.active is not None  # nothing serves: start as fast as we can
+        self._emit(Spawn(gen, lowered), SetTimer(("ready", gen), self.policy.ready_timeout))
+        if lowered:
+            self._emit(SetTimer(("lowered", gen), self._grace()))
         return gen
 
     def _report(self, requests: list[int], ok: bool, message: str) -> None:
@@ -247,7 +258,7 @@ class Machine:
         g.state = GenState.SERVING
         self.active = g.number
         self.candidate = None
-        self._emit(Promote(g.number))
+        self._emit(CancelTimer(("lowered", g.number)), Promote(g.number))
         if old is not None:
             old.state = GenState.DRAINING
             self._emit(
@@ -268,7 +279,7 @@ class Machine:
 
     def _fail(self, g: Generation, why: str, *, alive: bool = True) -> None:
         """``g`` failed before taking over: kill it; fall back to the serving one, or give up."""
-        self._emit(CancelTimer(("ready", g.number)), CancelTimer(("health", g.number)))
+        self._emit(*(CancelTimer((kind, g.number)) for kind in ("ready", "health", "lowered")))
         if g.state is GenState.CHECKING:
             self._emit(CancelHealth(g.number))
         message = f"{g.label()} failed: {why}"
@@ -309,7 +320,9 @@ class Machine:
             if g.state in (GenState.FAILED, GenState.DRAINING):
                 continue  # killed, or signalled with its drain timer running
             if g.state in _NOT_READY:
-                self._emit(CancelTimer(("ready", g.number)), CancelTimer(("health", g.number)))
+                self._emit(
+                    *(CancelTimer((kind, g.number)) for kind in ("ready", "health", "lowered"))
+                )
                 if g.state is GenState.CHECKING:
                     self._emit(CancelHealth(g.number))
             if g.pid is not None:
@@ -386,7 +399,16 @@ class Machine:
         g = self.gens.get(number)
         if g is None:
             return
-        if kind == "ready" and g.state is GenState.STARTING:
+        if kind == "lowered" and g.state in _NOT_READY:
+            self._emit(
+                Promote(g.number),
+                Log(
+                    "warning",
+                    f"{g.label()} not ready {self._grace():g}s after its start at"
+                    " a lower priority; it gets the supervisor's priority now (a busy host?)",
+                ),
+            )
+        elif kind == "ready" and g.state is GenState.STARTING:
             self._fail(g, f"no READY=1 within {self.policy.ready_timeout:g}s")
         elif kind == "health" and g.state is GenState.CHECKING:
             self._fail(g, f"health check did not finish within {self.policy.health_timeout:g}s")

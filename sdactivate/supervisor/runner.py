@@ -74,6 +74,7 @@ class Options:
 class _Gen:
     child: Child
     health_addr: tuple[str, int] | None
+    lowered: bool  # still at the start-up priority
 
 
 @dataclass
@@ -252,7 +253,7 @@ class Runner:
 
     def _do(self, action: m.Action) -> None:
         if isinstance(action, m.Spawn):
-            self._spawn(action.gen)
+            self._spawn(action.gen, lowered=action.lowered)
         elif isinstance(action, m.Signal | m.Kill):
             g = self._gens.get(action.gen)
             sig = signal.SIGKILL if isinstance(action, m.Kill) else action.signum
@@ -285,13 +286,14 @@ class Runner:
             getattr(log, action.level)("%s", action.message)
         elif isinstance(action, m.Promote):
             g = self._gens.get(action.gen)
-            if g is not None and self._priority is not None:
+            if g is not None and g.lowered:
                 renice_tree(g.child.pid, self._base_nice, policy=self._base_policy)
+                g.lowered = False
         elif isinstance(action, m.Exit):
             self._exit = action.code
 
     # --- children ---------------------------------------------------------------------------
-    def _spawn(self, gen: int) -> None:
+    def _spawn(self, gen: int, *, lowered: bool) -> None:
         fds = [lst.sock.fileno() for lst in self.listeners]
         names = [lst.name for lst in self.listeners]
         health: socket.socket | None = None
@@ -314,7 +316,7 @@ class Runner:
                 # only rank the child inside it (the newcomer took half the CPU)
                 own_process_group=True,
                 # the newcomer's exec and start-up yield the CPU to the serving generation
-                priority=self._priority,
+                priority=self._priority if lowered else None,
             )
         except (SdActivateError, OSError) as exc:
             self._feed(m.SpawnFailed(gen, str(exc)))
@@ -323,7 +325,9 @@ class Runner:
             if health is not None:
                 addr = health.getsockname()
                 health.close()  # the child holds its copy; ours would keep it open
-        self._gens[gen] = _Gen(child, addr if health is not None else None)
+        self._gens[gen] = _Gen(
+            child, addr if health is not None else None, lowered and self._priority is not None
+        )
         self._pids[child.pid] = gen
         self._sel.register(child.pidfd, selectors.EVENT_READ, ("child", gen))
         log.info("generation %d: started pid %d", gen, child.pid)
