@@ -394,7 +394,7 @@ def test_new_generation_starts_idle_and_gets_our_priority_at_ready(tmp_path: Pat
     upg = _upgrader(code, stable_time=0.0, upgrade_timeout=60, startup_grace=30)
     try:
         upg.ready()
-        pid = upg.upgrade(timeout=30)
+        pid = upg.upgrade(timeout=90)  # on a saturated host: the 30 s grace + start-up
         try:
             started = tuple(map(int, record.read_text().split()))
             if priority is None:
