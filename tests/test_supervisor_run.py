@@ -612,25 +612,14 @@ def test_exited_generation_reports_what_it_used(tmp_path: Path) -> None:
     """When a generation is reaped, the supervisor logs its CPU time, peak RSS and major page
     faults (wait4(2) rusage): what a generation cost, and whether it waited on disk."""
     log = tmp_path / "supervisor.log"
-    (tmp_path / "faults").mkdir()
-    (tmp_path / "app.py").write_text(APP)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("NOTIFY_", "WATCHDOG_"))}
-    env.update(FAULT_DIR=str(tmp_path / "faults"), SUPERVISOR_LOG=str(log))
-    app = str(tmp_path / "app.py")
-    run = [sys.executable, "-m", "sdactivate", "run", "--", sys.executable, app]
-    # exec keeps the pid, so LISTEN_PID still names the supervisor
-    argv = ["/bin/sh", "-c", 'exec "$@" 2>"$SUPERVISOR_LOG"', "sh", *run]
-    with (
-        NotifyReceiver(thread=True) as rx,
-        launch(argv, ["127.0.0.1:0"], names=["http"], notify=rx, env=env) as proc,
-    ):
-        rx.wait_for("READY", "1", timeout=15)
-        first = request_status(proc.pid, timeout=5)["generations"][0]["pid"]
-        outcome = request_reload(proc.pid, timeout=30)
+    sup = Supervisor(tmp_path, log=log)
+    try:
+        first = sup.status()["generations"][0]["pid"]
+        outcome = request_reload(sup.pid, timeout=30)
         assert outcome.ok, outcome.message
-        proc.terminate()
-        assert proc.wait(30) == 0
-        proc.close_sockets()
+        assert sup.stop() == 0
+    finally:
+        sup.kill()
     text = log.read_text()
     used = re.findall(
         r"generation (\d+) \(pid (\d+)\) used ([\d.]+) s CPU, max RSS ([\d.]+) MB, "
