@@ -359,21 +359,40 @@ def listen(
     environ: Mapping[str, str] | None = None,
     pid: int | None = None,
 ) -> socket.socket:
-    """The socket for ``address``: inherited when socket-activated, else bound here.
+    """The socket for ``address``: the one passed when socket-activated, else bound here.
 
     The same application code runs under systemd, under ``sdactivate run`` and bare:
-    ``sock = sdactivate.listen("127.0.0.1:8080", name="http")``. With ``name``, the passed
-    socket of that name wins whatever its address (the unit decides where to listen); if
-    several share the name, the one bound to ``address`` is taken. Without a name, or when
-    no socket has it, a passed socket bound to ``address`` is taken. Otherwise the address
-    is bound (``ListenAddress.bind``, listening with ``backlog``; for inherited sockets the
-    unit's ``Backlog=`` applies). ``kind`` selects the socket kind when ``address`` is text
-    (``tcp`` by default, ``udp``...).
+    ``sock = sdactivate.listen(":8080")`` takes the socket of
+    ``sdactivate gen-units myapp --port 8080`` (``ListenStream=8080``, ``[::]:8080``),
+    ``sdactivate run --listen :8080`` or ``systemd-socket-activate -l 8080``, and binds
+    ``[::]:8080`` (dual-stack) itself when nothing was passed.
+
+    With ``name``, the passed socket of that name wins whatever its address (the unit
+    decides where to listen); if several share the name, the one bound to ``address`` is
+    taken. Without a name, or when no socket has it, a passed socket bound to ``address``
+    is taken (``:8080`` or ``8080`` matches ``[::]:8080`` and ``0.0.0.0:8080``).
+
+    Binding happens only when no socket was passed at all (not socket-activated, or only
+    FIFOs/files were passed): then the address is bound (``ListenAddress.bind``, listening
+    with ``backlog``; for passed sockets the unit's ``Backlog=`` applies). When sockets were
+    passed but none has the name or the address, the unit and the app disagree, and binding
+    would fail with ``EADDRINUSE`` on every ``Restart=`` (or listen where no client
+    connects): this raises :class:`ActivationError` at once, naming each passed socket (fd
+    name and address), what was asked for, and the fix. To listen on an extra address of
+    your own while socket-activated, bind it deliberately:
+    ``sdactivate.parse_address("127.0.0.1:9100").bind()``.
+
+    ``kind`` selects the socket kind when ``address`` is text (``tcp`` by default,
+    ``udp``...). Try it by hand::
+
+        systemd-socket-activate -l 8080 python3 -c \
+            'import sdactivate; print(sdactivate.listen(":8080"))'
 
     Raises :class:`ActivationError` for a malformed environment, a named fd that is not a
-    socket or not of the address's type, or an ambiguous name; ``AddressError`` for a bad
-    address; ``OSError`` from bind(2).
+    socket or not of the address's type, an ambiguous name, or passed sockets none of which
+    fits; ``AddressError`` for a bad address; ``OSError`` from bind(2). sd_listen_fds(3).
     """
+    from ._listen_pick import pick_passed
     from .addresses import DEFAULT_BACKLOG, ListenAddress, parse_address
     from .errors import AddressError
 
@@ -384,29 +403,7 @@ def listen(
     else:
         addr = parse_address(address, kind=kind)
     got = _acquire(environ, pid, True, True)
-    if name is not None:
-        named = [e for e in got.entries if e.name == name]
-        for entry in named:
-            if entry.kind != "socket":
-                raise ActivationError(
-                    f"fd {entry.fd} named {name!r} is a {entry.kind}, not a socket"
-                )
-        socks = [got.sockets[e.fd] for e in named]
-        bound_here = [s for s in socks if addr.matches(s)]
-        if bound_here:
-            return bound_here[0]
-        if len(socks) == 1:
-            if socks[0].type != addr.type:
-                raise ActivationError(
-                    f"fd {named[0].fd} named {name!r} is {socks[0].type.name}, but"
-                    f" {str(addr)!r} needs {addr.type.name}"
-                )
-            return socks[0]
-        if socks:
-            raise ActivationError(
-                f"{len(socks)} passed sockets are named {name!r} and none is bound to {str(addr)!r}"
-            )
-    for sock in got.sockets.values():
-        if addr.matches(sock):
-            return sock
+    passed = pick_passed(got.rows, got.sockets, addr, name)
+    if passed is not None:
+        return passed
     return addr.bind(backlog=DEFAULT_BACKLOG if backlog is None else backlog)

@@ -28,7 +28,7 @@ from typing import Literal
 
 from .errors import AddressError
 
-__all__ = ["Kind", "ListenAddress", "parse_address"]
+__all__ = ["Kind", "ListenAddress", "address_of", "parse_address"]
 
 Kind = Literal["tcp", "udp", "unix", "unix-dgram", "unix-seqpacket"]
 _KINDS: tuple[Kind, ...] = ("tcp", "udp", "unix", "unix-dgram", "unix-seqpacket")
@@ -216,6 +216,50 @@ def parse_address(text: str, *, kind: Kind | None = None) -> ListenAddress:
     if not (port_text.isascii() and port_text.isdigit()) or len(port_text) > 5:  # no superscripts
         raise AddressError(f"invalid port in listen address {text!r}")
     return ListenAddress(inet_kind, host=host, port=int(port_text), scope=scope)
+
+
+def address_of(sock: socket.socket) -> ListenAddress | None:
+    """The address ``sock`` is bound to, as :func:`parse_address` would give it: a
+    :class:`ListenAddress` that :meth:`~ListenAddress.matches` it.
+
+    ``[::]`` with ``IPV6_V6ONLY`` off (a bare ``ListenStream=8080`` on systemd's default
+    ``BindIPv6Only=``, ``sdactivate run --listen 8080``) is the dual-stack ``8080`` (host
+    None). None for what has no such address: an unbound or unnamed socket, another family
+    or type, an abstract name no address can spell, a closed socket.
+    """
+    kinds: dict[tuple[int, int], Kind] = {
+        (socket.AF_INET, socket.SOCK_STREAM): "tcp",
+        (socket.AF_INET6, socket.SOCK_STREAM): "tcp",
+        (socket.AF_INET, socket.SOCK_DGRAM): "udp",
+        (socket.AF_INET6, socket.SOCK_DGRAM): "udp",
+        (socket.AF_UNIX, socket.SOCK_STREAM): "unix",
+        (socket.AF_UNIX, socket.SOCK_DGRAM): "unix-dgram",
+        (socket.AF_UNIX, socket.SOCK_SEQPACKET): "unix-seqpacket",
+    }
+    try:
+        kind = kinds.get((sock.family, sock.type))
+        if kind is None:
+            return None
+        name = sock.getsockname()
+        if sock.family == socket.AF_UNIX:
+            if isinstance(name, bytes):  # abstract: b"\0name"
+                path = "@" + name[1:].decode()
+            elif name:
+                path = name
+            else:
+                return None
+            return ListenAddress(kind, path=path)
+        host, port = name[:2]
+        host, _, scope = host.partition("%")
+        if port == 0:
+            return None
+        if host == "::" and not sock.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY):
+            return ListenAddress(kind, port=port)
+        if scope:
+            return ListenAddress(kind, host=host, port=port, scope=scope)
+        return ListenAddress(kind, host=host, port=port)
+    except (OSError, UnicodeDecodeError, AddressError):
+        return None
 
 
 def _split_host_port(body: str, text: str) -> tuple[str | None, str | None, str]:

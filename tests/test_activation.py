@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 
 from sdactivate._listen_env import _c_integer
 from sdactivate._spawn import spawn
+from sdactivate.addresses import parse_address
 from sdactivate.activation import (
     InheritedFd,
     ListenEnv,
@@ -654,7 +655,7 @@ report({
     "wrong_type": where("127.0.0.1:1", name="dns"),
     "shared_name": where("127.0.0.1:1", name="twice"),
     "fifo": where("127.0.0.1:1", name="pipe"),
-    "fallback": where("127.0.0.1:0"),
+    "mismatch": where("127.0.0.1:1"),
 })
 """
 
@@ -679,7 +680,171 @@ def test_listen_under_activation(sockets: Any) -> None:
     assert out["wrong_type"].startswith("error: fd 4 named 'dns' is SOCK_DGRAM")
     assert out["shared_name"].startswith("error: 2 passed sockets are named 'twice'")
     assert out["fifo"] == "error: fd 7 named 'pipe' is a fifo, not a socket"
-    assert out["fallback"] == "bound"
+    assert out["mismatch"].startswith("error: listen('127.0.0.1:1'): sockets were passed")
+
+
+WILDCARD_CHILD = """
+import sdactivate
+(sock,) = sdactivate.listeners()
+port = sock.getsockname()[1]
+report([sdactivate.listen(text % port) is sock for text in (":%d", "%d")])
+"""
+
+
+@pytest.mark.parametrize(
+    "bind",
+    [
+        lambda port: parse_address(f":{port}").bind(),  # what `sdactivate run --listen :P` binds
+        lambda port: _bound(socket.AF_INET6, "::", port, v6only=0),  # ListenStream=P
+        lambda port: _bound(socket.AF_INET6, "::", port, v6only=1),  # BindIPv6Only=ipv6-only
+        lambda port: _bound(socket.AF_INET, "0.0.0.0", port),  # ListenStream=0.0.0.0:P
+    ],
+    ids=["sdactivate-run", "dual-stack", "v6only", "ipv4-any"],
+)
+def test_listen_wildcard_port_takes_every_address_socket(bind: Any) -> None:
+    """listen(":P") and listen("P") take a passed socket on every address of port P, however
+    it was bound (gen-units --port P, sdactivate run --listen :P, 0.0.0.0:P)."""
+    port = _free_port()
+    sock = bind(port)
+    try:
+        out = run_child(WILDCARD_CHILD, [sock.fileno()], names=["myapp.socket"])
+    finally:
+        sock.close()
+    assert out == [True, True]
+
+
+MISMATCH_CHILD = """
+import sdactivate
+from sdactivate.errors import ActivationError
+try:
+    sdactivate.listen(*ARGS, **KW)
+except ActivationError as exc:
+    report(str(exc))
+else:
+    report("no error")
+"""
+
+
+def _mismatch(sock: socket.socket, fd_name: str, *args: Any, **kw: Any) -> str:
+    code = MISMATCH_CHILD.replace("ARGS", repr(args)).replace("KW", repr(kw))
+    out = run_child(code, [sock.fileno()], names=[fd_name])
+    assert isinstance(out, str)
+    return out
+
+
+def test_listen_refuses_a_name_and_address_that_no_passed_socket_has() -> None:
+    """The issue's case: gen-units myapp --port P passes 'myapp.socket' on [::]:P; an app
+    asking for 127.0.0.1:8080 by the name 'http' gets an error naming both sides and the
+    fixes, and never binds (no EADDRINUSE crash loop)."""
+    port = _free_port()
+    sock = parse_address(str(port)).bind()
+    try:
+        msg = _mismatch(sock, "myapp.socket", "127.0.0.1:8080", name="http")
+    finally:
+        sock.close()
+    assert msg.startswith(
+        "listen('127.0.0.1:8080', name='http'): sockets were passed (LISTEN_FDS) but none is"
+        " a socket named 'http' or bound to '127.0.0.1:8080';"
+        f" got fd 3 named 'myapp.socket' on [::]:{port}."
+    )
+    for fix in (
+        "`gen-units NAME --listen ADDR=http`",
+        "`--port PORT --fdname http`",
+        "FileDescriptorName=http",
+        "`sdactivate run --listen ADDR=http`",
+        f"listen(':{port}')",
+        "sdactivate.parse_address(ADDR).bind()",
+    ):
+        assert fix in msg
+
+
+def test_listen_refuses_an_address_no_passed_socket_has() -> None:
+    """Without a name: the error says which address to pass in the unit (ListenStream=) or
+    which passed one to ask for."""
+    sock = socket.create_server(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    try:
+        msg = _mismatch(sock, "unknown", ":8080")
+    finally:
+        sock.close()
+    assert msg.startswith(
+        "listen(':8080'): sockets were passed (LISTEN_FDS) but none is a socket bound to"
+        f" '8080'; got fd 3 named 'unknown' on 127.0.0.1:{port}."
+    )
+    for fix in (
+        "`gen-units NAME --listen 8080`",
+        "ListenStream=8080 in the .socket unit",
+        "`sdactivate run --listen 8080`",
+        f"listen('127.0.0.1:{port}')",
+    ):
+        assert fix in msg
+
+
+def test_listen_mismatch_names_unix_and_udp_sockets(tmp_path: Any) -> None:
+    """Every passed socket is listed with its own address (path, udp:host:port)."""
+    path = str(tmp_path / "ctl.sock")
+    unix = parse_address(path).bind()
+    udp = parse_address("udp:127.0.0.1:0").bind()
+    udp_port = udp.getsockname()[1]
+    try:
+        code = MISMATCH_CHILD.replace("ARGS", repr(("udp:127.0.0.1:1",))).replace("KW", "{}")
+        msg = run_child(code, [unix.fileno(), udp.fileno()], names=["ctl", "dns"])
+    finally:
+        unix.close()
+        udp.close()
+    assert f"got fd 3 named 'ctl' on {path}, fd 4 named 'dns' on udp:127.0.0.1:{udp_port}." in msg
+    assert "ListenDatagram=127.0.0.1:1" in msg
+    assert f"listen({path!r}) or listen('udp:127.0.0.1:{udp_port}')" in msg
+
+
+def test_listen_binds_when_only_non_sockets_were_passed(tmp_path: Any) -> None:
+    """A passed FIFO is not a socket: nothing to mismatch, listen() binds the address."""
+    r, w = os.pipe()
+    try:
+        out = run_child(
+            """
+            import sdactivate
+            sock = sdactivate.listen("127.0.0.1:0")
+            report([sock.fileno() > 3, sock.getsockname()[0]])
+            """,
+            [r],
+            names=["pipe"],
+        )
+    finally:
+        os.close(r)
+        os.close(w)
+    assert out == [True, "127.0.0.1"]
+
+
+def test_listen_binds_when_the_environment_is_another_process() -> None:
+    """LISTEN_PID of another process: not for us, so listen() binds (no mismatch error)."""
+    env = {"LISTEN_PID": str(os.getpid() + 1), "LISTEN_FDS": "1", "LISTEN_FDNAMES": "x"}
+    sock = listen("127.0.0.1:0", name="http", environ=env)
+    try:
+        assert sock.getsockname()[0] == "127.0.0.1"
+    finally:
+        sock.close()
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET6) as probe:
+        probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        probe.bind(("::", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def _bound(family: socket.AddressFamily, host: str, port: int, *, v6only: int = 0) -> socket.socket:
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, v6only)
+        sock.bind((host, port))
+        sock.listen()
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 def test_inherited_fd_is_frozen() -> None:

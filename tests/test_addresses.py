@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sdactivate.addresses import ListenAddress, parse_address
+from sdactivate.addresses import ListenAddress, address_of, parse_address
 from sdactivate.errors import AddressError
 
 GOOD = [
@@ -379,6 +379,61 @@ def test_matches_never_raises_on_closed_socket() -> None:
     sock = socket.socket()
     sock.close()
     assert parse_address("127.0.0.1:1").matches(sock) is False
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "127.0.0.1:0",
+        "[::1]:0",
+        ":0",
+        "udp:127.0.0.1:0",
+        "udp:0",
+        "@sdactivate-addr-of",
+        "unix-seqpacket:@sdactivate-seq",
+    ],
+)
+def test_address_of_a_bound_socket_matches_it(text: str) -> None:
+    """address_of(sock) is the address that matches the socket (port 0 replaced by the
+    kernel's), of the same kind: the inverse of bind()."""
+    sock = parse_address(text).bind()
+    try:
+        got = address_of(sock)
+        assert got is not None
+        assert got.kind == parse_address(text).kind
+        assert got.matches(sock)
+        assert got.host == parse_address(text).host  # None stays None: dual-stack
+    finally:
+        sock.close()
+
+
+def test_address_of_sockets_with_no_address() -> None:
+    """Unbound, unnamed and closed sockets, and a v6-only [::], have no dual-stack address."""
+    unbound = socket.socket()
+    a, b = socket.socketpair()
+    closed = socket.socket()
+    closed.close()
+    v6only = socket.socket(socket.AF_INET6)
+    v6only.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    v6only.bind(("::", 0))
+    try:
+        assert address_of(unbound) is None
+        assert address_of(a) is None
+        assert address_of(closed) is None
+        got = address_of(v6only)
+        assert got is not None and got.host == "::"
+    finally:
+        for sock in (unbound, a, b, v6only):
+            sock.close()
+
+
+def test_address_of_a_unix_path(tmp_path: Path) -> None:
+    """A path socket's address is its path."""
+    sock = parse_address(str(tmp_path / "s.sock")).bind()
+    try:
+        assert address_of(sock) == parse_address(str(tmp_path / "s.sock"))
+    finally:
+        sock.close()
 
 
 def test_stale_unix_socket_is_replaced(tmp_path: Path) -> None:

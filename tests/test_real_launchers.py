@@ -56,14 +56,18 @@ def free_port(family: socket.AddressFamily, kind: socket.SocketKind) -> int:
 
 
 def activate(
-    tmp_path: Path, args: list[str], trigger: tuple[socket.SocketKind, str], tries: int = 3
+    tmp_path: Path,
+    args: list[str],
+    trigger: tuple[socket.SocketKind, str],
+    tries: int = 3,
+    child: str = CHILD,
 ) -> dict[str, Any]:
-    """Run CHILD under systemd-socket-activate ``args``; poke ``trigger``; return the report."""
+    """Run ``child`` under systemd-socket-activate ``args``; poke ``trigger``; return the report."""
     report = tmp_path / "report.json"
     expected = args.count("-l")
     for _ in range(tries):
         proc = subprocess.Popen(
-            [LAUNCHER, *args, f"--setenv=REPORT={report}", sys.executable, "-c", CHILD],
+            [LAUNCHER, *args, f"--setenv=REPORT={report}", sys.executable, "-c", child],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
         )
@@ -179,3 +183,35 @@ def test_fdname_count_mismatch_is_an_activation_error(tmp_path: Path) -> None:
     args = [x for p in paths for x in ("-l", p)] + ["--fdname=x:y"]
     out = activate(tmp_path, args, (socket.SOCK_STREAM, paths[0]))
     assert out == {"error": "LISTEN_FDNAMES='x:y' has 2 names for LISTEN_FDS='3'"}
+
+
+LISTEN_CHILD = """
+import json, os, sdactivate
+from sdactivate.errors import ActivationError
+port = int(os.environ["PORT"])
+out = {"wildcard": sdactivate.listen(f":{port}").fileno(),
+       "bare_port": sdactivate.listen(str(port)).fileno()}
+try:
+    sdactivate.listen("127.0.0.1:8080", name="http")
+except ActivationError as exc:
+    out["mismatch"] = str(exc)
+with open(os.environ["REPORT"] + ".tmp", "w") as f:
+    json.dump(out, f)
+os.replace(os.environ["REPORT"] + ".tmp", os.environ["REPORT"])
+"""
+
+
+def test_listen_wildcard_port_takes_the_launchers_bare_port(tmp_path: Path) -> None:
+    """`systemd-socket-activate -l P` (what a bare ListenStream=P gives): listen(":P") and
+    listen("P") take its socket; an app asking for another address and name gets the
+    mismatch error naming the launcher's [::]:P."""
+    port = free_port(socket.AF_INET6, socket.SOCK_STREAM)
+    path = str(tmp_path / "wake.sock")
+    out = activate(
+        tmp_path,
+        ["-l", str(port), "-l", path, f"--setenv=PORT={port}"],
+        (socket.SOCK_STREAM, path),
+        child=LISTEN_CHILD,
+    )
+    assert out["wildcard"] == out["bare_port"] == 3
+    assert f"fd 3 named 'unknown' on [::]:{port}" in out["mismatch"]
