@@ -25,7 +25,6 @@ from hypothesis import strategies as st
 
 from sdactivate._listen_env import _c_integer
 from sdactivate._spawn import spawn
-from sdactivate.addresses import parse_address
 from sdactivate.activation import (
     InheritedFd,
     ListenEnv,
@@ -35,6 +34,7 @@ from sdactivate.activation import (
     parse_listen_env,
     valid_fd_name,
 )
+from sdactivate.addresses import parse_address
 from sdactivate.errors import ActivationError
 
 PID = 4242
