@@ -28,6 +28,7 @@ from collections.abc import Callable
 from types import TracebackType
 
 from . import _env
+from ._signals import threads_without_stop_signals
 from .errors import NotifyError, WatchdogError
 
 __all__ = [
@@ -209,7 +210,8 @@ class _ThreadKeepAlive(KeepAlive):
         self._asked = 0  # heartbeat tokens: the last one asked for, the last one answered
         self._answered = -1
         self._thread = threading.Thread(target=self._run, name="sdactivate-watchdog", daemon=True)
-        self._thread.start()
+        with threads_without_stop_signals():  # they go to the main thread, which handles them
+            self._thread.start()
 
     def _answer(self, token: int) -> None:  # runs inside the watched loop
         self._answered = token

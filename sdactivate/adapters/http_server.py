@@ -28,6 +28,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from socketserver import BaseRequestHandler, BaseServer
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from .._signals import threads_without_stop_signals
 from ._http_drain import DEFAULT_IDLE_GRACE, Connections, DrainingHandler
 from ._lifecycle import DEFAULT_DRAIN_TIMEOUT, StopTrigger, announce_ready, announce_stopping, pick
 
@@ -136,7 +137,10 @@ def serve(
                 name=f"sdactivate-http-{sock.fileno()}",
                 daemon=True,
             )
-            thread.start()
+            # The accept loop and the handler threads it starts block the stop signals, so
+            # they reach this thread, which waits for them.
+            with threads_without_stop_signals():
+                thread.start()
             servers.append(server)  # only running loops: shutdown() waits for the loop
         announce_ready(upgrader, status)
         trigger.wait()

@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable, Sequence
 from socketserver import ThreadingMixIn
 from typing import TYPE_CHECKING, Any
 
+from .. import _signals
 from . import http_server
 from ._lifecycle import (
     DEFAULT_DRAIN_TIMEOUT,
@@ -103,10 +104,13 @@ def serve_waitress(
     trigger = StopTrigger(upgrader=upgrader)
     try:
         adjustments.setdefault("backlog", backlog_of(socks))
-        server: Any = create_server(app, sockets=socks, **adjustments)
-        socket_map: dict[int, Any] = server.map if hasattr(server, "map") else server._map
-        loop = threading.Thread(target=server.run, name="sdactivate-waitress", daemon=True)
-        loop.start()
+        # waitress's worker threads (started by create_server) and its loop block the stop
+        # signals, so they reach this thread, which waits for them
+        with _signals.threads_without_stop_signals():
+            server: Any = create_server(app, sockets=socks, **adjustments)
+            socket_map: dict[int, Any] = server.map if hasattr(server, "map") else server._map
+            loop = threading.Thread(target=server.run, name="sdactivate-waitress", daemon=True)
+            loop.start()
         announce_ready(upgrader, status)
         trigger.wait()
     finally:
