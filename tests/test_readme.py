@@ -260,6 +260,7 @@ def test_quickstart_app_loses_nothing_over_handovers(
     assert len({pid for pid in res.pids() if pid}) == HANDOVERS + 1
     assert proc.returncode == 0, err.decode(errors="replace")
     assert b"Traceback" not in err
+    assert b"SIGKILL" not in err  # every generation drained and exited by itself
 
 
 # --- every sdactivate command line parses ----------------------------------------------------

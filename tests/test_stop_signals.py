@@ -135,3 +135,63 @@ def test_loop_stop_signals_uninstall(signalled: bool) -> None:
     expected = signal.SIG_IGN if signalled else signal.SIG_DFL
     assert signal.getsignal(signal.SIGTERM) == expected
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+MASKS_CHILD = r"""
+import json, os, signal
+from http.server import BaseHTTPRequestHandler
+from sdactivate import watchdog
+from sdactivate.adapters import http_server
+
+def masks():
+    out = {}
+    for tid in os.listdir("/proc/self/task"):
+        with open(f"/proc/self/task/{tid}/status") as f:
+            blk = next(line for line in f if line.startswith("SigBlk:")).split()[1]
+        out["main" if int(tid) == os.getpid() else tid] = int(blk, 16)
+    return out
+
+class Report(BaseHTTPRequestHandler):
+    def do_GET(self):
+        mine = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+        body = json.dumps({"handler": sorted(int(s) for s in mine), "threads": masks()}).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+with watchdog.start():
+    http_server.serve(Report)
+"""
+
+
+def test_serving_threads_leave_stop_signals_to_the_main_thread() -> None:
+    """http_server.serve's accept loop, its handler threads and the watchdog keep-alive
+    block SIGTERM and SIGINT; the main thread, which waits for them, does not. (A SIGTERM
+    the kernel gave the accept thread left the main thread waiting: about one stop in 40
+    under load served on until SIGKILL.)"""
+    import json
+
+    from sdactivate.testing import NotifyReceiver, launch
+
+    stop = (1 << (signal.SIGTERM - 1)) | (1 << (signal.SIGINT - 1))
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "WATCHDOG_USEC": "60000000"}
+    env = {k: v for k, v in env.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_PID")}
+    with NotifyReceiver(thread=True) as rx:
+        proc = launch([sys.executable, "-c", MASKS_CHILD], ["127.0.0.1:0"], notify=rx, env=env)
+        with proc:
+            rx.wait_for("READY", "1", timeout=15)
+            port = proc.sockets[0].getsockname()[1]
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+                conn.sendall(b"GET / HTTP/1.0\r\n\r\n")
+                data = b""
+                while chunk := conn.recv(65536):
+                    data += chunk
+            got = json.loads(data.partition(b"\r\n\r\n")[2])
+            proc.terminate()
+            assert proc.wait(15) == 0
+    assert {signal.SIGTERM, signal.SIGINT} <= set(got["handler"])
+    threads = got["threads"]
+    assert threads.pop("main") & stop == 0
+    assert len(threads) >= 3  # accept loop, handler, watchdog keep-alive
+    assert all(mask & stop == stop for mask in threads.values()), threads
