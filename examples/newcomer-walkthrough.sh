@@ -25,10 +25,12 @@ NAME=${NAME:-myapp}
 PORT=${PORT:-8080}
 CHECKOUT=${CHECKOUT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}
 ROUNDS=${ROUNDS:-10}
+LOOPS=${LOOPS:-4}  # curl loops running at once during the restarts and reloads
 UNITS_DIR=/etc/systemd/system
 umask 022  # the service's dynamic user reads the venv and the app
 
 say() { printf '\n=== %s\n' "$*"; }
+now_ms() { echo $(($(date +%s%N) / 1000000)); }
 die() { printf 'walkthrough: FAILED: %s\n' "$*" >&2; exit 1; }
 
 [ "$(id -u)" = 0 ] || die "run as root (it installs units into $UNITS_DIR)"
@@ -67,22 +69,31 @@ block() {
 
 # Run a shell block line by line, echoing each command; stop at the first failure.
 run_block() {
-    local started=$SECONDS
+    local started
+    started=$(now_ms)
     say "README block '$1'"
     block "$1" > "$WORK/$1.sh"
     (cd "${2:-$WORK}" && bash -euxo pipefail "$WORK/$1.sh") || die "README block '$1' failed"
-    echo "(block '$1' took $((SECONDS - started)) s)"
+    echo "(block '$1' took $(($(now_ms) - started)) ms)"
 }
 
 URL=http://127.0.0.1:$PORT/
 
-# A background loop of curl requests; each outcome is a line in $WORK/loop.log.
+# LOOPS background loops of curl requests; each outcome is a line in $WORK/loop.log.
 start_loop() {
     : > "$WORK/loop.log"
     (
-        while :; do
-            if out=$(curl -fsS -m 10 "$URL" 2>&1); then echo "ok $out"; else echo "FAIL $out"; fi
-        done >> "$WORK/loop.log"
+        for _ in $(seq "$LOOPS"); do
+            while :; do
+                if out=$(curl -fsS -m 10 "$URL" 2>&1); then
+                    echo "ok $out"
+                else
+                    echo "FAIL $out"
+                fi
+            done >> "$WORK/loop.log" &
+        done
+        trap 'kill $(jobs -p) 2>/dev/null; wait; exit 0' TERM
+        wait
     ) &
     LOOP_PID=$!
 }
@@ -121,11 +132,11 @@ systemctl is-active --quiet "$NAME.service" || die "$NAME.service is not active"
 
 say "$ROUNDS x systemctl restart $NAME.service under a curl loop"
 start_loop
-started=$SECONDS
+started=$(now_ms)
 for _ in $(seq "$ROUNDS"); do
     systemctl restart "$NAME.service"
 done
-echo "($ROUNDS restarts took $((SECONDS - started)) s)"
+echo "($ROUNDS restarts took $(($(now_ms) - started)) ms)"
 stop_loop "restarts" 2
 
 run_block quickstart-supervise
@@ -133,10 +144,10 @@ main=$(systemctl show -P MainPID "$NAME.service")
 
 say "$ROUNDS x systemctl reload $NAME.service (--supervise) under a curl loop"
 start_loop
-started=$SECONDS
+started=$(now_ms)
 for _ in $(seq "$ROUNDS"); do
     systemctl reload "$NAME.service"
 done
-echo "($ROUNDS reloads took $((SECONDS - started)) s)"
+echo "($ROUNDS reloads took $(($(now_ms) - started)) ms)"
 stop_loop "reloads" 2
 [ "$(systemctl show -P MainPID "$NAME.service")" = "$main" ] || die "the supervisor changed"
