@@ -193,8 +193,8 @@ def test_readme_app_in_a_unit_that_passes_another_socket_fails_at_once(
     wait_until(failed_with_message, timeout=30, what="the mismatch error in the journal")
     sandbox.systemctl("stop", f"{name}.socket", service)
     journal = sandbox.run(["journalctl", "-u", service, "-o", "cat", "--no-pager"]).stdout
-    assert "Address already in use" not in journal
-    assert "Main process exited, code=exited, status=1/FAILURE" in sandbox.journal(service)
+    assert "Address already in use" not in journal, journal
+    assert "Main process exited, code=exited, status=1/FAILURE" in journal, journal
     measurements(f"mismatched unit and app: {next(x for x in journal.splitlines() if wanted in x)}")
 
 
