@@ -629,3 +629,25 @@ def test_exited_generation_reports_what_it_used(tmp_path: Path) -> None:
     assert ("1", first) in [(g, int(pid)) for g, pid, *_ in used], text
     assert sorted(g for g, *_ in used) == ["1", "2"], text
     assert all(float(rss) > 1.0 and float(cpu) > 0 for _, _, cpu, rss, _ in used), text
+
+
+def test_sighup_follows_the_notify_reload_protocol(supervisor: Supervisor) -> None:
+    """Type=notify-reload (v253, what gen-units writes for --supervise there): SIGHUP gets
+    RELOADING=1 with a MONOTONIC_USEC= read after the signal (PID 1 ignores an older one and
+    the reload hangs), then READY=1 once the new generation took over; a SIGHUP during that
+    handover gets its own RELOADING=1, sent when its handover starts, then its READY=1."""
+    rx = supervisor.rx
+    rx.sync()
+    since = len(rx.messages)
+    first = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000  # PID 1's reload_begin_usec
+    os.kill(supervisor.pid, signal.SIGHUP)
+    reloading = rx.wait_for("RELOADING", "1", timeout=10, since=since)
+    assert int(reloading.get("MONOTONIC_USEC") or 0) >= first
+    after = rx.messages.index(reloading) + 1
+    second = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+    os.kill(supervisor.pid, signal.SIGHUP)  # during the handover, or while the old one drains
+    rx.wait_for("READY", "1", timeout=10, since=after)
+    again = rx.wait_for("RELOADING", "1", timeout=10, since=after)
+    assert int(again.get("MONOTONIC_USEC") or 0) >= second
+    rx.wait_for("READY", "1", timeout=10, since=rx.messages.index(again) + 1)
+    assert supervisor.status()["message"].startswith("generation 3 ")
