@@ -35,6 +35,7 @@ __all__ = [
     "listen_inodes",
     "main_pid",
     "restart_under_load",
+    "sandbox_version",
     "sigkill_supervisor",
     "start_limit",
     "wait_state",
@@ -49,14 +50,16 @@ def gen_units(
     program: str = PYTHON,
     script: str | None = APP,
     options: Sequence[str] = (),
+    version: int | None = None,
 ) -> dict[str, str]:
     """`sdactivate gen-units NAME --listen ADDR[=FDNAME]... --exec PROGRAM -- [SCRIPT] ARGS`
     as {file name: text}. `options` are extra generator flags (--no-network, --watchdog,
-    --fdstore N, --accept ...)."""
+    --fdstore N, --accept ...); `version` the target (default SYSTEMD_VERSION)."""
+    target = SYSTEMD_VERSION if version is None else version
     argv = [sys.executable, "-m", "sdactivate", "gen-units", name]
     for address, fd_name in listens:
         argv += ["--listen", address if fd_name is None else f"{address}={fd_name}"]
-    argv += ["--environment", f"PYTHONPATH={CODE_DIR}", "--systemd-version", str(SYSTEMD_VERSION)]
+    argv += ["--environment", f"PYTHONPATH={CODE_DIR}", "--systemd-version", str(target)]
     argv += [*options, "--stdout", "--exec", program, "--"]
     if script is not None:
         argv.append(script)
@@ -110,6 +113,12 @@ def http_get(
         key, _, value = line.partition(":")
         headers[key.strip().lower()] = value.strip()
     return status, headers, body
+
+
+def sandbox_version(sandbox: Sandbox) -> int:
+    """The version of the systemd running in `sandbox` (`systemctl --version`)."""
+    first = sandbox.run(["systemctl", "--version"]).stdout.splitlines()[0]
+    return int(first.split()[1])
 
 
 def main_pid(sandbox: Sandbox, unit: str) -> int:
