@@ -18,13 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from releases import selected
 from sandbox import CHECKOUT, CODE_DIR, Sandbox, wait_until
 
 sys.path.insert(0, str(Path(CHECKOUT) / "bench"))  # bench/loadgen.py: the open-loop client
 
-PYTHON = "/usr/bin/python3"  # inside the sandbox; fast start, not under /root or /tmp
+PYTHON = "/usr/bin/python3"  # inside the sandbox (the release's own); not under /root or /tmp
 APP = f"{CODE_DIR}/examples/app.py"
-SYSTEMD_VERSION = 252
+SYSTEMD_VERSION = selected().systemd  # the release under test ($SDACTIVATE_SYSTEMD)
 
 __all__ = [
     "APP",
