@@ -145,9 +145,14 @@ def test_failed_handover_is_reported(sandbox: Sandbox, units: Units) -> None:
     assert "upgrade failed" in after["StatusText"] and "status 3" in after["StatusText"]
     assert http_get("127.0.0.1", port)[1]["x-pid"] == before["x-pid"]
     assert "upgrade failed" in sandbox.journal("sdsup-fail.service")
-    # and the next reload, with the build fixed, works
+    # and the next reload, with the build fixed, works (the old generation may still answer
+    # a connection it accepted before its stop signal reached it)
     sandbox.systemctl("reload", "sdsup-fail.service")
-    assert http_get("127.0.0.1", port)[1]["x-pid"] != before["x-pid"]
+    wait_until(
+        lambda: http_get("127.0.0.1", port)[1]["x-pid"] != before["x-pid"],
+        timeout=10,
+        what="an answer from the new generation",
+    )
 
 
 FDSTORE_UNIT = """\
