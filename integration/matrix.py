@@ -2,7 +2,7 @@
 
     python integration/matrix.py                    # everything: 252 254 257 262
     python integration/matrix.py 257                # the host's hermetic tier, then 257's tiers
-    python integration/matrix.py --tiers integration 254 262
+    python integration/matrix.py --tiers rootfs,integration 254 262
     python integration/matrix.py hermetic 262 -- -k conformance   # one tier, pytest args
 
 Tiers, in this order:
@@ -254,8 +254,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return outcome.returncode
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("versions", nargs="*", type=int, default=list(RELEASES))
-    parser.add_argument("--tiers", nargs="+", choices=TIERS, default=list(TIERS))
+    parser.add_argument(
+        "--tiers",
+        type=lambda text: text.split(","),
+        default=list(TIERS),
+        help=f"comma-separated, of {','.join(TIERS)} (default: all)",
+    )
     opts = parser.parse_args(args)
+    if set(opts.tiers) - set(TIERS):
+        parser.error(f"--tiers: {opts.tiers!r}: choose from {','.join(TIERS)}")
     unknown = [v for v in opts.versions if v not in RELEASES]
     if unknown:
         known = " ".join(str(v) for v in RELEASES)
