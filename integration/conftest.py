@@ -26,7 +26,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from releases import Release, ensure_rootfs, selected
+from releases import Release, boot_release, selected
 from sandbox import Sandbox, Units
 
 HERE = Path(__file__).resolve().parent
@@ -102,20 +102,6 @@ def release() -> Release:
 def systemd_version(release: Release) -> int:
     """The systemd major version under test (the sandbox's manager reports the same)."""
     return release.systemd
-
-
-def boot_release(release: Release) -> Sandbox:
-    """Boot a sandbox of `release`: the host's root for 252, else its cached tree (built
-    now if missing). Fails if the manager that comes up has another version."""
-    rootfs = None if release.is_host else ensure_rootfs(release)
-    box = Sandbox.boot(rootfs=rootfs)
-    if box.systemd_version != release.systemd:
-        box.close()
-        raise AssertionError(
-            f"release {release.name} booted systemd {box.systemd_version}, expected"
-            f" {release.systemd} (rootfs {rootfs or '/'})"
-        )
-    return box
 
 
 @pytest.fixture(scope="session")

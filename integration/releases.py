@@ -32,12 +32,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
+from sandbox import Sandbox
+
 __all__ = [
     "HOST_SYSTEMD",
     "RELEASES",
     "Release",
     "RootfsBuildError",
     "UnknownReleaseError",
+    "boot_release",
     "ensure_rootfs",
     "rootfs_cache_dir",
     "selected",
@@ -156,6 +159,20 @@ def by_version(raw: str | int) -> Release:
         raise UnknownReleaseError(
             f"{ENV_SYSTEMD}={raw!r}: no such release in the matrix; use one of {known}"
         ) from None
+
+
+def boot_release(release: Release, *, timeout: float = 30) -> Sandbox:
+    """Boot a sandbox of `release`: the host's root for 252, else its cached tree (built
+    now if missing). AssertionError if the manager that comes up has another version."""
+    rootfs = None if release.is_host else ensure_rootfs(release)
+    box = Sandbox.boot(rootfs=rootfs, timeout=timeout)
+    if box.systemd_version != release.systemd:
+        box.close()
+        raise AssertionError(
+            f"release {release.name} booted systemd {box.systemd_version}, expected"
+            f" {release.systemd} (rootfs {rootfs or '/'})"
+        )
+    return box
 
 
 def rootfs_cache_dir(environ: dict[str, str] | None = None) -> Path:

@@ -8,8 +8,8 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from conftest import boot_release, require_sandbox_host
-from releases import Release
+from conftest import require_sandbox_host
+from releases import Release, boot_release
 from sandbox import CHECKOUT, CODE_DIR, Sandbox, Units
 
 

@@ -408,9 +408,15 @@ def test_children_die_with_a_killed_supervisor(supervisor: Supervisor) -> None:
         wait_exit(pid, 5)
 
 
+# The idle supervisor's RSS bound by Python version (MB): the interpreter itself is most of
+# it. Measured with the matrix's interpreters: 17.7 MB on 3.11, 18.8 on Debian's 3.13,
+# 21.0 on Debian's 3.14. Pythons the matrix does not run get the largest bound.
+IDLE_RSS_MB = {(3, 11): 20, (3, 13): 20, (3, 14): 23}
+
+
 def test_idle_supervisor_does_not_wake_up(supervisor: Supervisor) -> None:
     """Idle: no context switch and no CPU tick in 1 s (blocked in epoll, no timers), and
-    an RSS of at most 20 MB."""
+    an RSS within IDLE_RSS_MB for this Python (20 MB on 3.11)."""
 
     def counters() -> tuple[int, int, int]:
         status = Path(f"/proc/{supervisor.pid}/status").read_text().splitlines()
@@ -430,7 +436,8 @@ def test_idle_supervisor_does_not_wake_up(supervisor: Supervisor) -> None:
     assert counters() == before
     status = Path(f"/proc/{supervisor.pid}/status").read_text()
     rss_kb = int(next(line for line in status.splitlines() if line.startswith("VmRSS:")).split()[1])
-    assert rss_kb <= 20 * 1024, f"supervisor RSS {rss_kb} kB"
+    bound_mb = IDLE_RSS_MB.get(sys.version_info[:2], max(IDLE_RSS_MB.values()))
+    assert rss_kb <= bound_mb * 1024, f"supervisor RSS {rss_kb} kB, bound {bound_mb} MB"
 
 
 def test_watchdog_pings_pass_through(tmp_path: Path) -> None:
