@@ -1,5 +1,6 @@
 """The fd store without a socket unit: the app binds once via sdactivate.fdstore.listen(),
-systemd keeps the socket across restarts and crashes, and drops it on stop + start (252)."""
+systemd keeps the socket across restarts and crashes, and drops it on stop + start (on every
+release in the matrix: these units set no FileDescriptorStorePreserve=)."""
 
 from __future__ import annotations
 
@@ -120,7 +121,7 @@ def test_fdstore_restart_kill_and_stop_start(
     assert sandbox.show(UNIT, "NFileDescriptorStore")["NFileDescriptorStore"] == "1"
     assert listen_inodes(port) == first
 
-    # stop + start: two jobs, so 252 flushes the store; the app binds a new socket.
+    # stop + start: two jobs, so systemd flushes the store; the app binds a new socket.
     sandbox.systemctl("stop", UNIT)
     assert sandbox.show(UNIT, "NFileDescriptorStore")["NFileDescriptorStore"] == "0"
     assert listen_inodes(port) == set()

@@ -1,4 +1,4 @@
-"""`sdactivate run` as a real systemd 252 service: `systemctl reload` hands over, SIGKILL of
+"""`sdactivate run` as a real systemd service: `systemctl reload` hands over, SIGKILL of
 the supervisor loses no connection (socket unit or fd store), `systemctl stop` is clean."""
 
 from __future__ import annotations
