@@ -21,14 +21,19 @@ line; the exit status is 1 if anything failed.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
+import functools
+import io
 import os
 import re
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TextIO
 
 from releases import (
     HOST_SYSTEMD,
@@ -85,6 +90,7 @@ def _stream(
     env: dict[str, str] | None,
     timeout: float,
     popen: Callable[..., subprocess.Popen[str]] = subprocess.Popen,
+    out: TextIO,
 ) -> Outcome:
     """Run argv (through `popen`) with its output passed through; its exit status and
     pytest's counts."""
@@ -102,8 +108,8 @@ def _stream(
         assert proc.stdout is not None
         deadline = started + timeout
         for line in proc.stdout:
-            sys.stdout.write(line)
-            sys.stdout.flush()
+            out.write(line)
+            out.flush()
             lines.append(line.rstrip("\n"))
             if time.monotonic() > deadline:
                 proc.kill()
@@ -119,15 +125,17 @@ def _stream(
     return outcome
 
 
-def host_hermetic(pytest_args: Sequence[str]) -> Outcome:
+def host_hermetic(pytest_args: Sequence[str], out: TextIO = sys.stdout) -> Outcome:
     """`pytest tests` on this interpreter (the host's Python, the checkout's venv)."""
     argv = [sys.executable, "-m", "pytest", "-q", "tests", *pytest_args]
-    outcome = _stream(argv, env=None, timeout=HERMETIC_TIMEOUT)
+    outcome = _stream(argv, env=None, timeout=HERMETIC_TIMEOUT, out=out)
     outcome.name = f"hermetic Python {sys.version_info[0]}.{sys.version_info[1]} (host)"
     return outcome
 
 
-def release_hermetic(release: Release, pytest_args: Sequence[str]) -> Outcome:
+def release_hermetic(
+    release: Release, pytest_args: Sequence[str], out: TextIO = sys.stdout
+) -> Outcome:
     """`pytest tests` on the release's own Python, inside a booted sandbox of the release
     (its /tmp is a fresh tmpfs; the checkout is read-only at CODE_DIR, so no bytecode,
     no pytest cache; Hypothesis keeps its database under /tmp). Relative paths in
@@ -163,30 +171,30 @@ def release_hermetic(release: Release, pytest_args: Sequence[str]) -> Outcome:
             *([] if paths else [f"{CODE_DIR}/tests"]),
             *inside,
         ]
-        outcome = _stream(inner, env=env, timeout=HERMETIC_TIMEOUT, popen=box.popen)
+        outcome = _stream(inner, env=env, timeout=HERMETIC_TIMEOUT, popen=box.popen, out=out)
         outcome.note = f"(boot {box.boot_seconds * 1000:.0f} ms)"
     outcome.name = name
     outcome.seconds = time.monotonic() - started
     return outcome
 
 
-def integration(release: Release, pytest_args: Sequence[str]) -> Outcome:
+def integration(release: Release, pytest_args: Sequence[str], out: TextIO = sys.stdout) -> Outcome:
     """`pytest integration` against the release's systemd (SDACTIVATE_SYSTEMD)."""
     env = {**os.environ, "SDACTIVATE_SYSTEMD": str(release.systemd)}
     argv = [sys.executable, "-m", "pytest", "-q", "integration", *pytest_args]
-    outcome = _stream(argv, env=env, timeout=INTEGRATION_TIMEOUT)
+    outcome = _stream(argv, env=env, timeout=INTEGRATION_TIMEOUT, out=out)
     outcome.name = f"integration systemd {release.systemd} ({release.name})"
     return outcome
 
 
-def rootfs(release: Release) -> Outcome:
+def rootfs(release: Release, out: TextIO = sys.stdout) -> Outcome:
     """The release's tree: found in the cache, or built now (timed)."""
     outcome = Outcome(f"rootfs systemd {release.systemd} ({release.name})")
     started = time.monotonic()
     try:
         path = ensure_rootfs(release)
     except RootfsBuildError as exc:
-        print(f"matrix: rootfs for {release.name}: {exc}", flush=True)
+        print(f"matrix: rootfs for {release.name}: {exc}", file=out, flush=True)
         outcome.returncode = 1
         outcome.note = str(exc).splitlines()[0]
     else:
@@ -195,33 +203,96 @@ def rootfs(release: Release) -> Outcome:
     return outcome
 
 
-def run(versions: Sequence[int], tiers: Sequence[str], pytest_args: Sequence[str]) -> int:
+# One lane per release: its steps run in order, and a failed tree stops the lane.
+Step = tuple[str, Callable[[TextIO], Outcome]]
+
+
+def lanes(
+    versions: Sequence[int], tiers: Sequence[str], pytest_args: Sequence[str]
+) -> list[list[Step]]:
     host_python = f"{sys.version_info[0]}.{sys.version_info[1]}"
-    outcomes: list[Outcome] = []
-    started = time.monotonic()
-
-    def header(text: str) -> None:
-        print(f"\n===== matrix: {text} =====", flush=True)
-
-    if "hermetic" in tiers:
-        header(f"hermetic tier on the host's Python {host_python}")
-        outcomes.append(host_hermetic(pytest_args))
+    result: list[list[Step]] = []
     for version in versions:
         release = RELEASES[version]
+        lane: list[Step] = []
+        if release.is_host and "hermetic" in tiers:
+            lane.append(
+                (
+                    f"hermetic tier on the host's Python {host_python}",
+                    functools.partial(host_hermetic, pytest_args),
+                )
+            )
         if not release.is_host and ("rootfs" in tiers or "integration" in tiers):
-            header(f"root file system for systemd {version} ({release.name})")
-            built = rootfs(release)
-            outcomes.append(built)
-            if not built.ok:
-                continue
+            lane.append(
+                (
+                    f"root file system for systemd {version} ({release.name})",
+                    functools.partial(rootfs, release),
+                )
+            )
         if "integration" in tiers:
-            header(f"integration tier on systemd {version} ({release.name})")
-            outcomes.append(integration(release, pytest_args))
+            lane.append(
+                (
+                    f"integration tier on systemd {version} ({release.name})",
+                    functools.partial(integration, release, pytest_args),
+                )
+            )
         if "hermetic" in tiers and release.python != host_python:
-            header(f"hermetic tier on Python {release.python} ({release.name})")
-            outcomes.append(release_hermetic(release, pytest_args))
+            lane.append(
+                (
+                    f"hermetic tier on Python {release.python} ({release.name})",
+                    functools.partial(release_hermetic, release, pytest_args),
+                )
+            )
+        result.append(lane)
+    if "hermetic" in tiers and HOST_SYSTEMD not in versions:
+        result.insert(
+            0,
+            [
+                (
+                    f"hermetic tier on the host's Python {host_python}",
+                    functools.partial(host_hermetic, pytest_args),
+                )
+            ],
+        )
+    return result
+
+
+def run(
+    versions: Sequence[int], tiers: Sequence[str], pytest_args: Sequence[str], *, jobs: int = 1
+) -> int:
+    """Run the lanes, `jobs` at a time. With jobs > 1 each step's output is held back and
+    printed whole when the step ends, so the logs of parallel steps do not interleave."""
+    started = time.monotonic()
+    printing = threading.Lock()
+
+    def header(text: str) -> str:
+        return f"\n===== matrix: {text} =====\n"
+
+    def run_lane(lane: list[Step]) -> list[Outcome]:
+        outcomes: list[Outcome] = []
+        for title, step in lane:
+            if jobs == 1:
+                sys.stdout.write(header(title))
+                sys.stdout.flush()
+                outcome = step(sys.stdout)
+            else:
+                with printing:
+                    print(f"matrix: started {title}", flush=True)
+                buffer = io.StringIO()
+                outcome = step(buffer)
+                with printing:
+                    sys.stdout.write(header(title) + buffer.getvalue())
+                    print(outcome.describe(), flush=True)
+            outcomes.append(outcome)
+            if not outcome.ok and outcome.name.startswith("rootfs"):
+                break
+        return outcomes
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
+        futures = [pool.submit(run_lane, lane) for lane in lanes(versions, tiers, pytest_args)]
+        outcomes = [outcome for future in futures for outcome in future.result()]
     total = time.monotonic() - started
-    header("summary")
+    print(header(f"summary ({jobs} at a time)"), end="")
     for outcome in outcomes:
         print(outcome.describe())
     passed = sum(o.counts.get("passed", 0) for o in outcomes)
@@ -260,6 +331,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=list(TIERS),
         help=f"comma-separated, of {','.join(TIERS)} (default: all)",
     )
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=int(os.environ.get("SDACTIVATE_MATRIX_JOBS", "1")),
+        help="releases tested at once (default $SDACTIVATE_MATRIX_JOBS or 1)",
+    )
     opts = parser.parse_args(args)
     if set(opts.tiers) - set(TIERS):
         parser.error(f"--tiers: {opts.tiers!r}: choose from {','.join(TIERS)}")
@@ -268,7 +345,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         known = " ".join(str(v) for v in RELEASES)
         parser.error(f"no release for systemd {unknown}; the matrix has {known}")
     versions = sorted(set(opts.versions), key=lambda v: (v != HOST_SYSTEMD, v))
-    return run(versions, opts.tiers, pytest_args)
+    return run(versions, opts.tiers, pytest_args, jobs=max(1, opts.jobs))
 
 
 if __name__ == "__main__":

@@ -243,15 +243,18 @@ def ensure_rootfs(
         fcntl.flock(lock, fcntl.LOCK_EX)  # another run may be building the same tree
         if (final / MARKER).exists():
             return final
-        _remove_stale_builds(root)
         work = root / f".build-{os.getpid()}-{final.name}"
         log_path = log or root / f"{final.name}.log"
-        try:
-            _build(release, work, debs=root / "debs", log_path=log_path)
-            os.rename(work, final)
-        except BaseException:
-            _remove_tree(work)
-            raise
+        # One build at a time: they share debs/ (apt's archive lock).
+        with open(root / ".build.lock", "w") as build_lock:
+            fcntl.flock(build_lock, fcntl.LOCK_EX)
+            _remove_stale_builds(root)
+            try:
+                _build(release, work, debs=root / "debs", log_path=log_path)
+                os.rename(work, final)
+            except BaseException:
+                _remove_tree(work)
+                raise
     return final
 
 

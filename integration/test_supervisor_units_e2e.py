@@ -1,5 +1,5 @@
 """`gen-units --supervise` units as generated (KillMode=control-group, LimitNICE=+0) running
-examples/app.py under systemd 252: a SIGKILLed supervisor loses no request (socket unit, and
+examples/app.py under real systemd: a SIGKILLed supervisor loses no request (socket unit, and
 the supervisor's own fd store), `systemctl restart` under load is clean, and --startup-nice
 really renices a starting generation under DynamicUser."""
 
