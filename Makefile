@@ -9,7 +9,7 @@ APT_PKGS := systemd dbus dbus-daemon libsystemd-dev pkg-config gcc libdbus-1-dev
 STAMP_APT := $(VENV)/.stamp-apt
 STAMP_PIP := $(VENV)/.stamp-pip
 
-.PHONY: setup test lint typecheck unit integration test-busy demo bench clean
+.PHONY: setup test lint typecheck unit integration test-busy demo bench clean rootfs matrix
 
 setup: $(STAMP_PIP)
 
@@ -44,8 +44,33 @@ typecheck: setup
 unit: setup
 	$(PY) -m pytest -q tests
 
-integration: setup
-	$(PY) -m pytest -q integration
+# The test matrix: the integration tier on each systemd (252 is the host; 254, 257 and 262
+# boot Debian trees that integration/releases.py debootstraps and caches under
+# /var/cache/sdactivate/rootfs, or $SDACTIVATE_ROOTFS_DIR), and the hermetic tier on each
+# release's own Python (3.11 here, 3.13 in 257's tree, 3.14 in 262's).
+# `make test SYSTEMD=257` runs one release; `make integration SYSTEMD="254 262"` two.
+SYSTEMD ?= 252 254 257 262
+# Releases tested at once (each a sandbox and a pytest; 2 keeps `make test` within 25 min on
+# a 2-core CI machine: see README "The matrix").
+MATRIX_JOBS ?= 2
+STAMP_DEBOOTSTRAP := $(VENV)/.stamp-debootstrap
+
+$(STAMP_DEBOOTSTRAP):
+	@command -v debootstrap >/dev/null || { \
+		echo "apt-get install debootstrap"; \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null \
+		|| { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+			apt-get install -y -qq debootstrap; }; }
+	@touch $@
+
+rootfs: setup $(STAMP_DEBOOTSTRAP)
+	$(PY) integration/releases.py build $(SYSTEMD)
+
+integration: setup $(STAMP_DEBOOTSTRAP)
+	$(PY) integration/matrix.py --jobs $(MATRIX_JOBS) --tiers rootfs,integration $(SYSTEMD)
+
+matrix: setup $(STAMP_DEBOOTSTRAP)
+	$(PY) integration/matrix.py --jobs $(MATRIX_JOBS) $(SYSTEMD)
 
 # The hermetic tests beside one busy-looping process per CPU (each ends by itself after 20
 # minutes at most, and is killed when the tests end): timing assumptions show up here first.
@@ -54,8 +79,9 @@ test-busy: setup
 		timeout 1200 $(PYTHON) -c "while True: pass" & hogs="$$hogs $$!"; done; \
 	$(PY) -m pytest -q tests; rc=$$?; kill $$hogs 2>/dev/null; wait; exit $$rc
 
-test: lint typecheck
-	$(PY) -m pytest -q tests integration
+# lint, typecheck, the hermetic tier here, then per release its tree, integration tier and
+# (on another Python) hermetic tier; one summary at the end (integration/matrix.py).
+test: lint typecheck matrix
 
 demo: setup
 	$(PY) examples/demo.py

@@ -126,6 +126,13 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         "with --supervise and --port/--listen: no socket unit either, the supervisor binds "
         "the addresses and keeps them in the fd store",
     )
+    g.add_argument(
+        "--fdstore-preserve",
+        choices=("yes", "restart", "no"),
+        help="FileDescriptorStorePreserve= (systemd 254+; default: yes when the store holds "
+        "the listening sockets, so stop + start keeps them where systemd allows, else "
+        "systemd's own default, restart)",
+    )
     g.add_argument("--watchdog", metavar="SEC", help="WatchdogSec=")
     g.add_argument(
         "--timeout-stop",
@@ -159,6 +166,12 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     )
     mode.add_argument(
         "--upgrader", action="store_true", help="the app upgrades itself (sdactivate.Upgrader)"
+    )
+    mode.add_argument(
+        "--reload",
+        action="store_true",
+        help="the app reloads on SIGHUP: RELOADING=1 + MONOTONIC_USEC, then READY=1 "
+        "(Type=notify-reload on systemd 253+, ExecReload=kill -HUP before)",
     )
     g.add_argument(
         "--startup-nice",
@@ -256,6 +269,8 @@ def _cmd_gen_units(args: argparse.Namespace) -> int:
         accept=args.accept,
         max_connections=_number("--max-connections", args.max_connections, int),
         startup_nice=_number("--startup-nice", args.startup_nice, int),
+        reload=args.reload,
+        fdstore_preserve=args.fdstore_preserve,
     )
     files = build(options, python=sys.executable)
     if args.stdout:

@@ -8,9 +8,16 @@ from dataclasses import dataclass
 
 from ..errors import UnitConfigError
 from . import hardening
-from .model import RateLimit
+from .model import PRESERVE_MODES, RateLimit
+from .version import STORE_PRESERVE
 
-__all__ = ["DEFAULT_STARTUP_NICE", "Options", "check_combinations", "command_line"]
+__all__ = [
+    "DEFAULT_STARTUP_NICE",
+    "PRESERVE_MODES",
+    "Options",
+    "check_combinations",
+    "command_line",
+]
 
 DEFAULT_STARTUP_NICE = 10  # `sdactivate run --startup-nice`'s own default
 
@@ -42,6 +49,11 @@ class Options:
     accept: bool = False  # Accept=yes + NAME@.service
     max_connections: int | None = None  # --accept only; None: limits.DEFAULT_MAX_CONNECTIONS
     startup_nice: int = DEFAULT_STARTUP_NICE  # --supervise: `sdactivate run --startup-nice`; 0: off
+    # --reload: the app answers SIGHUP with RELOADING=1 + MONOTONIC_USEC, then READY=1
+    reload: bool = False
+    # --fdstore-preserve: FileDescriptorStorePreserve= (v254+); None: "yes" where the store
+    # holds the listening sockets (no socket unit), else systemd's default (not written)
+    fdstore_preserve: str | None = None
 
 
 def check_combinations(options: Options, groups: int) -> None:
@@ -54,6 +66,25 @@ def check_combinations(options: Options, groups: int) -> None:
         raise UnitConfigError(f"--startup-nice {options.startup_nice!r}: not a nice value 0..19")
     if options.startup_nice != DEFAULT_STARTUP_NICE and not options.supervise:
         raise UnitConfigError("--startup-nice only applies with --supervise (sdactivate run)")
+    if options.reload and (options.supervise or options.upgrader or options.accept):
+        raise UnitConfigError(
+            "--reload is for an app that reloads itself on SIGHUP; --supervise and --upgrader"
+            " already reload (a handover), --accept instances do not"
+        )
+    if options.fdstore_preserve is not None:
+        if options.fdstore_preserve not in PRESERVE_MODES:
+            raise UnitConfigError(
+                f"--fdstore-preserve {options.fdstore_preserve!r}: one of"
+                f" {', '.join(PRESERVE_MODES)}"
+            )
+        if not options.fdstore:
+            raise UnitConfigError("--fdstore-preserve needs --fdstore N (an fd store to keep)")
+        if options.systemd_version < STORE_PRESERVE:
+            raise UnitConfigError(
+                f"--fdstore-preserve: FileDescriptorStorePreserve= is new in systemd"
+                f" {STORE_PRESERVE}, the target is {options.systemd_version} (there a separate"
+                " stop + start always flushes the store)"
+            )
     if options.max_connections is not None and not options.accept:
         raise UnitConfigError("--max-connections only applies with --accept (MaxConnections=)")
     if options.accept:
@@ -124,8 +155,12 @@ def command_line(options: Options) -> tuple[str, ...]:
         out.append("--accept")
     if options.max_connections is not None:
         out += ["--max-connections", str(options.max_connections)]
+    if options.fdstore_preserve is not None:
+        out += ["--fdstore-preserve", options.fdstore_preserve]
     if options.startup_nice != DEFAULT_STARTUP_NICE:
         out += ["--startup-nice", str(options.startup_nice)]
+    if options.reload:
+        out.append("--reload")
     if options.hardening != "strict":
         out += ["--hardening", options.hardening]
     if not options.network:
