@@ -179,3 +179,45 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path: Path, case
         assert len(result.stderr.strip().splitlines()) == 1, result.stderr
         assert result.stderr.startswith("sdactivate: error: ")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("name", ["myapp.service", "myapp.socket"])
+def test_a_full_unit_name_is_taken_as_its_prefix(tmp_path: Path, name: str) -> None:
+    """`gen-units myapp.service` (or .socket) writes myapp.socket and myapp.service, not
+    myapp.service.socket; the header's command records the prefix."""
+    result = gen_units(
+        name, "--port", "8080", "--systemd-version", "252", "--output", str(tmp_path),
+        "--", "/bin/true", cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["myapp.service", "myapp.socket"]
+    assert "sdactivate gen-units myapp --port" in (tmp_path / "myapp.service").read_text()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [("--bogus",), ("--port", "80", "--bogus"), ("myapp", "--bogus", "--", "/bin/true")],
+    ids=["alone", "before-name", "after-name"],
+)
+def test_an_unknown_option_is_reported_as_such(tmp_path: Path, args: tuple[str, ...]) -> None:
+    """An unknown option is named (argparse's "unrecognized arguments"), even when NAME is
+    missing too; it used to say only "NAME is required"."""
+    result = gen_units(*args, cwd=tmp_path)
+    assert result.returncode == 2
+    assert "unrecognized arguments: --bogus" in result.stderr, result.stderr
+    assert "required" not in result.stderr
+
+
+def test_missing_name_is_still_required(tmp_path: Path) -> None:
+    """With no NAME and nothing unknown, argparse's "required: NAME" message stays."""
+    result = gen_units("--port", "80", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "the following arguments are required: NAME" in result.stderr
+
+
+def test_exec_takes_a_program(tmp_path: Path) -> None:
+    """--help shows `--exec PROGRAM` (not the optional-looking `[PROGRAM]`), and a bare
+    --exec is a usage error."""
+    assert "--exec PROGRAM " in gen_units("--help", cwd=tmp_path).stdout
+    result = gen_units("myapp", "--port", "80", "--exec", cwd=tmp_path)
+    assert result.returncode == 2 and "--exec: expected one argument" in result.stderr

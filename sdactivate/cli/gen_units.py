@@ -54,6 +54,10 @@ class _TrailingCommandParser(argparse.ArgumentParser):
             split = words.index("--")
             words, command = words[:split], words[split + 1 :]
         parsed, extras = super().parse_known_args(words, namespace)
+        if extras:  # before "NAME is required": `gen-units --bogus` names --bogus
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        if parsed.name is None:
+            self.error("the following arguments are required: NAME")
         parsed.command = command
         return parsed, extras
 
@@ -70,7 +74,13 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.__class__ = _TrailingCommandParser  # add_parser() has no parser_class argument
-    p.add_argument("name", metavar="NAME", help="unit name prefix (NAME.service, NAME.socket)")
+    p.add_argument(
+        "name",
+        metavar="NAME",
+        nargs="?",  # required, checked after the options (unknown ones are reported first)
+        help="unit name prefix (NAME.service, NAME.socket); a trailing .service or .socket "
+        "is dropped",
+    )
     g = p.add_argument_group("sockets")
     g.add_argument(
         "--port",
@@ -102,8 +112,6 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     g.add_argument(
         "--exec",
         dest="exec_program",
-        nargs="?",
-        const=None,
         metavar="PROGRAM",
         help="the program, its arguments after -- (default: CMD after --, else NAME); "
         "a bare name is looked up on PATH",
@@ -211,7 +219,7 @@ def _cmd_gen_units(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from ..errors import UnitConfigError
-    from ..units import install, limits, version
+    from ..units import install, limits, names, version
     from ..units.build import Options, build
 
     command = list(args.command)
@@ -233,7 +241,7 @@ def _cmd_gen_units(args: argparse.Namespace) -> int:
         else version.parse_version(args.systemd_version)
     )
     options = Options(
-        name=args.name,
+        name=names.strip_unit_suffix(args.name),
         systemd_version=target,
         ports=tuple(_number("--port", port, int) for port in args.port),
         listens=tuple(listens),
