@@ -221,3 +221,37 @@ def test_exec_takes_a_program(tmp_path: Path) -> None:
     assert "--exec PROGRAM " in gen_units("--help", cwd=tmp_path).stdout
     result = gen_units("myapp", "--port", "80", "--exec", cwd=tmp_path)
     assert result.returncode == 2 and "--exec: expected one argument" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("--port", "0"),
+        ("--port", "70000"),
+        ("--listen", "127.0.0.1:0"),
+        ("--listen", "[::1]:70000=http"),
+        ("--listen", "127.0.0.1:0", "--supervise", "--fdstore", "1"),
+    ],
+    ids=["port-0", "port-70000", "listen-0", "listen-70000", "supervisor-binds-0"],
+)
+def test_port_ranges_are_stated_one_way(tmp_path: Path, args: tuple[str, ...]) -> None:
+    """Every port gen-units refuses is "not a port number 1..65535" (a unit binds a fixed
+    port), whether it came from --port or --listen; 0..65535 is `run`'s range only."""
+    result = gen_units("myapp", *args, "--systemd-version", "252", "--", "/bin/true", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "not a port number 1..65535" in result.stderr, result.stderr
+    assert "0..65535" not in result.stderr
+
+
+def test_run_states_its_port_range_with_the_flag(tmp_path: Path) -> None:
+    """`run --listen` binds itself, so 0 is allowed: the message says 0..65535 and names
+    the --listen value."""
+    result = subprocess.run(
+        [PY, "-m", "sdactivate", "run", "--listen", "127.0.0.1:70000", "--", "/bin/true"],
+        capture_output=True, text=True, timeout=30, cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr == (
+        "sdactivate: error: --listen '127.0.0.1:70000': port 70000: not a port number"
+        " 0..65535 (0: the kernel picks a free one)\n"
+    )

@@ -170,7 +170,7 @@ def _listeners(specs: list[str]) -> list[Listener]:
     import socket
 
     from ..addresses import parse_address
-    from ..errors import SupervisorError
+    from ..errors import AddressError, SupervisorError
     from ..supervisor.runner import Listener
 
     inherited: list[tuple[socket.socket, str]] = []
@@ -186,7 +186,10 @@ def _listeners(specs: list[str]) -> list[Listener]:
             text, sep, name = spec.rpartition("=")
             if not sep:
                 text, name = spec, "unknown"
-            addr = parse_address(text)
+            try:
+                addr = parse_address(text)
+            except AddressError as exc:
+                raise AddressError(f"--listen {spec!r}: {exc}") from exc
             match = next((i for i, (s, _) in enumerate(inherited) if addr.matches(s)), None)
             if match is None and addr.port == 0:  # port 0: the kernel picked; match by name
                 match = next(

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from .. import __version__
-from ..addresses import DEFAULT_BACKLOG, ListenAddress, parse_address
+from ..addresses import DEFAULT_BACKLOG, ListenAddress, parse_address, port_range_message
 from ..errors import AddressError, UnitConfigError
 from . import escape, hardening, limits, names, version
 from .model import ServiceUnit, SocketUnit
@@ -85,11 +85,11 @@ def _socket_groups(options: Options) -> list[tuple[str | None, list[ListenAddres
     groups: dict[str | None, list[ListenAddress]] = {}
     for port in options.ports:
         if isinstance(port, bool) or not isinstance(port, int) or not 0 < port <= 65535:
-            raise UnitConfigError(f"--port {port!r}: not a port number 1..65535")
+            raise UnitConfigError("--" + port_range_message(port, fixed=True))
         groups.setdefault(options.fdname, []).append(ListenAddress("tcp", port=port))
     for text, fd_name in options.listens:
         try:
-            address = parse_address(text)
+            address = parse_address(text, fixed_port=True)
         except AddressError as exc:
             raise UnitConfigError(f"--listen {text!r}: {exc}") from exc
         groups.setdefault(fd_name if fd_name is not None else options.fdname, []).append(address)
