@@ -156,7 +156,8 @@ def test_supervise_startup_nice_0_drops_the_allowances() -> None:
 
 def test_supervise_fdstore_lets_the_supervisor_bind() -> None:
     """--supervise --fdstore N with addresses: no socket unit; `run --fdstore --listen
-    ADDR=NAME` (unnamed: 'unknown') binds and stores them; the service is enabled itself."""
+    ADDR=NAME` binds and stores them (unnamed: NAME.socket, the name the socket-unit shape
+    gives them; 'unknown' cannot be stored); the service is enabled itself."""
     files = gen(
         supervise=True,
         fdstore=3,
@@ -175,7 +176,7 @@ def test_supervise_fdstore_lets_the_supervisor_bind() -> None:
     assert "Requires" not in svc and "Also" not in svc
     assert "the supervisor (`sdactivate run --fdstore`) binds" in svc
     unnamed = gen(supervise=True, fdstore=1, command=("/usr/bin/true",))["myapp.service"]
-    assert "--listen 8080=unknown --" in _lines(unnamed, "ExecStart")[0]
+    assert "--listen 8080=myapp.socket --" in _lines(unnamed, "ExecStart")[0]
     # without --fdstore: socket units, as before
     assert list(gen(supervise=True)) == ["myapp.socket", "myapp.service"]
 
@@ -189,8 +190,19 @@ def test_supervise_fdstore_lets_the_supervisor_bind() -> None:
         ({"network": False}, "--no-network"),
         ({"fdstore": 1, "listens": (("@a", "x"),)}, "--fdstore 1 < 2"),
         ({"fdname": "a=b"}, "no '='"),
+        ({"fdname": "connection"}, "reserved by sd_listen_fds"),
+        ({"listens": (("127.0.0.1:9000", "unknown"),)}, "reserved by sd_listen_fds"),
     ],
-    ids=["socket-file", "port-80", "port-80-user", "no-network", "store-too-small", "eq-name"],
+    ids=[
+        "socket-file",
+        "port-80",
+        "port-80-user",
+        "no-network",
+        "store-too-small",
+        "eq-name",
+        "reserved-connection",
+        "reserved-unknown",
+    ],
 )
 def test_supervise_fdstore_refuses_what_cannot_work(kw: dict[str, object], match: str) -> None:
     """Supervisor-owned sockets: no socket files, no privileged ports without root, no empty
@@ -203,7 +215,7 @@ def test_supervise_fdstore_refuses_what_cannot_work(kw: dict[str, object], match
 def test_supervise_fdstore_privileged_port_as_root() -> None:
     """--hardening off (a root system service) may bind port 80 in the supervisor."""
     svc = gen(supervise=True, fdstore=1, ports=(80,), hardening="off")["myapp.service"]
-    assert "--listen 80=unknown" in svc
+    assert "--listen 80=myapp.socket" in svc
 
 
 @pytest.mark.parametrize(

@@ -26,6 +26,7 @@ from dataclasses import replace
 from .. import __version__
 from ..addresses import DEFAULT_BACKLOG, ListenAddress, parse_address, port_range_message
 from ..errors import AddressError, UnitConfigError
+from ..fdstore import RESERVED_NAMES
 from . import escape, hardening, limits, names, version
 from .model import ServiceUnit, SocketUnit
 from .options import DEFAULT_STARTUP_NICE, Options, check_combinations, command_line
@@ -310,9 +311,17 @@ def _supervisor_binds(
                 f"port {address.port} with --supervise --fdstore: the supervisor has no"
                 " capabilities (CAP_NET_BIND_SERVICE) to bind it; drop --fdstore for a socket unit"
             )
-        name = "unknown" if fd_name is None else names.check_fd_name(fd_name)
+        # unnamed: the socket unit's name, as systemd.socket(5) FileDescriptorName= defaults
+        # it, so the app sees the same name with and without --fdstore ('unknown', the
+        # name of an fd without one, cannot be stored: sd_listen_fds(3))
+        name = f"{options.name}.socket" if fd_name is None else names.check_fd_name(fd_name)
         if "=" in name:  # `run --listen ADDR=NAME` splits at the last '='
             raise UnitConfigError(f"fd name {name!r}: no '=' when the supervisor binds")
+        if name in RESERVED_NAMES:
+            raise UnitConfigError(
+                f"fd name {name!r} with --supervise --fdstore: reserved by sd_listen_fds(3),"
+                " it cannot be stored; pick another name"
+            )
         specs.append(f"{text}={name}")
     if options.fdstore < len(specs):
         raise UnitConfigError(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .._priority import valid_startup_nice
 from ..errors import UnitConfigError
 from . import hardening
 from .model import RateLimit
@@ -48,9 +49,7 @@ def check_combinations(options: Options, groups: int) -> None:
     """Refuse option combinations that would generate a unit that cannot work."""
     if options.supervise and options.upgrader:
         raise UnitConfigError("--supervise and --upgrader are alternatives; pick one")
-    if isinstance(options.startup_nice, bool) or not (
-        isinstance(options.startup_nice, int) and 0 <= options.startup_nice <= 19
-    ):
+    if not valid_startup_nice(options.startup_nice):
         raise UnitConfigError(f"--startup-nice {options.startup_nice!r}: not a nice value 0..19")
     if options.startup_nice != DEFAULT_STARTUP_NICE and not options.supervise:
         raise UnitConfigError("--startup-nice only applies with --supervise (sdactivate run)")
