@@ -473,6 +473,8 @@ MATRIX: dict[str, dict[str, object]] = {
     },
     "accept-trigger-limit": {"accept": True, "start_limit": RateLimit(500, 2)},
     "accept-user": {"accept": True, "user": True},
+    "type-exec": {"service_type": "exec"},
+    "type-simple-user": {"service_type": "simple", "user": True},
 }
 
 
@@ -613,3 +615,41 @@ def test_any_options_verify_clean_or_refuse(
         tmp_path, "user" in flags, "verify", "--man=no", "--recursive-errors=yes", *paths
     )
     assert result.returncode == 0 and not result.stderr.strip(), (files, result.stderr)
+
+
+@pytest.mark.parametrize("service_type", ["exec", "simple"])
+def test_type_for_apps_that_never_send_ready(service_type: str) -> None:
+    """--type exec|simple: Type= as asked, NotifyAccess=none, a comment saying when start
+    returns, and the regenerate command records it."""
+    svc = gen(service_type=service_type, command=("/usr/bin/true",))["myapp.service"]
+    assert _lines(svc, "Type") == [service_type]
+    assert _lines(svc, "NotifyAccess") == ["none"]
+    assert f"systemd.service(5) {service_type}" in svc
+    assert f"--type {service_type} --systemd-version 252" in svc.splitlines()[1]
+    assert "--type" not in gen(command=("/usr/bin/true",))["myapp.service"].splitlines()[1]
+
+
+@pytest.mark.parametrize(
+    ("kw", "match"),
+    [
+        ({"supervise": True}, "--type exec with --supervise: `sdactivate run` hands over only"),
+        ({"upgrader": True}, "--type exec with --upgrader"),
+        ({"watchdog": 5.0}, "--type exec with --watchdog"),
+        ({"fdstore": 2}, "--type exec with --fdstore"),
+        ({"fdstore": 2, "ports": ()}, "--type exec with --fdstore"),
+        ({"accept": True}, "always Type=simple"),
+        ({"service_type": "forking"}, "not one of notify, exec, simple"),
+    ],
+    ids=["supervise", "upgrader", "watchdog", "fdstore", "fdstore-only", "accept", "forking"],
+)
+def test_type_refuses_what_needs_sd_notify(kw: dict[str, object], match: str) -> None:
+    """Modes that rely on sd_notify (READY=1, WATCHDOG=1, FDSTORE=1) need Type=notify."""
+    base: dict[str, object] = {"service_type": "exec", "command": ("/usr/bin/true",)} | kw
+    with pytest.raises(UnitConfigError, match=re.escape(match)):
+        gen(**base)
+
+
+def test_type_simple_is_what_accept_writes_anyway() -> None:
+    """--accept --type simple is accepted (instances are simple already)."""
+    files = gen(accept=True, service_type="simple", command=("/usr/bin/true",))
+    assert _lines(files["myapp@.service"], "Type") == ["simple"]

@@ -116,6 +116,15 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         help="the program, its arguments after -- (default: CMD after --, else NAME); "
         "a bare name is looked up on PATH",
     )
+    g.add_argument(
+        "--type",
+        dest="service_type",
+        choices=("notify", "exec", "simple"),
+        default="notify",
+        help="Type= (default notify: the app sends READY=1, e.g. sdactivate.notify.ready()); "
+        "exec for an app that never does (systemctl start returns once it is executed; "
+        "no --supervise, --upgrader, --watchdog or --fdstore, which need sd_notify)",
+    )
     g.add_argument("--description")
     g.add_argument("--working-dir", metavar="DIR", help="WorkingDirectory= (absolute)")
     g.add_argument(
@@ -264,6 +273,7 @@ def _cmd_gen_units(args: argparse.Namespace) -> int:
         accept=args.accept,
         max_connections=_number("--max-connections", args.max_connections, int),
         startup_nice=_number("--startup-nice", args.startup_nice, int),
+        service_type=args.service_type,
     )
     files = build(options, python=sys.executable)
     if args.stdout:

@@ -169,6 +169,9 @@ def build_units(
         version=options.systemd_version,
     )
     notify_access = "main"
+    if options.service_type != "notify":
+        notify_access = "none"  # the app sends nothing (the combinations that need it are refused)
+        comments[0] = ("Type", _TYPE_WHY[options.service_type])
     py = _python(options, which, python) if options.supervise else ""
     if options.supervise:
         exec_reload = (py, "-m", "sdactivate", "reload", "--pid", escape.EnvRef("MAINPID"))
@@ -242,6 +245,7 @@ def build_units(
         name=service_name,
         description=description,
         exec_start=argv,
+        type=options.service_type,
         sockets=() if options.accept else tuple(s.name for s in sockets),
         notify_access=notify_access,
         exec_reload=exec_reload,
@@ -284,6 +288,15 @@ def build_units(
             ),
         )
     return sockets, service
+
+
+_TYPE_WHY = {
+    "exec": "systemd.service(5) exec (v240+): for an app that never sends READY=1; started once"
+    " the program is executed, so `systemctl start` and `restart` return before it serves"
+    " (connections wait in the socket meanwhile) and a failing exec fails the start",
+    "simple": "systemd.service(5) simple: started as soon as the process is forked, before"
+    " the exec: a missing program only shows in the journal (--type exec reports it)",
+}
 
 
 def _supervisor_binds(

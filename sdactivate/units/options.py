@@ -11,9 +11,18 @@ from ..errors import UnitConfigError
 from . import hardening
 from .model import RateLimit
 
-__all__ = ["DEFAULT_STARTUP_NICE", "Options", "check_combinations", "command_line"]
+__all__ = [
+    "DEFAULT_STARTUP_NICE",
+    "SERVICE_TYPES",
+    "Options",
+    "check_combinations",
+    "command_line",
+]
 
 DEFAULT_STARTUP_NICE = 10  # `sdactivate run --startup-nice`'s own default
+# --type: systemd.service(5) Type=. exec (v240, older than MIN_VERSION): started once the
+# program is executed; simple: once forked, before the exec
+SERVICE_TYPES = ("notify", "exec", "simple")
 
 
 @dataclass(frozen=True)
@@ -43,6 +52,7 @@ class Options:
     accept: bool = False  # Accept=yes + NAME@.service
     max_connections: int | None = None  # --accept only; None: limits.DEFAULT_MAX_CONNECTIONS
     startup_nice: int = DEFAULT_STARTUP_NICE  # --supervise: `sdactivate run --startup-nice`; 0: off
+    service_type: str = "notify"  # --type: Type= of the service (--accept: always simple)
 
 
 def check_combinations(options: Options, groups: int) -> None:
@@ -53,6 +63,30 @@ def check_combinations(options: Options, groups: int) -> None:
         raise UnitConfigError(f"--startup-nice {options.startup_nice!r}: not a nice value 0..19")
     if options.startup_nice != DEFAULT_STARTUP_NICE and not options.supervise:
         raise UnitConfigError("--startup-nice only applies with --supervise (sdactivate run)")
+    if options.service_type not in SERVICE_TYPES:
+        raise UnitConfigError(
+            f"--type {options.service_type!r}: not one of {', '.join(SERVICE_TYPES)}"
+        )
+    if options.service_type != "notify":
+        for flag, used, why in (
+            ("--supervise", options.supervise, "`sdactivate run` hands over only once the new"
+             " generation sends READY=1 and kills one that does not within --ready-timeout"),
+            ("--upgrader", options.upgrader, "the Upgrader's new generation takes over with"
+             " MAINPID= and READY=1"),
+            ("--watchdog", options.watchdog is not None, "the app must send WATCHDOG=1"
+             " (sd_notify(3)), and then it can send READY=1 too"),
+            ("--fdstore", options.fdstore, "the app stores its sockets with FDSTORE=1"
+             " (sd_notify(3)), and then it can send READY=1 too"),
+        ):  # fmt: skip
+            if used:
+                raise UnitConfigError(
+                    f"--type {options.service_type} with {flag}: {why}; use --type notify"
+                )
+        if options.accept and options.service_type != "simple":
+            raise UnitConfigError(
+                f"--type {options.service_type} with --accept: per-connection instances are"
+                " always Type=simple"
+            )
     if options.max_connections is not None and not options.accept:
         raise UnitConfigError("--max-connections only applies with --accept (MaxConnections=)")
     if options.accept:
@@ -125,6 +159,8 @@ def command_line(options: Options) -> tuple[str, ...]:
         out += ["--max-connections", str(options.max_connections)]
     if options.startup_nice != DEFAULT_STARTUP_NICE:
         out += ["--startup-nice", str(options.startup_nice)]
+    if options.service_type != "notify":
+        out += ["--type", options.service_type]
     if options.hardening != "strict":
         out += ["--hardening", options.hardening]
     if not options.network:
