@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -30,6 +31,7 @@ def test_writes_the_pair_into_the_output_dir(tmp_path: Path) -> None:
     out = tmp_path / "out"
     result = gen_units(
         "myapp", "--port", "8080", "--systemd-version", "252", "--output", str(out),
+        "--no-preflight",  # this venv's interpreter may live under /root (pyenv)
         "--", PY, "-m", "http.server", cwd=tmp_path,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
@@ -47,6 +49,7 @@ def test_default_program_is_name_on_path(tmp_path: Path) -> None:
     prog.chmod(0o755)
     result = gen_units(
         "myapp", "--port", "8080", "--systemd-version", "252", "--stdout",
+        "--no-preflight",  # tmp_path is under /tmp, which PrivateTmp= hides
         cwd=tmp_path, path=str(bindir),
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
@@ -255,3 +258,62 @@ def test_run_states_its_port_range_with_the_flag(tmp_path: Path) -> None:
         "sdactivate: error: --listen '127.0.0.1:70000': port 70000: not a port number"
         " 0..65535 (0: the kernel picks a free one)\n"
     )
+
+
+def test_preflight_refuses_before_writing_anything(tmp_path: Path) -> None:
+    """A working directory the unit's PrivateTmp= would hide: exit 2, one line naming the
+    directive and the fix, no directory created and nothing on stdout (--stdout alike);
+    --systemd-version N does not turn the checks off, --no-preflight does."""
+    if not str(tmp_path).startswith("/tmp/"):
+        pytest.skip("needs pytest's tmp_path under /tmp")
+    out = tmp_path / "out"
+    args = ("myapp", "--port", "8080", "--systemd-version", "252", "--working-dir", str(tmp_path))
+    for where in (("--output", str(out)), ("--stdout",)):
+        result = gen_units(*args, *where, "--", "/bin/true", cwd=tmp_path)
+        assert result.returncode == 2, result.stderr
+        assert result.stdout == "" and not out.exists()
+        assert result.stderr == (
+            f"sdactivate: error: --working-dir {str(tmp_path)!r} is under /tmp, which"
+            " PrivateTmp=yes replaces with an empty directory for the service; move it (e.g."
+            " to /srv or /opt), or use --hardening off\n"
+        )
+    result = gen_units(*args, "--output", str(out), "--no-preflight", "--", "/bin/true",
+                       cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["myapp.service", "myapp.socket"]
+
+
+def test_preflight_checks_absolute_programs(tmp_path: Path) -> None:
+    """An absolute program that does not exist is refused like a bare name not on PATH;
+    --no-preflight writes it (a unit for another host)."""
+    args = ("myapp", "--port", "8080", "--systemd-version", "252", "--stdout")
+    result = gen_units(*args, "--", "/opt/sdactivate-nonexistent/bin/app", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr == (
+        "sdactivate: error: program '/opt/sdactivate-nonexistent/bin/app' does not exist on"
+        " this machine ('/opt/sdactivate-nonexistent' is missing); fix the path, or pass"
+        " --no-preflight if the unit is for another host\n"
+    )
+    result = gen_units(*args, "--no-preflight", "--", "/opt/sdactivate-nonexistent/bin/app",
+                       cwd=tmp_path)  # fmt: skip
+    assert (
+        result.returncode == 0 and "ExecStart=/opt/sdactivate-nonexistent/bin/app" in result.stdout
+    )
+
+
+def test_relative_script_is_refused_even_for_another_host(tmp_path: Path) -> None:
+    """`-- python3 app.py` with no --working-dir runs /app.py on any host: refused with
+    --no-preflight too, suggesting the absolute path from the current directory."""
+    python = shutil.which("python3")
+    assert python is not None
+    for extra in ((), ("--no-preflight",)):
+        result = gen_units(
+            "myapp", "--port", "8080", "--systemd-version", "252", "--stdout", *extra,
+            "--", "python3", "app.py", cwd=tmp_path,
+        )  # fmt: skip
+        assert result.returncode == 2
+        assert result.stderr == (
+            "sdactivate: error: script 'app.py' is relative and the unit has no"
+            f" WorkingDirectory= (the service starts in /); pass {tmp_path}/app.py or"
+            " --working-dir DIR\n"
+        )

@@ -192,6 +192,14 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     )
     g.add_argument("--user", action="store_true", help="user units (systemctl --user)")
     g.add_argument(
+        "--no-preflight",
+        dest="preflight",
+        action="store_false",
+        help="skip the checks against this machine (the program and script exist, the "
+        "unit's sandbox does not hide them, its user may run and read them): for units "
+        "meant for another host. --systemd-version N does not imply it",
+    )
+    g.add_argument(
         "--systemd-version",
         default="auto",
         metavar="auto|N",
@@ -225,11 +233,12 @@ def _number(option: str, text: str | None, kind: type[int] | type[float]) -> Any
 
 
 def _cmd_gen_units(args: argparse.Namespace) -> int:
+    import os
     from pathlib import Path
 
     from ..errors import UnitConfigError
-    from ..units import install, limits, names, version
-    from ..units.build import Options, build
+    from ..units import install, limits, names, preflight, version
+    from ..units.build import Options, build, resolve
 
     command = list(args.command)
     listens = []
@@ -275,7 +284,15 @@ def _cmd_gen_units(args: argparse.Namespace) -> int:
         startup_nice=_number("--startup-nice", args.startup_nice, int),
         service_type=args.service_type,
     )
+    resolved = resolve(options, python=sys.executable)
+    preflight.check_relative_script(resolved, cwd=os.getcwd)  # with the directory to use
     files = build(options, python=sys.executable)
+    if args.preflight:  # before anything is written, --stdout included
+        from .. import __file__ as package_file
+
+        default_python = args.supervise and args.python is None
+        package_dir = os.path.dirname(package_file) if default_python else None
+        preflight.check(resolved, package_dir=package_dir)
     if args.stdout:
         for index, (name, text) in enumerate(files.items()):
             sys.stdout.write(f"{'' if index == 0 else chr(10)}### {name}\n{text}")
