@@ -35,6 +35,15 @@ files need socket units (the service has no capabilities and a read-only file sy
 start limit: systemd fails a service started more than 5 times in 10 s (restarts count), and
 its socket with it. Generated services allow 30 starts per 60 s (deliberate restarts pass, a
 crash loop still stops); change it with --start-limit BURST/SECONDS or --start-limit off.
+
+checks before writing: the program and a Python script exist and the service's user may run
+and read them (DynamicUser=: other permission bits on every directory on the way), and
+nothing is under /home, /root, /run/user (ProtectHome=yes) or /tmp, /var/tmp (PrivateTmp=)
+that the unit's own sandbox hides; each refusal is one line with the fix. --no-preflight
+skips them for a unit meant for another host. A relative script needs --working-dir.
+
+exit status: 0 written; 1 the system refused (permission, read-only file system, no home,
+systemctl failed); 2 bad options, a refused check, or an existing file that differs.
 """
 
 
