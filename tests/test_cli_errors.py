@@ -50,7 +50,9 @@ def _main(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
 @pytest.fixture
 def unprivileged() -> Iterator[tuple[str, ...]]:
     """argv prefix that runs a command as an unprivileged user (nobody, when root), who
-    can still import this checkout."""
+    can still import this checkout. setpriv(1) keeps its capabilities until it execs the
+    interpreter (so an interpreter under /root still starts); the command itself runs
+    with none (CapEff 0), so every permission check it meets is a real one."""
     prefix = tuple(NOBODY) if os.geteuid() == 0 else ()
     if prefix and shutil.which("setpriv") is None:
         pytest.skip("needs setpriv (util-linux) to drop root")

@@ -124,7 +124,7 @@ def write_files(
     directory: Path,
     *,
     force: bool,
-    denied_hint: str = "run it as a user who may write there, or use --output DIR",
+    denied_hint: str = "run it as a user who may write there, or pick another --output DIR",
 ) -> dict[str, str]:
     """Write ``files`` into ``directory`` (created if missing), each atomically
     (temp file + fsync + ``os.replace``). Returns :func:`plan`'s actions.
@@ -187,7 +187,11 @@ def install(
             " your user manager; run it in a login session of that user (e.g. `machinectl"
             " shell USER@`), or write the files with --output DIR"
         )
-    hint = _SYSTEM_DENIED_HINT if target == SYSTEM_DIRECTORY else "use --output DIR"
+    hint = (
+        _SYSTEM_DENIED_HINT
+        if target == SYSTEM_DIRECTORY
+        else "run it as that user, or write the files with --output DIR"
+    )
     actions = write_files(files, target, force=force, denied_hint=hint)
     systemctl = ["systemctl", "--user"] if user else ["systemctl"]
     run([*systemctl, "daemon-reload"])
