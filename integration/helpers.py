@@ -61,7 +61,8 @@ def gen_units(
     for address, fd_name in listens:
         argv += ["--listen", address if fd_name is None else f"{address}={fd_name}"]
     argv += ["--environment", f"PYTHONPATH={CODE_DIR}", "--systemd-version", str(target)]
-    argv += [*options, "--stdout", "--exec", program, "--"]
+    # --no-preflight: built on the host for the sandbox, where the checkout is at CODE_DIR
+    argv += [*options, "--stdout", "--no-preflight", "--exec", program, "--"]
     if script is not None:
         argv.append(script)
     argv += list(args)

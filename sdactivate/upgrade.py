@@ -69,7 +69,7 @@ from types import FrameType, TracebackType
 from typing import Any
 
 from . import _env, _pidfd
-from ._priority import renice_tree, startup_priority
+from ._priority import renice_tree, startup_priority, valid_startup_nice
 from ._signals import restored
 from ._upgrade_link import (
     HANDOVER,
@@ -144,9 +144,7 @@ class Upgrader:
         startup_nice: int = 10,
         startup_grace: float = 1.0,
     ) -> None:
-        if isinstance(startup_nice, bool) or not (
-            isinstance(startup_nice, int) and 0 <= startup_nice <= 19
-        ):
+        if not valid_startup_nice(startup_nice):
             raise UpgradeError(f"startup_nice {startup_nice!r}: not a nice value 0..19")
         if isinstance(startup_grace, bool) or not (
             isinstance(startup_grace, int | float) and startup_grace > 0

@@ -162,7 +162,8 @@ def test_supervise_startup_nice_0_drops_the_allowances() -> None:
 
 def test_supervise_fdstore_lets_the_supervisor_bind() -> None:
     """--supervise --fdstore N with addresses: no socket unit; `run --fdstore --listen
-    ADDR=NAME` (unnamed: 'unknown') binds and stores them; the service is enabled itself."""
+    ADDR=NAME` binds and stores them (unnamed: NAME.socket, the name the socket-unit shape
+    gives them; 'unknown' cannot be stored); the service is enabled itself."""
     files = gen(
         supervise=True,
         fdstore=3,
@@ -181,7 +182,7 @@ def test_supervise_fdstore_lets_the_supervisor_bind() -> None:
     assert "Requires" not in svc and "Also" not in svc
     assert "the supervisor (`sdactivate run --fdstore`) binds" in svc
     unnamed = gen(supervise=True, fdstore=1, command=("/usr/bin/true",))["myapp.service"]
-    assert "--listen 8080=unknown --" in _lines(unnamed, "ExecStart")[0]
+    assert "--listen 8080=myapp.socket --" in _lines(unnamed, "ExecStart")[0]
     # without --fdstore: socket units, as before
     assert list(gen(supervise=True)) == ["myapp.socket", "myapp.service"]
 
@@ -195,8 +196,19 @@ def test_supervise_fdstore_lets_the_supervisor_bind() -> None:
         ({"network": False}, "--no-network"),
         ({"fdstore": 1, "listens": (("@a", "x"),)}, "--fdstore 1 < 2"),
         ({"fdname": "a=b"}, "no '='"),
+        ({"fdname": "connection"}, "reserved by sd_listen_fds"),
+        ({"listens": (("127.0.0.1:9000", "unknown"),)}, "reserved by sd_listen_fds"),
     ],
-    ids=["socket-file", "port-80", "port-80-user", "no-network", "store-too-small", "eq-name"],
+    ids=[
+        "socket-file",
+        "port-80",
+        "port-80-user",
+        "no-network",
+        "store-too-small",
+        "eq-name",
+        "reserved-connection",
+        "reserved-unknown",
+    ],
 )
 def test_supervise_fdstore_refuses_what_cannot_work(kw: dict[str, object], match: str) -> None:
     """Supervisor-owned sockets: no socket files, no privileged ports without root, no empty
@@ -209,7 +221,7 @@ def test_supervise_fdstore_refuses_what_cannot_work(kw: dict[str, object], match
 def test_supervise_fdstore_privileged_port_as_root() -> None:
     """--hardening off (a root system service) may bind port 80 in the supervisor."""
     svc = gen(supervise=True, fdstore=1, ports=(80,), hardening="off")["myapp.service"]
-    assert "--listen 80=unknown" in svc
+    assert "--listen 80=myapp.socket" in svc
 
 
 @pytest.mark.parametrize(
@@ -467,6 +479,8 @@ MATRIX: dict[str, dict[str, object]] = {
     },
     "accept-trigger-limit": {"accept": True, "start_limit": RateLimit(500, 2)},
     "accept-user": {"accept": True, "user": True},
+    "type-exec": {"service_type": "exec"},
+    "type-simple-user": {"service_type": "simple", "user": True},
 }
 
 
@@ -629,7 +643,7 @@ def test_any_options_verify_clean_or_refuse(
         files = gen(**kw)
     except UnitConfigError:
         return
-    reloads = [text for text in files.values() if "Type=notify-reload" in text]
+    reloads = [text for text in files.values() if _lines(text, "Type") == ["notify-reload"]]
     assert len(reloads) == (1 if "supervise" in flags and target >= 253 else 0)
     event("rendered")
     paths = _write(tmp_path, files)
@@ -736,3 +750,41 @@ def test_fdstore_preserve_option(mode: str) -> None:
         gen(fdstore=2, fdstore_preserve=mode, systemd_version=253)
     with pytest.raises(UnitConfigError, match="needs --fdstore"):
         gen(fdstore_preserve=mode, systemd_version=254)
+
+
+@pytest.mark.parametrize("service_type", ["exec", "simple"])
+def test_type_for_apps_that_never_send_ready(service_type: str) -> None:
+    """--type exec|simple: Type= as asked, NotifyAccess=none, a comment saying when start
+    returns, and the regenerate command records it."""
+    svc = gen(service_type=service_type, command=("/usr/bin/true",))["myapp.service"]
+    assert _lines(svc, "Type") == [service_type]
+    assert _lines(svc, "NotifyAccess") == ["none"]
+    assert f"systemd.service(5) {service_type}" in svc
+    assert f"--type {service_type} --systemd-version 252" in svc.splitlines()[1]
+    assert "--type" not in gen(command=("/usr/bin/true",))["myapp.service"].splitlines()[1]
+
+
+@pytest.mark.parametrize(
+    ("kw", "match"),
+    [
+        ({"supervise": True}, "--type exec with --supervise: `sdactivate run` hands over only"),
+        ({"upgrader": True}, "--type exec with --upgrader"),
+        ({"watchdog": 5.0}, "--type exec with --watchdog"),
+        ({"fdstore": 2}, "--type exec with --fdstore"),
+        ({"fdstore": 2, "ports": ()}, "--type exec with --fdstore"),
+        ({"accept": True}, "always Type=simple"),
+        ({"service_type": "forking"}, "not one of notify, exec, simple"),
+    ],
+    ids=["supervise", "upgrader", "watchdog", "fdstore", "fdstore-only", "accept", "forking"],
+)
+def test_type_refuses_what_needs_sd_notify(kw: dict[str, object], match: str) -> None:
+    """Modes that rely on sd_notify (READY=1, WATCHDOG=1, FDSTORE=1) need Type=notify."""
+    base: dict[str, object] = {"service_type": "exec", "command": ("/usr/bin/true",)} | kw
+    with pytest.raises(UnitConfigError, match=re.escape(match)):
+        gen(**base)
+
+
+def test_type_simple_is_what_accept_writes_anyway() -> None:
+    """--accept --type simple is accepted (instances are simple already)."""
+    files = gen(accept=True, service_type="simple", command=("/usr/bin/true",))
+    assert _lines(files["myapp@.service"], "Type") == ["simple"]

@@ -11,7 +11,7 @@ import math
 import socket
 from dataclasses import dataclass
 
-from ..addresses import ListenAddress
+from ..addresses import ListenAddress, port_range_message
 from ..errors import UnitConfigError
 from . import escape, names
 
@@ -107,7 +107,9 @@ class SocketUnit:
             if not isinstance(address, ListenAddress):
                 raise UnitConfigError(f"{self.name}: not a ListenAddress: {address!r}")
             if not address.is_unix and address.port == 0:
-                raise UnitConfigError(f"{self.name}: port 0 in {str(address)!r} (1..65535)")
+                raise UnitConfigError(
+                    f"{self.name}: {str(address)!r}: {port_range_message(0, fixed=True)}"
+                )
             if self.user and address.port is not None and address.port < 1024:
                 raise UnitConfigError(
                     f"port {address.port} in a user unit: a per-user manager is unprivileged"
