@@ -10,6 +10,7 @@ import socket
 import struct
 import subprocess
 import sys
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
@@ -59,11 +60,13 @@ def test_demo_app_outlives_a_client_that_resets(tmp_path: Path) -> None:
     connection still queued: the demo's ConnectionResetError.)"""
     argv = [sys.executable, str(DEMO), "--app"]
     with (
+        ExitStack() as defer,
         NotifyReceiver(thread=True) as rx,
         launch(
             argv, ["127.0.0.1:0", str(tmp_path / "ctl")], names=["http", "ctl"], notify=rx
         ) as app,
     ):
+        defer.callback(app.close_sockets)
         rx.wait_for("READY", "1", timeout=DEADLINE)
         port = app.sockets[0].getsockname()[1]
         stray = socket.create_connection(("127.0.0.1", port), timeout=DEADLINE)
