@@ -1,37 +1,62 @@
-# `make test` and `make demo` set up everything on a fresh Debian 12 machine (as root):
-# apt packages, a venv with the test tools, this package installed editable.
+# `make demo` and `make test` set up what they need on a fresh Debian 12 machine (as root),
+# then run. Both wait for another apt or dpkg (unattended-upgrades...) up to APT_LOCK_TIMEOUT
+# seconds, and install only the missing packages, without recommends (tools/apt-ensure.sh).
+# - `make demo`: DEMO_APT_PKGS and a venv with this package in it; never upgrades an
+#   installed package (it stops and names them instead).
+# - `make test` (and `make setup`): TEST_APT_PKGS and the test tools (requirements-dev.txt).
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-APT_PKGS := systemd dbus dbus-daemon libsystemd-dev pkg-config gcc libdbus-1-dev \
+PIP := $(PY) -m pip install -q --disable-pip-version-check
+APT_LOCK_TIMEOUT ?= 120
+export APT_LOCK_TIMEOUT
+# What the demo runs: systemd-socket-activate (package systemd: there on any systemd host).
+DEMO_APT_PKGS := systemd
+# The test toolchain: gcc, pkg-config and the -dev packages build systemd-python (the test
+# oracle), dbus-python and PyGObject (the D-Bus mock); dbus-daemon runs the mock; wrk, iproute2
+# and util-linux serve the integration tier. A -dev package pins its library to its own version:
+# on a host behind on updates, libsystemd-dev upgrades libsystemd0 and with it systemd and
+# libudev1, libglib2.0-dev upgrades glib and libpcre2. The test target accepts that
+# (--allow-upgrades); the demo never needs these packages.
+TEST_APT_PKGS := $(DEMO_APT_PKGS) dbus dbus-daemon libsystemd-dev pkg-config gcc libdbus-1-dev \
 	libglib2.0-dev libgirepository1.0-dev libcairo2-dev gir1.2-glib-2.0 wrk iproute2 util-linux
+# `python3 -m venv` needs ensurepip, which Debian's python3 has only with python3-venv.
+VENV_APT_PKGS = $(shell $(PYTHON) -c 'import ensurepip' 2>/dev/null || echo python3-venv)
+STAMP_APT_DEMO := $(VENV)/.stamp-apt-demo
 STAMP_APT := $(VENV)/.stamp-apt
+STAMP_PKG := $(VENV)/.stamp-pkg
 STAMP_PIP := $(VENV)/.stamp-pip
+# compat mode: a plain .pth path entry; the default import-hook finder costs ~50 ms at every
+# interpreter start (every CLI call and unit start in the tests).
+INSTALL_EDITABLE = $(PIP) $(1) -e . --config-settings editable_mode=compat 2>/dev/null \
+	|| $(PIP) $(1) -e .
 
-.PHONY: setup test lint typecheck unit integration test-busy demo bench clean rootfs matrix
+.PHONY: setup setup-demo test lint typecheck unit integration test-busy demo bench clean rootfs \
+	matrix
 
 setup: $(STAMP_PIP)
 
+setup-demo: $(STAMP_PKG)
+
+$(STAMP_APT_DEMO):
+	tools/apt-ensure.sh $(DEMO_APT_PKGS) $(VENV_APT_PKGS)
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@touch $@
+
 $(STAMP_APT):
-	@missing=$$(for p in $(APT_PKGS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null \
-		| grep -q 'install ok installed' || echo $$p; done); \
-	if [ -n "$$missing" ]; then \
-		echo "apt-get install $$missing"; \
-		if [ "$$(id -u)" != 0 ]; then echo "need root to install: $$missing" >&2; exit 1; fi; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
-	fi
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || { \
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv && $(PYTHON) -m venv $(VENV); }
+	tools/apt-ensure.sh --allow-upgrades $(TEST_APT_PKGS) $(VENV_APT_PKGS)
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@touch $@
+
+# The demo's venv: this package and its own dependencies, nothing else.
+$(STAMP_PKG): $(STAMP_APT_DEMO) pyproject.toml
+	$(call INSTALL_EDITABLE)
 	@touch $@
 
 $(STAMP_PIP): $(STAMP_APT) requirements-dev.txt pyproject.toml
-	$(PY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt
-	@# compat mode: a plain .pth path entry; the default import-hook finder costs ~50 ms
-	@# at every interpreter start (every CLI call and unit start in the tests).
-	$(PY) -m pip install -q --disable-pip-version-check --no-deps -e . \
-		--config-settings editable_mode=compat 2>/dev/null \
-		|| $(PY) -m pip install -q --disable-pip-version-check --no-deps -e .
+	$(PIP) -r requirements-dev.txt
+	$(call INSTALL_EDITABLE,--no-deps)
 	@touch $@
 
 lint: setup
@@ -55,12 +80,8 @@ SYSTEMD ?= 252 254 257 262
 MATRIX_JOBS ?= 2
 STAMP_DEBOOTSTRAP := $(VENV)/.stamp-debootstrap
 
-$(STAMP_DEBOOTSTRAP):
-	@command -v debootstrap >/dev/null || { \
-		echo "apt-get install debootstrap"; \
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null \
-		|| { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
-			apt-get install -y -qq debootstrap; }; }
+$(STAMP_DEBOOTSTRAP): $(STAMP_APT)
+	tools/apt-ensure.sh debootstrap
 	@touch $@
 
 rootfs: setup $(STAMP_DEBOOTSTRAP)
@@ -83,11 +104,11 @@ test-busy: setup
 # (on another Python) hermetic tier; one summary at the end (integration/matrix.py).
 test: lint typecheck matrix
 
-demo: setup
+demo: setup-demo
 	$(PY) examples/demo.py
 
 bench: setup
-	$(PY) -m pip install -q --disable-pip-version-check matplotlib==3.10.7
+	$(PIP) matplotlib==3.10.7
 	$(PY) bench/run.py $(BENCH_ARGS)
 
 clean:
