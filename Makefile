@@ -1,37 +1,62 @@
-# `make test` and `make demo` set up everything on a fresh Debian 12 machine (as root):
-# apt packages, a venv with the test tools, this package installed editable.
+# `make demo` and `make test` set up what they need on a fresh Debian 12 machine (as root),
+# then run. Both wait for another apt or dpkg (unattended-upgrades...) up to APT_LOCK_TIMEOUT
+# seconds, and install only the missing packages, without recommends (tools/apt-ensure.sh).
+# - `make demo`: DEMO_APT_PKGS and a venv with this package in it; never upgrades an
+#   installed package (it stops and names them instead).
+# - `make test` (and `make setup`): TEST_APT_PKGS and the test tools (requirements-dev.txt).
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-APT_PKGS := systemd dbus dbus-daemon libsystemd-dev pkg-config gcc libdbus-1-dev \
+PIP := $(PY) -m pip install -q --disable-pip-version-check
+APT_LOCK_TIMEOUT ?= 120
+export APT_LOCK_TIMEOUT
+# What the demo runs: systemd-socket-activate (package systemd: there on any systemd host).
+DEMO_APT_PKGS := systemd
+# The test toolchain: gcc, pkg-config and the -dev packages build systemd-python (the test
+# oracle), dbus-python and PyGObject (the D-Bus mock); dbus-daemon runs the mock; wrk, iproute2
+# and util-linux serve the integration tier. A -dev package pins its library to its own version:
+# on a host behind on updates, libsystemd-dev upgrades libsystemd0 and with it systemd and
+# libudev1, libglib2.0-dev upgrades glib and libpcre2. The test target accepts that
+# (--allow-upgrades); the demo never needs these packages.
+TEST_APT_PKGS := $(DEMO_APT_PKGS) dbus dbus-daemon libsystemd-dev pkg-config gcc libdbus-1-dev \
 	libglib2.0-dev libgirepository1.0-dev libcairo2-dev gir1.2-glib-2.0 wrk iproute2 util-linux
+# `python3 -m venv` needs ensurepip, which Debian's python3 has only with python3-venv.
+VENV_APT_PKGS = $(shell $(PYTHON) -c 'import ensurepip' 2>/dev/null || echo python3-venv)
+STAMP_APT_DEMO := $(VENV)/.stamp-apt-demo
 STAMP_APT := $(VENV)/.stamp-apt
+STAMP_PKG := $(VENV)/.stamp-pkg
 STAMP_PIP := $(VENV)/.stamp-pip
+# compat mode: a plain .pth path entry; the default import-hook finder costs ~50 ms at every
+# interpreter start (every CLI call and unit start in the tests).
+INSTALL_EDITABLE = $(PIP) $(1) -e . --config-settings editable_mode=compat 2>/dev/null \
+	|| $(PIP) $(1) -e .
 
-.PHONY: setup test lint typecheck unit integration test-busy demo bench clean
+.PHONY: setup setup-demo test lint typecheck unit integration test-busy demo bench clean rootfs \
+	matrix
 
 setup: $(STAMP_PIP)
 
+setup-demo: $(STAMP_PKG)
+
+$(STAMP_APT_DEMO):
+	tools/apt-ensure.sh $(DEMO_APT_PKGS) $(VENV_APT_PKGS)
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@touch $@
+
 $(STAMP_APT):
-	@missing=$$(for p in $(APT_PKGS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null \
-		| grep -q 'install ok installed' || echo $$p; done); \
-	if [ -n "$$missing" ]; then \
-		echo "apt-get install $$missing"; \
-		if [ "$$(id -u)" != 0 ]; then echo "need root to install: $$missing" >&2; exit 1; fi; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
-	fi
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || { \
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv && $(PYTHON) -m venv $(VENV); }
+	tools/apt-ensure.sh --allow-upgrades $(TEST_APT_PKGS) $(VENV_APT_PKGS)
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@touch $@
+
+# The demo's venv: this package and its own dependencies, nothing else.
+$(STAMP_PKG): $(STAMP_APT_DEMO) pyproject.toml
+	$(call INSTALL_EDITABLE)
 	@touch $@
 
 $(STAMP_PIP): $(STAMP_APT) requirements-dev.txt pyproject.toml
-	$(PY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt
-	@# compat mode: a plain .pth path entry; the default import-hook finder costs ~50 ms
-	@# at every interpreter start (every CLI call and unit start in the tests).
-	$(PY) -m pip install -q --disable-pip-version-check --no-deps -e . \
-		--config-settings editable_mode=compat 2>/dev/null \
-		|| $(PY) -m pip install -q --disable-pip-version-check --no-deps -e .
+	$(PIP) -r requirements-dev.txt
+	$(call INSTALL_EDITABLE,--no-deps)
 	@touch $@
 
 lint: setup
@@ -44,8 +69,29 @@ typecheck: setup
 unit: setup
 	$(PY) -m pytest -q tests
 
-integration: setup
-	$(PY) -m pytest -q integration
+# The test matrix: the integration tier on each systemd (252 is the host; 254, 257 and 262
+# boot Debian trees that integration/releases.py debootstraps and caches under
+# /var/cache/sdactivate/rootfs, or $SDACTIVATE_ROOTFS_DIR), and the hermetic tier on each
+# release's own Python (3.11 here, 3.13 in 257's tree, 3.14 in 262's).
+# `make test SYSTEMD=257` runs one release; `make integration SYSTEMD="254 262"` two.
+SYSTEMD ?= 252 254 257 262
+# Releases tested at once (each a sandbox and a pytest; 2 keeps `make test` within 25 min on
+# a 2-core CI machine: see README "The matrix").
+MATRIX_JOBS ?= 2
+STAMP_DEBOOTSTRAP := $(VENV)/.stamp-debootstrap
+
+$(STAMP_DEBOOTSTRAP): $(STAMP_APT)
+	tools/apt-ensure.sh debootstrap
+	@touch $@
+
+rootfs: setup $(STAMP_DEBOOTSTRAP)
+	$(PY) integration/releases.py build $(SYSTEMD)
+
+integration: setup $(STAMP_DEBOOTSTRAP)
+	$(PY) integration/matrix.py --jobs $(MATRIX_JOBS) --tiers rootfs,integration $(SYSTEMD)
+
+matrix: setup $(STAMP_DEBOOTSTRAP)
+	$(PY) integration/matrix.py --jobs $(MATRIX_JOBS) $(SYSTEMD)
 
 # The hermetic tests beside one busy-looping process per CPU (each ends by itself after 20
 # minutes at most, and is killed when the tests end): timing assumptions show up here first.
@@ -54,14 +100,15 @@ test-busy: setup
 		timeout 1200 $(PYTHON) -c "while True: pass" & hogs="$$hogs $$!"; done; \
 	$(PY) -m pytest -q tests; rc=$$?; kill $$hogs 2>/dev/null; wait; exit $$rc
 
-test: lint typecheck
-	$(PY) -m pytest -q tests integration
+# lint, typecheck, the hermetic tier here, then per release its tree, integration tier and
+# (on another Python) hermetic tier; one summary at the end (integration/matrix.py).
+test: lint typecheck matrix
 
-demo: setup
+demo: setup-demo
 	$(PY) examples/demo.py
 
 bench: setup
-	$(PY) -m pip install -q --disable-pip-version-check matplotlib==3.10.7
+	$(PIP) matplotlib==3.10.7
 	$(PY) bench/run.py $(BENCH_ARGS)
 
 clean:

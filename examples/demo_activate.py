@@ -24,6 +24,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from typing import Any
 
@@ -76,34 +77,44 @@ def _describe(sock: socket.socket) -> str:
 
 
 def _serve_http(listener: socket.socket, facts: dict[str, Any]) -> None:
-    conn, _ = listener.accept()
-    with conn:
-        conn.settimeout(DEADLINE)
-        request = b""
-        while b"\r\n\r\n" not in request:
-            chunk = conn.recv(4096)
-            if not chunk:
-                return
-            request += chunk
-        body = json.dumps(facts).encode()
-        conn.sendall(
-            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-            b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body)
-        )
+    """Answer one request. A client that fails (resets, stays silent past DEADLINE) costs
+    only its own connection: if it ended the app, the kernel would reset every connection
+    still waiting in the accept queue."""
+    try:
+        conn, _ = listener.accept()
+        with conn:
+            conn.settimeout(DEADLINE)
+            request = b""
+            while b"\r\n\r\n" not in request:
+                chunk = conn.recv(4096)
+                if not chunk:
+                    return
+                request += chunk
+            body = json.dumps(facts).encode()
+            conn.sendall(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body)
+            )
+    except OSError as exc:
+        print(f"http: a client failed: {exc}", file=sys.stderr)
 
 
 def _serve_ctl(listener: socket.socket) -> bool:
-    """Echo lines until the client closes; False once it says ``quit``."""
-    conn, _ = listener.accept()
-    with conn, conn.makefile("rwb") as stream:
-        conn.settimeout(DEADLINE)
-        for line in stream:
-            if line.strip() == b"quit":
-                stream.write(b"bye\n")
+    """Echo lines until the client closes; False once it says ``quit``. A failing client
+    ends its own connection only, as in :func:`_serve_http`."""
+    try:
+        conn, _ = listener.accept()
+        with conn, conn.makefile("rwb") as stream:
+            conn.settimeout(DEADLINE)
+            for line in stream:
+                if line.strip() == b"quit":
+                    stream.write(b"bye\n")
+                    stream.flush()
+                    return False
+                stream.write(b"echo: " + line)
                 stream.flush()
-                return False
-            stream.write(b"echo: " + line)
-            stream.flush()
+    except OSError as exc:
+        print(f"ctl: a client failed: {exc}", file=sys.stderr)
     return True
 
 
@@ -144,13 +155,20 @@ def main() -> int:
         else:
             print("could not start systemd-socket-activate", file=sys.stderr)
             return 1
+        output = _Drain(proc, log)
+        ok = False
         try:
             print("$", " ".join(argv[:6]), "...", "python demo_activate.py --app")
-            return _talk(proc, port, ctl_path, rx, started)
+            ok = _talk(proc, port, ctl_path, rx, started) == 0
         finally:
             if proc.poll() is None:
                 proc.kill()
             proc.wait(DEADLINE)
+            said = output.finish()
+            if not ok:
+                print("launcher and app output:", file=sys.stderr)
+                sys.stderr.write(said)
+        return 0 if ok else 1
 
 
 def _talk(proc: subprocess.Popen[bytes], port: int, ctl_path: str, rx: Any, t0: float) -> int:
@@ -202,6 +220,29 @@ def _talk(proc: subprocess.Popen[bytes], port: int, ctl_path: str, rx: Any, t0: 
     print(f"\napp exited with {code}; demo took {time.monotonic() - t0:.2f}s")
     print("OK" if ok else "FAILED")
     return 0 if ok else 1
+
+
+class _Drain:
+    """Reads the launcher's (then the app's) output to the end in a thread: the pipe never
+    fills, and a failure can show what they said."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], head: bytes) -> None:
+        assert proc.stdout is not None
+        self._chunks = [head]
+        self._stream = proc.stdout
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while chunk := os.read(self._stream.fileno(), 65536):
+            self._chunks.append(chunk)
+
+    def finish(self) -> str:
+        """Everything they said, once they are gone (or after DEADLINE)."""
+        self._thread.join(DEADLINE)
+        if not self._thread.is_alive():
+            self._stream.close()
+        return b"".join(self._chunks).decode(errors="replace")
 
 
 def _free_port() -> int:

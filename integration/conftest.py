@@ -1,7 +1,13 @@
 """Fixtures for the integration tier: a session-wide booted systemd, and per-test units.
 
-- `sandbox` (session): a booted `Sandbox`. Needs root; skipped (with the reason) when not
-  root outside CI. On CI (`CI=true`) every skipped integration test is reported as a failure.
+- `release` (session): the matrix cell under test, from $SDACTIVATE_SYSTEMD (252, the
+  host, by default; 254, 257 or 262 boot a Debian tree built by integration/releases.py,
+  cached under /var/cache/sdactivate/rootfs). `systemd_version` is its major version, for
+  expectations that differ by version.
+- `sandbox` (session): a booted `Sandbox` of that release. Needs root; skipped (with the
+  reason) when not root outside CI. On CI (`CI=true`) every skipped integration test is
+  reported as a failure. A tree that cannot be built, or a manager of another version than
+  the release's, fails every test that uses it (never a skip).
 - `units` (function): installs unit files into the sandbox, stops and removes them on
   teardown, and prints their journal if the test failed.
 - `measurements` (function): `measurements("text")` adds a line to the terminal summary,
@@ -20,6 +26,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from releases import Release, boot_release, selected
 from sandbox import Sandbox, Units
 
 HERE = Path(__file__).resolve().parent
@@ -86,12 +93,25 @@ def require_sandbox_host() -> None:
 
 
 @pytest.fixture(scope="session")
-def sandbox(request: pytest.FixtureRequest) -> Generator[Sandbox, None, None]:
-    """A booted systemd shared by the session's integration tests."""
+def release() -> Release:
+    """The release under test ($SDACTIVATE_SYSTEMD, default the host's 252)."""
+    return selected()
+
+
+@pytest.fixture(scope="session")
+def systemd_version(release: Release) -> int:
+    """The systemd major version under test (the sandbox's manager reports the same)."""
+    return release.systemd
+
+
+@pytest.fixture(scope="session")
+def sandbox(release: Release, request: pytest.FixtureRequest) -> Generator[Sandbox, None, None]:
+    """A booted systemd of the release under test, shared by the session's tests."""
     require_sandbox_host()
-    box = Sandbox.boot()
+    box = boot_release(release)
     request.config.stash[_LINES_KEY].append(
-        f"sandbox: booted to 'running' in {box.boot_seconds * 1000:.0f} ms (pid {box.pid})"
+        f"sandbox: systemd {box.systemd_version} ({release.name}, Python {release.python})"
+        f" booted to 'running' in {box.boot_seconds * 1000:.0f} ms (pid {box.pid})"
     )
     try:
         yield box

@@ -18,13 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from releases import selected
 from sandbox import CHECKOUT, CODE_DIR, Sandbox, wait_until
 
 sys.path.insert(0, str(Path(CHECKOUT) / "bench"))  # bench/loadgen.py: the open-loop client
 
-PYTHON = "/usr/bin/python3"  # inside the sandbox; fast start, not under /root or /tmp
+PYTHON = "/usr/bin/python3"  # inside the sandbox (the release's own); not under /root or /tmp
 APP = f"{CODE_DIR}/examples/app.py"
-SYSTEMD_VERSION = 252
+SYSTEMD_VERSION = selected().systemd  # the release under test ($SDACTIVATE_SYSTEMD)
 
 __all__ = [
     "APP",
@@ -35,6 +36,7 @@ __all__ = [
     "listen_inodes",
     "main_pid",
     "restart_under_load",
+    "sandbox_version",
     "sigkill_supervisor",
     "start_limit",
     "wait_state",
@@ -49,15 +51,18 @@ def gen_units(
     program: str = PYTHON,
     script: str | None = APP,
     options: Sequence[str] = (),
+    version: int | None = None,
 ) -> dict[str, str]:
     """`sdactivate gen-units NAME --listen ADDR[=FDNAME]... --exec PROGRAM -- [SCRIPT] ARGS`
     as {file name: text}. `options` are extra generator flags (--no-network, --watchdog,
-    --fdstore N, --accept ...)."""
+    --fdstore N, --accept ...); `version` the target (default SYSTEMD_VERSION)."""
+    target = SYSTEMD_VERSION if version is None else version
     argv = [sys.executable, "-m", "sdactivate", "gen-units", name]
     for address, fd_name in listens:
         argv += ["--listen", address if fd_name is None else f"{address}={fd_name}"]
-    argv += ["--environment", f"PYTHONPATH={CODE_DIR}", "--systemd-version", str(SYSTEMD_VERSION)]
-    argv += [*options, "--stdout", "--exec", program, "--"]
+    argv += ["--environment", f"PYTHONPATH={CODE_DIR}", "--systemd-version", str(target)]
+    # --no-preflight: built on the host for the sandbox, where the checkout is at CODE_DIR
+    argv += [*options, "--stdout", "--no-preflight", "--exec", program, "--"]
     if script is not None:
         argv.append(script)
     argv += list(args)
@@ -110,6 +115,11 @@ def http_get(
         key, _, value = line.partition(":")
         headers[key.strip().lower()] = value.strip()
     return status, headers, body
+
+
+def sandbox_version(sandbox: Sandbox) -> int:
+    """The version of the systemd running in `sandbox` (its manager's own report)."""
+    return sandbox.systemd_version
 
 
 def main_pid(sandbox: Sandbox, unit: str) -> int:

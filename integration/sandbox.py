@@ -4,8 +4,9 @@ Layout of a sandbox (all of it disappears when its PID 1 is killed):
 
 - new pid, mount, uts, ipc and cgroup namespaces; mount propagation private;
   the host's network namespace is shared (services bind loopback ports chosen free);
-- `/` is an overlay of the host's `/` whose upper and work dirs live on a fresh tmpfs,
-  so nothing written inside (units, journals, /var/lib/private) reaches the host;
+- `/` is an overlay of the host's `/` (or of another release's root file system, built by
+  integration/releases.py) whose upper and work dirs live on a fresh tmpfs, so nothing
+  written inside (units, journals, /var/lib/private) reaches the host or the cached tree;
 - fresh tmpfs on /run, /tmp, /var/tmp, /dev/shm; a fresh /proc with /proc/sys and
   /proc/sysrq-trigger read-only; /sys bound read-only with a fresh, writable cgroup2
   at /sys/fs/cgroup rooted at a per-sandbox child cgroup; a minimal /dev whose
@@ -22,8 +23,10 @@ this follows it except that the network namespace is the host's.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
+import re
 import select
 import shlex
 import shutil
@@ -104,6 +107,11 @@ MASKED_UNITS = (
     "man-db.timer",
     "dpkg-db-backup.timer",
     "logrotate.timer",
+    # ConditionNeedsUpdate=/etc (systemd.unit(5)): a debootstrapped tree has no
+    # /etc/.updated, so these would rebuild caches at every boot.
+    "ldconfig.service",
+    "systemd-journal-catalog-update.service",
+    "systemd-update-done.service",
 )
 
 # Generators that would turn the host's fstab, disks or ttys into units inside.
@@ -121,8 +129,9 @@ MASKED_GENERATORS = (
 )
 
 # Runs as PID 1 of the new namespaces (still on the host's root) and execs systemd.
-# Inputs come from the environment: SD_CONSOLE, SD_CHECKOUT, SD_CODE_DIR, and SD_SEED
-# (a tree copied into the overlay's upper dir: see _write_seed).
+# Inputs come from the environment: SD_CONSOLE, SD_CHECKOUT, SD_CODE_DIR, SD_LOWER (the
+# overlay's lower layer: / or a release's tree) and SD_SEED (a tree copied into the
+# overlay's upper dir: see _write_seed).
 _INIT_SCRIPT = r"""
 set -eu
 read -r _go || exit 1   # the launcher has left our cgroup: the cgroup root is ours alone
@@ -131,7 +140,7 @@ R=$M/root
 mount -t tmpfs -o mode=0755 sdsandbox $M
 mkdir -p $M/upper $M/work $R
 cp -a "$SD_SEED/." $M/upper/   # masks and config drop-ins, prepared by the launcher
-mount -t overlay overlay -o lowerdir=/,upperdir=$M/upper,workdir=$M/work $R
+mount -t overlay overlay -o "lowerdir=$SD_LOWER,upperdir=$M/upper,workdir=$M/work" $R
 mount -t proc -o nosuid,nodev,noexec proc $R/proc
 for p in sys sysrq-trigger; do
     [ -e $R/proc/$p ] || continue
@@ -266,6 +275,7 @@ class Sandbox:
         launcher_cgroup: Path,
         workdir: Path,
         checkout: str,
+        rootfs: Path | None = None,
     ) -> None:
         self._launcher = launcher
         self.pid = pid
@@ -274,6 +284,7 @@ class Sandbox:
         self._launcher_cgroup = launcher_cgroup
         self.workdir = workdir
         self.checkout = checkout
+        self.rootfs = rootfs
         self.console_path = workdir / "console.log"
         self.pidns = os.stat(f"/proc/{pid}/ns/pid").st_ino
         self.boot_seconds = float("nan")
@@ -288,15 +299,21 @@ class Sandbox:
         checkout: str | None = None,
         timeout: float = 30,
         workroot: str | os.PathLike[str] | None = None,
+        rootfs: str | os.PathLike[str] | None = None,
     ) -> Sandbox:
         """Boot a sandbox and return once `systemctl is-system-running` says `running`.
 
+        `rootfs` (default: the host's `/`) is the overlay's lower layer: a release's tree
+        from integration/releases.py boots that release's systemd. It is never written to.
         `checkout` (default: this repository) is bound read-only at its own path and at
         CODE_DIR. Scratch files (console log, init log) go under `workroot` (default
         $SDACTIVATE_SANDBOX_DIR or ~/.cache/sdactivate-sandbox, never the host's /tmp).
         Raises SandboxBootError with the console output if boot fails or times out.
         """
         checkout = str(Path(checkout or CHECKOUT).resolve())
+        lower = Path(rootfs).resolve() if rootfs is not None else None
+        if lower is not None and not (lower / SYSTEMD.lstrip("/")).exists():
+            raise SandboxBootError(f"rootfs {str(lower)!r} has no {SYSTEMD}: not a built tree")
         root = Path(workroot) if workroot is not None else _default_workroot()
         root.mkdir(parents=True, exist_ok=True)
         _remove_stale_workdirs(root)
@@ -315,6 +332,7 @@ class Sandbox:
             "SD_CONSOLE": str(console),
             "SD_CHECKOUT": checkout,
             "SD_CODE_DIR": CODE_DIR,
+            "SD_LOWER": str(lower or "/"),
             "SD_SEED": str(_write_seed(workdir / "seed")),
         }
         argv = [
@@ -370,6 +388,7 @@ class Sandbox:
                 launcher_cgroup=launcher_cgroup,
                 workdir=workdir,
                 checkout=checkout,
+                rootfs=lower,
             )
             assert launcher.stdin is not None
             launcher.stdin.write(b"go\n")
@@ -591,6 +610,16 @@ class Sandbox:
         """What systemd wrote to /dev/console so far."""
         return self.console_path.read_text(errors="replace")
 
+    @functools.cached_property
+    def systemd_version(self) -> int:
+        """The major version of the sandbox's PID 1, as the manager itself reports it
+        (org.freedesktop.systemd1.Manager's Version property, e.g. "257.13-1~deb13u1")."""
+        raw = self.systemctl("show", "--property=Version", "--value").stdout.strip()
+        match = re.match(r"\d+", raw)
+        if match is None:
+            raise SandboxCommandError(0, ["systemctl", "show", "-p", "Version"], raw, "")
+        return int(match.group())
+
 
 class Units:
     """Units installed by one test; stopped, removed and (on failure) journalled after it."""
@@ -742,18 +771,28 @@ def _boot_report(workdir: Path, why: str) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`python integration/sandbox.py [N]`: boot N sandboxes in turn, print their boot times."""
+    """`python integration/sandbox.py [N] [--rootfs DIR]`: boot N sandboxes in turn (of the
+    host's root or of a release's tree), print their boot times and systemd versions."""
+    import argparse
     import statistics
-    import sys
 
-    args = list(sys.argv[1:] if argv is None else argv)
-    count = int(args[0]) if args else 5
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("count", nargs="?", type=int, default=5)
+    parser.add_argument("--rootfs", default=None, help="a tree from integration/releases.py")
+    parser.add_argument("--console", action="store_true", help="print each boot's console")
+    args = parser.parse_args(argv)
     times = []
-    for _ in range(count):
-        with Sandbox.boot() as box:
+    for _ in range(args.count):
+        with Sandbox.boot(rootfs=args.rootfs) as box:
             times.append(box.boot_seconds * 1e3)
             state = box.systemctl("is-system-running", check=False).stdout.strip()
-            print(f"booted to {state!r} in {times[-1]:.0f} ms", flush=True)
+            print(
+                f"systemd {box.systemd_version} booted to {state!r} in {times[-1]:.0f} ms",
+                flush=True,
+            )
+            if args.console:
+                print(box.console())
+    count = args.count
     print(
         f"{count} boots: min {min(times):.0f} ms, median {statistics.median(times):.0f} ms,"
         f" max {max(times):.0f} ms (load average {os.getloadavg()[0]:.1f})"

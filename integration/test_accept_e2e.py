@@ -57,15 +57,23 @@ def _closed_by_peer(sock: socket.socket) -> bool:
         return True
 
 
-@pytest.mark.parametrize(
-    ("limit", "survives"), [(None, True), ("200/2", False)], ids=["generated", "systemd-default"]
-)
+# With systemd's default trigger limit (TriggerLimitBurst=200 per 2 s for Accept=yes), does
+# the socket survive a burst of 250 connections? Before v255 the 201st trigger fails it for
+# good; v255 added PollLimitIntervalSec=/PollLimitBurst= (150 per 2 s for Accept=yes), a
+# transient slowdown that "should typically ensure the trigger limit is never hit"
+# (systemd.socket(5), v255): the burst is accepted more slowly and the socket stays.
+DEFAULT_LIMIT_SURVIVES = {252: False, 254: False, 257: True, 262: True}
+
+
+@pytest.mark.parametrize("limit", [None, "200/2"], ids=["generated", "systemd-default"])
 def test_accept_burst_of_connections(
-    sandbox: Sandbox, units: Units, limit: str | None, survives: bool
+    sandbox: Sandbox, units: Units, systemd_version: int, limit: str | None
 ) -> None:
     """250 connections within a moment: with the generated units (trigger limit off,
     MaxConnections= bounds the instances) the socket keeps serving; with systemd's default
-    trigger limit (200 per 2 s) the same burst fails the socket for good."""
+    trigger limit (200 per 2 s) the same burst fails the socket for good before v255, and
+    is only slowed down by the poll limit from v255 on."""
+    survives = limit is None or DEFAULT_LIMIT_SURVIVES[systemd_version]
     port = free_port()
     options = ["--accept", "--max-connections", "16"]
     if limit is not None:

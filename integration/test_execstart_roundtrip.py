@@ -1,4 +1,4 @@
-"""Real systemd (252, in the sandbox) parses our ExecStart= lines back to exactly our argv.
+"""Real systemd (each release of the matrix) parses our ExecStart= lines back to exactly our argv.
 
 A oneshot unit runs ``python3 -c DUMP ARGS...`` for each ExecStart= line; DUMP appends
 ``sys.argv[1:]`` (and one environment variable) as a JSON line to a file under /run, and the

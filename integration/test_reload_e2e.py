@@ -5,7 +5,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from helpers import gen_units, http_get, main_pid, restart_under_load, wait_state
+from helpers import (
+    gen_units,
+    http_get,
+    main_pid,
+    restart_under_load,
+    sandbox_version,
+    wait_state,
+)
 from sandbox import Sandbox, Units, free_port, wait_until
 
 UNIT = "sdact-rld.service"
@@ -53,3 +60,31 @@ def test_reload_notifies_and_stays_active(
         timeout=10,
         what="the sixth reload to be applied",
     )
+
+
+def test_generated_reload_units(sandbox: Sandbox, units: Units) -> None:
+    """`gen-units --reload` for this systemd: Type=notify-reload from 253 (systemctl reload
+    sends SIGHUP and returns after the app's READY=1), Type=notify + ExecReload=kill -HUP on
+    252; either way the app reloads in place (same pid, next generation) and stays active."""
+    version = sandbox_version(sandbox)
+    unit = "sdact-grl.service"
+    port = free_port()
+    files = gen_units(
+        "sdact-grl", listens=[(f"127.0.0.1:{port}", "http")], options=["--reload"], version=version
+    )
+    units.install(files)
+    sandbox.systemctl("start", "sdact-grl.socket", unit)
+    wait_state(sandbox, unit, "active", sub="running")
+    kind = sandbox.show(unit, "Type", "ExecReload")
+    assert kind["Type"] == ("notify-reload" if version >= 253 else "notify"), kind
+    assert ("kill" in kind.get("ExecReload", "")) == (version < 253), kind
+    pid = main_pid(sandbox, unit)
+    for gen in (1, 2):
+        sandbox.systemctl("reload", unit)
+        wait_until(
+            lambda gen=gen: http_get("127.0.0.1", port)[2] == f"pid={pid} gen={gen}\n",
+            timeout=10,
+            what=f"reload {gen} applied",
+        )
+        state = wait_state(sandbox, unit, "active", sub="running")
+        assert state["MainPID"] == str(pid) and state["NRestarts"] == "0"

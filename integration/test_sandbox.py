@@ -9,12 +9,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 from conftest import require_sandbox_host
+from releases import Release, boot_release
 from sandbox import CHECKOUT, CODE_DIR, Sandbox, Units
 
 
-def test_boots_to_running(sandbox: Sandbox) -> None:
-    """The shared sandbox reports `running` and runs systemd 252-or-later as its PID 1."""
+def test_boots_to_running(sandbox: Sandbox, systemd_version: int) -> None:
+    """The shared sandbox reports `running` and runs the release's systemd as its PID 1."""
     assert sandbox.systemctl("is-system-running").stdout.strip() == "running"
+    assert sandbox.systemd_version == systemd_version
     comm = sandbox.run(["cat", "/proc/1/comm"]).stdout.strip()
     assert comm == "systemd"
     assert sandbox.run(["sh", "-c", "echo $container"]).stdout.strip() == ""  # clean env
@@ -60,7 +62,7 @@ def test_units_fixture_installs_and_starts(sandbox: Sandbox, units: Units) -> No
     assert sandbox.show("sdsandbox-probe.service", "ActiveState") == {"ActiveState": "active"}
 
 
-def test_host_tmp_and_run_untouched(measurements: Callable[[str], None]) -> None:
+def test_host_tmp_and_run_untouched(release: Release, measurements: Callable[[str], None]) -> None:
     """A marker in the host's /tmp survives a boot; files the sandbox writes to its /tmp,
     /var/tmp and /run never appear on the host; teardown leaves no process or cgroup."""
     require_sandbox_host()
@@ -70,7 +72,7 @@ def test_host_tmp_and_run_untouched(measurements: Callable[[str], None]) -> None
         os.write(fd, token.encode())
         os.close(fd)
         inside = [f"/tmp/sdprobe-{token}", f"/var/tmp/sdprobe-{token}", f"/run/sdprobe-{token}"]
-        with Sandbox.boot() as box:
+        with boot_release(release) as box:
             measurements(f"second sandbox booted in {box.boot_seconds * 1000:.0f} ms")
             ls = box.run(["ls", "-A", "/tmp"]).stdout.split()
             assert os.path.basename(marker) not in ls  # fresh /tmp inside

@@ -1,11 +1,11 @@
-"""The checked-in units/ run under real systemd 252 exactly as written (only the port moves
+"""The checked-in units/ run under real systemd exactly as written (only the port moves
 to a free loopback address: tests never bind every address of the host)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from helpers import gen_units, http_get, listen_inodes, main_pid, wait_state
+from helpers import SYSTEMD_VERSION, gen_units, http_get, listen_inodes, main_pid, wait_state
 from sandbox import CHECKOUT, CODE_DIR, Sandbox, Units, free_port, wait_until
 
 UNITS = Path(CHECKOUT) / "units"
@@ -72,7 +72,7 @@ def test_install_now_enables_and_starts_the_socket(sandbox: Sandbox, units: Unit
     argv = [
         "/usr/bin/python3", "-m", "sdactivate", "gen-units", "sdinstall",
         "--listen", f"127.0.0.1:{port}=http", "--environment", f"PYTHONPATH={CODE_DIR}",
-        "--systemd-version", "252", "--install", "--now",
+        "--systemd-version", str(SYSTEMD_VERSION), "--install", "--now",
         "--", "/usr/bin/python3", f"{CODE_DIR}/examples/app.py",
     ]  # fmt: skip
     env = {"PYTHONPATH": CODE_DIR}

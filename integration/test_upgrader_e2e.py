@@ -1,4 +1,4 @@
-"""sdactivate.Upgrader as a real systemd 252 `Type=notify` service (NotifyAccess=all,
+"""sdactivate.Upgrader as a real systemd `Type=notify` service (NotifyAccess=all,
 ExecReload=kill -HUP $MAINPID): `systemctl reload` moves MainPID to the new generation with the
 unit active throughout and no failed connection; a broken new version leaves the old serving."""
 

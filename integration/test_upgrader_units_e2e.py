@@ -1,5 +1,5 @@
 """The checked-in generated `--upgrader` units (units/myapp-upgrader.*, examples/upgrader_app.py)
-under real systemd 252: reloads under load move MainPID and lose nothing, and `systemctl stop`
+under real systemd: reloads under load move MainPID and lose nothing, and `systemctl stop`
 after those handovers lets the non-child main process drain (its ExecStop= lines) instead of
 systemd SIGKILLing it right after SIGTERM."""
 

@@ -85,6 +85,18 @@ def _c_integer(text: str) -> int | None:
     return -value if negative else value
 
 
+def _c_unsigned(text: str) -> int | None:
+    """``text`` read as libsystemd's safe_atou64() reads it, or None (-EINVAL, -ERANGE).
+
+    The same prefixes as :func:`_c_integer`; strtoull(3) takes a sign too, and systemd
+    refuses a negative value other than ``-0`` (parse-util.c: ``l != 0 && s[0] == '-'``).
+    """
+    value = _c_integer(text)
+    if value is None or value < 0 or value >= 2**64:
+        return None
+    return value
+
+
 def valid_fd_name(name: str) -> bool:
     """True if ``name`` is a valid fd name: ASCII without control characters, no ``:``,
     at most 255 characters (systemd.socket(5) FileDescriptorName=, sd_notify(3) FDNAME=).

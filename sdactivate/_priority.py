@@ -13,11 +13,18 @@ import logging
 import os
 import resource
 
-__all__ = ["can_raise_priority", "renice_tree", "startup_priority"]
+__all__ = ["can_raise_priority", "renice_tree", "startup_priority", "valid_startup_nice"]
 
 log = logging.getLogger("sdactivate")
 
 _CAP_SYS_NICE = 23  # capabilities(7)
+
+
+def valid_startup_nice(value: object) -> bool:
+    """The one rule for a start-up nice increment (``sdactivate run --startup-nice``,
+    ``gen-units --startup-nice``, ``Upgrader(startup_nice=)``): an int 0..19, the range
+    of nice values above the default (setpriority(2)); 0 turns the lowering off."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 19
 
 
 def can_raise_priority(nice: int) -> bool:

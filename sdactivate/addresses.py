@@ -57,7 +57,7 @@ class ListenAddress:
             if self.path is not None or self.port is None:
                 raise AddressError(f"{self.kind} address needs a port, got {self!r}")
             if not 0 <= self.port <= 65535:  # 0: the kernel picks (binding only)
-                raise AddressError(f"port {self.port!r} out of range 0..65535")
+                raise AddressError(port_range_message(self.port, fixed=False))
             if self.host is not None:
                 try:
                     ipaddress.ip_address(self.host)
@@ -189,8 +189,19 @@ class ListenAddress:
             return False
 
 
-def parse_address(text: str, *, kind: Kind | None = None) -> ListenAddress:
-    """Parse a listen address (see the module docstring). ``kind`` overrides the default.
+def port_range_message(port: object, *, fixed: bool) -> str:
+    """The one wording of a port out of range: ``fixed`` for a port something else binds
+    and clients must know (a socket unit: 1..65535), else 0..65535 (0: the kernel picks)."""
+    if fixed:
+        return f"port {port!r}: not a port number 1..65535"
+    return f"port {port!r}: not a port number 0..65535 (0: the kernel picks a free one)"
+
+
+def parse_address(
+    text: str, *, kind: Kind | None = None, fixed_port: bool = False
+) -> ListenAddress:
+    """Parse a listen address (see the module docstring). ``kind`` overrides the default;
+    ``fixed_port`` refuses port 0 (for units: systemd.socket(5) binds the port as given).
 
     Raises :class:`AddressError` with the offending text.
     """
@@ -215,7 +226,10 @@ def parse_address(text: str, *, kind: Kind | None = None) -> ListenAddress:
     host, scope, port_text = _split_host_port(body, text)
     if not (port_text.isascii() and port_text.isdigit()) or len(port_text) > 5:  # no superscripts
         raise AddressError(f"invalid port in listen address {text!r}")
-    return ListenAddress(inet_kind, host=host, port=int(port_text), scope=scope)
+    port = int(port_text)
+    if fixed_port and not 0 < port <= 65535:
+        raise AddressError(port_range_message(port, fixed=True))
+    return ListenAddress(inet_kind, host=host, port=port, scope=scope)
 
 
 def address_of(sock: socket.socket) -> ListenAddress | None:

@@ -6,6 +6,8 @@ __all__ = [
     "ActivationError",
     "AddressError",
     "ControlError",
+    "InstallError",
+    "MissingDependencyError",
     "NotifyError",
     "NotifyValueError",
     "SdActivateError",
@@ -60,3 +62,13 @@ class UpgradeError(SdActivateError):
 
 class ControlError(SdActivateError):
     """A D-Bus control operation (restart, reload, status...) failed."""
+
+
+class InstallError(SdActivateError):
+    """Generated units could not be written or installed: no permission, a read-only file
+    system, no home directory, no user manager. Nothing was written unless the message
+    says otherwise."""
+
+
+class MissingDependencyError(SdActivateError):
+    """A third-party module a command needs is not installed (``jeepney`` for D-Bus)."""

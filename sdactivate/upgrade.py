@@ -68,8 +68,8 @@ from collections.abc import Iterable, MutableMapping, Sequence
 from types import FrameType, TracebackType
 from typing import Any
 
-from . import _env
-from ._priority import renice_tree, startup_priority
+from . import _env, _pidfd
+from ._priority import renice_tree, startup_priority, valid_startup_nice
 from ._signals import restored
 from ._upgrade_link import (
     HANDOVER,
@@ -144,9 +144,7 @@ class Upgrader:
         startup_nice: int = 10,
         startup_grace: float = 1.0,
     ) -> None:
-        if isinstance(startup_nice, bool) or not (
-            isinstance(startup_nice, int) and 0 <= startup_nice <= 19
-        ):
+        if not valid_startup_nice(startup_nice):
             raise UpgradeError(f"startup_nice {startup_nice!r}: not a nice value 0..19")
         if isinstance(startup_grace, bool) or not (
             isinstance(startup_grace, int | float) and startup_grace > 0
@@ -556,13 +554,20 @@ class Upgrader:
         from . import notify
 
         now = time.monotonic()
-        assert self._child_ctl is not None
+        assert self._child_ctl is not None and self._child_pidfd is not None
         try:
-            fields: dict[str, str | int] = {
-                "MAINPID": pid,
-                "STATUS": f"serving, pid {pid} (upgraded from {os.getpid()})",
-            }
-            if notify.send(fields, environ=self._env):
+            fields: dict[str, str | int] = {"MAINPID": pid}
+            # sd_notify(3) v257: MAINPIDFD=1 with the child's pidfd attached takes precedence
+            # over MAINPID= and names that very process; MAINPIDFDID= (its pidfs inode id,
+            # kernel 6.9+) makes PID 1 refuse MAINPID= if the pid is another process by then.
+            # Before 257 both are unknown: MAINPID= applies, the fd is closed, nothing is
+            # logged (measured on 252 and 254; integration/test_versions_e2e.py).
+            fdid = _pidfd.inode_id(self._child_pidfd)
+            if fdid is not None:
+                fields["MAINPIDFDID"] = fdid
+            fields["MAINPIDFD"] = 1
+            fields["STATUS"] = f"serving, pid {pid} (upgraded from {os.getpid()})"
+            if notify.send(fields, fds=[self._child_pidfd], environ=self._env):
                 notify.barrier(environ=self._env)  # PID 1 processed MAINPID before we go on
             self._child_ctl.sendall(HANDOVER)
         except (NotifyError, OSError) as exc:

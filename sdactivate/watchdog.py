@@ -28,6 +28,7 @@ from collections.abc import Callable
 from types import TracebackType
 
 from . import _env
+from ._listen_env import _c_unsigned
 from ._signals import threads_without_stop_signals
 from .errors import NotifyError, WatchdogError
 
@@ -48,24 +49,6 @@ log = logging.getLogger("sdactivate.watchdog")
 _USEC_INFINITY = 2**64 - 1  # sd_watchdog_enabled(3): infinity is -EINVAL
 _PID_MAX = 2**31 - 1  # parse_pid(): a pid_t
 MIN_PERIOD = 0.01  # seconds; a floor so a tiny WATCHDOG_USEC cannot make a busy loop
-_C_SPACE = " \t\n\v\f\r"
-
-
-def _c_unsigned(text: str) -> int | None:
-    """libsystemd's ``safe_atou64``: strtoull base 0 (hex ``0x``, octal ``0``), leading
-    whitespace and ``+`` allowed, nothing after the digits; None if it does not parse."""
-    body = text.lstrip(_C_SPACE)
-    if body.startswith("+"):
-        body = body[1:]
-    base = 10
-    if body[:2] in ("0x", "0X"):
-        base, body = 16, body[2:]
-    elif body.startswith("0") and len(body) > 1:
-        base, body = 8, body[1:]
-    digits = "0123456789abcdefABCDEF"[: base if base < 16 else 22]
-    if not body or any(c not in digits for c in body):
-        return None
-    return int(body, base)
 
 
 def parse_interval(usec: str | None, watchdog_pid: str | None, pid: int) -> float | None:

@@ -13,8 +13,8 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -148,20 +148,32 @@ def check_sigterm_drains(
     assert code == exit_code, code
 
 
-def check_repeated_sigterm_exits_cleanly(run: Running, *, timeout: float = 15.0) -> int:
+def check_repeated_sigterm_exits_cleanly(
+    start: Callable[[], AbstractContextManager[Running]],
+    *,
+    timeout: float = 15.0,
+    attempts: int = 5,
+) -> int:
     """SIGTERM again and again (every ~0.2 ms) until the server exits; return its exit code.
 
     Under ``gen-units --supervise`` units every stop is signalled twice (systemd's SIGTERM
     to the whole cgroup, then the supervisor's): a repeat that lands after the drain, when
     the handler is gone, must not kill the process on its way out.
+
+    ``start()`` launches a fresh server. A run in which it was gone before the second signal
+    tested no repeat (on a busy host this process may not run again until the server has
+    exited): it is inconclusive and run again, up to ``attempts`` runs.
     """
-    run.rx.wait_for("READY", "1", timeout=20)
-    deadline = time.monotonic() + timeout
-    sent = 0
-    while run.proc.poll() is None and time.monotonic() < deadline:
-        os.kill(run.proc.pid, signal.SIGTERM)  # a zombie until reaped: the pid stays ours
-        sent += 1
-        time.sleep(0.0002)
-    code = run.proc.wait(5)
-    assert sent > 1, sent
-    return code
+    for _ in range(attempts):
+        with start() as run:
+            run.rx.wait_for("READY", "1", timeout=20)
+            deadline = time.monotonic() + timeout
+            sent = 0
+            while run.proc.poll() is None and time.monotonic() < deadline:
+                os.kill(run.proc.pid, signal.SIGTERM)  # a zombie until reaped: the pid stays ours
+                sent += 1
+                time.sleep(0.0002)  # pacing the storm, not ordering anything
+            code = run.proc.wait(5)
+        if sent > 1:
+            return code
+    raise AssertionError(f"in {attempts} runs the server exited before a second SIGTERM")

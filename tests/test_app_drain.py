@@ -143,8 +143,8 @@ def test_idle_connections_close_after_the_grace(apps: list[App]) -> None:
 
 
 def test_request_in_flight_is_finished(apps: list[App]) -> None:
-    """A slow request (/sleep?ms=N) in progress at SIGTERM is answered (Connection: close)
-    before the app exits; a request sent but not yet read is answered too."""
+    """A slow request (/sleep?ms=N) in progress at SIGTERM is answered before the app exits;
+    a request sent but not yet read is answered too; then each connection ends cleanly."""
     app = App()
     apps.append(app)
     with _connect(app.port) as slow, _connect(app.port) as unread:
@@ -155,7 +155,12 @@ def test_request_in_flight_is_finished(apps: list[App]) -> None:
         app.proc.send_signal(signal.SIGCONT)
         for c in (slow, unread):
             status, headers, _ = _response(c)
-            assert (status, headers["connection"]) == (200, "close")
+            assert status == 200
+            # A handler thread can answer in the instant between SIGCONT and the main thread
+            # running the SIGTERM handler (CPython runs Python handlers there only): then the
+            # answer still says keep-alive, and the drain closes the idle connection after it.
+            assert headers["connection"] in ("close", "keep-alive")
+            assert c.recv(1) == b""  # either way the connection then ends cleanly
     assert app.proc.wait(10) == 0
 
 

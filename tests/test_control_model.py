@@ -114,6 +114,28 @@ def test_judge(verb: str, job: str, state: str, result: str, verdict: Verdict) -
     assert judge(verb, job, state, result) is verdict
 
 
+@pytest.mark.parametrize(
+    ("verb", "status", "verdict"),
+    [
+        (
+            "reload",
+            "upgrade failed: generation 2 (pid 9) failed: exited with status 1",
+            Verdict.FAILED,
+        ),
+        ("reload", "serving generation 2 (pid 9)", Verdict.OK),
+        ("reload", "", Verdict.OK),
+        ("restart", "upgrade failed: left over from an earlier reload", Verdict.OK),
+    ],
+    ids=["handover-failed", "handover-done", "no-status", "restart-ignores-it"],
+)
+def test_judge_reads_a_failed_handover_from_the_status(
+    verb: str, status: str, verdict: Verdict
+) -> None:
+    """Under Type=notify-reload (v253+) a reload job cannot fail: an `sdactivate run`
+    supervisor says so in the STATUS= it sends with READY=1, and only a reload reads it."""
+    assert judge(verb, "done", "active", "success", status) is verdict
+
+
 def test_judge_rejects_unknown_verb() -> None:
     """An unknown verb is a programming error, not a verdict."""
     with pytest.raises(ValueError, match="frobnicate"):

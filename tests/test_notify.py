@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _dgram_queue import FILLER, fill
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -310,34 +311,22 @@ def test_fds_travel_with_scm_rights(rx: Receiver) -> None:
 
 
 def test_full_queue_is_bounded(rx: Receiver) -> None:
-    """A manager that never reads: the send gives up after its timeout with NotifyError."""
-    filler = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    filler.setblocking(False)
-    sent = 0
-    with pytest.raises(BlockingIOError):
-        for _ in range(100_000):
-            filler.sendto(b"X_FILL=1", rx.env["NOTIFY_SOCKET"])
-            sent += 1
-    filler.close()
+    """A manager whose queue is full and never read: the send waits its timeout, then
+    NotifyError (the queue is filled for real whatever the host's max_dgram_qlen)."""
+    queued = fill(rx.env["NOTIFY_SOCKET"])
     start = time.monotonic()
-    with pytest.raises(NotifyError, match="queue stayed full"):
+    with pytest.raises(NotifyError, match=r"queue stayed full for 0\.2s"):
         notify.send({"READY": 1}, environ=rx.env, timeout=0.2)
-    assert time.monotonic() - start < 5  # bounded (the exact figure belongs to bench/)
-    assert sent > 0
+    waited = time.monotonic() - start
+    assert 0.2 <= waited < 5  # waited for room, and no longer than bounded
+    assert queued > 0
+    assert [rx.recv()[0] for _ in range(queued)] == [FILLER] * queued
+    assert rx.empty()  # the refused READY=1 was never queued
 
 
 def test_full_queue_send_completes_when_room_appears(rx: Receiver) -> None:
     """A send waiting on a full queue goes through once the manager reads."""
-    filler = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    filler.setblocking(False)
-    queued = 0
-    try:
-        while True:
-            filler.sendto(b"X_FILL=1", rx.env["NOTIFY_SOCKET"])
-            queued += 1
-    except BlockingIOError:
-        pass
-    filler.close()
+    queued = fill(rx.env["NOTIFY_SOCKET"])
     result: list[object] = []
     sender = threading.Thread(
         target=lambda: result.append(notify.send({"READY": 1}, environ=rx.env, timeout=10))
@@ -346,7 +335,77 @@ def test_full_queue_send_completes_when_room_appears(rx: Receiver) -> None:
     got = [rx.recv()[0] for _ in range(queued + 1)]
     sender.join(10)
     assert result == [True]
-    assert got[-1] == b"READY=1"
+    assert got == [FILLER] * queued + [b"READY=1"]
+
+
+# The same scenario in a network namespace of its own, where the test sets
+# net.unix.max_dgram_qlen: the kernel default (10) and systemd's (512, more than one sender's
+# buffer holds). Needs root (CAP_SYS_ADMIN for unshare(2), CAP_NET_ADMIN in the namespace).
+_NETNS_SCENARIO = r"""
+import ctypes, json, os, socket, sys, time
+qlen, tests, path = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+try:
+    if hasattr(os, "unshare"):  # Python 3.12+
+        os.unshare(os.CLONE_NEWNET)
+    elif ctypes.CDLL(None, use_errno=True).unshare(0x40000000) != 0:  # CLONE_NEWNET
+        raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
+    with open("/proc/sys/net/unix/max_dgram_qlen", "w") as f:
+        f.write(str(qlen))
+except OSError as exc:
+    print(json.dumps({"skip": f"no network namespace with max_dgram_qlen={qlen}: {exc}"}))
+    raise SystemExit(0)
+sys.path.insert(0, tests)
+from _dgram_queue import fill
+from sdactivate import notify
+from sdactivate.errors import NotifyError
+rx = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+rx.bind(path)
+queued = fill(path)
+start = time.monotonic()
+try:
+    notify.send({"READY": 1}, environ={"NOTIFY_SOCKET": path}, timeout=0.2)
+    error = None
+except NotifyError as exc:
+    error = str(exc)
+print(json.dumps({"queued": queued, "error": error, "waited": time.monotonic() - start}))
+"""
+
+
+def _on_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
+
+
+@pytest.mark.parametrize("qlen", [8, 512], ids=["qlen-8", "qlen-512"])
+def test_full_queue_is_bounded_whatever_max_dgram_qlen(qlen: int, tmp_path: Path) -> None:
+    """In a network namespace with max_dgram_qlen set, the queue is really full (qlen + 1
+    datagrams: unix_recvq_full() is "more than") and the send gives up after its timeout."""
+    if os.geteuid() != 0:
+        pytest.skip("setting max_dgram_qlen in a network namespace of its own needs root")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            _NETNS_SCENARIO,
+            str(qlen),
+            str(Path(__file__).parent),
+            str(tmp_path / "notify"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    if "skip" in report:
+        if _on_ci():  # CI runs as root: there this must run, not skip
+            pytest.fail(report["skip"])
+        pytest.skip(report["skip"])
+    assert report["queued"] == qlen + 1
+    assert (
+        report["error"]
+        == f"NOTIFY_SOCKET={str(tmp_path / 'notify')!r}: the manager's queue stayed full for 0.2s"
+    )
+    assert 0.2 <= report["waited"] < 5
 
 
 def test_no_descriptor_leak(rx: Receiver) -> None:

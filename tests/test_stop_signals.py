@@ -16,6 +16,7 @@ import signal
 import socket
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -42,29 +43,33 @@ SERVERS = {
 def test_sigterm_storm_exits_cleanly(server: str) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     decoy = server not in ("examples/app.py", "bench app")
-    with running(SERVERS[server], env=env, decoy=decoy) as run:
-        code = check_repeated_sigterm_exits_cleanly(run)
+    code = check_repeated_sigterm_exits_cleanly(
+        lambda: running(SERVERS[server], env=env, decoy=decoy)
+    )
     expected = -signal.SIGTERM if server == "uvicorn" else 0
     assert code == expected, f"{server}: exit code {code}"
 
 
 def test_upgrader_app_sigterm_storm_exits_cleanly() -> None:
     """The in-process Upgrader's own stop handler: the same storm, exit status 0."""
+    from _adapter_harness import Running
+
     from sdactivate.testing import NotifyReceiver, launch
 
-    with NotifyReceiver(thread=True) as rx:
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        sock.listen(128)
-        argv = [sys.executable, str(ROOT / "examples" / "upgrader_app.py")]
-        argv += ["--listen", f"127.0.0.1:{sock.getsockname()[1]}", "--drain-timeout", "3"]
-        proc = launch(argv, [sock], names=["http"], notify=rx)
-        sock.close()
-        with proc:
-            from _adapter_harness import Running
+    @contextmanager
+    def start() -> Iterator[Running]:
+        with NotifyReceiver(thread=True) as rx:
+            sock = socket.socket()
+            sock.bind(("127.0.0.1", 0))
+            sock.listen(128)
+            argv = [sys.executable, str(ROOT / "examples" / "upgrader_app.py")]
+            argv += ["--listen", f"127.0.0.1:{sock.getsockname()[1]}", "--drain-timeout", "3"]
+            proc = launch(argv, [sock], names=["http"], notify=rx)
+            sock.close()
+            with proc:
+                yield Running(proc, rx, 0)
 
-            code = check_repeated_sigterm_exits_cleanly(Running(proc, rx, 0))
-    assert code == 0
+    assert check_repeated_sigterm_exits_cleanly(start) == 0
 
 
 @pytest.fixture
@@ -81,6 +86,7 @@ def sigterm_default() -> Iterator[None]:
 def test_stop_trigger_ignores_repeats_only_after_a_signal() -> None:
     """Closed after a stop it set itself: SIGTERM's default comes back. Closed after a
     SIGTERM: the default becomes "ignore" (a repeat would kill the exiting process)."""
+    sigint = signal.getsignal(signal.SIGINT)  # KeyboardInterrupt, or SIG_IGN under nohup/&
     trigger = StopTrigger()
     trigger.set("asked")
     trigger.close()
@@ -91,7 +97,7 @@ def test_stop_trigger_ignores_repeats_only_after_a_signal() -> None:
     assert trigger.reason == "signal SIGTERM"
     trigger.close()
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_IGN
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # left as it was
+    assert signal.getsignal(signal.SIGINT) is sigint  # left as it was
 
 
 @pytest.mark.usefixtures("sigterm_default")
@@ -114,7 +120,7 @@ def test_upgrader_ignores_repeats_only_after_a_stop_signal() -> None:
 @pytest.mark.parametrize("signalled", [False, True], ids=["stop-set", "sigterm"])
 def test_loop_stop_signals_uninstall(signalled: bool) -> None:
     """asyncio: the callback runs in the loop; uninstall() drops the loop's handler and puts
-    back the default, or "ignore" after a SIGTERM; SIGINT keeps KeyboardInterrupt."""
+    back the default, or "ignore" after a SIGTERM; SIGINT keeps what it had."""
     from sdactivate.adapters.asyncio_server import on_stop_signals
 
     async def main() -> list[int]:
@@ -131,10 +137,11 @@ def test_loop_stop_signals_uninstall(signalled: bool) -> None:
         assert not loop.remove_signal_handler(signal.SIGTERM)  # the loop forgot it
         return got
 
+    sigint = signal.getsignal(signal.SIGINT)  # KeyboardInterrupt, or SIG_IGN under nohup/&
     assert asyncio.run(main()) == ([signal.SIGTERM] if signalled else [])
     expected = signal.SIG_IGN if signalled else signal.SIG_DFL
     assert signal.getsignal(signal.SIGTERM) == expected
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGINT) is sigint
 
 
 MASKS_CHILD = r"""

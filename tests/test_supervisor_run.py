@@ -408,9 +408,15 @@ def test_children_die_with_a_killed_supervisor(supervisor: Supervisor) -> None:
         wait_exit(pid, 5)
 
 
+# The idle supervisor's RSS bound by Python version (MB): the interpreter itself is most of
+# it. Measured with the matrix's interpreters: 17.7 MB on 3.11, 18.8 on Debian's 3.13,
+# 21.0 on Debian's 3.14. Pythons the matrix does not run get the largest bound.
+IDLE_RSS_MB = {(3, 11): 20, (3, 13): 20, (3, 14): 23}
+
+
 def test_idle_supervisor_does_not_wake_up(supervisor: Supervisor) -> None:
     """Idle: no context switch and no CPU tick in 1 s (blocked in epoll, no timers), and
-    an RSS of at most 20 MB."""
+    an RSS within IDLE_RSS_MB for this Python (20 MB on 3.11)."""
 
     def counters() -> tuple[int, int, int]:
         status = Path(f"/proc/{supervisor.pid}/status").read_text().splitlines()
@@ -430,7 +436,8 @@ def test_idle_supervisor_does_not_wake_up(supervisor: Supervisor) -> None:
     assert counters() == before
     status = Path(f"/proc/{supervisor.pid}/status").read_text()
     rss_kb = int(next(line for line in status.splitlines() if line.startswith("VmRSS:")).split()[1])
-    assert rss_kb <= 20 * 1024, f"supervisor RSS {rss_kb} kB"
+    bound_mb = IDLE_RSS_MB.get(sys.version_info[:2], max(IDLE_RSS_MB.values()))
+    assert rss_kb <= bound_mb * 1024, f"supervisor RSS {rss_kb} kB, bound {bound_mb} MB"
 
 
 def test_watchdog_pings_pass_through(tmp_path: Path) -> None:
@@ -629,3 +636,25 @@ def test_exited_generation_reports_what_it_used(tmp_path: Path) -> None:
     assert ("1", first) in [(g, int(pid)) for g, pid, *_ in used], text
     assert sorted(g for g, *_ in used) == ["1", "2"], text
     assert all(float(rss) > 1.0 and float(cpu) > 0 for _, _, cpu, rss, _ in used), text
+
+
+def test_sighup_follows_the_notify_reload_protocol(supervisor: Supervisor) -> None:
+    """Type=notify-reload (v253, what gen-units writes for --supervise there): SIGHUP gets
+    RELOADING=1 with a MONOTONIC_USEC= read after the signal (PID 1 ignores an older one and
+    the reload hangs), then READY=1 once the new generation took over; a SIGHUP during that
+    handover gets its own RELOADING=1, sent when its handover starts, then its READY=1."""
+    rx = supervisor.rx
+    rx.sync()
+    since = len(rx.messages)
+    first = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000  # PID 1's reload_begin_usec
+    os.kill(supervisor.pid, signal.SIGHUP)
+    reloading = rx.wait_for("RELOADING", "1", timeout=10, since=since)
+    assert int(reloading.get("MONOTONIC_USEC") or 0) >= first
+    after = rx.messages.index(reloading) + 1
+    second = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+    os.kill(supervisor.pid, signal.SIGHUP)  # during the handover, or while the old one drains
+    rx.wait_for("READY", "1", timeout=10, since=after)
+    again = rx.wait_for("RELOADING", "1", timeout=10, since=after)
+    assert int(again.get("MONOTONIC_USEC") or 0) >= second
+    rx.wait_for("READY", "1", timeout=10, since=rx.messages.index(again) + 1)
+    assert supervisor.status()["message"].startswith("generation 3 ")

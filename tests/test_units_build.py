@@ -20,6 +20,7 @@ from sdactivate.units.build import Options, build
 from sdactivate.units.limits import parse_rate_limit
 from sdactivate.units.model import RateLimit, ServiceUnit
 from sdactivate.units.render import render_service
+from sdactivate.units.version import SINCE, parse_version
 
 PY = sys.executable
 needs_analyze = pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd")
@@ -33,6 +34,11 @@ def gen(**kw: object) -> dict[str, str]:
     base: dict[str, object] = {"name": "myapp", "systemd_version": 252, "ports": (8080,)}
     base |= kw
     return build(Options(**base), which=_which, python="python3")  # type: ignore[arg-type]
+
+
+def _comments(text: str) -> str:
+    """The comment lines of a unit as one line of text."""
+    return " ".join(line[2:] for line in text.splitlines() if line.startswith("# "))
 
 
 def _lines(text: str, key: str) -> list[str]:
@@ -156,7 +162,8 @@ def test_supervise_startup_nice_0_drops_the_allowances() -> None:
 
 def test_supervise_fdstore_lets_the_supervisor_bind() -> None:
     """--supervise --fdstore N with addresses: no socket unit; `run --fdstore --listen
-    ADDR=NAME` (unnamed: 'unknown') binds and stores them; the service is enabled itself."""
+    ADDR=NAME` binds and stores them (unnamed: NAME.socket, the name the socket-unit shape
+    gives them; 'unknown' cannot be stored); the service is enabled itself."""
     files = gen(
         supervise=True,
         fdstore=3,
@@ -175,7 +182,7 @@ def test_supervise_fdstore_lets_the_supervisor_bind() -> None:
     assert "Requires" not in svc and "Also" not in svc
     assert "the supervisor (`sdactivate run --fdstore`) binds" in svc
     unnamed = gen(supervise=True, fdstore=1, command=("/usr/bin/true",))["myapp.service"]
-    assert "--listen 8080=unknown --" in _lines(unnamed, "ExecStart")[0]
+    assert "--listen 8080=myapp.socket --" in _lines(unnamed, "ExecStart")[0]
     # without --fdstore: socket units, as before
     assert list(gen(supervise=True)) == ["myapp.socket", "myapp.service"]
 
@@ -189,8 +196,19 @@ def test_supervise_fdstore_lets_the_supervisor_bind() -> None:
         ({"network": False}, "--no-network"),
         ({"fdstore": 1, "listens": (("@a", "x"),)}, "--fdstore 1 < 2"),
         ({"fdname": "a=b"}, "no '='"),
+        ({"fdname": "connection"}, "reserved by sd_listen_fds"),
+        ({"listens": (("127.0.0.1:9000", "unknown"),)}, "reserved by sd_listen_fds"),
     ],
-    ids=["socket-file", "port-80", "port-80-user", "no-network", "store-too-small", "eq-name"],
+    ids=[
+        "socket-file",
+        "port-80",
+        "port-80-user",
+        "no-network",
+        "store-too-small",
+        "eq-name",
+        "reserved-connection",
+        "reserved-unknown",
+    ],
 )
 def test_supervise_fdstore_refuses_what_cannot_work(kw: dict[str, object], match: str) -> None:
     """Supervisor-owned sockets: no socket files, no privileged ports without root, no empty
@@ -203,7 +221,7 @@ def test_supervise_fdstore_refuses_what_cannot_work(kw: dict[str, object], match
 def test_supervise_fdstore_privileged_port_as_root() -> None:
     """--hardening off (a root system service) may bind port 80 in the supervisor."""
     svc = gen(supervise=True, fdstore=1, ports=(80,), hardening="off")["myapp.service"]
-    assert "--listen 80=unknown" in svc
+    assert "--listen 80=myapp.socket" in svc
 
 
 @pytest.mark.parametrize(
@@ -461,6 +479,8 @@ MATRIX: dict[str, dict[str, object]] = {
     },
     "accept-trigger-limit": {"accept": True, "start_limit": RateLimit(500, 2)},
     "accept-user": {"accept": True, "user": True},
+    "type-exec": {"service_type": "exec"},
+    "type-simple-user": {"service_type": "simple", "user": True},
 }
 
 
@@ -478,10 +498,36 @@ def _analyze(tmp_path: Path, user: bool, *args: str) -> subprocess.CompletedProc
     return subprocess.run(argv, capture_output=True, text=True, timeout=60, env=env)
 
 
+def _analyzer_version() -> int:
+    """The version of the systemd-analyze these tests run (the host's)."""
+    out = subprocess.run(
+        ["systemd-analyze", "--version"], capture_output=True, text=True, timeout=30, check=True
+    ).stdout
+    return parse_version(out.splitlines()[0])
+
+
+def _unexpected(stderr: str, analyzer: int) -> list[str]:
+    """verify's complaints, less the ones the analyzer must make about settings newer than
+    itself (units generated for a newer target): "Unknown key" for a key of version.SINCE
+    above it, and 252's "Failed to parse service type" for notify-reload."""
+    out = []
+    for line in stderr.strip().splitlines():
+        key = re.search(r"Unknown key '(\w+)'|Unknown key name '(\w+)'", line)
+        name = (key.group(1) or key.group(2)) if key else None
+        if name is not None and SINCE.get(name, 0) > analyzer:
+            continue
+        if "notify-reload" in line and SINCE["Type=notify-reload"] > analyzer:
+            continue
+        out.append(line)
+    return out
+
+
 @needs_analyze
 @pytest.mark.parametrize("case", list(MATRIX), ids=list(MATRIX))
 def test_systemd_analyze_verify_clean(tmp_path: Path, case: str) -> None:
-    """systemd-analyze verify --recursive-errors=yes exits 0 with no output for each case."""
+    """systemd-analyze verify --recursive-errors=yes accepts each case without a word, except
+    that an analyzer older than the target names the newer settings as unknown (the
+    integration tier verifies each target with its own systemd)."""
     kw = dict(MATRIX[case])
     kw.setdefault("command", (PY, "-c", "pass"))
     files = gen(**kw)
@@ -489,7 +535,10 @@ def test_systemd_analyze_verify_clean(tmp_path: Path, case: str) -> None:
     result = _analyze(
         tmp_path, bool(kw.get("user")), "verify", "--man=no", "--recursive-errors=yes", *paths
     )
-    assert result.returncode == 0 and not result.stderr.strip(), result.stderr
+    analyzer = _analyzer_version()
+    assert not _unexpected(result.stderr, analyzer), result.stderr
+    target = int(kw.get("systemd_version", 252))  # type: ignore[call-overload]
+    assert (result.returncode == 0) == (target <= analyzer or not result.stderr), result.stderr
 
 
 def _exposure(tmp_path: Path, **kw: object) -> float:
@@ -594,10 +643,148 @@ def test_any_options_verify_clean_or_refuse(
         files = gen(**kw)
     except UnitConfigError:
         return
-    assert not any("Type=notify-reload" in text for text in files.values())
+    reloads = [text for text in files.values() if _lines(text, "Type") == ["notify-reload"]]
+    assert len(reloads) == (1 if "supervise" in flags and target >= 253 else 0)
     event("rendered")
     paths = _write(tmp_path, files)
     result = _analyze(
         tmp_path, "user" in flags, "verify", "--man=no", "--recursive-errors=yes", *paths
     )
-    assert result.returncode == 0 and not result.stderr.strip(), (files, result.stderr)
+    assert not _unexpected(result.stderr, _analyzer_version()), (files, result.stderr)
+
+
+# --- version gates: each shown on both sides ----------------------------------------------
+@pytest.mark.parametrize("target", [252, 253, 254, 257, 262])
+def test_supervise_reload_kind_by_version(target: int) -> None:
+    """--supervise: Type=notify + ExecReload=`sdactivate reload --pid` up to 252 (253's
+    notify-reload would run as simple there); Type=notify-reload and no ExecReload= from 253."""
+    svc = gen(supervise=True, systemd_version=target)["myapp.service"]
+    if target < 253:
+        assert _lines(svc, "Type") == ["notify"]
+        assert _lines(svc, "ExecReload") == [f"{PY} -m sdactivate reload --pid $MAINPID"]
+        assert "`systemctl reload` fails when the handover does" in _comments(svc)
+    else:
+        assert _lines(svc, "Type") == ["notify-reload"]
+        assert "ExecReload" not in svc and "ReloadSignal" not in svc  # SIGHUP is the default
+        text = _comments(svc)
+        assert "RELOADING=1 + MONOTONIC_USEC" in text and "STATUS=upgrade failed" in text
+
+
+@pytest.mark.parametrize("target", [252, 253])
+def test_app_reload_kind_by_version(target: int) -> None:
+    """--reload (an app that answers SIGHUP with RELOADING=1 ... READY=1): ExecReload=kill
+    -HUP on 252, Type=notify-reload on 253; without --reload no reload at all."""
+    svc = gen(reload=True, systemd_version=target)["myapp.service"]
+    if target < 253:
+        assert _lines(svc, "Type") == ["notify"]
+        assert _lines(svc, "ExecReload") == ["/bin/kill -HUP $MAINPID"]
+    else:
+        assert _lines(svc, "Type") == ["notify-reload"] and "ExecReload" not in svc
+    plain = gen(systemd_version=target)["myapp.service"]
+    assert _lines(plain, "Type") == ["notify"] and "ExecReload" not in plain
+
+
+@pytest.mark.parametrize("kw", [{"supervise": True}, {"upgrader": True}, {"accept": True}], ids=str)
+def test_reload_refused_where_something_else_reloads(kw: dict[str, object]) -> None:
+    """--reload is for a plain app: the supervisor and the Upgrader reload by a handover,
+    Accept=yes instances not at all."""
+    with pytest.raises(UnitConfigError, match="--reload"):
+        gen(reload=True, **kw)
+
+
+def test_upgrader_keeps_exec_reload_on_every_version() -> None:
+    """--upgrader: Type=notify + ExecReload=kill -HUP everywhere (the Upgrader sends no
+    RELOADING=1; its new process takes over with MAINPID=)."""
+    for target in (252, 253, 257, 262):
+        svc = gen(upgrader=True, systemd_version=target)["myapp.service"]
+        assert _lines(svc, "Type") == ["notify"]
+        assert _lines(svc, "ExecReload") == ["/bin/kill -HUP $MAINPID"]
+
+
+@pytest.mark.parametrize(
+    ("kw", "default"),
+    [
+        ({"ports": (), "fdstore": 4}, "yes"),  # the app's own sockets in the store
+        ({"supervise": True, "fdstore": 2}, "yes"),  # the supervisor's sockets in the store
+        ({"fdstore": 2}, None),  # a socket unit holds the listeners: systemd's default
+        ({}, None),
+    ],
+    ids=["fdstore-only", "supervise-fdstore", "socket-unit-fdstore", "no-store"],
+)
+@pytest.mark.parametrize("target", [253, 254, 257, 262])
+def test_fdstore_preserve_by_version(
+    kw: dict[str, object], default: str | None, target: int
+) -> None:
+    """FileDescriptorStorePreserve= only from 254 (253 would warn and ignore it); by default
+    `yes` where the store holds the listening sockets, else not written."""
+    svc = gen(systemd_version=target, **kw)["myapp.service"]
+    expected = default if target >= 254 else None
+    assert _lines(svc, "FileDescriptorStorePreserve") == ([] if expected is None else [expected])
+
+
+@pytest.mark.parametrize(
+    ("target", "says"),
+    [
+        (252, "systemd 252 has no FileDescriptorStorePreserve=, new in 254"),
+        (254, "systemd 254 unloads a stopped unit that nothing references, fd store and all"),
+        (257, "systemd 257 unloads a stopped unit that nothing references, fd store and all"),
+        (262, "systemd 262 keeps a stopped unit loaded with its fd store"),
+    ],
+)
+def test_fdstore_comments_say_what_each_version_does(target: int, says: str) -> None:
+    """The comments tell each version's truth about stop + start (measured on 252, 254, 257
+    and 262): never "(unless FileDescriptorStorePreserve=yes)" unqualified."""
+    text = _comments(gen(ports=(), fdstore=4, systemd_version=target)["myapp.service"])
+    assert says in text
+    assert "unless FileDescriptorStorePreserve=yes" not in text
+
+
+@pytest.mark.parametrize("mode", ["yes", "restart", "no"])
+def test_fdstore_preserve_option(mode: str) -> None:
+    """--fdstore-preserve MODE is written as given (254+), also for a socket-unit service,
+    and recorded in the header; refused below 254 and without a store."""
+    files = gen(fdstore=2, fdstore_preserve=mode, systemd_version=254)
+    assert _lines(files["myapp.service"], "FileDescriptorStorePreserve") == [mode]
+    assert f"--fdstore-preserve {mode}" in files["myapp.service"].splitlines()[1]
+    with pytest.raises(UnitConfigError, match="new in systemd 254, the target is 253"):
+        gen(fdstore=2, fdstore_preserve=mode, systemd_version=253)
+    with pytest.raises(UnitConfigError, match="needs --fdstore"):
+        gen(fdstore_preserve=mode, systemd_version=254)
+
+
+@pytest.mark.parametrize("service_type", ["exec", "simple"])
+def test_type_for_apps_that_never_send_ready(service_type: str) -> None:
+    """--type exec|simple: Type= as asked, NotifyAccess=none, a comment saying when start
+    returns, and the regenerate command records it."""
+    svc = gen(service_type=service_type, command=("/usr/bin/true",))["myapp.service"]
+    assert _lines(svc, "Type") == [service_type]
+    assert _lines(svc, "NotifyAccess") == ["none"]
+    assert f"systemd.service(5) {service_type}" in svc
+    assert f"--type {service_type} --systemd-version 252" in svc.splitlines()[1]
+    assert "--type" not in gen(command=("/usr/bin/true",))["myapp.service"].splitlines()[1]
+
+
+@pytest.mark.parametrize(
+    ("kw", "match"),
+    [
+        ({"supervise": True}, "--type exec with --supervise: `sdactivate run` hands over only"),
+        ({"upgrader": True}, "--type exec with --upgrader"),
+        ({"watchdog": 5.0}, "--type exec with --watchdog"),
+        ({"fdstore": 2}, "--type exec with --fdstore"),
+        ({"fdstore": 2, "ports": ()}, "--type exec with --fdstore"),
+        ({"accept": True}, "always Type=simple"),
+        ({"service_type": "forking"}, "not one of notify, exec, simple"),
+    ],
+    ids=["supervise", "upgrader", "watchdog", "fdstore", "fdstore-only", "accept", "forking"],
+)
+def test_type_refuses_what_needs_sd_notify(kw: dict[str, object], match: str) -> None:
+    """Modes that rely on sd_notify (READY=1, WATCHDOG=1, FDSTORE=1) need Type=notify."""
+    base: dict[str, object] = {"service_type": "exec", "command": ("/usr/bin/true",)} | kw
+    with pytest.raises(UnitConfigError, match=re.escape(match)):
+        gen(**base)
+
+
+def test_type_simple_is_what_accept_writes_anyway() -> None:
+    """--accept --type simple is accepted (instances are simple already)."""
+    files = gen(accept=True, service_type="simple", command=("/usr/bin/true",))
+    assert _lines(files["myapp@.service"], "Type") == ["simple"]

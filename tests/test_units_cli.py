@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -30,6 +31,7 @@ def test_writes_the_pair_into_the_output_dir(tmp_path: Path) -> None:
     out = tmp_path / "out"
     result = gen_units(
         "myapp", "--port", "8080", "--systemd-version", "252", "--output", str(out),
+        "--no-preflight",  # this venv's interpreter may live under /root (pyenv)
         "--", PY, "-m", "http.server", cwd=tmp_path,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
@@ -47,6 +49,7 @@ def test_default_program_is_name_on_path(tmp_path: Path) -> None:
     prog.chmod(0o755)
     result = gen_units(
         "myapp", "--port", "8080", "--systemd-version", "252", "--stdout",
+        "--no-preflight",  # tmp_path is under /tmp, which PrivateTmp= hides
         cwd=tmp_path, path=str(bindir),
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
@@ -179,3 +182,138 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path: Path, case
         assert len(result.stderr.strip().splitlines()) == 1, result.stderr
         assert result.stderr.startswith("sdactivate: error: ")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("name", ["myapp.service", "myapp.socket"])
+def test_a_full_unit_name_is_taken_as_its_prefix(tmp_path: Path, name: str) -> None:
+    """`gen-units myapp.service` (or .socket) writes myapp.socket and myapp.service, not
+    myapp.service.socket; the header's command records the prefix."""
+    result = gen_units(
+        name, "--port", "8080", "--systemd-version", "252", "--output", str(tmp_path),
+        "--", "/bin/true", cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["myapp.service", "myapp.socket"]
+    assert "sdactivate gen-units myapp --port" in (tmp_path / "myapp.service").read_text()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [("--bogus",), ("--port", "80", "--bogus"), ("myapp", "--bogus", "--", "/bin/true")],
+    ids=["alone", "before-name", "after-name"],
+)
+def test_an_unknown_option_is_reported_as_such(tmp_path: Path, args: tuple[str, ...]) -> None:
+    """An unknown option is named (argparse's "unrecognized arguments"), even when NAME is
+    missing too; it used to say only "NAME is required"."""
+    result = gen_units(*args, cwd=tmp_path)
+    assert result.returncode == 2
+    assert "unrecognized arguments: --bogus" in result.stderr, result.stderr
+    assert "required" not in result.stderr
+
+
+def test_missing_name_is_still_required(tmp_path: Path) -> None:
+    """With no NAME and nothing unknown, argparse's "required: NAME" message stays."""
+    result = gen_units("--port", "80", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "the following arguments are required: NAME" in result.stderr
+
+
+def test_exec_takes_a_program(tmp_path: Path) -> None:
+    """--help shows `--exec PROGRAM` (not the optional-looking `[PROGRAM]`), and a bare
+    --exec is a usage error."""
+    assert "--exec PROGRAM " in gen_units("--help", cwd=tmp_path).stdout
+    result = gen_units("myapp", "--port", "80", "--exec", cwd=tmp_path)
+    assert result.returncode == 2 and "--exec: expected one argument" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("--port", "0"),
+        ("--port", "70000"),
+        ("--listen", "127.0.0.1:0"),
+        ("--listen", "[::1]:70000=http"),
+        ("--listen", "127.0.0.1:0", "--supervise", "--fdstore", "1"),
+    ],
+    ids=["port-0", "port-70000", "listen-0", "listen-70000", "supervisor-binds-0"],
+)
+def test_port_ranges_are_stated_one_way(tmp_path: Path, args: tuple[str, ...]) -> None:
+    """Every port gen-units refuses is "not a port number 1..65535" (a unit binds a fixed
+    port), whether it came from --port or --listen; 0..65535 is `run`'s range only."""
+    result = gen_units("myapp", *args, "--systemd-version", "252", "--", "/bin/true", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "not a port number 1..65535" in result.stderr, result.stderr
+    assert "0..65535" not in result.stderr
+
+
+def test_run_states_its_port_range_with_the_flag(tmp_path: Path) -> None:
+    """`run --listen` binds itself, so 0 is allowed: the message says 0..65535 and names
+    the --listen value."""
+    result = subprocess.run(
+        [PY, "-m", "sdactivate", "run", "--listen", "127.0.0.1:70000", "--", "/bin/true"],
+        capture_output=True, text=True, timeout=30, cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr == (
+        "sdactivate: error: --listen '127.0.0.1:70000': port 70000: not a port number"
+        " 0..65535 (0: the kernel picks a free one)\n"
+    )
+
+
+def test_preflight_refuses_before_writing_anything(tmp_path: Path) -> None:
+    """A working directory the unit's PrivateTmp= would hide: exit 2, one line naming the
+    directive and the fix, no directory created and nothing on stdout (--stdout alike);
+    --systemd-version N does not turn the checks off, --no-preflight does."""
+    if not str(tmp_path).startswith("/tmp/"):
+        pytest.skip("needs pytest's tmp_path under /tmp")
+    out = tmp_path / "out"
+    args = ("myapp", "--port", "8080", "--systemd-version", "252", "--working-dir", str(tmp_path))
+    for where in (("--output", str(out)), ("--stdout",)):
+        result = gen_units(*args, *where, "--", "/bin/true", cwd=tmp_path)
+        assert result.returncode == 2, result.stderr
+        assert result.stdout == "" and not out.exists()
+        assert result.stderr == (
+            f"sdactivate: error: --working-dir {str(tmp_path)!r} is under /tmp, which"
+            " PrivateTmp=yes replaces with an empty directory for the service; move it (e.g."
+            " to /srv or /opt), or use --hardening off\n"
+        )
+    result = gen_units(*args, "--output", str(out), "--no-preflight", "--", "/bin/true",
+                       cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["myapp.service", "myapp.socket"]
+
+
+def test_preflight_checks_absolute_programs(tmp_path: Path) -> None:
+    """An absolute program that does not exist is refused like a bare name not on PATH;
+    --no-preflight writes it (a unit for another host)."""
+    args = ("myapp", "--port", "8080", "--systemd-version", "252", "--stdout")
+    result = gen_units(*args, "--", "/opt/sdactivate-nonexistent/bin/app", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr == (
+        "sdactivate: error: program '/opt/sdactivate-nonexistent/bin/app' does not exist on"
+        " this machine ('/opt/sdactivate-nonexistent' is missing); fix the path, or pass"
+        " --no-preflight if the unit is for another host\n"
+    )
+    result = gen_units(*args, "--no-preflight", "--", "/opt/sdactivate-nonexistent/bin/app",
+                       cwd=tmp_path)  # fmt: skip
+    assert (
+        result.returncode == 0 and "ExecStart=/opt/sdactivate-nonexistent/bin/app" in result.stdout
+    )
+
+
+def test_relative_script_is_refused_even_for_another_host(tmp_path: Path) -> None:
+    """`-- python3 app.py` with no --working-dir runs /app.py on any host: refused with
+    --no-preflight too, suggesting the absolute path from the current directory."""
+    python = shutil.which("python3")
+    assert python is not None
+    for extra in ((), ("--no-preflight",)):
+        result = gen_units(
+            "myapp", "--port", "8080", "--systemd-version", "252", "--stdout", *extra,
+            "--", "python3", "app.py", cwd=tmp_path,
+        )  # fmt: skip
+        assert result.returncode == 2
+        assert result.stderr == (
+            "sdactivate: error: script 'app.py' is relative and the unit has no"
+            f" WorkingDirectory= (the service starts in /); pass {tmp_path}/app.py or"
+            " --working-dir DIR\n"
+        )

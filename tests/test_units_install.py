@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
-from sdactivate.errors import ControlError, UnitConfigError
+from sdactivate.errors import ControlError, InstallError, UnitConfigError
 from sdactivate.units import install, version
 
 FILES = {"myapp.socket": "[Socket]\nListenStream=80\n", "myapp.service": "[Service]\n"}
@@ -47,20 +48,66 @@ def test_install_without_sockets_enables_the_service(tmp_path: Path) -> None:
 def test_user_install_uses_systemctl_user(tmp_path: Path) -> None:
     """--user talks to the user manager and installs into ~/.config/systemd/user."""
     calls: list[list[str]] = []
-    install.install(FILES, user=True, force=False, now=False, directory=tmp_path, run=calls.append)
+    install.install(
+        FILES, user=True, force=False, now=False, directory=tmp_path, run=calls.append,
+        environ={"XDG_RUNTIME_DIR": "/run/user/1000"},
+    )  # fmt: skip
     assert calls == [
         ["systemctl", "--user", "daemon-reload"],
         ["systemctl", "--user", "enable", "myapp.socket"],
     ]
-    assert install.unit_directory(user=True, environ={"HOME": "/home/u"}) == Path(
+    home = {"HOME": "/home/u"}
+    assert install.unit_directory(user=True, environ=home, is_dir=lambda _: True) == Path(
         "/home/u/.config/systemd/user"
     )
     assert install.unit_directory(user=True, environ={"XDG_CONFIG_HOME": "/c"}) == Path(
         "/c/systemd/user"
     )
     assert install.unit_directory(user=False) == Path("/etc/systemd/system")
-    with pytest.raises(UnitConfigError):
-        install.unit_directory(user=True, environ={})
+
+
+@pytest.mark.parametrize(
+    ("environ", "why"),
+    [
+        ({}, "HOME is not set"),
+        ({"HOME": ""}, "HOME is not set"),
+        ({"HOME": "/nonexistent"}, "HOME='/nonexistent' is not an existing directory"),
+        ({"HOME": "relative"}, "HOME='relative' is not an existing directory"),
+        ({"HOME": "/nonexistent", "XDG_CONFIG_HOME": "rel"}, "HOME='/nonexistent' is not"),
+    ],
+    ids=["unset", "empty", "missing", "relative", "relative-xdg"],
+)
+def test_user_without_a_home_is_refused(environ: dict[str, str], why: str) -> None:
+    """A user with no home (unset, relative, missing; a relative XDG_CONFIG_HOME is
+    ignored) gets one InstallError naming HOME and the fix, and nothing is created."""
+    with pytest.raises(InstallError, match=re.escape(why)) as info:
+        install.unit_directory(user=True, environ=environ, is_dir=lambda p: p == "/home/u")
+    assert "--output DIR" in str(info.value)
+
+
+def test_user_install_without_a_user_manager_writes_nothing(tmp_path: Path) -> None:
+    """--install --user with no XDG_RUNTIME_DIR (nor session bus) is refused before any
+    file is written: systemctl --user would fail after the write."""
+    calls: list[Sequence[str]] = []
+    with pytest.raises(InstallError, match="XDG_RUNTIME_DIR is not set"):
+        install.install(
+            FILES, user=True, force=False, now=False, directory=tmp_path, run=calls.append,
+            environ={"HOME": str(tmp_path)},
+        )  # fmt: skip
+    assert calls == [] and list(tmp_path.iterdir()) == []
+
+
+def test_os_errors_become_one_install_error(tmp_path: Path) -> None:
+    """A missing parent that cannot be created, a file in the way of a parent, a read-only
+    or forbidden directory: InstallError with the path and the reason, not an OSError."""
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(InstallError, match=r"cannot create directory .*Not a directory"):
+        install.write_files(FILES, blocker / "sub", force=False)
+    with pytest.raises(UnitConfigError, match="is not a directory"):
+        install.write_files(FILES, blocker, force=False)
+    with pytest.raises(InstallError, match="No such file or directory"):
+        install.write_files(FILES, Path("/proc/nonexistent"), force=False)
 
 
 def test_changed_file_blocks_everything_until_force(tmp_path: Path) -> None:

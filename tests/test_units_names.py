@@ -112,3 +112,19 @@ def test_escape_conformance_property(text: str) -> None:
     assert names.escape(text) == _systemd_escape("--", text)
     if "/" not in text:  # '/' and '-' both unescape to '/'
         assert names.unescape(names.escape(text)) == text
+
+
+@pytest.mark.parametrize(
+    ("given", "prefix"),
+    [
+        ("myapp.service", "myapp"),
+        ("myapp.socket", "myapp"),
+        ("myapp", "myapp"),
+        ("my.app", "my.app"),
+        (".service", ".service"),
+        ("myapp.service.service", "myapp.service"),
+    ],
+)
+def test_strip_unit_suffix(given: str, prefix: str) -> None:
+    """A trailing .service/.socket is dropped once; other names are unchanged."""
+    assert names.strip_unit_suffix(given) == prefix

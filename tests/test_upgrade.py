@@ -273,6 +273,29 @@ def test_sighup_hands_over_to_new_generation(app: tuple) -> None:  # type: ignor
     os.kill(new, signal.SIGTERM)
 
 
+def test_handover_names_the_new_process_by_pidfd_id(app: tuple) -> None:  # type: ignore[type-arg]
+    """The MAINPID= message carries MAINPIDFD=1 with a pidfd attached and MAINPIDFDID=
+    (sd_notify(3), v257): the inode id of the new process's pidfd, which PID 1 compares
+    before switching; without pidfs (kernel < 6.9) there is no such id and that field is
+    left out (older managers ignore both)."""
+    from sdactivate import _pidfd
+
+    proc, rx, _, _ = app
+    rx.wait_for("READY", "1", timeout=10)
+    proc.send_signal(signal.SIGHUP)
+    msg = rx.wait_for("MAINPID", timeout=10)
+    new = int(msg.get("MAINPID"))
+    pidfd = os.pidfd_open(new)
+    try:
+        expected = _pidfd.inode_id(pidfd)
+    finally:
+        os.close(pidfd)
+    assert msg.get("MAINPIDFDID") == (None if expected is None else str(expected))
+    assert msg.get("MAINPIDFD") == "1" and msg.nfds == 1
+    assert msg.pid == proc.pid and proc.wait(10) == 0
+    os.kill(new, signal.SIGTERM)
+
+
 def test_new_generation_upgrades_again(app: tuple) -> None:  # type: ignore[type-arg]
     """After a handover the new generation is primary and can upgrade in turn."""
     proc, rx, port, _ = app

@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from sdactivate import watchdog
@@ -280,7 +280,7 @@ def test_run_in_loop_from_another_thread(rx: NotifyReceiver) -> None:
 _USEC_TEXT = st.one_of(
     st.none(),
     st.integers(min_value=0, max_value=2**65).map(str),
-    st.text(alphabet=" \t+-0123456789xXabfABF", max_size=22),
+    st.text(alphabet=" \t+-0123456789xXabfoOABF", max_size=22),
 )
 _PID_TEXT = st.one_of(
     st.none(),
@@ -291,6 +291,10 @@ _PID_TEXT = st.one_of(
 
 @settings(max_examples=200, deadline=None)
 @given(usec=_USEC_TEXT, wpid=_PID_TEXT)
+@example(usec="0B1", wpid=None)  # systemd's own 0b/0o prefixes (parse-util.c mangle_base)
+@example(usec="0o17", wpid=None)
+@example(usec="-0", wpid=None)
+@example(usec="1", wpid="0b0")
 def test_interval_property_agrees_with_libsystemd(usec: str | None, wpid: str | None) -> None:
     """For arbitrary WATCHDOG_USEC/WATCHDOG_PID text, our verdict is sd_watchdog_enabled's."""
     lib = _libsystemd()

@@ -1,14 +1,24 @@
 """Command-line entry point: parsing only; each command lives in its own module.
 
-``main()`` is the one place that turns :class:`SdActivateError` into a message on stderr
-and an exit status (2: usage or configuration, 1: runtime failure).
+``main()`` is the one place that turns errors into one line on stderr and an exit status:
+
+* 0: done;
+* 1: the system refused or a runtime step failed: a file could not be written (no
+  permission, read-only file system, no home), systemctl or D-Bus failed (no bus,
+  permission denied, unknown unit, timeout), a supervisor generation failed, a
+  third-party module is missing (jeepney);
+* 2: usage or configuration: bad options, a unit that cannot work (including gen-units'
+  checks against this machine), an existing unit file that differs (without --force);
+* 130: interrupted (Ctrl-C).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -45,6 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         status: int = args.func(args)
+        sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
     except (UnitConfigError, AddressError) as exc:
         print(f"sdactivate: error: {exc}", file=sys.stderr)
         return 2
@@ -53,4 +64,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # e.g. `gen-units --stdout | head`: the reader is gone
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no flush error
+        return 1
     return status

@@ -7,10 +7,11 @@ it needs jeepney) and, for ``reload --pid``, in :mod:`sdactivate.supervisor.clie
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 _JOB_HELP = {
@@ -90,13 +91,27 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         _add_job(subparsers, verb)
 
 
+@contextlib.contextmanager
+def _needs_jeepney() -> Iterator[None]:
+    """Around the import of :mod:`sdactivate.control`: a missing jeepney becomes one line."""
+    try:
+        yield
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").partition(".")[0] != "jeepney":
+            raise
+        from ..errors import MissingDependencyError
+
+        raise MissingDependencyError("D-Bus commands need jeepney: pip install jeepney") from exc
+
+
 def _usage(message: str) -> int:
     print(f"sdactivate: error: {message}", file=sys.stderr)
     return 2
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from ..control import UnitNameError, render_table, unit_status
+    with _needs_jeepney():
+        from ..control import UnitNameError, render_table, unit_status
 
     try:
         report = unit_status(args.name, user=args.user)
@@ -117,8 +132,9 @@ def _cmd_job(args: argparse.Namespace) -> int:
             return _usage("--user has no meaning with --pid")
         return _reload_pid(args.pid, timeout=args.timeout)
 
-    from ..control import ControlTimeoutError, UnitNameError, journal_tail, run_job
-    from ..control.model import job_unit_name
+    with _needs_jeepney():
+        from ..control import ControlTimeoutError, UnitNameError, journal_tail, run_job
+        from ..control.model import job_unit_name
 
     try:
         outcome = run_job(

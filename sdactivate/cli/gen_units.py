@@ -35,6 +35,15 @@ files need socket units (the service has no capabilities and a read-only file sy
 start limit: systemd fails a service started more than 5 times in 10 s (restarts count), and
 its socket with it. Generated services allow 30 starts per 60 s (deliberate restarts pass, a
 crash loop still stops); change it with --start-limit BURST/SECONDS or --start-limit off.
+
+checks before writing: the program and a Python script exist and the service's user may run
+and read them (DynamicUser=: other permission bits on every directory on the way), and
+nothing is under /home, /root, /run/user (ProtectHome=yes) or /tmp, /var/tmp (PrivateTmp=)
+that the unit's own sandbox hides; each refusal is one line with the fix. --no-preflight
+skips them for a unit meant for another host. A relative script needs --working-dir.
+
+exit status: 0 written; 1 the system refused (permission, read-only file system, no home,
+systemctl failed); 2 bad options, a refused check, or an existing file that differs.
 """
 
 
@@ -54,6 +63,10 @@ class _TrailingCommandParser(argparse.ArgumentParser):
             split = words.index("--")
             words, command = words[:split], words[split + 1 :]
         parsed, extras = super().parse_known_args(words, namespace)
+        if extras:  # before "NAME is required": `gen-units --bogus` names --bogus
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        if parsed.name is None:
+            self.error("the following arguments are required: NAME")
         parsed.command = command
         return parsed, extras
 
@@ -70,7 +83,13 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.__class__ = _TrailingCommandParser  # add_parser() has no parser_class argument
-    p.add_argument("name", metavar="NAME", help="unit name prefix (NAME.service, NAME.socket)")
+    p.add_argument(
+        "name",
+        metavar="NAME",
+        nargs="?",  # required, checked after the options (unknown ones are reported first)
+        help="unit name prefix (NAME.service, NAME.socket); a trailing .service or .socket "
+        "is dropped",
+    )
     g = p.add_argument_group("sockets")
     g.add_argument(
         "--port",
@@ -102,11 +121,18 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     g.add_argument(
         "--exec",
         dest="exec_program",
-        nargs="?",
-        const=None,
         metavar="PROGRAM",
         help="the program, its arguments after -- (default: CMD after --, else NAME); "
         "a bare name is looked up on PATH",
+    )
+    g.add_argument(
+        "--type",
+        dest="service_type",
+        choices=("notify", "exec", "simple"),
+        default="notify",
+        help="Type= (default notify: the app sends READY=1, e.g. sdactivate.notify.ready()); "
+        "exec for an app that never does (systemctl start returns once it is executed; "
+        "no --supervise, --upgrader, --watchdog or --fdstore, which need sd_notify)",
     )
     g.add_argument("--description")
     g.add_argument("--working-dir", metavar="DIR", help="WorkingDirectory= (absolute)")
@@ -125,6 +151,13 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         "unit that binds its own sockets (kept across restart, flushed by stop + start); "
         "with --supervise and --port/--listen: no socket unit either, the supervisor binds "
         "the addresses and keeps them in the fd store",
+    )
+    g.add_argument(
+        "--fdstore-preserve",
+        choices=("yes", "restart", "no"),
+        help="FileDescriptorStorePreserve= (systemd 254+; default: yes when the store holds "
+        "the listening sockets, so stop + start keeps them where systemd allows, else "
+        "systemd's own default, restart)",
     )
     g.add_argument("--watchdog", metavar="SEC", help="WatchdogSec=")
     g.add_argument(
@@ -160,6 +193,12 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     mode.add_argument(
         "--upgrader", action="store_true", help="the app upgrades itself (sdactivate.Upgrader)"
     )
+    mode.add_argument(
+        "--reload",
+        action="store_true",
+        help="the app reloads on SIGHUP: RELOADING=1 + MONOTONIC_USEC, then READY=1 "
+        "(Type=notify-reload on systemd 253+, ExecReload=kill -HUP before)",
+    )
     g.add_argument(
         "--startup-nice",
         default="10",
@@ -174,6 +213,14 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         help="interpreter for `-m sdactivate` with --supervise (default: this one)",
     )
     g.add_argument("--user", action="store_true", help="user units (systemctl --user)")
+    g.add_argument(
+        "--no-preflight",
+        dest="preflight",
+        action="store_false",
+        help="skip the checks against this machine (the program and script exist, the "
+        "unit's sandbox does not hide them, its user may run and read them): for units "
+        "meant for another host. --systemd-version N does not imply it",
+    )
     g.add_argument(
         "--systemd-version",
         default="auto",
@@ -208,11 +255,12 @@ def _number(option: str, text: str | None, kind: type[int] | type[float]) -> Any
 
 
 def _cmd_gen_units(args: argparse.Namespace) -> int:
+    import os
     from pathlib import Path
 
     from ..errors import UnitConfigError
-    from ..units import install, limits, version
-    from ..units.build import Options, build
+    from ..units import install, limits, names, preflight, version
+    from ..units.build import Options, build, resolve
 
     command = list(args.command)
     listens = []
@@ -233,7 +281,7 @@ def _cmd_gen_units(args: argparse.Namespace) -> int:
         else version.parse_version(args.systemd_version)
     )
     options = Options(
-        name=args.name,
+        name=names.strip_unit_suffix(args.name),
         systemd_version=target,
         ports=tuple(_number("--port", port, int) for port in args.port),
         listens=tuple(listens),
@@ -256,8 +304,19 @@ def _cmd_gen_units(args: argparse.Namespace) -> int:
         accept=args.accept,
         max_connections=_number("--max-connections", args.max_connections, int),
         startup_nice=_number("--startup-nice", args.startup_nice, int),
+        reload=args.reload,
+        fdstore_preserve=args.fdstore_preserve,
+        service_type=args.service_type,
     )
+    resolved = resolve(options, python=sys.executable)
+    preflight.check_relative_script(resolved, cwd=os.getcwd)  # with the directory to use
     files = build(options, python=sys.executable)
+    if args.preflight:  # before anything is written, --stdout included
+        from .. import __file__ as package_file
+
+        default_python = args.supervise and args.python is None
+        package_dir = os.path.dirname(package_file) if default_python else None
+        preflight.check(resolved, package_dir=package_dir)
     if args.stdout:
         for index, (name, text) in enumerate(files.items()):
             sys.stdout.write(f"{'' if index == 0 else chr(10)}### {name}\n{text}")

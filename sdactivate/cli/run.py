@@ -42,7 +42,8 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         default=[],
         metavar="ADDR[=NAME]",
         help="bind ADDR (127.0.0.1:8080, [::1]:80, 8080, /run/x.sock, @name, udp:...) and "
-        "pass it as NAME (default: unknown); repeatable. A socket of the same address "
+        "pass it as NAME (default: unknown; --fdstore needs a NAME; the rule is gen-units': "
+        "printable ASCII, no spaces or ':'); repeatable. A socket of the same address "
         "passed to the supervisor in LISTEN_FDS is reused instead of bound",
     )
     p.add_argument(
@@ -84,7 +85,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     )
     p.add_argument(
         "--startup-nice",
-        type=int,
+        type=_startup_nice,
         default=10,
         metavar="N",
         help="run a starting generation N nicer until it takes over, so its start-up does "
@@ -120,6 +121,18 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _startup_nice(text: str) -> int:
+    from .._priority import valid_startup_nice
+
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if not valid_startup_nice(value):
+        raise argparse.ArgumentTypeError(f"{text!r}: not a nice value 0..19")
+    return int(text)
+
+
 def _signal(text: str) -> signal.Signals:
     name = text.upper()
     try:
@@ -140,7 +153,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if not argv:
         print("sdactivate run: error: no command (sdactivate run ... -- CMD)", file=sys.stderr)
         return 2
-    listeners = _listeners(args.listen)
+    listeners = _listeners(args.listen, fdstore=args.fdstore)
     if not listeners:
         print("sdactivate run: error: no sockets (--listen, or LISTEN_FDS)", file=sys.stderr)
         return 2
@@ -155,7 +168,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         ),
         health_cmd=args.health,
         fdstore=args.fdstore,
-        startup_nice=max(0, min(19, args.startup_nice)),
+        startup_nice=args.startup_nice,
     )
     try:
         return run(argv, listeners, options=options)
@@ -164,14 +177,49 @@ def _cmd_run(args: argparse.Namespace) -> int:
             lst.sock.close()
 
 
-def _listeners(specs: list[str]) -> list[Listener]:
+def _listen_specs(specs: list[str], *, fdstore: bool) -> list[tuple[str, str]]:
+    """``--listen ADDR[=NAME]`` as ``(ADDR, NAME)``; names follow gen-units' rule
+    (:func:`sdactivate.units.names.check_fd_name`). Unnamed: ``unknown``, sd_listen_fds(3)'s
+    name for an fd without one, which the fd store refuses (``--fdstore`` needs names)."""
+    from ..errors import UnitConfigError
+    from ..fdstore import RESERVED_NAMES
+    from ..units.names import check_fd_name
+
+    out: list[tuple[str, str]] = []
+    for spec in specs:
+        text, sep, name = spec.rpartition("=")
+        if not sep:
+            if fdstore:
+                raise UnitConfigError(
+                    f"--listen {spec!r} with --fdstore needs a name (--listen {spec}=NAME):"
+                    " sockets are stored under their name, and sd_listen_fds(3) reserves"
+                    " 'unknown' for unnamed fds"
+                )
+            out.append((spec, "unknown"))
+            continue
+        try:
+            check_fd_name(name)
+        except UnitConfigError as exc:
+            raise UnitConfigError(f"--listen {spec!r}: {exc}") from exc
+        if fdstore and name in RESERVED_NAMES:
+            raise UnitConfigError(
+                f"--listen {spec!r} with --fdstore: fd name {name!r} is reserved by"
+                " sd_listen_fds(3) and cannot be stored; pick another name"
+            )
+        out.append((text, name))
+    return out
+
+
+def _listeners(specs: list[str], *, fdstore: bool = False) -> list[Listener]:
     """Inherited sockets (LISTEN_FDS) first, matched to --listen by address; then bind the rest."""
     import os
     import socket
 
     from ..addresses import parse_address
-    from ..errors import SupervisorError
+    from ..errors import AddressError, SupervisorError
     from ..supervisor.runner import Listener
+
+    named = _listen_specs(specs, fdstore=fdstore)
 
     inherited: list[tuple[socket.socket, str]] = []
     if "LISTEN_FDS" in os.environ:
@@ -182,11 +230,11 @@ def _listeners(specs: list[str]) -> list[Listener]:
         ]
     out: list[Listener] = []
     try:
-        for spec in specs:
-            text, sep, name = spec.rpartition("=")
-            if not sep:
-                text, name = spec, "unknown"
-            addr = parse_address(text)
+        for spec, (text, name) in zip(specs, named, strict=True):
+            try:
+                addr = parse_address(text)
+            except AddressError as exc:
+                raise AddressError(f"--listen {spec!r}: {exc}") from exc
             match = next((i for i, (s, _) in enumerate(inherited) if addr.matches(s)), None)
             if match is None and addr.port == 0:  # port 0: the kernel picked; match by name
                 match = next(

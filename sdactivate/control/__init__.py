@@ -1,8 +1,8 @@
 """Control systemd units over D-Bus: status, and start/stop/restart/reload that wait for
 real readiness.
 
-Needs jeepney (``pip install sdactivate[control]``); imported by the ``sdactivate status``
-and job commands only, never by ``import sdactivate``. Re-exports only.
+Built on jeepney (pure Python, a dependency of the package); imported by the ``sdactivate
+status`` and job commands only, never by ``import sdactivate``. Re-exports only.
 
     >>> from sdactivate.control import run_job, unit_status
     >>> outcome = run_job("restart", "myapp", timeout=30)   # waits for READY=1

@@ -157,7 +157,11 @@ def _wait_state(
         changes.clear()
         props = unit_properties(bus, path, interfaces)
         verdict = judge(
-            verb, job_result, str(props.get("ActiveState")), str(props.get("Result", "success"))
+            verb,
+            job_result,
+            str(props.get("ActiveState")),
+            str(props.get("Result", "success")),
+            str(props.get("StatusText", "")),
         )
         if verdict is not Verdict.WAIT or time.monotonic() >= deadline:
             return props, verdict

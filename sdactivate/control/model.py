@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..supervisor.events import HANDOVER_FAILED_STATUS
 from .errors import UnitNameError
 
 __all__ = [
@@ -120,14 +121,22 @@ class Verdict(enum.Enum):
     WAIT = "wait"
 
 
-def judge(verb: str, job_result: str, active_state: str, result: str = "success") -> Verdict:
+def judge(
+    verb: str,
+    job_result: str,
+    active_state: str,
+    result: str = "success",
+    status_text: str = "",
+) -> Verdict:
     """Decide whether a job's goal is reached, failed, or still pending.
 
     ``job_result`` is JobRemoved's result; ``active_state`` the unit's ActiveState after it;
     ``result`` the service/socket Result property. After ``start``/``restart``/``reload`` the
     goal is ``active`` (for Type=notify that means READY=1 arrived, sd_notify(3)); ``failed``
     ends the wait; ``inactive`` is success only if the unit ended cleanly (a finished
-    oneshot). After ``stop`` the goal is ``inactive`` or ``failed``.
+    oneshot). After ``stop`` the goal is ``inactive`` or ``failed``. A ``reload`` that
+    leaves an ``sdactivate run`` supervisor's "upgrade failed: ..." ``status_text`` (sent
+    with its READY=1) failed: under Type=notify-reload (v253+) the job itself cannot fail.
     """
     if verb not in JOB_VERBS:
         raise ValueError(f"unknown job verb {verb!r}")
@@ -140,6 +149,8 @@ def judge(verb: str, job_result: str, active_state: str, result: str = "success"
             return Verdict.FAILED  # started again right after the stop
         return Verdict.WAIT
     if active_state == "active":
+        if verb == "reload" and status_text.startswith(HANDOVER_FAILED_STATUS):
+            return Verdict.FAILED
         return Verdict.OK
     if active_state == "failed":
         return Verdict.FAILED
@@ -252,6 +263,8 @@ def failure_reason(verb: str, job_result: str, props: Mapping[str, Any]) -> str:
     parts: list[str] = []
     if job_result != "done":
         parts.append(f"job result {job_result!r} ({describe_job_result(job_result)})")
+    elif verb == "reload" and str(props.get("StatusText", "")).startswith(HANDOVER_FAILED_STATUS):
+        parts.append("the supervisor's handover failed, the old generation serves")
     state = props.get("ActiveState", "")
     sub = props.get("SubState", "")
     if state:

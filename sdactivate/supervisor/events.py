@@ -7,7 +7,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# The STATUS= a supervisor sends with READY=1 after a handover that failed (the old generation
+# keeps serving). Under Type=notify-reload (v253+) systemd has no way to fail the reload job,
+# so `sdactivate reload NAME` reads this prefix from the unit's StatusText to report it.
+HANDOVER_FAILED_STATUS = "upgrade failed: "
+
 __all__ = [
+    "HANDOVER_FAILED_STATUS",
     "Action",
     "CancelHealth",
     "CancelTimer",

@@ -31,6 +31,7 @@ import signal
 from dataclasses import dataclass, field
 
 from .events import (
+    HANDOVER_FAILED_STATUS,
     Action,
     CancelHealth,
     CancelTimer,
@@ -302,7 +303,7 @@ class Machine:
             self._give_up(f"{message}; nothing left to serve")
             return
         self.upgrades_failed += 1
-        text = f"upgrade failed: {message}; {self.status_text()}"
+        text = f"{HANDOVER_FAILED_STATUS}{message}; {self.status_text()}"
         self._emit(Log("error", text), NotifyManager((("READY", "1"), ("STATUS", text))))
         self._report(self.waiters, False, text)
 

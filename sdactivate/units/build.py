@@ -24,9 +24,10 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from .. import __version__
-from ..addresses import DEFAULT_BACKLOG, ListenAddress, parse_address
+from ..addresses import DEFAULT_BACKLOG, ListenAddress, parse_address, port_range_message
 from ..errors import AddressError, UnitConfigError
-from . import escape, hardening, limits, names, version
+from ..fdstore import RESERVED_NAMES
+from . import escape, hardening, limits, names, preflight, version
 from .model import ServiceUnit, SocketUnit
 from .options import DEFAULT_STARTUP_NICE, Options, check_combinations, command_line
 from .render import render_service, render_socket
@@ -85,11 +86,11 @@ def _socket_groups(options: Options) -> list[tuple[str | None, list[ListenAddres
     groups: dict[str | None, list[ListenAddress]] = {}
     for port in options.ports:
         if isinstance(port, bool) or not isinstance(port, int) or not 0 < port <= 65535:
-            raise UnitConfigError(f"--port {port!r}: not a port number 1..65535")
+            raise UnitConfigError("--" + port_range_message(port, fixed=True))
         groups.setdefault(options.fdname, []).append(ListenAddress("tcp", port=port))
     for text, fd_name in options.listens:
         try:
-            address = parse_address(text)
+            address = parse_address(text, fixed_port=True)
         except AddressError as exc:
             raise UnitConfigError(f"--listen {text!r}: {exc}") from exc
         groups.setdefault(fd_name if fd_name is not None else options.fdname, []).append(address)
@@ -168,12 +169,24 @@ def build_units(
         version=options.systemd_version,
     )
     notify_access = "main"
+    service_type = options.service_type
+    target = options.systemd_version
+    if service_type != "notify":
+        notify_access = "none"  # the app sends nothing (the combinations that need it are refused)
+        comments[0] = ("Type", _TYPE_WHY[service_type])
     py = _python(options, which, python) if options.supervise else ""
-    if options.supervise:
+    if options.supervise and target >= version.NOTIFY_RELOAD:
+        service_type = "notify-reload"
+        comments[0] = (comments[0][0], comments[0][1] + " " + _SUPERVISOR_NOTIFY_RELOAD)
+    elif options.supervise:
         exec_reload = (py, "-m", "sdactivate", "reload", "--pid", escape.EnvRef("MAINPID"))
-        comments.append(
-            ("ExecReload", "waits until the new generation is READY (or fails and keeps the old)")
-        )
+        comments.append(("ExecReload", _supervisor_exec_reload(target)))
+    if options.reload and target >= version.NOTIFY_RELOAD:
+        service_type = "notify-reload"
+        comments[0] = (comments[0][0], comments[0][1] + " " + _APP_NOTIFY_RELOAD)
+    elif options.reload:
+        exec_reload = (_KILL, "-HUP", escape.EnvRef("MAINPID"))
+        comments.append(("ExecReload", _app_exec_reload(target)))
     if options.upgrader:
         exec_reload = (_KILL, "-HUP", escape.EnvRef("MAINPID"))
         exec_stop = _UPGRADER_STOP
@@ -233,8 +246,11 @@ def build_units(
                 "the in-process Upgrader's new generation (a child) sends MAINPID= and READY=1",
             )
         )
+    preserve = _fdstore_preserve(options, holds_listeners=not sockets)
     if options.fdstore:
-        comments.append(("FileDescriptorStoreMax", _fdstore_comment(options.systemd_version)))
+        comments.append(("FileDescriptorStoreMax", _fdstore_comment(target, preserve)))
+    if preserve is not None:
+        comments.append(("FileDescriptorStorePreserve", _preserve_comment(target, preserve)))
     start_limit = options.start_limit or limits.DEFAULT_START_LIMIT
     comments.append(("StartLimit", limits.start_limit_comment(start_limit, socket=bool(sockets))))
     service = ServiceUnit(
@@ -242,12 +258,14 @@ def build_units(
         description=description,
         exec_start=argv,
         sockets=() if options.accept else tuple(s.name for s in sockets),
+        type=service_type,
         notify_access=notify_access,
         exec_reload=exec_reload,
         exec_stop=exec_stop,
         timeout_stop_sec=timeout_stop,
         watchdog_sec=options.watchdog,
         fdstore_max=options.fdstore,
+        fdstore_preserve=preserve,
         kill_mode=kill_mode,
         limit_nice=limit_nice,
         start_limit=start_limit,
@@ -285,6 +303,15 @@ def build_units(
     return sockets, service
 
 
+_TYPE_WHY = {
+    "exec": "systemd.service(5) exec (v240+): for an app that never sends READY=1; started once"
+    " the program is executed, so `systemctl start` and `restart` return before it serves"
+    " (connections wait in the socket meanwhile) and a failing exec fails the start",
+    "simple": "systemd.service(5) simple: started as soon as the process is forked, before"
+    " the exec: a missing program only shows in the journal (--type exec reports it)",
+}
+
+
 def _supervisor_binds(
     options: Options, groups: list[tuple[str | None, list[ListenAddress]]]
 ) -> list[str]:
@@ -310,9 +337,17 @@ def _supervisor_binds(
                 f"port {address.port} with --supervise --fdstore: the supervisor has no"
                 " capabilities (CAP_NET_BIND_SERVICE) to bind it; drop --fdstore for a socket unit"
             )
-        name = "unknown" if fd_name is None else names.check_fd_name(fd_name)
+        # unnamed: the socket unit's name, as systemd.socket(5) FileDescriptorName= defaults
+        # it, so the app sees the same name with and without --fdstore ('unknown', the
+        # name of an fd without one, cannot be stored: sd_listen_fds(3))
+        name = f"{options.name}.socket" if fd_name is None else names.check_fd_name(fd_name)
         if "=" in name:  # `run --listen ADDR=NAME` splits at the last '='
             raise UnitConfigError(f"fd name {name!r}: no '=' when the supervisor binds")
+        if name in RESERVED_NAMES:
+            raise UnitConfigError(
+                f"fd name {name!r} with --supervise --fdstore: reserved by sd_listen_fds(3),"
+                " it cannot be stored; pick another name"
+            )
         specs.append(f"{text}={name}")
     if options.fdstore < len(specs):
         raise UnitConfigError(
@@ -399,16 +434,93 @@ def _socket_units(
     return sockets
 
 
-def _fdstore_comment(target: int) -> str:
+def _supervisor_exec_reload(target: int) -> str:
+    return (
+        "waits until the new generation is READY (or fails and keeps the old): `systemctl"
+        " reload` fails when the handover does. Not Type=notify-reload: new in systemd"
+        f" {version.NOTIFY_RELOAD}, and {target} would run it as Type=simple"
+    )
+
+
+# systemd.service(5) v253 Type=notify-reload: `systemctl reload` sends ReloadSignal=
+# (SIGHUP) to the main process and waits for RELOADING=1 with a MONOTONIC_USEC= taken after
+# the signal, then READY=1. No ExecReload= helper: a main process that dies mid-reload ends
+# the reload at once (Restart= applies), where 254-257 kept a Type=notify unit whose
+# ExecReload= had ended in reload-notify until the reload timeout (measured).
+_SUPERVISOR_NOTIFY_RELOAD = (
+    "Type=notify-reload (v253): `systemctl reload` sends SIGHUP; the supervisor answers"
+    " RELOADING=1 + MONOTONIC_USEC, starts the new generation and sends READY=1 once it"
+    " took over, so `systemctl reload` returns after the handover. A failed handover keeps"
+    " the old generation serving and also ends the reload with READY=1 (systemd has no"
+    " failed-reload notification): `systemctl status` shows STATUS=upgrade failed: ..., the"
+    " journal the reason, and `sdactivate reload --pid $MAINPID` exits 1. A supervisor"
+    " that dies mid-reload ends the reload at once and Restart= brings it back."
+)
+
+_APP_NOTIFY_RELOAD = (
+    "Type=notify-reload (v253): `systemctl reload` sends SIGHUP; the app answers"
+    " RELOADING=1 + MONOTONIC_USEC (sdactivate.notify.reloading()), reloads, then READY=1,"
+    " and `systemctl reload` returns when it is done."
+)
+
+
+def _app_exec_reload(target: int) -> str:
+    return (
+        "the app answers SIGHUP with RELOADING=1 + MONOTONIC_USEC, then READY=1 (systemd"
+        f" {target} has no Type=notify-reload, new in {version.NOTIFY_RELOAD}: it would run it"
+        " as Type=simple); `systemctl reload` returns once the signal is sent"
+    )
+
+
+def _fdstore_preserve(options: Options, *, holds_listeners: bool) -> str | None:
+    """FileDescriptorStorePreserve= to write: the option, or by default ``yes`` on v254+
+    when the store holds the listening sockets (no socket unit keeps them)."""
+    if options.fdstore_preserve is not None:
+        return options.fdstore_preserve
+    if options.fdstore and holds_listeners and options.systemd_version >= version.STORE_PRESERVE:
+        return "yes"
+    return None
+
+
+def _fdstore_comment(target: int, preserve: str | None) -> str:
     # systemd.service(5), docs/FILE_DESCRIPTOR_STORE.md; FileDescriptorStorePreserve= is v254
     text = (
         "sd_notify(3) FDSTORE=1: stored fds come back (LISTEN_FDS) after `systemctl restart`"
-        " and after an automatic Restart=, but a separate `systemctl stop` + `start` flushes"
-        " them"
+        " and after an automatic Restart="
     )
-    if target >= 254:
-        return text + " (unless FileDescriptorStorePreserve=yes)"
-    return text + f" (systemd {target} has no FileDescriptorStorePreserve=, new in 254)"
+    if target < version.STORE_PRESERVE:
+        return (
+            text + ", but a separate `systemctl stop` + `start` flushes them (systemd"
+            f" {target} has no FileDescriptorStorePreserve=, new in {version.STORE_PRESERVE})"
+        )
+    if preserve in (None, "restart"):
+        return (
+            text + ", but a separate `systemctl stop` + `start` flushes them"
+            " (FileDescriptorStorePreserve=yes can keep them)"
+        )
+    if preserve == "no":
+        return text + "; any stop flushes them (FileDescriptorStorePreserve=no)"
+    return text + "; a separate `systemctl stop` + `start`: see FileDescriptorStorePreserve="
+
+
+def _preserve_comment(target: int, preserve: str) -> str:
+    if preserve == "no":
+        return "systemd.service(5): release the stored fds whenever the service stops"
+    if preserve == "restart":
+        return "systemd.service(5): the default; stored fds survive restarts only"
+    text = (
+        "systemd.service(5): keep the stored fds while the service is stopped, until the unit"
+        " is unloaded, so `systemctl stop` + `start` keeps the sockets (the port stays bound"
+        " meanwhile: connections wait for the next start; `systemctl clean --what=fdstore"
+        " NAME` releases them)."
+    )
+    if version.preserve_outlives_unload(target):
+        return text + f" systemd {target} keeps a stopped unit loaded with its fd store."
+    return text + (
+        f" systemd {target} unloads a stopped unit that nothing references, fd store and all:"
+        " keep it enabled (wanted by a target that is active) or referenced by another"
+        " loaded unit, or `stop` + `start` binds anew."
+    )
 
 
 def resolve(options: Options, *, which: Which = shutil.which, python: str = "python3") -> Options:
@@ -418,12 +530,13 @@ def resolve(options: Options, *, which: Which = shutil.which, python: str = "pyt
     # report address and combination errors before PATH lookups
     check_combinations(options, len(_socket_groups(options)))
     argv = _argv(options, which)
-    return replace(
+    resolved = replace(
         options,
         command=argv,
         exec_program=None,
         python=_python(options, which, python) if options.supervise else None,
     )
+    return resolved
 
 
 def build(
@@ -431,6 +544,7 @@ def build(
 ) -> dict[str, str]:
     """``{filename: text}`` for every unit, sockets first; the header records the command."""
     resolved = resolve(options, which=which, python=python)
+    preflight.check_relative_script(resolved)  # on any host: the service starts in /
     sockets, service = build_units(resolved, which=which, python=python)
     lines = (
         f"Generated by sdactivate {__version__} for systemd {options.systemd_version}"

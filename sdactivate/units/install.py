@@ -6,6 +6,7 @@ an existing file with different content is refused unless ``force=True``.
 
 from __future__ import annotations
 
+import errno
 import os
 import subprocess
 import tempfile
@@ -13,22 +14,59 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from .. import _env
-from ..errors import ControlError, UnitConfigError
+from ..errors import ControlError, InstallError, UnitConfigError
 
-__all__ = ["install", "unit_directory", "write_files"]
+__all__ = ["SYSTEM_DIRECTORY", "install", "unit_directory", "write_files"]
 
 Runner = Callable[[Sequence[str]], None]
 
+SYSTEM_DIRECTORY = Path("/etc/systemd/system")  # systemd.unit(5): the admin's unit directory
+_DENIED = (errno.EACCES, errno.EPERM)
+_SYSTEM_DENIED_HINT = (
+    "writing there needs root: run it with sudo, or use --user for your own user units,"
+    " or --output DIR to write the files elsewhere"
+)
 
-def unit_directory(*, user: bool, environ: _env.Environ | None = None) -> Path:
-    """Where ``--install`` writes: systemd.unit(5) unit load path, admin-owned part."""
+
+def unit_directory(
+    *,
+    user: bool,
+    environ: _env.Environ | None = None,
+    is_dir: Callable[[str], bool] = os.path.isdir,
+) -> Path:
+    """Where ``--install`` writes: systemd.unit(5) unit load path, admin-owned part
+    (``--user``: ``$XDG_CONFIG_HOME/systemd/user``, else ``~/.config/systemd/user``).
+
+    Raises :class:`InstallError` for a user without a home: ``HOME`` unset, relative or
+    not an existing directory, and no absolute ``XDG_CONFIG_HOME`` (a relative one is
+    ignored, as the XDG Base Directory spec says).
+    """
     if not user:
-        return Path("/etc/systemd/system")
+        return SYSTEM_DIRECTORY
     env = _env.resolve(environ)
-    config = env.get("XDG_CONFIG_HOME") or os.path.join(env.get("HOME") or "", ".config")
-    if not os.path.isabs(config):
-        raise UnitConfigError("cannot find the user unit directory: set HOME or XDG_CONFIG_HOME")
-    return Path(config) / "systemd" / "user"
+    xdg = env.get("XDG_CONFIG_HOME") or ""
+    if os.path.isabs(xdg):
+        return Path(xdg) / "systemd" / "user"
+    home = env.get("HOME") or ""
+    if not os.path.isabs(home) or not is_dir(home):
+        why = "HOME is not set" if not home else f"HOME={home!r} is not an existing directory"
+        raise InstallError(
+            f"--install --user: {why}, so there is no ~/.config/systemd/user; run it as a"
+            " user with a home directory, or write the files with --output DIR"
+        )
+    return Path(home) / ".config" / "systemd" / "user"
+
+
+def _os_error(action: str, path: Path, exc: OSError, denied_hint: str) -> InstallError:
+    why = exc.strerror or str(exc)
+    hint = ""
+    if exc.errno in _DENIED:
+        hint = f"; {denied_hint}"
+    elif exc.errno == errno.EROFS:
+        hint = "; pick a writable directory with --output DIR"
+    elif exc.errno in (errno.ENOENT, errno.ENOTDIR):
+        hint = "; a parent is missing or is not a directory"
+    return InstallError(f"cannot {action} {str(path)!r}: {why}{hint}")
 
 
 def plan(files: Mapping[str, str], directory: Path, *, force: bool) -> dict[str, str]:
@@ -43,7 +81,9 @@ def plan(files: Mapping[str, str], directory: Path, *, force: bool) -> dict[str,
         except FileNotFoundError:
             actions[name] = "create"
             continue
-        except (OSError, UnicodeDecodeError) as exc:
+        except OSError as exc:
+            raise InstallError(f"cannot read existing {str(path)!r}: {exc.strerror}") from exc
+        except UnicodeDecodeError as exc:
             raise UnitConfigError(f"cannot read existing {str(path)!r}: {exc}") from exc
         if current == text:
             actions[name] = "unchanged"
@@ -79,17 +119,39 @@ def _write_atomic(path: Path, text: str) -> None:
         os.close(dir_fd)
 
 
-def write_files(files: Mapping[str, str], directory: Path, *, force: bool) -> dict[str, str]:
+def write_files(
+    files: Mapping[str, str],
+    directory: Path,
+    *,
+    force: bool,
+    denied_hint: str = "run it as a user who may write there, or pick another --output DIR",
+) -> dict[str, str]:
     """Write ``files`` into ``directory`` (created if missing), each atomically
-    (temp file + fsync + ``os.replace``). Returns :func:`plan`'s actions."""
-    if not directory.is_dir():
-        if directory.exists():
+    (temp file + fsync + ``os.replace``). Returns :func:`plan`'s actions.
+
+    Raises :class:`UnitConfigError` when ``directory`` is not a directory or a file exists
+    and differs (without ``force``), :class:`InstallError` when the system refuses (no
+    permission, a read-only file system, a missing parent): ``denied_hint`` ends the
+    message for a permission error.
+    """
+    try:
+        exists = directory.exists()
+        if exists and not directory.is_dir():
             raise UnitConfigError(f"{str(directory)!r} is not a directory")
-        directory.mkdir(parents=True, mode=0o755)
+    except OSError as exc:  # e.g. a parent we may not search
+        raise _os_error("use", directory, exc, denied_hint) from exc
+    if not exists:
+        try:
+            directory.mkdir(parents=True, mode=0o755)
+        except OSError as exc:
+            raise _os_error("create directory", directory, exc, denied_hint) from exc
     actions = plan(files, directory, force=force)
     for name, action in actions.items():
         if action != "unchanged":
-            _write_atomic(directory / name, files[name])
+            try:
+                _write_atomic(directory / name, files[name])
+            except OSError as exc:
+                raise _os_error("write", directory / name, exc, denied_hint) from exc
     return actions
 
 
@@ -108,11 +170,29 @@ def install(
     now: bool,
     directory: Path | None = None,
     run: Runner = _systemctl,
+    environ: _env.Environ | None = None,
 ) -> dict[str, str]:
     """Write ``files`` to the unit directory, ``daemon-reload``, enable (``now``: and start)
-    the socket units (no socket unit: the service). Returns the per-file actions."""
-    target = directory if directory is not None else unit_directory(user=user)
-    actions = write_files(files, target, force=force)
+    the socket units (no socket unit: the service). Returns the per-file actions.
+
+    Checks before writing that a ``user`` install has a home and a user manager to talk to
+    (:class:`InstallError`); see :func:`write_files` for what else it raises."""
+    env = _env.resolve(environ)
+    target = directory if directory is not None else unit_directory(user=user, environ=env)
+    if user and not (env.get("DBUS_SESSION_BUS_ADDRESS") or env.get("XDG_RUNTIME_DIR")):
+        # systemctl --user reaches the manager at $XDG_RUNTIME_DIR/systemd/private or on
+        # the session bus (sd_bus_open_user(3)); without either it fails after the write
+        raise InstallError(
+            "--install --user: XDG_RUNTIME_DIR is not set, so systemctl --user cannot reach"
+            " your user manager; run it in a login session of that user (e.g. `machinectl"
+            " shell USER@`), or write the files with --output DIR"
+        )
+    hint = (
+        _SYSTEM_DENIED_HINT
+        if target == SYSTEM_DIRECTORY
+        else "run it as that user, or write the files with --output DIR"
+    )
+    actions = write_files(files, target, force=force, denied_hint=hint)
     systemctl = ["systemctl", "--user"] if user else ["systemctl"]
     run([*systemctl, "daemon-reload"])
     # the sockets start their services; an fd-store-only service has none and is enabled

@@ -11,7 +11,7 @@ import math
 import socket
 from dataclasses import dataclass
 
-from ..addresses import ListenAddress
+from ..addresses import ListenAddress, port_range_message
 from ..errors import UnitConfigError
 from . import escape, names
 
@@ -22,6 +22,7 @@ NOTIFY_ACCESS = ("none", "main", "exec", "all")
 RESTART = ("no", "on-success", "on-failure", "on-abnormal", "on-watchdog", "on-abort", "always")
 KILL_MODES = ("control-group", "mixed", "process")  # "none" is deprecated (systemd.kill(5))
 COLLECT_MODES = ("inactive", "inactive-or-failed")  # systemd.unit(5) CollectMode=
+PRESERVE_MODES = ("no", "restart", "yes")  # systemd.service(5) FileDescriptorStorePreserve=
 _BURST_MAX = 2**32 - 1  # StartLimitBurst=/TriggerLimitBurst= are unsigned (systemd.unit(5))
 _MAX_CONNECTIONS_MAX = 2**32 - 1
 
@@ -106,7 +107,9 @@ class SocketUnit:
             if not isinstance(address, ListenAddress):
                 raise UnitConfigError(f"{self.name}: not a ListenAddress: {address!r}")
             if not address.is_unix and address.port == 0:
-                raise UnitConfigError(f"{self.name}: port 0 in {str(address)!r} (1..65535)")
+                raise UnitConfigError(
+                    f"{self.name}: {str(address)!r}: {port_range_message(0, fixed=True)}"
+                )
             if self.user and address.port is not None and address.port < 1024:
                 raise UnitConfigError(
                     f"port {address.port} in a user unit: a per-user manager is unprivileged"
@@ -177,6 +180,7 @@ class ServiceUnit:
     timeout_stop_sec: float = 30
     watchdog_sec: float | None = None
     fdstore_max: int = 0
+    fdstore_preserve: str | None = None  # FileDescriptorStorePreserve= (v254); None: not written
     kill_mode: str | None = None  # None: systemd's default (control-group)
     limit_nice: int | None = None  # LimitNICE= as a nice value (-20..19); None: not written
     environment: tuple[tuple[str, str], ...] = ()
@@ -233,6 +237,13 @@ class ServiceUnit:
             isinstance(self.fdstore_max, int) and 0 <= self.fdstore_max <= 4096
         ):
             raise UnitConfigError(f"FileDescriptorStoreMax: {self.fdstore_max!r} not in 0..4096")
+        if self.fdstore_preserve is not None:
+            _choice("FileDescriptorStorePreserve", self.fdstore_preserve, PRESERVE_MODES)
+            if not self.fdstore_max:
+                raise UnitConfigError(
+                    f"{self.name}: FileDescriptorStorePreserve= without an fd store"
+                    " (FileDescriptorStoreMax=0)"
+                )
         for env_name, env_value in self.environment:
             escape.quote_environment(env_name, env_value)
         if self.working_directory is not None:

@@ -21,6 +21,7 @@ __all__ = [
     "escape",
     "escape_path",
     "instance_name",
+    "strip_unit_suffix",
     "unescape",
 ]
 
@@ -66,6 +67,15 @@ def check_unit_prefix(prefix: str, *, longest_suffix: str = ".service") -> str:
             f"{UNIT_NAME_MAX} characters"
         )
     return prefix
+
+
+def strip_unit_suffix(name: str) -> str:
+    """``myapp.service`` or ``myapp.socket`` -> ``myapp``: the prefix a user means when they
+    type a full unit name where the generator wants a prefix; anything else is unchanged."""
+    for suffix in (".service", ".socket"):
+        if name.endswith(suffix) and len(name) > len(suffix):
+            return name.removesuffix(suffix)
+    return name
 
 
 def check_unit_name(name: str, *, template_ok: bool = False) -> str:

@@ -6,13 +6,25 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .._priority import valid_startup_nice
 from ..errors import UnitConfigError
 from . import hardening
-from .model import RateLimit
+from .model import PRESERVE_MODES, RateLimit
+from .version import STORE_PRESERVE
 
-__all__ = ["DEFAULT_STARTUP_NICE", "Options", "check_combinations", "command_line"]
+__all__ = [
+    "DEFAULT_STARTUP_NICE",
+    "PRESERVE_MODES",
+    "SERVICE_TYPES",
+    "Options",
+    "check_combinations",
+    "command_line",
+]
 
 DEFAULT_STARTUP_NICE = 10  # `sdactivate run --startup-nice`'s own default
+# --type: systemd.service(5) Type=. exec (v240, older than MIN_VERSION): started once the
+# program is executed; simple: once forked, before the exec
+SERVICE_TYPES = ("notify", "exec", "simple")
 
 
 @dataclass(frozen=True)
@@ -42,18 +54,67 @@ class Options:
     accept: bool = False  # Accept=yes + NAME@.service
     max_connections: int | None = None  # --accept only; None: limits.DEFAULT_MAX_CONNECTIONS
     startup_nice: int = DEFAULT_STARTUP_NICE  # --supervise: `sdactivate run --startup-nice`; 0: off
+    # --reload: the app answers SIGHUP with RELOADING=1 + MONOTONIC_USEC, then READY=1
+    reload: bool = False
+    # --fdstore-preserve: FileDescriptorStorePreserve= (v254+); None: "yes" where the store
+    # holds the listening sockets (no socket unit), else systemd's default (not written)
+    fdstore_preserve: str | None = None
+    service_type: str = "notify"  # --type: Type= of the service (--accept: always simple)
 
 
 def check_combinations(options: Options, groups: int) -> None:
     """Refuse option combinations that would generate a unit that cannot work."""
     if options.supervise and options.upgrader:
         raise UnitConfigError("--supervise and --upgrader are alternatives; pick one")
-    if isinstance(options.startup_nice, bool) or not (
-        isinstance(options.startup_nice, int) and 0 <= options.startup_nice <= 19
-    ):
+    if not valid_startup_nice(options.startup_nice):
         raise UnitConfigError(f"--startup-nice {options.startup_nice!r}: not a nice value 0..19")
     if options.startup_nice != DEFAULT_STARTUP_NICE and not options.supervise:
         raise UnitConfigError("--startup-nice only applies with --supervise (sdactivate run)")
+    if options.reload and (options.supervise or options.upgrader or options.accept):
+        raise UnitConfigError(
+            "--reload is for an app that reloads itself on SIGHUP; --supervise and --upgrader"
+            " already reload (a handover), --accept instances do not"
+        )
+    if options.fdstore_preserve is not None:
+        if options.fdstore_preserve not in PRESERVE_MODES:
+            raise UnitConfigError(
+                f"--fdstore-preserve {options.fdstore_preserve!r}: one of"
+                f" {', '.join(PRESERVE_MODES)}"
+            )
+        if not options.fdstore:
+            raise UnitConfigError("--fdstore-preserve needs --fdstore N (an fd store to keep)")
+        if options.systemd_version < STORE_PRESERVE:
+            raise UnitConfigError(
+                f"--fdstore-preserve: FileDescriptorStorePreserve= is new in systemd"
+                f" {STORE_PRESERVE}, the target is {options.systemd_version} (there a separate"
+                " stop + start always flushes the store)"
+            )
+    if options.service_type not in SERVICE_TYPES:
+        raise UnitConfigError(
+            f"--type {options.service_type!r}: not one of {', '.join(SERVICE_TYPES)}"
+        )
+    if options.service_type != "notify":
+        for flag, used, why in (
+            ("--supervise", options.supervise, "`sdactivate run` hands over only once the new"
+             " generation sends READY=1 and kills one that does not within --ready-timeout"),
+            ("--upgrader", options.upgrader, "the Upgrader's new generation takes over with"
+             " MAINPID= and READY=1"),
+            ("--watchdog", options.watchdog is not None, "the app must send WATCHDOG=1"
+             " (sd_notify(3)), and then it can send READY=1 too"),
+            ("--fdstore", options.fdstore, "the app stores its sockets with FDSTORE=1"
+             " (sd_notify(3)), and then it can send READY=1 too"),
+            ("--reload", options.reload, "the app answers SIGHUP with RELOADING=1, then"
+             " READY=1 (sd_notify(3))"),
+        ):  # fmt: skip
+            if used:
+                raise UnitConfigError(
+                    f"--type {options.service_type} with {flag}: {why}; use --type notify"
+                )
+        if options.accept and options.service_type != "simple":
+            raise UnitConfigError(
+                f"--type {options.service_type} with --accept: per-connection instances are"
+                " always Type=simple"
+            )
     if options.max_connections is not None and not options.accept:
         raise UnitConfigError("--max-connections only applies with --accept (MaxConnections=)")
     if options.accept:
@@ -124,8 +185,14 @@ def command_line(options: Options) -> tuple[str, ...]:
         out.append("--accept")
     if options.max_connections is not None:
         out += ["--max-connections", str(options.max_connections)]
+    if options.fdstore_preserve is not None:
+        out += ["--fdstore-preserve", options.fdstore_preserve]
     if options.startup_nice != DEFAULT_STARTUP_NICE:
         out += ["--startup-nice", str(options.startup_nice)]
+    if options.reload:
+        out.append("--reload")
+    if options.service_type != "notify":
+        out += ["--type", options.service_type]
     if options.hardening != "strict":
         out += ["--hardening", options.hardening]
     if not options.network:

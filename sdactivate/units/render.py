@@ -161,6 +161,12 @@ def render_service(unit: ServiceUnit, *, version: int, header: Sequence[str] = (
             str(unit.fdstore_max),
             notes.get("FileDescriptorStoreMax", ""),
         )
+    if unit.fdstore_preserve is not None:
+        out.value(
+            "FileDescriptorStorePreserve",
+            unit.fdstore_preserve,
+            notes.get("FileDescriptorStorePreserve", ""),
+        )
     if unit.hardening:
         out.comment("Sandboxing (systemd.exec(5)); check with: systemd-analyze security UNIT")
     for key, value, why in unit.hardening:

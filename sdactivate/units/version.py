@@ -16,10 +16,13 @@ from ..errors import UnitConfigError
 
 __all__ = [
     "MIN_VERSION",
+    "NOTIFY_RELOAD",
+    "STORE_PRESERVE",
     "check_supported",
     "default_backlog",
     "detect_version",
     "parse_version",
+    "preserve_outlives_unload",
     "supported",
 ]
 
@@ -49,6 +52,15 @@ SINCE: dict[str, int] = {
     "PassFileDescriptorsToExec": 256,
 }
 
+# The generator's feature gates, named (every gate is shown on both sides by the tests).
+NOTIFY_RELOAD = SINCE["Type=notify-reload"]  # 253: ReloadSignal= + RELOADING=1/MONOTONIC_USEC
+STORE_PRESERVE = SINCE["FileDescriptorStorePreserve"]  # 254
+# FileDescriptorStorePreserve=yes keeps the store "until the unit is removed from memory"
+# (systemd.service(5) v254). Measured (integration/test_fdstore_e2e.py): 254 and 257 unload
+# a stopped unit that nothing references, store and all; 262 keeps it. 258-261 were not
+# measured and get the conservative text.
+_PRESERVE_OUTLIVES_UNLOAD = 262
+
 
 def supported(key: str, value: str, version: int) -> bool:
     """Whether systemd ``version`` understands ``key=value``."""
@@ -70,6 +82,12 @@ def default_backlog(version: int) -> int | None:
     """systemd.socket(5) ``Backlog=`` default: SOMAXCONN (128) up to 253; from 254 on
     UINT_MAX capped by net.core.somaxconn, which needs no explicit setting (None)."""
     return 128 if version < 254 else None
+
+
+def preserve_outlives_unload(version: int) -> bool:
+    """Whether ``FileDescriptorStorePreserve=yes`` keeps the fd store of a stopped unit that
+    nothing references (True from 262 on, as measured); below, only while it stays loaded."""
+    return version >= _PRESERVE_OUTLIVES_UNLOAD
 
 
 def parse_version(text: str) -> int:
