@@ -18,12 +18,13 @@ Everything else runs as written, inside the sandbox: the gen-units lines (with -
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
+import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
-import pytest
 from helpers import RestartRun, main_pid, restart_under_load, wait_state
 from sandbox import CHECKOUT, CODE_DIR, Sandbox, Units, wait_until
 
@@ -198,13 +199,24 @@ def test_readme_app_in_a_unit_that_passes_another_socket_fails_at_once(
     measurements(f"mismatched unit and app: {next(x for x in journal.splitlines() if wanted in x)}")
 
 
-def _offline_index() -> str | None:
-    """A package index pip can use with no network (file://): $SDACTIVATE_TEST_PIP_INDEX,
-    or this machine's mirror at /opt/pypi/simple."""
+def _offline_wheels() -> dict[str, str]:
+    """pip settings that need no network inside the sandbox: $SDACTIVATE_TEST_PIP_INDEX (a
+    file:// index) if set, else a wheelhouse under the checkout (seen at CODE_DIR inside)
+    with the build backend and the one dependency, fetched here by the host's pip (from its
+    cache, or the package registry, as `make setup` did), at the versions this venv has."""
     given = os.environ.get("SDACTIVATE_TEST_PIP_INDEX")
     if given:
-        return given
-    return "file:///opt/pypi/simple" if Path("/opt/pypi/simple").is_dir() else None
+        return {"PIP_INDEX_URL": given}
+    house = Path(CHECKOUT) / ".cache" / "wheelhouse"
+    wanted = [f"{dist}=={importlib.metadata.version(dist)}" for dist in ("setuptools", "jeepney")]
+    pip = [sys.executable, "-m", "pip", "download", "-q", "--disable-pip-version-check"]
+    subprocess.run(
+        [*pip, "--no-deps", "--only-binary=:all:", "-d", str(house), *wanted],
+        check=True,
+        timeout=300,
+    )
+    inside = f"{CODE_DIR}/{house.relative_to(CHECKOUT)}"
+    return {"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": inside}
 
 
 def test_walkthrough_script(
@@ -212,11 +224,9 @@ def test_walkthrough_script(
 ) -> None:
     """examples/newcomer-walkthrough.sh inside the sandbox: wheel built from the checkout,
     installed into a fresh venv, the README's quick start, 10 restarts and 10 reloads under
-    a curl loop, 0 failed, everything removed afterwards. pip reads only a file:// index
-    (network traffic stays on loopback)."""
-    index = _offline_index()
-    if index is None:
-        pytest.skip("no offline package index: set SDACTIVATE_TEST_PIP_INDEX=file:///...")
+    a curl loop, 0 failed, everything removed afterwards. pip inside reads only local
+    files (network traffic stays on loopback)."""
+    pip_env = _offline_wheels()
     name, port = "rdme-wt", _free_port()
     units.track([f"{name}.socket", f"{name}.service"])
     env = {
@@ -224,7 +234,7 @@ def test_walkthrough_script(
         "PORT": str(port),
         "CHECKOUT": CODE_DIR,
         "PIP_CONFIG_FILE": "/dev/null",
-        "PIP_INDEX_URL": index,
+        **pip_env,
         "PIP_DISABLE_PIP_VERSION_CHECK": "1",
     }
     proc = sandbox.run(
