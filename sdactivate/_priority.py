@@ -51,7 +51,10 @@ def renice_tree(pid: int, nice: int, *, policy: int | None = None) -> None:
                     # sched(7): leaving SCHED_IDLE needs the same allowance as the renice
                     os.sched_setscheduler(int(tid), policy, os.sched_param(0))
                 os.setpriority(os.PRIO_PROCESS, int(tid), nice)
-                with open(f"/proc/{proc}/task/{tid}/children") as f:
+                # proc(5) children, read through /proc/TID/: opening the same file under
+                # /proc/PID/task/TID/ made reaping PID cost the reaper ~1-2 ms of CPU in
+                # wait4 for a Go generation's threads (kernel 6.18; bench/handover_cpu.py)
+                with open(f"/proc/{tid}/task/{tid}/children") as f:
                     todo.extend(int(c) for c in f.read().split())
             except OSError as exc:
                 log.debug("cannot renice thread %s of pid %d: %s", tid, proc, exc)
