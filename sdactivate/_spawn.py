@@ -1,32 +1,65 @@
-"""The one place that moves fds to 3..n and execs a child with ``LISTEN_*`` set.
+"""The one place that moves fds to 3..n and starts a child with ``LISTEN_*`` set.
 
-sd_listen_fds(3): fds start at ``SD_LISTEN_FDS_START`` (3); ``LISTEN_PID`` must be the pid
-of the process that reads them, so it is set in the child after fork, never guessed.
-Used by the testing launcher, the supervisor and the in-process upgrader.
+No Python code runs in the child before its exec, so spawning is safe in a process with
+other threads (a fork would copy locks they hold; Python >= 3.12 warns about it):
+:func:`os.posix_spawn` (glibc: clone(CLONE_VM|CLONE_VFORK), only libc code until execve(2))
+moves the fds, sets the process group, signal mask and dispositions and SCHED_IDLE.
+
+sd_listen_fds(3): fds start at ``SD_LISTEN_FDS_START`` (3) and ``LISTEN_PID`` must be the
+pid of the process that reads them, which nobody knows before the spawn. So when there are
+fds (or a parent-death signal, or a working directory) the spawned program is a shim that
+ends in an exec of the real one, keeping the pid: ``/bin/sh`` puts its ``$$`` into
+``LISTEN_PID`` and execs ``env -i`` with the child's exact environment as arguments (a
+shell would drop variables whose names it cannot hold and rewrite ``PPID``, ``PWD``,
+``IFS``...); ``setpriv --pdeathsig`` (util-linux >= 2.33) goes first when the child must
+die with its parent. Where these tools are missing a Python shim does the same (one
+interpreter start, ~10 ms, in the child). Used by the testing launcher, the supervisor and
+the in-process upgrader.
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import signal
-from collections.abc import Callable, Mapping, Sequence
+import sys
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from .errors import SdActivateError
 
-__all__ = ["SD_LISTEN_FDS_START", "Child", "listen_env", "spawn"]
+__all__ = ["SD_LISTEN_FDS_START", "Child", "Tools", "listen_env", "shim_command", "spawn"]
 
 SD_LISTEN_FDS_START = 3  # sd_listen_fds(3)
-_PR_SET_PDEATHSIG = 1  # prctl(2)
 _LISTEN_KEYS = ("LISTEN_PID", "LISTEN_PIDFDID", "LISTEN_FDS", "LISTEN_FDNAMES")
-
-
-def _prctl() -> Callable[..., int]:
-    import ctypes  # lazy: ctypes costs milliseconds of import time
-
-    prctl: Callable[..., int] = ctypes.CDLL(None, use_errno=True).prctl
-    return prctl
+_BIN_DIRS = ("/usr/bin", "/bin")
+# As subprocess's restore_signals: exec keeps the blocked mask and SIG_IGN (Python ignores
+# these two). glibc's child ignores its internal signals 32 and 33, and exec keeps that.
+_SIGNALS: dict[str, Any] = {"setsigmask": (), "setsigdef": (signal.SIGPIPE, signal.SIGXFSZ)}
+# The fallback shim: argv is parent pid, parent-death signal, cwd, listening, program,
+# then the environment as NAME=VALUE up to "--", then the child's argv.
+_PY_SHIM = """\
+import os, sys
+parent, sig, cwd, listening, program, *rest = sys.argv[1:]
+end = rest.index("--")
+env = dict(item.split("=", 1) for item in rest[:end])
+try:
+    if sig:
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(sig), 0, 0, 0)  # PR_SET_PDEATHSIG
+        if os.getppid() != int(parent):  # the parent died before the prctl took effect
+            os._exit(1)
+    if cwd:
+        os.chdir(cwd)
+    if listening:
+        env["LISTEN_PID"] = str(os.getpid())
+    os.execve(program, rest[end + 1 :], env)
+except OSError as exc:
+    sys.stderr.write(f"sdactivate: cannot start {program!r}: {exc.strerror}\\n")
+    os._exit(127)
+"""
 
 
 @dataclass(frozen=True)
@@ -37,10 +70,32 @@ class Child:
     pidfd: int
 
 
+@dataclass(frozen=True)
+class Tools:
+    """Programs a shim can be made of; ``None`` where missing."""
+
+    sh: str | None
+    env: str | None
+    setpriv: str | None
+    python: str | None
+
+    @classmethod
+    def find(cls) -> Tools:
+        """This host's, in /usr/bin or /bin (not on PATH: the child's PATH is the user's)."""
+
+        def tool(name: str) -> str | None:
+            for d in _BIN_DIRS:
+                if os.access(path := f"{d}/{name}", os.X_OK):
+                    return path
+            return None
+
+        return cls(tool("sh"), tool("env"), tool("setpriv"), sys.executable or None)
+
+
 def listen_env(
     base: Mapping[str, str], names: Sequence[str], *, notify_socket: str | None = None
 ) -> dict[str, str]:
-    """The child's environment minus ``LISTEN_PID`` (set after fork): a pure function."""
+    """The child's environment minus ``LISTEN_PID`` (set in the child): a pure function."""
     env = {k: v for k, v in base.items() if k not in _LISTEN_KEYS}
     if names:
         env["LISTEN_FDS"] = str(len(names))
@@ -48,6 +103,75 @@ def listen_env(
     if notify_socket is not None:
         env["NOTIFY_SOCKET"] = notify_socket
     return env
+
+
+def shim_command(
+    program: str,
+    argv: Sequence[str],
+    env: Mapping[str, str],
+    *,
+    listening: bool,
+    parent: int,
+    pdeathsig: int | None,
+    cwd: str | None,
+    tools: Tools,
+) -> tuple[str, list[str], dict[str, str]]:
+    """``(path, argv, env)`` for posix_spawn: a chain of execs, all in the same process,
+    that ends in ``execve(program, argv, env)`` with ``LISTEN_PID`` = that process's pid
+    if ``listening``, the parent-death signal set (and the parent still ``parent``) and
+    ``cwd`` entered. ``program`` itself when there is nothing to do. A pure function."""
+    if not listening and pdeathsig is None and cwd is None:
+        return program, list(argv), dict(env)
+    pairs = [f"{k}={v}" for k, v in env.items()]
+    sig_name = _setpriv_name(pdeathsig)
+    if (
+        tools.sh is not None
+        and tools.env is not None
+        and "=" not in program  # env(1) would take it for an assignment
+        and (pdeathsig is None or (tools.setpriv is not None and sig_name is not None))
+    ):
+        script, args = [], []
+        if pdeathsig is not None:  # $PPID is read at the shell's start, after the prctl
+            script.append(f'[ "$PPID" = {int(parent)} ] || exit 1')
+        if cwd is not None:
+            script.append('cd -P -- "$1" || exit 127; shift')
+            args.append(cwd)
+        listen_pid = " LISTEN_PID=$$" if listening else ""
+        script.append(f'exec {tools.env} -i --{listen_pid} "$@"')
+        chain = [tools.sh, "-c", "; ".join(script), "sdactivate", *args, *pairs, program]
+        chain += argv[1:]
+        if pdeathsig is not None:
+            assert tools.setpriv is not None
+            chain = [tools.setpriv, f"--pdeathsig={sig_name}", "--", *chain]
+        return chain[0], chain, {}
+    if tools.python is None:
+        raise SdActivateError(
+            f"cannot start {argv[0]!r}: no /bin/sh and env(1) (or setpriv(1) for a"
+            " parent-death signal) to set LISTEN_PID with, and no Python interpreter either"
+        )
+    sig = "" if pdeathsig is None else str(int(pdeathsig))
+    shim = [
+        tools.python,
+        "-I",
+        "-S",
+        "-c",
+        _PY_SHIM,
+        str(parent),
+        sig,
+        cwd or "",
+        "1" if listening else "",
+    ]
+    return tools.python, [*shim, program, *pairs, "--", *argv], {}
+
+
+def _setpriv_name(sig: int | None) -> str | None:
+    """``sig`` as setpriv(1) spells it (TERM), or None if it has no plain name."""
+    if sig is None:
+        return None
+    try:
+        return signal.Signals(sig).name.removeprefix("SIG")
+    except ValueError:
+        return None
 
 
 def spawn(
@@ -63,7 +187,7 @@ def spawn(
     own_process_group: bool = False,
     priority: tuple[int, bool] | None = None,
 ) -> Child:
-    """Fork and exec ``argv`` with ``fds`` at 3.. and correct ``LISTEN_FDS/PID/FDNAMES``.
+    """Start ``argv`` with ``fds`` at 3.. and correct ``LISTEN_FDS/PID/FDNAMES``.
 
     ``names`` defaults to ``unknown`` for each fd. ``pass_fds`` are extra fds kept at their
     own numbers (after the listen fds; they must not collide with 3..3+n-1). ``pdeathsig``
@@ -74,11 +198,17 @@ def spawn(
     (setsid(2)): with sched_autogroup_enabled (the default on most distributions) every new
     session gets a scheduling group that shares the CPU equally with ours, so a child lowered
     with ``priority`` would still take half a busy CPU from its siblings.
-    ``priority`` = ``(nice, idle)`` lowers the child before it execs (so the exec and the
-    whole start-up run at it):
-    setpriority(2) to ``nice``, and SCHED_IDLE (sched(7)) if ``idle``; lowering is always
-    allowed, a seccomp filter that refuses it leaves the child as it is. Exec failures
-    (missing program...) are raised here as :class:`SdActivateError` chained to the OSError.
+    ``priority`` = ``(nice, idle)`` lowers the child before its first exec (so the execs and
+    the whole start-up run at it): it inherits the nice value and, if ``idle``, SCHED_IDLE
+    (sched(7)) from this thread, which runs at them during the call. Only where this thread
+    may come back (CAP_SYS_NICE or RLIMIT_NICE, see :func:`~._priority.can_raise_priority`),
+    and SCHED_IDLE only from SCHED_OTHER/SCHED_BATCH; else, or where a seccomp filter
+    refuses it, the child keeps our priority. The signal mask is emptied and SIGPIPE and
+    SIGXFSZ get their default action (as subprocess's restore_signals). A missing program
+    or ``cwd`` raises
+    :class:`SdActivateError` (chained to the OSError); a failure later in the shim (the
+    program vanished meanwhile) is an exit with status 126 or 127 and a line on stderr.
+    With a shim the program's ``argv[0]`` is its path.
     """
     if not argv:
         raise SdActivateError("empty command line")
@@ -90,41 +220,88 @@ def spawn(
         if SD_LISTEN_FDS_START <= fd < top:
             raise SdActivateError(f"extra fd {fd} collides with the listen fds 3..{top - 1}")
     child_env = listen_env(os.environ if env is None else env, names, notify_socket=notify_socket)
+    for key in child_env:
+        if not key or "=" in key:
+            raise SdActivateError(f"invalid environment variable name {key!r}")
     program = _which(argv[0], child_env)
-    env_items = [(k.encode(), v.encode()) for k, v in child_env.items()]
-    parent = os.getpid()
-    prctl = _prctl() if pdeathsig is not None else None
-    err_r, err_w = os.pipe2(os.O_CLOEXEC)
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - child; reports failures over err_w
-        _child(
-            program,
-            argv,
-            fds,
-            pass_fds,
-            env_items,
-            bool(fds),
-            top,
-            parent,
-            prctl,
-            pdeathsig,
-            cwd,
-            own_process_group,
-            priority,
-            err_w,
-        )
-    os.close(err_w)
+    _check_startable(argv[0], program, cwd)
+    path, args, spawn_env = shim_command(
+        program,
+        argv,
+        child_env,
+        listening=bool(fds),
+        parent=os.getpid(),
+        pdeathsig=pdeathsig,
+        cwd=cwd,
+        tools=Tools.find(),
+    )
+    # Every fd lands on its number through a close-on-exec copy above all of them (so no
+    # dup2 clobbers another's source, and a spawn in another thread inherits none of them);
+    # dup2(2) onto another number clears FD_CLOEXEC in the child.
+    floor = max(top, max(pass_fds, default=0) + 1)
+    copies: list[int] = []
     try:
-        report = b""
-        while chunk := os.read(err_r, 512):
-            report += chunk
+        actions: list[tuple[int, int, int]] = []
+        for target, fd in [*enumerate(fds, SD_LISTEN_FDS_START), *((f, f) for f in pass_fds)]:
+            copies.append(fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, floor))
+            actions.append((os.POSIX_SPAWN_DUP2, copies[-1], target))
+        pid = _posix_spawn(path, args, spawn_env, actions, own_process_group, priority)
+    except OSError as exc:
+        raise SdActivateError(f"cannot start {argv[0]!r}: {exc.strerror or exc}") from exc
+    except ValueError as exc:  # a NUL byte in an argument or the environment
+        raise SdActivateError(f"cannot start {argv[0]!r}: {exc}") from exc
     finally:
-        os.close(err_r)
-    if report:
-        os.waitpid(pid, 0)
-        code, _, text = report.decode(errors="replace").partition(":")
-        raise SdActivateError(f"cannot start {argv[0]!r}: {text}") from OSError(int(code), text)
+        for fd in copies:
+            os.close(fd)
     return Child(pid, os.pidfd_open(pid))
+
+
+def _posix_spawn(
+    path: str,
+    args: list[str],
+    env: Mapping[str, str],
+    actions: list[tuple[int, int, int]],
+    own_process_group: bool,
+    priority: tuple[int, bool] | None,
+) -> int:
+    # glibc's posix_spawnattr_setschedpolicy takes only SCHED_OTHER/FIFO/RR (EINVAL for
+    # SCHED_IDLE): the child inherits the policy and nice value of this thread instead.
+    restore = _lower_this_thread(*priority) if priority is not None else None
+    try:
+        if own_process_group:  # setpgroup=None is refused (3.11)
+            return os.posix_spawn(path, args, env, file_actions=actions, setpgroup=0, **_SIGNALS)
+        return os.posix_spawn(path, args, env, file_actions=actions, **_SIGNALS)
+    finally:
+        if restore is not None:
+            _restore_this_thread(*restore)
+
+
+def _lower_this_thread(nice: int, idle: bool) -> tuple[int, int] | None:
+    """Set this thread to ``nice`` (and SCHED_IDLE if ``idle``) if it may come back
+    (setpriority(2), sched(7): both per thread on Linux; leaving SCHED_IDLE needs the same
+    allowance as a lower nice value); ``(nice, policy)`` to come back to, or None."""
+    from ._priority import can_raise_priority
+
+    here = os.getpriority(os.PRIO_PROCESS, 0)  # 0: the calling thread
+    policy = os.sched_getscheduler(0)
+    if not can_raise_priority(min(here, nice)):
+        return None
+    try:
+        if nice != here:
+            os.setpriority(os.PRIO_PROCESS, 0, nice)
+        if idle and policy in (os.SCHED_OTHER, os.SCHED_BATCH):
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    except OSError:  # a seccomp filter: the child stays as it is
+        _restore_this_thread(here, policy)
+        return None
+    return here, policy
+
+
+def _restore_this_thread(nice: int, policy: int) -> None:
+    if os.sched_getscheduler(0) != policy:  # first, while the nice value is the higher one
+        os.sched_setscheduler(0, policy, os.sched_param(0))
+    if os.getpriority(os.PRIO_PROCESS, 0) != nice:
+        os.setpriority(os.PRIO_PROCESS, 0, nice)
 
 
 def _which(program: str, env: Mapping[str, str]) -> str:
@@ -137,66 +314,20 @@ def _which(program: str, env: Mapping[str, str]) -> str:
     raise SdActivateError(f"cannot start {program!r}: not found on PATH")
 
 
-def _lower(nice: int, idle: bool) -> None:  # pragma: no cover - between fork and exec
-    """The calling process's start-up priority; both survive execve(2). No logging here.
-
-    sched(7): a SCHED_IDLE thread is preempted as soon as a normal one wakes up, so a
-    serving process never waits behind the newcomer's time slice (with nice alone it can,
-    for a slice of a few ms, under both CFS and EEVDF). Threads it starts inherit both.
-    """
-    try:
-        os.setpriority(os.PRIO_PROCESS, 0, nice)
-        if idle:
-            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-    except OSError:
-        pass
-
-
-def _child(
-    program: str,
-    argv: Sequence[str],
-    fds: Sequence[int],
-    pass_fds: Sequence[int],
-    env_items: list[tuple[bytes, bytes]],
-    listening: bool,
-    top: int,
-    parent: int,
-    prctl: Callable[..., int] | None,
-    pdeathsig: int | None,
-    cwd: str | None,
-    own_process_group: bool,
-    priority: tuple[int, bool] | None,
-    err_w: int,
-) -> None:  # pragma: no cover - runs between fork and exec
-    try:
-        if own_process_group:
-            os.setpgid(0, 0)
-        if priority is not None:
-            _lower(*priority)
-        if prctl is not None and pdeathsig is not None:
-            prctl(_PR_SET_PDEATHSIG, int(pdeathsig), 0, 0, 0)
-            if os.getppid() != parent:  # the parent died before prctl took effect
-                os._exit(1)
-        # Like subprocess's restore_signals: exec keeps SIG_IGN and the blocked mask.
-        for sig in (signal.SIGPIPE, signal.SIGXFSZ):
-            signal.signal(sig, signal.SIG_DFL)
-        signal.pthread_sigmask(signal.SIG_SETMASK, ())
-        # Move sources above every target number first, so no dup2 clobbers a source.
-        floor = max(top, max(pass_fds, default=0) + 1)
-        moved = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, floor) for fd in fds]
-        for i, fd in enumerate(moved):
-            os.dup2(fd, SD_LISTEN_FDS_START + i, inheritable=True)
-            os.close(fd)
-        for fd in pass_fds:
-            os.set_inheritable(fd, True)
-        if cwd is not None:
-            os.chdir(cwd)
-        env = dict(env_items)
-        if listening:
-            env[b"LISTEN_PID"] = str(os.getpid()).encode()
-        os.execve(program, list(argv), env)
-    except OSError as exc:
-        os.write(err_w, f"{exc.errno or 0}:{exc.strerror or exc}".encode())
-    except BaseException as exc:
-        os.write(err_w, f"0:{exc!r}".encode())
-    os._exit(127)
+def _check_startable(name: str, program: str, cwd: str | None) -> None:
+    """What execve(2) and chdir(2) would refuse, checked here: a shim fails only later."""
+    if cwd is not None and not os.path.isdir(cwd):
+        code = errno.ENOTDIR if os.path.exists(cwd) else errno.ENOENT
+        raise SdActivateError(
+            f"cannot start {name!r}: working directory {cwd!r}: {os.strerror(code)}"
+        ) from OSError(code, os.strerror(code), cwd)
+    path = os.path.join(cwd, program) if cwd is not None else program
+    if not os.path.exists(path):
+        code = errno.ENOENT
+    elif os.path.isdir(path) or not os.access(path, os.X_OK):
+        code = errno.EACCES
+    else:
+        return
+    raise SdActivateError(f"cannot start {name!r}: {os.strerror(code)}") from OSError(
+        code, os.strerror(code), path
+    )
