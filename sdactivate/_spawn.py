@@ -186,6 +186,7 @@ def spawn(
     cwd: str | None = None,
     own_process_group: bool = False,
     priority: tuple[int, bool] | None = None,
+    tools: Tools | None = None,
 ) -> Child:
     """Start ``argv`` with ``fds`` at 3.. and correct ``LISTEN_FDS/PID/FDNAMES``.
 
@@ -208,7 +209,8 @@ def spawn(
     or ``cwd`` raises
     :class:`SdActivateError` (chained to the OSError); a failure later in the shim (the
     program vanished meanwhile) is an exit with status 126 or 127 and a line on stderr.
-    With a shim the program's ``argv[0]`` is its path.
+    With a shim the program's ``argv[0]`` is its path. ``tools``: what a shim may be made
+    of (default: :meth:`Tools.find`).
     """
     if not argv:
         raise SdActivateError("empty command line")
@@ -233,7 +235,7 @@ def spawn(
         parent=os.getpid(),
         pdeathsig=pdeathsig,
         cwd=cwd,
-        tools=Tools.find(),
+        tools=Tools.find() if tools is None else tools,
     )
     # Every fd lands on its number through a close-on-exec copy above all of them (so no
     # dup2 clobbers another's source, and a spawn in another thread inherits none of them);
