@@ -5,10 +5,10 @@ trivial generation (``bench/apps/trivial.go``, built here with ``go build``; or
 Each run starts ``python -m sdactivate run --listen 127.0.0.1:0 -- APP``, waits for the first
 generation, then asks for ``--handovers`` handovers one after the other over the control
 socket (what ``sdactivate reload --pid`` does) and waits for the last old generation to be
-reaped. CPU is the supervisor process's own (``/proc/PID/schedstat``: ns on a CPU, the
-supervisor is single-threaded; ``utime+stime`` ticks as a cross-check), generations excluded;
-wall is the time from the first request to the last answer. Both are divided by the number
-of handovers.
+reaped. CPU is the supervisor process's own, generations excluded: ``/proc/PID/schedstat``
+(ns on a CPU; the supervisor is single-threaded), and ``utime``/``stime`` (ticks) for the
+user/kernel split. Wall is the time from the first request to the last answer. All are
+divided by the number of handovers.
 
 ``--tree DIR`` (repeatable) runs the supervisor from another copy of the package (e.g. an
 older commit: ``git archive COMMIT sdactivate | tar -x -C /tmp/before``); trees and apps are
@@ -72,14 +72,14 @@ def build_go_app() -> str:
     return exe
 
 
-def cpu_ns(pid: int) -> tuple[int, int]:
-    """(ns on a CPU from schedstat, utime+stime in ns from stat) of process ``pid``."""
+def cpu_ns(pid: int) -> tuple[int, int, int]:
+    """(ns on a CPU from schedstat, utime and stime in ns from stat) of process ``pid``."""
     with open(f"/proc/{pid}/schedstat") as f:
         sched = int(f.read().split()[0])
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rpartition(")")[2].split()
-    ticks = int(fields[11]) + int(fields[12])  # utime, stime: fields 14 and 15 of proc(5)
-    return sched, ticks * 1_000_000_000 // _TICK
+    utime, stime = int(fields[11]), int(fields[12])  # fields 14 and 15 of proc(5), in ticks
+    return sched, utime * 1_000_000_000 // _TICK, stime * 1_000_000_000 // _TICK
 
 
 def _wait_status(pid: int, until: Any, deadline: float) -> dict[str, Any]:
@@ -130,7 +130,8 @@ def one_run(tree: str, app: list[str], handovers: int, profile: str | None) -> d
                 sup.wait()
     return {
         "cpu_ms": (cpu1[0] - cpu0[0]) / handovers / 1e6,
-        "cpu_ticks_ms": (cpu1[1] - cpu0[1]) / handovers / 1e6,
+        "user_ms": (cpu1[1] - cpu0[1]) / handovers / 1e6,
+        "sys_ms": (cpu1[2] - cpu0[2]) / handovers / 1e6,
         "wall_ms": wall / handovers * 1e3,
         "wall_median_ms": statistics.median(walls) * 1e3,
     }
@@ -175,11 +176,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps([{"tree": t, "app": a, "runs": r} for (t, a), r in runs.items()]))
     print(f"{args.handovers} handovers per run, {args.rounds} rounds, median of runs per handover")
-    print(f"{'tree':40} {'app':7} {'CPU ms':>7} {'ticks':>7} {'wall ms':>8}")
+    print(f"{'tree':40} {'app':7} {'CPU ms':>7} {'user':>6} {'sys':>6} {'wall ms':>8}")
     for (tree, name), rs in runs.items():
         med = {k: statistics.median(r[k] for r in rs) for k in rs[0]}
         print(
-            f"{tree:40} {name:7} {med['cpu_ms']:7.2f} {med['cpu_ticks_ms']:7.2f}"
+            f"{tree:40} {name:7} {med['cpu_ms']:7.2f} {med['user_ms']:6.2f} {med['sys_ms']:6.2f}"
             f" {med['wall_ms']:8.2f}"
         )
     return 0
