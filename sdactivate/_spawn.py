@@ -30,7 +30,15 @@ from typing import Any
 
 from .errors import SdActivateError
 
-__all__ = ["SD_LISTEN_FDS_START", "Child", "Tools", "listen_env", "shim_command", "spawn"]
+__all__ = [
+    "SD_LISTEN_FDS_START",
+    "Child",
+    "Tools",
+    "listen_env",
+    "seccomp_filtered",
+    "shim_command",
+    "spawn",
+]
 
 SD_LISTEN_FDS_START = 3  # sd_listen_fds(3)
 _LISTEN_KEYS = ("LISTEN_PID", "LISTEN_PIDFDID", "LISTEN_FDS", "LISTEN_FDNAMES")
@@ -72,7 +80,7 @@ class Child:
 
 @dataclass(frozen=True)
 class Tools:
-    """Programs a shim can be made of; ``None`` where missing."""
+    """Programs a shim can be made of; ``None`` where missing or unusable."""
 
     sh: str | None
     env: str | None
@@ -81,7 +89,9 @@ class Tools:
 
     @classmethod
     def find(cls) -> Tools:
-        """This host's, in /usr/bin or /bin (not on PATH: the child's PATH is the user's)."""
+        """This host's, in /usr/bin or /bin (not on PATH: the child's PATH is the user's).
+        No setpriv under a seccomp filter: setpriv(1) always calls capset(2), and a filter
+        such as systemd's ``SystemCallFilter=~@privileged`` refuses it (setpriv exits 127)."""
 
         def tool(name: str) -> str | None:
             for d in _BIN_DIRS:
@@ -89,7 +99,31 @@ class Tools:
                     return path
             return None
 
-        return cls(tool("sh"), tool("env"), tool("setpriv"), sys.executable or None)
+        setpriv = None if _seccomp_filtered() else tool("setpriv")
+        return cls(tool("sh"), tool("env"), setpriv, sys.executable or None)
+
+
+def _seccomp_filtered() -> bool:
+    """Whether this process runs under a seccomp filter, which the child inherits; True
+    where /proc cannot tell."""
+    try:
+        fd = os.open("/proc/self/status", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            return seccomp_filtered(os.read(fd, 16384))
+        finally:
+            os.close(fd)
+    except OSError:
+        return True
+
+
+def seccomp_filtered(status: bytes) -> bool:
+    """From proc(5) ``/proc/PID/status``: ``Seccomp: 2`` is filter mode (1 strict mode);
+    no such line: a kernel without seccomp."""
+    start = status.find(b"\nSeccomp:")
+    if start < 0:
+        return False
+    end = status.find(b"\n", start + 1)
+    return status[start + 9 : end if end >= 0 else None].strip() != b"0"
 
 
 def listen_env(

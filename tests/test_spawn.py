@@ -345,3 +345,20 @@ def test_shim_without_any_tool_is_an_error() -> None:
     """No shell chain and no Python: SdActivateError saying what is missing."""
     with pytest.raises(SdActivateError, match="no /bin/sh and env"):
         _shim(tools=Tools(None, None, None, None))
+
+
+@pytest.mark.parametrize(
+    ("status", "filtered"),
+    [
+        (b"Name:\tx\nSeccomp:\t0\nSeccomp_filters:\t0\n", False),
+        (b"Name:\tx\nSeccomp:\t2\nSeccomp_filters:\t3\n", True),
+        (b"Name:\tx\nSeccomp:\t1", True),
+        (b"Name:\tx\nNoNewPrivs:\t1\n", False),
+    ],
+    ids=["none", "filter", "strict-last-line", "no-seccomp-kernel"],
+)
+def test_seccomp_filter_is_read_from_proc_status(status: bytes, filtered: bool) -> None:
+    """proc(5) Seccomp: 0 none, 2 filter (then setpriv is not used: it always calls
+    capset(2), which systemd's SystemCallFilter=~@privileged refuses), 1 strict; no line
+    on a kernel without seccomp."""
+    assert _spawn.seccomp_filtered(status) is filtered
