@@ -9,7 +9,7 @@ APT_PKGS := systemd dbus dbus-daemon libsystemd-dev pkg-config gcc libdbus-1-dev
 STAMP_APT := $(VENV)/.stamp-apt
 STAMP_PIP := $(VENV)/.stamp-pip
 
-.PHONY: setup test lint typecheck unit integration test-busy demo bench clean
+.PHONY: setup test lint typecheck unit integration test-busy demo bench bench-handover clean
 
 setup: $(STAMP_PIP)
 
@@ -63,6 +63,11 @@ demo: setup
 bench: setup
 	$(PY) -m pip install -q --disable-pip-version-check matplotlib==3.10.7
 	$(PY) bench/run.py $(BENCH_ARGS)
+
+# The supervisor's own CPU and wall time per handover, with a trivial Go (needs `go`) and Python
+# generation; e.g. BENCH_ARGS="--tree /tmp/before --tree . --rounds 5" to compare two copies.
+bench-handover: setup
+	$(PY) bench/handover_cpu.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache .hypothesis

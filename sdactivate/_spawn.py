@@ -12,9 +12,9 @@ ends in an exec of the real one, keeping the pid: ``/bin/sh`` puts its ``$$`` in
 ``LISTEN_PID`` and execs ``env -i`` with the child's exact environment as arguments (a
 shell would drop variables whose names it cannot hold and rewrite ``PPID``, ``PWD``,
 ``IFS``...); ``setpriv --pdeathsig`` (util-linux >= 2.33) goes first when the child must
-die with its parent. Where these tools are missing a Python shim does the same (one
-interpreter start, ~10 ms, in the child). Used by the testing launcher, the supervisor and
-the in-process upgrader.
+die with its parent. Where these tools are missing, or setpriv cannot run (a seccomp filter,
+see :meth:`Tools.find`), a Python shim does the same (one interpreter start, ~9 ms more, in
+the child). Used by the testing launcher, the supervisor and the in-process upgrader.
 """
 
 from __future__ import annotations
