@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 
 from sdactivate import _spawn
-from sdactivate._priority import can_raise_priority
-from sdactivate._spawn import Tools, shim_command, spawn
+from sdactivate._shim import Tools
+from sdactivate._spawn import spawn
 from sdactivate.errors import SdActivateError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -73,6 +73,18 @@ def _report(child: _spawn.Child, out: Path) -> dict[str, Any]:
     return report
 
 
+def inherited_by_us() -> set[str]:
+    """Our own inheritable fds (from whoever started pytest): every child has them."""
+    return {f for f in os.listdir("/proc/self/fd") if _inheritable(int(f))}
+
+
+def _inheritable(fd: int) -> bool:
+    try:
+        return os.get_inheritable(fd)
+    except OSError:
+        return False
+
+
 def _ident(fd: int) -> list[int]:
     st = os.fstat(fd)
     return [st.st_dev, st.st_ino]
@@ -82,8 +94,8 @@ def _ident(fd: int) -> list[int]:
 def test_child_gets_exactly_its_environment_argv_and_fds(tmp_path: Path, kind: str) -> None:
     """Through each shim (the host's tools, the Python fallback, no setpriv) the program
     gets exactly the given environment plus LISTEN_FDS/FDNAMES/PID (its own pid) and
-    NOTIFY_SOCKET, its arguments unchanged, the fds at 3.. and the extra fd at its number,
-    ``cwd``, and an empty signal mask even when ours blocks signals."""
+    NOTIFY_SOCKET, its arguments unchanged, the fds at 3.. and the extra fd at its number
+    (and not the gate's), ``cwd``, and an empty signal mask even when ours blocks signals."""
     out, work = tmp_path / "report", tmp_path / "work"
     work.mkdir()
     a, b = socket.socket(socket.AF_INET, socket.SOCK_DGRAM), socket.socket(socket.AF_UNIX)
@@ -99,6 +111,7 @@ def test_child_gets_exactly_its_environment_argv_and_fds(tmp_path: Path, kind: s
             notify_socket="@notify",
             pass_fds=[extra],
             cwd=str(work),
+            priority=(os.getpriority(os.PRIO_PROCESS, 0), False),  # a gate, nothing lowered
             tools=TOOLS[kind],
         )
         report = _report(child, out)
@@ -121,6 +134,7 @@ def test_child_gets_exactly_its_environment_argv_and_fds(tmp_path: Path, kind: s
     assert report["cwd"] == str(work)
     for fd, ident in expected_fds.items():
         assert report["fds"][fd] == ident, f"fd {fd}"
+    assert not set(report["fds"]) - {"0", "1", "2", *expected_fds} - inherited_by_us()
     assert report["blocked"] == 0
 
 
@@ -257,110 +271,31 @@ def test_what_cannot_start_is_an_error(
     assert repr(argv(tmp_path)[0]) in str(info.value) or "environment variable" in message
 
 
-def test_the_spawning_thread_gets_its_priority_back(tmp_path: Path) -> None:
-    """priority=(nice, idle): the child starts at that nice value under SCHED_IDLE (it
-    inherits them from the spawning thread, which has its own back after the call, and
-    also when the start fails)."""
+PRIORITY = (
+    "import os, sys; open(sys.argv[1], 'w')"
+    ".write(f'{os.sched_getscheduler(0)} {os.getpriority(os.PRIO_PROCESS, 0)}')"
+)
+
+
+@pytest.mark.parametrize("listen_fds", [1, 7], ids=["gate-fd-4", "gate-fd-10"])
+def test_program_starts_lowered_and_we_are_not(tmp_path: Path, listen_fds: int) -> None:
+    """priority=(nice, idle): the program's first statement already runs at that nice value
+    under SCHED_IDLE, set on the child while its shim waited on the gate (through the shell
+    when the gate fits in one digit, else the Python shim); the spawning thread keeps its
+    own priority throughout."""
     base, policy = os.getpriority(os.PRIO_PROCESS, 0), os.sched_getscheduler(0)
-    nice = min(19, base + 5)
-    garbage = tmp_path / "garbage"
-    garbage.write_bytes(b"\x7fELF garbage")
-    garbage.chmod(0o755)
-    code = (
-        "import os, sys; open(sys.argv[1], 'w')"
-        ".write(f'{os.sched_getscheduler(0)} {os.getpriority(0, 0)}')"
-    )
-    out = tmp_path / "prio"
-    child = spawn([sys.executable, "-c", code, str(out)], [], priority=(nice, True))
+    nice, out = min(19, base + 5), tmp_path / "prio"
+    socks = [socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) for _ in range(listen_fds)]
     try:
+        child = spawn(
+            [sys.executable, "-c", PRIORITY, str(out)],
+            [s.fileno() for s in socks],
+            priority=(nice, True),
+        )
         os.waitpid(child.pid, 0)
-    finally:
         os.close(child.pidfd)
+    finally:
+        for s in socks:
+            s.close()
+    assert out.read_text() == f"{os.SCHED_IDLE} {nice}"
     assert (os.getpriority(os.PRIO_PROCESS, 0), os.sched_getscheduler(0)) == (base, policy)
-    if can_raise_priority(base) and policy in (os.SCHED_OTHER, os.SCHED_BATCH):
-        assert out.read_text() == f"{os.SCHED_IDLE} {nice}"
-    else:  # this thread could not come back: the child keeps our priority
-        assert out.read_text() == f"{policy} {base}"
-    with pytest.raises(SdActivateError, match="Exec format error"):
-        spawn([str(garbage)], [], pdeathsig=None, priority=(nice, True))
-    assert (os.getpriority(os.PRIO_PROCESS, 0), os.sched_getscheduler(0)) == (base, policy)
-
-
-# --- the shim, a pure function ----------------------------------------------------------
-SH = Tools("/bin/sh", "/usr/bin/env", "/usr/bin/setpriv", "/usr/bin/python3")
-
-
-def _shim(program: str = "/bin/app", tools: Tools = SH, **kw: Any) -> tuple[str, list[str]]:
-    options: dict[str, Any] = {"listening": True, "parent": 42, "pdeathsig": None, "cwd": None}
-    path, argv, env = shim_command(program, [program, "x"], {"A": "1"}, tools=tools, **options | kw)
-    if path != program:
-        assert env == {}  # the environment travels as arguments
-    return path, argv
-
-
-def test_shim_is_skipped_when_there_is_nothing_to_set() -> None:
-    """No fds, no parent-death signal, no cwd: posix_spawn runs the program itself."""
-    assert shim_command(
-        "/bin/app",
-        ["app", "x"],
-        {"A": "1"},
-        listening=False,
-        parent=42,
-        pdeathsig=None,
-        cwd=None,
-        tools=SH,
-    ) == ("/bin/app", ["app", "x"], {"A": "1"})
-
-
-def test_shim_with_a_parent_death_signal_starts_with_setpriv() -> None:
-    """setpriv sets PR_SET_PDEATHSIG first; the shell then checks the parent is still ours
-    (else exits), enters cwd, and execs env -i with LISTEN_PID=$$ and the environment."""
-    path, argv = _shim(pdeathsig=signal.SIGTERM, cwd="/srv")
-    assert path == "/usr/bin/setpriv"
-    assert argv[:4] == ["/usr/bin/setpriv", "--pdeathsig=TERM", "--", "/bin/sh"]
-    script = argv[5]
-    assert script.startswith('[ "$PPID" = 42 ] || exit 1; cd -P -- "$1"')
-    assert script.endswith('exec /usr/bin/env -i -- LISTEN_PID=$$ "$@"')
-    assert argv[6:] == ["sdactivate", "/srv", "A=1", "/bin/app", "x"]
-
-
-@pytest.mark.parametrize(
-    ("kw", "why"),
-    [
-        ({"program": "/opt/a=b/app"}, "env(1) would take the program for an assignment"),
-        ({"pdeathsig": signal.SIGRTMIN + 2}, "setpriv(1) has no name for the signal"),
-        ({"tools": Tools("/bin/sh", "/usr/bin/env", None, "/py")}, "no setpriv(1)"),
-        ({"tools": Tools(None, "/usr/bin/env", None, "/py"), "pdeathsig": None}, "no sh"),
-    ],
-    ids=["equals-in-program", "unnamed-signal", "no-setpriv", "no-sh"],
-)
-def test_shim_falls_back_to_python(kw: dict[str, Any], why: str) -> None:
-    """Where the shell chain cannot do it, the Python shim does (one interpreter start)."""
-    kw = {"pdeathsig": signal.SIGTERM} | kw
-    path, argv = _shim(**kw)
-    python = kw.get("tools", SH).python
-    assert path == python, why
-    assert argv[:5] == [python, "-I", "-S", "-c", _spawn._PY_SHIM]
-
-
-def test_shim_without_any_tool_is_an_error() -> None:
-    """No shell chain and no Python: SdActivateError saying what is missing."""
-    with pytest.raises(SdActivateError, match="no /bin/sh and env"):
-        _shim(tools=Tools(None, None, None, None))
-
-
-@pytest.mark.parametrize(
-    ("status", "filtered"),
-    [
-        (b"Name:\tx\nSeccomp:\t0\nSeccomp_filters:\t0\n", False),
-        (b"Name:\tx\nSeccomp:\t2\nSeccomp_filters:\t3\n", True),
-        (b"Name:\tx\nSeccomp:\t1", True),
-        (b"Name:\tx\nNoNewPrivs:\t1\n", False),
-    ],
-    ids=["none", "filter", "strict-last-line", "no-seccomp-kernel"],
-)
-def test_seccomp_filter_is_read_from_proc_status(status: bytes, filtered: bool) -> None:
-    """proc(5) Seccomp: 0 none, 2 filter (then setpriv is not used: it always calls
-    capset(2), which systemd's SystemCallFilter=~@privileged refuses), 1 strict; no line
-    on a kernel without seccomp."""
-    assert _spawn.seccomp_filtered(status) is filtered

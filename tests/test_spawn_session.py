@@ -108,7 +108,8 @@ def test_lowered_child_yields_the_cpu_to_its_sibling() -> None:
 MIDDLE = """
 import sys, time
 sys.path.insert(0, sys.argv[1])
-from sdactivate._spawn import Tools, spawn
+from sdactivate._shim import Tools
+from sdactivate._spawn import spawn
 tools = Tools(None, None, None, sys.executable) if sys.argv[2] == "python" else None
 c = spawn([sys.executable, "-c", "import time; time.sleep(60)"], [], own_process_group=True,
           tools=tools)
