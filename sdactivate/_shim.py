@@ -5,7 +5,7 @@ sd_listen_fds(3): ``LISTEN_PID`` must be the pid of the process that reads the f
 nobody knows before the spawn; prctl(2) ``PR_SET_PDEATHSIG`` and the working directory are
 the child's own too; and a child lowered to its start-up priority by its parent must not
 exec the program before that. So: ``setpriv --pdeathsig`` (util-linux >= 2.33) first, then
-``/bin/sh`` checks the parent is still there, waits on the gate (a pipe the parent writes
+``/bin/sh`` checks the parent is still there, waits on the gate (a socket the parent sends
 a line to once it has lowered the child), enters the directory, and execs ``env -i`` with
 ``LISTEN_PID=$$`` and the child's exact environment as arguments (a shell would drop
 variables whose names it cannot hold and rewrite ``PPID``, ``PWD``, ``IFS``...). Where those

@@ -17,6 +17,7 @@ import errno
 import fcntl
 import os
 import signal
+import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -81,10 +82,10 @@ def spawn(
     with ``priority`` would still take half a busy CPU from its siblings.
     ``priority`` = ``(nice, idle)`` lowers the child before it execs the program (so the
     exec and the whole start-up run at it): setpriority(2) to ``nice``, and SCHED_IDLE
-    (sched(7)) if ``idle``, set by us on the new pid while its shim waits on a pipe we then
-    write to. Lowering is always allowed; a seccomp filter that refuses it leaves the child as
-    it is. The signal mask is emptied and SIGPIPE and SIGXFSZ get their default action (as
-    subprocess's restore_signals). A missing program or ``cwd`` raises
+    (sched(7)) if ``idle``, set by us on the new pid while its shim waits for a line on a
+    socket we then send it. Lowering is always allowed; a seccomp filter that refuses it
+    leaves the child as it is. The signal mask is emptied and SIGPIPE and SIGXFSZ get their
+    default action (as subprocess's restore_signals). A missing program or ``cwd`` raises
     :class:`SdActivateError` (chained to the OSError); a failure later in the shim (the
     program vanished meanwhile) is an exit with status 126 or 127 and a line on stderr.
     With a shim the program's ``argv[0]`` is its path. ``tools``: what a shim may be made
@@ -126,15 +127,15 @@ def spawn(
     # dup2(2) onto another number clears FD_CLOEXEC in the child.
     floor = max([*targets, gate or 0]) + 1
     copies: list[int] = []
-    gate_w = None
+    gate_socks: tuple[socket.socket, socket.socket] | None = None
     try:
         actions: list[tuple[int, int, int]] = []
         for target, fd in [*enumerate(fds, SD_LISTEN_FDS_START), *((f, f) for f in pass_fds)]:
             copies.append(fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, floor))
             actions.append((os.POSIX_SPAWN_DUP2, copies[-1], target))
-        if gate is not None:
-            gate_r, gate_w = os.pipe2(os.O_CLOEXEC)
-            copies += [gate_r, fcntl.fcntl(gate_r, fcntl.F_DUPFD_CLOEXEC, floor)]
+        if gate is not None:  # a socket pair, not a pipe: send() can refuse SIGPIPE
+            gate_socks = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+            copies.append(fcntl.fcntl(gate_socks[0].fileno(), fcntl.F_DUPFD_CLOEXEC, floor))
             actions.append((os.POSIX_SPAWN_DUP2, copies[-1], gate))
         if own_process_group:  # setpgroup=None is refused (3.11)
             pid = os.posix_spawn(
@@ -142,8 +143,11 @@ def spawn(
             )
         else:
             pid = os.posix_spawn(path, args, spawn_env, file_actions=actions, **_SIGNALS)
-        if priority is not None:
+        if priority is not None and gate_socks is not None:
             _lower(pid, *priority)
+            # a line, not EOF (a fork elsewhere may hold a copy of our end)
+            with contextlib.suppress(OSError):
+                gate_socks[1].send(b"\n", socket.MSG_NOSIGNAL)
     except OSError as exc:
         raise SdActivateError(f"cannot start {argv[0]!r}: {exc.strerror or exc}") from exc
     except ValueError as exc:  # a NUL byte in an argument or the environment
@@ -151,10 +155,8 @@ def spawn(
     finally:
         for fd in copies:
             os.close(fd)
-        if gate_w is not None:  # a byte, not EOF: a fork elsewhere may hold a copy
-            with contextlib.suppress(OSError):
-                os.write(gate_w, b"\n")
-            os.close(gate_w)
+        for sock in gate_socks or ():
+            sock.close()
     return Child(pid, os.pidfd_open(pid))
 
 
