@@ -32,8 +32,8 @@ STAMP_PIP := $(VENV)/.stamp-pip
 INSTALL_EDITABLE = $(PIP) $(1) -e . --config-settings editable_mode=compat 2>/dev/null \
 	|| $(PIP) $(1) -e .
 
-.PHONY: setup setup-demo test lint typecheck unit integration test-busy demo bench clean rootfs \
-	matrix
+.PHONY: setup setup-demo test lint typecheck unit integration test-busy demo bench \
+	bench-handover clean rootfs matrix
 
 setup: $(STAMP_PIP)
 
@@ -110,6 +110,11 @@ demo: setup-demo
 bench: setup
 	$(PIP) matplotlib==3.10.7
 	$(PY) bench/run.py $(BENCH_ARGS)
+
+# The supervisor's own CPU and wall time per handover, with a trivial Go (needs `go`) and Python
+# generation; e.g. BENCH_ARGS="--tree /tmp/before --tree . --rounds 5" to compare two copies.
+bench-handover: setup
+	$(PY) bench/handover_cpu.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache .hypothesis

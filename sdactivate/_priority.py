@@ -29,16 +29,20 @@ def valid_startup_nice(value: object) -> bool:
 
 def can_raise_priority(nice: int) -> bool:
     """Whether this process may set a child's nice value back down to ``nice``
-    (setpriority(2): CAP_SYS_NICE, or an RLIMIT_NICE allowing ``nice``)."""
-    try:
-        with open("/proc/self/status") as f:
-            cap_eff = next(line for line in f if line.startswith("CapEff:"))
-        if int(cap_eff.split()[1], 16) >> _CAP_SYS_NICE & 1:
-            return True
-    except (OSError, StopIteration, ValueError):
-        pass
+    (setpriority(2): an RLIMIT_NICE allowing ``nice``, or CAP_SYS_NICE)."""
     soft, _ = resource.getrlimit(resource.RLIMIT_NICE)
-    return soft == resource.RLIM_INFINITY or nice >= 20 - soft
+    if soft == resource.RLIM_INFINITY or nice >= 20 - soft:
+        return True
+    try:  # proc(5) CapEff; read as bytes: this runs at every spawn with a priority
+        fd = os.open("/proc/self/status", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            status = os.read(fd, 16384)
+        finally:
+            os.close(fd)
+        start = status.index(b"\nCapEff:") + 8
+        return bool(int(status[start : status.index(b"\n", start)], 16) >> _CAP_SYS_NICE & 1)
+    except (OSError, ValueError):
+        return False
 
 
 def renice_tree(pid: int, nice: int, *, policy: int | None = None) -> None:
@@ -58,7 +62,10 @@ def renice_tree(pid: int, nice: int, *, policy: int | None = None) -> None:
                     # sched(7): leaving SCHED_IDLE needs the same allowance as the renice
                     os.sched_setscheduler(int(tid), policy, os.sched_param(0))
                 os.setpriority(os.PRIO_PROCESS, int(tid), nice)
-                with open(f"/proc/{proc}/task/{tid}/children") as f:
+                # proc(5) children, read through /proc/TID/: opening the same file under
+                # /proc/PID/task/TID/ made reaping PID cost the reaper ~1-2 ms of CPU in
+                # wait4 for a Go generation's threads (kernel 6.18; bench/handover_cpu.py)
+                with open(f"/proc/{tid}/task/{tid}/children") as f:
                     todo.extend(int(c) for c in f.read().split())
             except OSError as exc:
                 log.debug("cannot renice thread %s of pid %d: %s", tid, proc, exc)

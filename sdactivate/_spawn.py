@@ -1,32 +1,37 @@
-"""The one place that moves fds to 3..n and execs a child with ``LISTEN_*`` set.
+"""The one place that moves fds to 3..n and starts a child with ``LISTEN_*`` set.
 
-sd_listen_fds(3): fds start at ``SD_LISTEN_FDS_START`` (3); ``LISTEN_PID`` must be the pid
-of the process that reads them, so it is set in the child after fork, never guessed.
-Used by the testing launcher, the supervisor and the in-process upgrader.
+No Python code runs in the child before its exec, so spawning is safe in a process with
+other threads (a fork would copy locks they hold; Python >= 3.12 warns about it):
+:func:`os.posix_spawn` (glibc: clone(CLONE_VM|CLONE_VFORK), only libc code until execve(2))
+moves the fds and sets the process group, the signal mask and dispositions. What only the
+child can set (``LISTEN_PID``, the parent-death signal, the working directory) a chain of
+execs in the same process does before the program (:mod:`sdactivate._shim`); the start-up
+priority is set by us on the new pid while that chain waits. Used by the testing launcher,
+the supervisor and the in-process upgrader.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import fcntl
 import os
 import signal
-from collections.abc import Callable, Mapping, Sequence
+import socket
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
+from ._shim import Tools, shim_command
 from .errors import SdActivateError
 
 __all__ = ["SD_LISTEN_FDS_START", "Child", "listen_env", "spawn"]
 
 SD_LISTEN_FDS_START = 3  # sd_listen_fds(3)
-_PR_SET_PDEATHSIG = 1  # prctl(2)
 _LISTEN_KEYS = ("LISTEN_PID", "LISTEN_PIDFDID", "LISTEN_FDS", "LISTEN_FDNAMES")
-
-
-def _prctl() -> Callable[..., int]:
-    import ctypes  # lazy: ctypes costs milliseconds of import time
-
-    prctl: Callable[..., int] = ctypes.CDLL(None, use_errno=True).prctl
-    return prctl
+# As subprocess's restore_signals: exec keeps the blocked mask and SIG_IGN (Python ignores
+# these two). glibc's child ignores its internal signals 32 and 33, and exec keeps that.
+_SIGNALS: dict[str, Any] = {"setsigmask": (), "setsigdef": (signal.SIGPIPE, signal.SIGXFSZ)}
 
 
 @dataclass(frozen=True)
@@ -40,7 +45,7 @@ class Child:
 def listen_env(
     base: Mapping[str, str], names: Sequence[str], *, notify_socket: str | None = None
 ) -> dict[str, str]:
-    """The child's environment minus ``LISTEN_PID`` (set after fork): a pure function."""
+    """The child's environment minus ``LISTEN_PID`` (set in the child): a pure function."""
     env = {k: v for k, v in base.items() if k not in _LISTEN_KEYS}
     if names:
         env["LISTEN_FDS"] = str(len(names))
@@ -62,8 +67,9 @@ def spawn(
     cwd: str | None = None,
     own_process_group: bool = False,
     priority: tuple[int, bool] | None = None,
+    tools: Tools | None = None,
 ) -> Child:
-    """Fork and exec ``argv`` with ``fds`` at 3.. and correct ``LISTEN_FDS/PID/FDNAMES``.
+    """Start ``argv`` with ``fds`` at 3.. and correct ``LISTEN_FDS/PID/FDNAMES``.
 
     ``names`` defaults to ``unknown`` for each fd. ``pass_fds`` are extra fds kept at their
     own numbers (after the listen fds; they must not collide with 3..3+n-1). ``pdeathsig``
@@ -74,11 +80,16 @@ def spawn(
     (setsid(2)): with sched_autogroup_enabled (the default on most distributions) every new
     session gets a scheduling group that shares the CPU equally with ours, so a child lowered
     with ``priority`` would still take half a busy CPU from its siblings.
-    ``priority`` = ``(nice, idle)`` lowers the child before it execs (so the exec and the
-    whole start-up run at it):
-    setpriority(2) to ``nice``, and SCHED_IDLE (sched(7)) if ``idle``; lowering is always
-    allowed, a seccomp filter that refuses it leaves the child as it is. Exec failures
-    (missing program...) are raised here as :class:`SdActivateError` chained to the OSError.
+    ``priority`` = ``(nice, idle)`` lowers the child before it execs the program (so the
+    exec and the whole start-up run at it): setpriority(2) to ``nice``, and SCHED_IDLE
+    (sched(7)) if ``idle``, set by us on the new pid while its shim waits for a line on a
+    socket we then send it. Lowering is always allowed; a seccomp filter that refuses it
+    leaves the child as it is. The signal mask is emptied and SIGPIPE and SIGXFSZ get their
+    default action (as subprocess's restore_signals). A missing program or ``cwd`` raises
+    :class:`SdActivateError` (chained to the OSError); a failure later in the shim (the
+    program vanished meanwhile) is an exit with status 126 or 127 and a line on stderr.
+    With a shim the program's ``argv[0]`` is its path. ``tools``: what a shim may be made
+    of (default: :meth:`~._shim.Tools.find`).
     """
     if not argv:
         raise SdActivateError("empty command line")
@@ -90,41 +101,78 @@ def spawn(
         if SD_LISTEN_FDS_START <= fd < top:
             raise SdActivateError(f"extra fd {fd} collides with the listen fds 3..{top - 1}")
     child_env = listen_env(os.environ if env is None else env, names, notify_socket=notify_socket)
+    for key in child_env:
+        if not key or "=" in key:
+            raise SdActivateError(f"invalid environment variable name {key!r}")
     program = _which(argv[0], child_env)
-    env_items = [(k.encode(), v.encode()) for k, v in child_env.items()]
-    parent = os.getpid()
-    prctl = _prctl() if pdeathsig is not None else None
-    err_r, err_w = os.pipe2(os.O_CLOEXEC)
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - child; reports failures over err_w
-        _child(
-            program,
-            argv,
-            fds,
-            pass_fds,
-            env_items,
-            bool(fds),
-            top,
-            parent,
-            prctl,
-            pdeathsig,
-            cwd,
-            own_process_group,
-            priority,
-            err_w,
-        )
-    os.close(err_w)
+    _check_startable(argv[0], program, cwd)
+    targets = {*range(SD_LISTEN_FDS_START, top), *pass_fds}
+    # the gate's number in the child: one digit if we can (the shell takes no other)
+    gate = None
+    if priority is not None:
+        gate = next((n for n in range(3, 10) if n not in targets), max(targets, default=2) + 1)
+    path, args, spawn_env = shim_command(
+        program,
+        argv,
+        child_env,
+        listening=bool(fds),
+        parent=os.getpid(),
+        pdeathsig=pdeathsig,
+        gate=gate,
+        cwd=cwd,
+        tools=Tools.find() if tools is None else tools,
+    )
+    # Every fd lands on its number through a close-on-exec copy above all of them (so no
+    # dup2 clobbers another's source, and a spawn in another thread inherits none of them);
+    # dup2(2) onto another number clears FD_CLOEXEC in the child.
+    floor = max([*targets, gate or 0]) + 1
+    copies: list[int] = []
+    gate_socks: tuple[socket.socket, socket.socket] | None = None
     try:
-        report = b""
-        while chunk := os.read(err_r, 512):
-            report += chunk
+        actions: list[tuple[int, int, int]] = []
+        for target, fd in [*enumerate(fds, SD_LISTEN_FDS_START), *((f, f) for f in pass_fds)]:
+            copies.append(fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, floor))
+            actions.append((os.POSIX_SPAWN_DUP2, copies[-1], target))
+        if gate is not None:  # a socket pair, not a pipe: send() can refuse SIGPIPE
+            gate_socks = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+            copies.append(fcntl.fcntl(gate_socks[0].fileno(), fcntl.F_DUPFD_CLOEXEC, floor))
+            actions.append((os.POSIX_SPAWN_DUP2, copies[-1], gate))
+        if own_process_group:  # setpgroup=None is refused (3.11)
+            pid = os.posix_spawn(
+                path, args, spawn_env, file_actions=actions, setpgroup=0, **_SIGNALS
+            )
+        else:
+            pid = os.posix_spawn(path, args, spawn_env, file_actions=actions, **_SIGNALS)
+        if priority is not None and gate_socks is not None:
+            _lower(pid, *priority)
+            # a line, not EOF (a fork elsewhere may hold a copy of our end)
+            with contextlib.suppress(OSError):
+                gate_socks[1].send(b"\n", socket.MSG_NOSIGNAL)
+    except OSError as exc:
+        raise SdActivateError(f"cannot start {argv[0]!r}: {exc.strerror or exc}") from exc
+    except ValueError as exc:  # a NUL byte in an argument or the environment
+        raise SdActivateError(f"cannot start {argv[0]!r}: {exc}") from exc
     finally:
-        os.close(err_r)
-    if report:
-        os.waitpid(pid, 0)
-        code, _, text = report.decode(errors="replace").partition(":")
-        raise SdActivateError(f"cannot start {argv[0]!r}: {text}") from OSError(int(code), text)
+        for fd in copies:
+            os.close(fd)
+        for sock in gate_socks or ():
+            sock.close()
     return Child(pid, os.pidfd_open(pid))
+
+
+def _lower(pid: int, nice: int, idle: bool) -> None:
+    """Start-up priority of ``pid`` (single-threaded: its shim); both survive execve(2).
+
+    sched(7): a SCHED_IDLE thread is preempted as soon as a normal one wakes up, so a
+    serving process never waits behind the newcomer's time slice (with nice alone it can,
+    for a slice of a few ms, under both CFS and EEVDF). Threads it starts inherit both.
+    """
+    try:
+        os.setpriority(os.PRIO_PROCESS, pid, nice)
+        if idle:
+            os.sched_setscheduler(pid, os.SCHED_IDLE, os.sched_param(0))
+    except OSError:
+        pass
 
 
 def _which(program: str, env: Mapping[str, str]) -> str:
@@ -137,66 +185,20 @@ def _which(program: str, env: Mapping[str, str]) -> str:
     raise SdActivateError(f"cannot start {program!r}: not found on PATH")
 
 
-def _lower(nice: int, idle: bool) -> None:  # pragma: no cover - between fork and exec
-    """The calling process's start-up priority; both survive execve(2). No logging here.
-
-    sched(7): a SCHED_IDLE thread is preempted as soon as a normal one wakes up, so a
-    serving process never waits behind the newcomer's time slice (with nice alone it can,
-    for a slice of a few ms, under both CFS and EEVDF). Threads it starts inherit both.
-    """
-    try:
-        os.setpriority(os.PRIO_PROCESS, 0, nice)
-        if idle:
-            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-    except OSError:
-        pass
-
-
-def _child(
-    program: str,
-    argv: Sequence[str],
-    fds: Sequence[int],
-    pass_fds: Sequence[int],
-    env_items: list[tuple[bytes, bytes]],
-    listening: bool,
-    top: int,
-    parent: int,
-    prctl: Callable[..., int] | None,
-    pdeathsig: int | None,
-    cwd: str | None,
-    own_process_group: bool,
-    priority: tuple[int, bool] | None,
-    err_w: int,
-) -> None:  # pragma: no cover - runs between fork and exec
-    try:
-        if own_process_group:
-            os.setpgid(0, 0)
-        if priority is not None:
-            _lower(*priority)
-        if prctl is not None and pdeathsig is not None:
-            prctl(_PR_SET_PDEATHSIG, int(pdeathsig), 0, 0, 0)
-            if os.getppid() != parent:  # the parent died before prctl took effect
-                os._exit(1)
-        # Like subprocess's restore_signals: exec keeps SIG_IGN and the blocked mask.
-        for sig in (signal.SIGPIPE, signal.SIGXFSZ):
-            signal.signal(sig, signal.SIG_DFL)
-        signal.pthread_sigmask(signal.SIG_SETMASK, ())
-        # Move sources above every target number first, so no dup2 clobbers a source.
-        floor = max(top, max(pass_fds, default=0) + 1)
-        moved = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, floor) for fd in fds]
-        for i, fd in enumerate(moved):
-            os.dup2(fd, SD_LISTEN_FDS_START + i, inheritable=True)
-            os.close(fd)
-        for fd in pass_fds:
-            os.set_inheritable(fd, True)
-        if cwd is not None:
-            os.chdir(cwd)
-        env = dict(env_items)
-        if listening:
-            env[b"LISTEN_PID"] = str(os.getpid()).encode()
-        os.execve(program, list(argv), env)
-    except OSError as exc:
-        os.write(err_w, f"{exc.errno or 0}:{exc.strerror or exc}".encode())
-    except BaseException as exc:
-        os.write(err_w, f"0:{exc!r}".encode())
-    os._exit(127)
+def _check_startable(name: str, program: str, cwd: str | None) -> None:
+    """What execve(2) and chdir(2) would refuse, checked here: a shim fails only later."""
+    if cwd is not None and not os.path.isdir(cwd):
+        code = errno.ENOTDIR if os.path.exists(cwd) else errno.ENOENT
+        raise SdActivateError(
+            f"cannot start {name!r}: working directory {cwd!r}: {os.strerror(code)}"
+        ) from OSError(code, os.strerror(code), cwd)
+    path = os.path.join(cwd, program) if cwd is not None else program
+    if not os.path.exists(path):
+        code = errno.ENOENT
+    elif os.path.isdir(path) or not os.access(path, os.X_OK):
+        code = errno.EACCES
+    else:
+        return
+    raise SdActivateError(f"cannot start {name!r}: {os.strerror(code)}") from OSError(
+        code, os.strerror(code), path
+    )

@@ -108,18 +108,23 @@ def test_lowered_child_yields_the_cpu_to_its_sibling() -> None:
 MIDDLE = """
 import sys, time
 sys.path.insert(0, sys.argv[1])
+from sdactivate._shim import Tools
 from sdactivate._spawn import spawn
-c = spawn([sys.executable, "-c", "import time; time.sleep(60)"], [], own_process_group=True)
+tools = Tools(None, None, None, sys.executable) if sys.argv[2] == "python" else None
+c = spawn([sys.executable, "-c", "import time; time.sleep(60)"], [], own_process_group=True,
+          tools=tools)
 print(c.pid, flush=True)
 time.sleep(60)
 """
 
 
-def test_pdeathsig_still_kills_a_child_in_its_own_group() -> None:
+@pytest.mark.parametrize("shim", ["host", "python"])
+def test_pdeathsig_still_kills_a_child_in_its_own_group(shim: str) -> None:
     """A child spawned with own_process_group=True still gets its PDEATHSIG (SIGTERM) when the
-    process that spawned it is SIGKILLed: no orphan survives."""
+    process that spawned it is SIGKILLed: no orphan survives. Set by setpriv(1), or by the
+    Python shim where setpriv is missing."""
     middle = subprocess.Popen(
-        [sys.executable, "-c", MIDDLE, str(ROOT)], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", MIDDLE, str(ROOT), shim], stdout=subprocess.PIPE, text=True
     )
     try:
         assert middle.stdout is not None
