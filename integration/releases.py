@@ -63,6 +63,7 @@ PACKAGES = (
     "dbus-user-session",
     "python3",
     "procps",
+    "curl",
     "iproute2",
     "util-linux",
     "wrk",

@@ -195,7 +195,11 @@ def test_readme_app_in_a_unit_that_passes_another_socket_fails_at_once(
     sandbox.systemctl("stop", f"{name}.socket", service)
     journal = sandbox.run(["journalctl", "-u", service, "-o", "cat", "--no-pager"]).stdout
     assert "Address already in use" not in journal, journal
-    assert "Main process exited, code=exited, status=1/FAILURE" in journal, journal
+    assert "Traceback" in journal and "ActivationError" in journal, journal
+    # The manager's own "Main process exited ..." line is not logged at info level on every
+    # version (257 does not); the unit's record of the last exit is.
+    shown = sandbox.show(service, "ExecMainCode", "ExecMainStatus")
+    assert (shown["ExecMainCode"], shown["ExecMainStatus"]) == ("1", "1"), shown
     measurements(f"mismatched unit and app: {next(x for x in journal.splitlines() if wanted in x)}")
 
 

@@ -344,11 +344,16 @@ def test_full_queue_send_completes_when_room_appears(rx: Receiver) -> None:
 _NETNS_SCENARIO = r"""
 import ctypes, json, os, socket, sys, time
 qlen, tests, path = int(sys.argv[1]), sys.argv[2], sys.argv[3]
-try:
-    if hasattr(os, "unshare"):  # Python 3.12+
-        os.unshare(os.CLONE_NEWNET)
-    elif ctypes.CDLL(None, use_errno=True).unshare(0x40000000) != 0:  # CLONE_NEWNET
+libc = ctypes.CDLL(None, use_errno=True)
+def check(ret):
+    if ret != 0:
         raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
+try:
+    check(libc.unshare(0x40000000 | 0x00020000))  # CLONE_NEWNET | CLONE_NEWNS
+    # A read-only /proc/sys (a container's, or our integration sandbox's) becomes writable
+    # in this mount namespace of our own; mount(2): MS_REC|MS_PRIVATE, then MS_REMOUNT|MS_BIND.
+    check(libc.mount(None, b"/", None, 0x4000 | 0x40000, None))
+    libc.mount(None, b"/proc/sys", None, 0x20 | 0x1000, None)  # not a mount: open() says
     with open("/proc/sys/net/unix/max_dgram_qlen", "w") as f:
         f.write(str(qlen))
 except OSError as exc:
