@@ -62,6 +62,7 @@ PACKAGES = (
     "dbus",
     "dbus-user-session",
     "python3",
+    "python3-venv",  # the README's install (a venv) in the walkthrough test
     "procps",
     "curl",
     "iproute2",
