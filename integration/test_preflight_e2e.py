@@ -215,6 +215,7 @@ def test_type_exec_serves_an_app_that_never_sends_ready(
 
     notify = split_stdout(gen(sandbox, name, port, [PYTHON, app]).stdout)
     units.install(notify)
+    sandbox.systemctl("start", f"{name}.socket")  # listening before the --no-block start
     sandbox.systemctl("start", "--no-block", service)
     assert http_get("127.0.0.1", port)[0] == 200  # it serves...
     # ...but without READY=1 the start job waits (TimeoutStartSec=, 90 s by default)
