@@ -81,7 +81,7 @@ MATRIX_JOBS ?= 2
 STAMP_DEBOOTSTRAP := $(VENV)/.stamp-debootstrap
 
 $(STAMP_DEBOOTSTRAP): $(STAMP_APT)
-	tools/apt-ensure.sh debootstrap
+	tools/apt-ensure.sh --allow-upgrades debootstrap
 	@touch $@
 
 rootfs: setup $(STAMP_DEBOOTSTRAP)
