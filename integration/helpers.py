@@ -265,6 +265,18 @@ def start_limit(sandbox: Sandbox, unit: str) -> tuple[str, str]:
     return shown["StartLimitBurst"], shown["StartLimitIntervalUSec"]
 
 
+def start_handover(sandbox: Sandbox, unit: str) -> None:
+    """`systemctl reload --no-block` a supervised unit and wait until its supervisor says a
+    handover is under way (STATUS=upgrading...)."""
+    sandbox.systemctl("reload", "--no-block", unit)
+    wait_until(
+        lambda: sandbox.show(unit, "StatusText")["StatusText"].startswith("upgrading"),
+        timeout=10,
+        interval=0.02,
+        what="a handover under way",
+    )
+
+
 def sigkill_supervisor(
     sandbox: Sandbox, unit: str, *, mid_handover: bool = False
 ) -> Callable[[], None]:
@@ -278,13 +290,7 @@ def sigkill_supervisor(
         restarts = int(sandbox.show(unit, "NRestarts")["NRestarts"])
         count[0] += 1
         if mid_handover and count[0] % 2 == 0:  # every other kill: during a handover
-            sandbox.systemctl("reload", "--no-block", unit)
-            wait_until(
-                lambda: sandbox.show(unit, "StatusText")["StatusText"].startswith("upgrading"),
-                timeout=10,
-                interval=0.02,
-                what="a handover under way",
-            )
+            start_handover(sandbox, unit)
         sandbox.run(["kill", "-KILL", str(old)])
         wait_until(
             lambda: (

@@ -18,6 +18,7 @@ from helpers import (
     restart_under_load,
     sandbox_version,
     sigkill_supervisor,
+    start_handover,
     wait_state,
 )
 from sandbox import CHECKOUT, Sandbox, Units, free_port, wait_until
@@ -308,13 +309,7 @@ def _kill_mid_reload(sandbox: Sandbox, unit: str) -> float:
     supervisor; seconds until systemd has restarted the service (running, new MainPID)."""
     old = main_pid(sandbox, unit)
     restarts = int(sandbox.show(unit, "NRestarts")["NRestarts"])
-    sandbox.systemctl("reload", "--no-block", unit)
-    wait_until(
-        lambda: sandbox.show(unit, "StatusText")["StatusText"].startswith("upgrading"),
-        timeout=10,
-        interval=0.02,
-        what="a handover under way",
-    )
+    start_handover(sandbox, unit)
     killed = time.monotonic()
     sandbox.run(["kill", "-KILL", str(old)])
 
