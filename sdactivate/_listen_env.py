@@ -1,28 +1,35 @@
-"""The ``LISTEN_*`` protocol as a pure function: sd_listen_fds(3) without any I/O.
+"""The ``LISTEN_*`` protocol as pure functions: sd_listen_fds(3) without any I/O.
 
-:func:`parse_listen_env` reads ``LISTEN_PID``, ``LISTEN_PIDFDID`` (v259+), ``LISTEN_FDS`` and
-``LISTEN_FDNAMES`` from a mapping and a pid, and says "not for us" (None), what was passed
-(:class:`ListenEnv`), or why it is malformed (:class:`ActivationError`). The shell in
-:mod:`sdactivate.activation` does the checking of fds, the flags and the socket objects.
+The one home of its rules: the variable names and :data:`SD_LISTEN_FDS_START`, what an fd
+name may be (:func:`fd_name_problem`), reading the environment (:func:`parse_listen_env`:
+"not for us" is None, what was passed is a :class:`ListenEnv`, malformed is an
+:class:`ActivationError`) and building it for a child (:func:`listen_env`). The shell in
+:mod:`sdactivate.activation` does the checking of fds, the flags and the socket objects;
+:mod:`sdactivate._spawn` moves the fds and sets ``LISTEN_PID``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from .errors import ActivationError
 
 __all__ = [
     "FDNAME_MAX",
+    "LISTEN_KEYS",
     "NR_OPEN_DEFAULT",
     "SD_LISTEN_FDS_START",
     "ListenEnv",
+    "fd_name_problem",
+    "listen_env",
     "parse_listen_env",
     "valid_fd_name",
 ]
 
 SD_LISTEN_FDS_START = 3  # sd_listen_fds(3)
-FDNAME_MAX = 255  # sd_listen_fds(3), systemd.socket(5) FileDescriptorName=
+# sd_listen_fds(3): what unset_environment removes; LISTEN_PIDFDID since v259
+LISTEN_KEYS = ("LISTEN_PID", "LISTEN_PIDFDID", "LISTEN_FDS", "LISTEN_FDNAMES")
+FDNAME_MAX = 255  # fd-util.c fdname_is_valid(): FDNAME_MAX (v252..v262)
 NR_OPEN_DEFAULT = 1 << 20  # proc(5) fs.nr_open default: no process can hold a higher fd
 _INT_MAX = 2**31 - 1
 _DIGITS = {2: "01", 8: "01234567", 10: "0123456789", 16: "0123456789abcdefABCDEF"}
@@ -97,13 +104,61 @@ def _c_unsigned(text: str) -> int | None:
     return value
 
 
-def valid_fd_name(name: str) -> bool:
-    """True if ``name`` is a valid fd name: ASCII without control characters, no ``:``,
-    at most 255 characters (systemd.socket(5) FileDescriptorName=, sd_notify(3) FDNAME=).
-    Empty names are valid: libsystemd keeps empty ``LISTEN_FDNAMES`` fields.
+def fd_name_problem(name: object, *, empty_ok: bool = False) -> str | None:
+    """Why ``name`` is not an fd name, as a sentence naming it; None when it is one.
+
+    The rule is systemd's fdname_is_valid() (fd-util.c, the same from v252 to v262), which
+    PID1 applies to ``FileDescriptorName=`` (systemd.socket(5)) and ``FDNAME=`` (sd_notify(3)):
+    ASCII from space to ``~`` (no control characters), no ``:``, at most 255 characters.
+    systemd takes the empty name; a name someone chooses must not be empty (``empty_ok``
+    is for names as received): an empty ``FileDescriptorName=`` means "the default".
+    Callers raise it as their own error type.
     """
+    if not isinstance(name, str):
+        return f"fd name {name!r} is not a string"
+    why = _why_not(name, empty_ok=empty_ok)
+    if why is None:
+        return None
+    shown = repr(name) if len(name) <= 80 else f"{name[:80]!r}..."
+    return (
+        f"invalid fd name {shown}: {why} (fd names are ASCII without control characters"
+        f" or ':', 1..{FDNAME_MAX} characters: systemd.socket(5) FileDescriptorName=)"
+    )
+
+
+def _why_not(name: str, *, empty_ok: bool) -> str | None:
+    if not name and not empty_ok:
+        return "empty"
+    if len(name) > FDNAME_MAX:
+        return f"{len(name)} characters long"
     # str.isprintable() on ASCII is exactly 0x20..0x7e
-    return len(name) <= FDNAME_MAX and name.isascii() and name.isprintable() and ":" not in name
+    bad = next((c for c in name if c == ":" or not (c.isascii() and c.isprintable())), None)
+    return None if bad is None else f"contains {bad!r}"
+
+
+def valid_fd_name(name: str) -> bool:
+    """True if ``name`` is a valid fd name, as systemd's fdname_is_valid() says (see
+    :func:`fd_name_problem`). Empty names are valid: libsystemd keeps empty
+    ``LISTEN_FDNAMES`` fields.
+    """
+    return fd_name_problem(name, empty_ok=True) is None
+
+
+def listen_env(
+    base: Mapping[str, str], names: Sequence[str], *, notify_socket: str | None = None
+) -> dict[str, str]:
+    """A child's environment: ``base`` without any ``LISTEN_*``, plus ``LISTEN_FDS`` and
+    ``LISTEN_FDNAMES`` for ``names`` (one per fd, joined with ``:`` as PID1 joins them,
+    exec-invoke.c build_environment()) and ``NOTIFY_SOCKET`` if given. ``LISTEN_PID`` is
+    not here: only the child knows its pid (:mod:`sdactivate._shim` sets it). Pure.
+    """
+    env = {k: v for k, v in base.items() if k not in LISTEN_KEYS}
+    if names:
+        env["LISTEN_FDS"] = str(len(names))
+        env["LISTEN_FDNAMES"] = ":".join(names)
+    if notify_socket is not None:
+        env["NOTIFY_SOCKET"] = notify_socket
+    return env
 
 
 def parse_listen_env(
@@ -171,9 +226,10 @@ def parse_listen_env(
         # every name is valid if the whole string is short printable ASCII (':' splits)
         if len(joined) > FDNAME_MAX or not (joined.isascii() and joined.isprintable()):
             for name in names:
-                if not valid_fd_name(name):
+                why = _why_not(name, empty_ok=True)
+                if why is not None:
                     raise ActivationError(
-                        f"LISTEN_FDNAMES={joined!r}: invalid name {name!r} (ASCII without"
-                        f" control characters or ':', at most {FDNAME_MAX} characters)"
+                        f"LISTEN_FDNAMES={joined!r}: invalid name {name!r}, {why} (ASCII"
+                        f" without control characters or ':', at most {FDNAME_MAX} characters)"
                     )
     return ListenEnv(names, pidfd_id)

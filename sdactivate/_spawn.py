@@ -22,13 +22,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ._listen_env import SD_LISTEN_FDS_START, listen_env
 from ._shim import Tools, shim_command
 from .errors import SdActivateError
 
+# SD_LISTEN_FDS_START and listen_env are _listen_env's, importable here as before
 __all__ = ["SD_LISTEN_FDS_START", "Child", "listen_env", "spawn"]
 
-SD_LISTEN_FDS_START = 3  # sd_listen_fds(3)
-_LISTEN_KEYS = ("LISTEN_PID", "LISTEN_PIDFDID", "LISTEN_FDS", "LISTEN_FDNAMES")
 # As subprocess's restore_signals: exec keeps the blocked mask and SIG_IGN (Python ignores
 # these two). glibc's child ignores its internal signals 32 and 33, and exec keeps that.
 _SIGNALS: dict[str, Any] = {"setsigmask": (), "setsigdef": (signal.SIGPIPE, signal.SIGXFSZ)}
@@ -40,19 +40,6 @@ class Child:
 
     pid: int
     pidfd: int
-
-
-def listen_env(
-    base: Mapping[str, str], names: Sequence[str], *, notify_socket: str | None = None
-) -> dict[str, str]:
-    """The child's environment minus ``LISTEN_PID`` (set in the child): a pure function."""
-    env = {k: v for k, v in base.items() if k not in _LISTEN_KEYS}
-    if names:
-        env["LISTEN_FDS"] = str(len(names))
-        env["LISTEN_FDNAMES"] = ":".join(names)
-    if notify_socket is not None:
-        env["NOTIFY_SOCKET"] = notify_socket
-    return env
 
 
 def spawn(

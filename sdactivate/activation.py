@@ -19,13 +19,13 @@ import errno
 import os
 import socket
 import stat
-import sys
 from collections.abc import Mapping
 
-from . import _env
+from . import _env, _pidfd
 from ._fdinfo import fd_kind, is_fifo, is_socket, is_socket_inet, is_socket_unix
 from ._listen_env import (
     FDNAME_MAX,
+    LISTEN_KEYS,
     NR_OPEN_DEFAULT,
     SD_LISTEN_FDS_START,
     ListenEnv,
@@ -57,9 +57,6 @@ __all__ = [
     "parse_listen_env",
     "valid_fd_name",
 ]
-
-_LISTEN_KEYS = ("LISTEN_PID", "LISTEN_PIDFDID", "LISTEN_FDS", "LISTEN_FDNAMES")
-
 
 class InheritedFd:
     """One passed descriptor: its number, its ``LISTEN_FDNAMES`` name and what it is.
@@ -160,29 +157,20 @@ def _fd_ceiling() -> int:
 
 
 def _pidfd_id(pid: int) -> int | None:
-    """The inode id of ``pid``'s pidfd, or None where the kernel has no pidfs (< 6.9):
-    there every pidfd shares one anonymous inode and the id means nothing.
-    """
+    """The inode id of ``pid``'s pidfd (:func:`sdactivate._pidfd.inode_id`), or None where
+    it means nothing (no pidfs) or the process is gone; remembered per pid."""
     if pid in _STATE.pidfd_ids:
         return _STATE.pidfd_ids[pid]
     value: int | None = None
-    if sys.maxsize > 2**32:  # 32-bit st_ino is truncated (libsystemd uses file handles)
+    try:
+        pidfd = os.pidfd_open(pid)
+    except OSError:
+        pidfd = -1
+    if pidfd >= 0:
         try:
-            pidfd = os.pidfd_open(pid)
-        except OSError:
-            pidfd = -1
-        if pidfd >= 0:
-            try:
-                st = os.fstat(pidfd)
-                probe = os.eventfd(0)  # an anonymous inode, for comparison
-                try:
-                    anon_dev = os.fstat(probe).st_dev
-                finally:
-                    os.close(probe)
-                if st.st_dev != anon_dev:
-                    value = st.st_ino
-            finally:
-                os.close(pidfd)
+            value = _pidfd.inode_id(pidfd)
+        finally:
+            os.close(pidfd)
     _STATE.pidfd_ids[pid] = value
     return value
 
@@ -239,7 +227,7 @@ def _read(environ: Mapping[str, str], pid: int, cloexec: bool) -> _Inherited:
 
 def _unset_listen_env() -> None:
     environ = _env.process_environ()
-    for key in _LISTEN_KEYS:
+    for key in LISTEN_KEYS:
         if key in environ:
             del environ[key]
     _STATE.unset_done = True
