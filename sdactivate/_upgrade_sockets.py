@@ -104,9 +104,13 @@ class SocketSet:
 
 
 def check_fd_name(name: str) -> None:
-    """sd_listen_fds_with_names(3) / systemd.socket(5) ``FileDescriptorName=`` rules."""
-    if not name or len(name) > 255 or ":" in name or not name.isascii() or not name.isprintable():
-        raise UpgradeError(f"invalid fd name {name!r} (ASCII, printable, no ':', 1..255)")
+    """Raise :class:`UpgradeError` unless ``name`` is a non-empty fd name
+    (:func:`sdactivate._listen_env.fd_name_problem`)."""
+    from ._listen_env import fd_name_problem
+
+    problem = fd_name_problem(name)
+    if problem is not None:
+        raise UpgradeError(problem)
 
 
 def _same_kind_any_port(addr: ListenAddress, sock: socket.socket) -> bool:

@@ -36,7 +36,7 @@ from dataclasses import replace
 from typing import Protocol
 
 from . import _env
-from .activation import FDNAME_MAX, valid_fd_name
+from ._listen_env import fd_name_problem
 from .addresses import DEFAULT_BACKLOG, Kind, ListenAddress, parse_address
 from .errors import NotifyValueError
 
@@ -76,15 +76,9 @@ def validate_name(name: str, *, for_store: bool = True) -> str:
     names ``unknown`` and ``connection`` are refused too (sd_listen_fds(3) gives them other
     meanings); ``stored``, PID1's name for an fd sent without ``FDNAME=``, is allowed.
     """
-    if not isinstance(name, str) or not name:
-        raise NotifyValueError(f"fd name must be a non-empty string, got {name!r}")
-    if not valid_fd_name(name):  # the one definition of the rule (activation.py)
-        bad = [c for c in name if c == ":" or not " " <= c <= "~"]
-        why = f"contains {bad[0]!r}" if bad else f"is {len(name)} characters long"
-        raise NotifyValueError(
-            f"fd name {name[:80]!r} {why} (ASCII without control characters or ':',"
-            f" at most {FDNAME_MAX} characters)"
-        )
+    problem = fd_name_problem(name)
+    if problem is not None:
+        raise NotifyValueError(problem)
     if for_store and name in RESERVED_NAMES:
         raise NotifyValueError(f"fd name {name!r} is reserved by sd_listen_fds(3)")
     return name

@@ -50,14 +50,14 @@ def test_run_and_gen_units_take_the_same_fd_names(name: str) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (("--listen", "127.0.0.1:0=a b"), "invalid fd name 'a b'"),
+        (("--listen", "127.0.0.1:0=a\tb"), "invalid fd name 'a\\tb'"),
         (("--listen", "127.0.0.1:0="), "invalid fd name ''"),
         (("--listen", "127.0.0.1:0", "--startup-nice", "99"), "'99': not a nice value 0..19"),
         (("--listen", "127.0.0.1:0", "--startup-nice", "-1"), "'-1': not a nice value 0..19"),
         (("--fdstore", "--listen", "127.0.0.1:0"), "with --fdstore needs a name"),
         (("--fdstore", "--listen", "127.0.0.1:0=unknown"), "'unknown' is reserved"),
     ],
-    ids=["space", "empty", "nice-99", "nice-negative", "fdstore-unnamed", "fdstore-unknown"],
+    ids=["tab", "empty", "nice-99", "nice-negative", "fdstore-unnamed", "fdstore-unknown"],
 )
 def test_run_refuses_at_parse_time(tmp_path: Path, args: tuple[str, ...], message: str) -> None:
     """Exit 2 with one line naming the value, before anything is bound or started."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 
+from .._listen_env import fd_name_problem
 from ..errors import UnitConfigError
 
 __all__ = [
@@ -41,7 +42,6 @@ UNIT_TYPES = (
 )
 _PREFIX = re.compile(r"[A-Za-z0-9:_.\\-]+\Z")
 _SAFE = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789:_.")
-_FD_NAME_MAX = 255  # sd_pid_notify_with_fds(3), systemd.socket(5) FileDescriptorName=
 
 
 def check_unit_prefix(prefix: str, *, longest_suffix: str = ".service") -> str:
@@ -159,15 +159,11 @@ def instance_name(template: str, instance: str, *, path: bool = False) -> str:
 
 
 def check_fd_name(name: str) -> str:
-    """A ``FileDescriptorName=``: ASCII printable, no ``:``, 1..255 characters
-    (systemd.socket(5), sd_pid_notify_with_fds(3))."""
-    if (
-        not isinstance(name, str)
-        or not 0 < len(name) <= _FD_NAME_MAX
-        or not all(0x20 < ord(ch) < 0x7F for ch in name)
-        or ":" in name
-    ):
-        raise UnitConfigError(
-            f"invalid fd name {name!r}: 1..255 printable ASCII characters, no ':' or spaces"
-        )
+    """A ``FileDescriptorName=`` (systemd.socket(5)): a non-empty fd name as systemd's
+    fdname_is_valid() says (:func:`sdactivate._listen_env.fd_name_problem`: printable ASCII,
+    spaces included, no ``:``, 1..255 characters). Spaces at either end are the renderer's
+    to refuse (a unit file cannot hold them)."""
+    problem = fd_name_problem(name)
+    if problem is not None:
+        raise UnitConfigError(problem)
     return name
