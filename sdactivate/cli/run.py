@@ -43,8 +43,8 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         metavar="ADDR[=NAME]",
         help="bind ADDR (127.0.0.1:8080, [::1]:80, 8080, /run/x.sock, @name, udp:...) and "
         "pass it as NAME (default: unknown; --fdstore needs a NAME; the rule is systemd's and "
-        "gen-units': printable ASCII without ':', 1..255 characters); repeatable. A socket of the same address "
-        "passed to the supervisor in LISTEN_FDS is reused instead of bound",
+        "gen-units': printable ASCII without ':', 1..255 characters); repeatable. A socket "
+        "of the same address passed to the supervisor in LISTEN_FDS is reused instead of bound",
     )
     p.add_argument(
         "--ready-timeout",
