@@ -58,6 +58,7 @@ __all__ = [
     "valid_fd_name",
 ]
 
+
 class InheritedFd:
     """One passed descriptor: its number, its ``LISTEN_FDNAMES`` name and what it is.
 
