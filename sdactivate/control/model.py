@@ -7,13 +7,14 @@ properties (org.freedesktop.systemd1(5), systemd 252), so it is tested without a
 from __future__ import annotations
 
 import enum
-import re
 import signal
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..errors import UnitConfigError
 from ..supervisor.events import HANDOVER_FAILED_STATUS
+from ..units.names import UNIT_TYPES, check_unit_name
 from .errors import UnitNameError
 
 __all__ = [
@@ -30,25 +31,8 @@ __all__ = [
 ]
 
 # systemd.unit(5): the unit types; a name without one of these suffixes gets ".service"
-# appended, as systemctl(1) does.
-UNIT_SUFFIXES = (
-    ".service",
-    ".socket",
-    ".target",
-    ".device",
-    ".mount",
-    ".automount",
-    ".swap",
-    ".path",
-    ".timer",
-    ".slice",
-    ".scope",
-)
-# systemd.unit(5): "Valid unit names consist of a "name prefix" and a dot and a suffix";
-# characters [a-zA-Z0-9:_.\-] plus "@" for template instances; at most 255 characters
-# (UNIT_NAME_MAX).
-_UNIT_NAME_RE = re.compile(r"[A-Za-z0-9:_.\\@-]+")
-_UNIT_NAME_MAX = 255
+# appended, as systemctl(1) does. The names and their rule are units.names'.
+UNIT_SUFFIXES = tuple(f".{unit_type}" for unit_type in UNIT_TYPES)
 
 # The Manager methods behind each command (org.freedesktop.systemd1(5)).
 JOB_VERBS: Mapping[str, str] = {
@@ -80,22 +64,15 @@ _CLD_EXITED, _CLD_KILLED, _CLD_DUMPED = 1, 2, 3
 def validate_unit_name(name: str) -> str:
     """Return ``name`` if it is a valid unit name with a known suffix, else raise.
 
+    The rule is :func:`sdactivate.units.names.check_unit_name`'s (templates allowed).
     Raises :class:`UnitNameError` naming the value and the reason.
     """
     if not name:
         raise UnitNameError("unit name is empty")
-    if len(name) > _UNIT_NAME_MAX:
-        raise UnitNameError(f"unit name {name!r} is longer than {_UNIT_NAME_MAX} characters")
-    if not _UNIT_NAME_RE.fullmatch(name):
-        raise UnitNameError(
-            f"unit name {name!r} has characters outside [A-Za-z0-9:_.\\-@] (systemd.unit(5))"
-        )
-    if not name.endswith(UNIT_SUFFIXES):
-        raise UnitNameError(f"unit name {name!r} has no unit type suffix such as .service")
-    prefix = name[: name.rindex(".")]
-    if not prefix or prefix.startswith("@") or prefix.count("@") > 1:
-        raise UnitNameError(f"unit name {name!r} has an invalid name prefix {prefix!r}")
-    return name
+    try:
+        return check_unit_name(name, template_ok=True)
+    except UnitConfigError as exc:
+        raise UnitNameError(str(exc)) from exc
 
 
 def job_unit_name(name: str) -> str:
