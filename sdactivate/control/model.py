@@ -12,9 +12,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import UnitConfigError
+from .._unit_name import UNIT_TYPES, unit_name_problem
 from ..supervisor.events import HANDOVER_FAILED_STATUS
-from ..units.names import UNIT_TYPES, check_unit_name
 from .errors import UnitNameError
 
 __all__ = [
@@ -31,7 +30,7 @@ __all__ = [
 ]
 
 # systemd.unit(5): the unit types; a name without one of these suffixes gets ".service"
-# appended, as systemctl(1) does. The names and their rule are units.names'.
+# appended, as systemctl(1) does. The types and the rule are _unit_name's.
 UNIT_SUFFIXES = tuple(f".{unit_type}" for unit_type in UNIT_TYPES)
 
 # The Manager methods behind each command (org.freedesktop.systemd1(5)).
@@ -64,15 +63,15 @@ _CLD_EXITED, _CLD_KILLED, _CLD_DUMPED = 1, 2, 3
 def validate_unit_name(name: str) -> str:
     """Return ``name`` if it is a valid unit name with a known suffix, else raise.
 
-    The rule is :func:`sdactivate.units.names.check_unit_name`'s (templates allowed).
+    The rule is :func:`sdactivate._unit_name.unit_name_problem`'s (templates allowed).
     Raises :class:`UnitNameError` naming the value and the reason.
     """
     if not name:
         raise UnitNameError("unit name is empty")
-    try:
-        return check_unit_name(name, template_ok=True)
-    except UnitConfigError as exc:
-        raise UnitNameError(str(exc)) from exc
+    problem = unit_name_problem(name, template_ok=True)
+    if problem is not None:
+        raise UnitNameError(problem)
+    return name
 
 
 def job_unit_name(name: str) -> str:

@@ -8,9 +8,8 @@ every byte outside ``[A-Za-z0-9:_.]`` -> ``\\xNN``, a leading ``.`` escaped too.
 
 from __future__ import annotations
 
-import re
-
 from .._listen_env import fd_name_problem
+from .._unit_name import NAME_CHARS, UNIT_NAME_MAX, UNIT_TYPES, unit_name_problem
 from ..errors import UnitConfigError
 
 __all__ = [
@@ -26,21 +25,7 @@ __all__ = [
     "unescape",
 ]
 
-UNIT_NAME_MAX = 255  # basic/unit-name.h: UNIT_NAME_MAX 256 including the NUL
-UNIT_TYPES = (
-    "service",
-    "socket",
-    "target",
-    "device",
-    "mount",
-    "automount",
-    "swap",
-    "timer",
-    "path",
-    "slice",
-    "scope",
-)
-_PREFIX = re.compile(r"[A-Za-z0-9:_.\\-]+\Z")
+
 _SAFE = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789:_.")
 
 
@@ -54,7 +39,7 @@ def check_unit_prefix(prefix: str, *, longest_suffix: str = ".service") -> str:
         raise UnitConfigError(f"invalid unit name {prefix!r}: empty")
     if "@" in prefix:
         raise UnitConfigError(f"invalid unit name {prefix!r}: '@' (templates) not supported here")
-    if not _PREFIX.match(prefix):
+    if not NAME_CHARS.match(prefix):
         raise UnitConfigError(
             f"invalid unit name {prefix!r}: only ASCII letters, digits and ':-_.\\' are allowed "
             f"(systemd.unit(5)); try `systemd-escape {prefix!r}`"
@@ -80,19 +65,10 @@ def strip_unit_suffix(name: str) -> str:
 
 def check_unit_name(name: str, *, template_ok: bool = False) -> str:
     """A full unit name like systemd's unit_name_is_valid(): ``x.service``, ``x@i.service``,
-    ``x@.service`` (only with ``template_ok``)."""
-    if not isinstance(name, str) or len(name) > UNIT_NAME_MAX:
-        raise UnitConfigError(f"invalid unit name {name!r}: longer than {UNIT_NAME_MAX}")
-    stem, dot, suffix = name.rpartition(".")
-    if not dot or suffix not in UNIT_TYPES or not stem:
-        raise UnitConfigError(f"invalid unit name {name!r}: needs a prefix and a unit type suffix")
-    prefix, at, instance = stem.partition("@")
-    if not prefix or not _PREFIX.match(prefix) or (at and "@" in instance):
-        raise UnitConfigError(f"invalid unit name {name!r}")
-    if at and not instance and not template_ok:
-        raise UnitConfigError(f"invalid unit name {name!r}: a template needs an instance")
-    if instance and not _PREFIX.match(instance):
-        raise UnitConfigError(f"invalid unit name {name!r}: bad instance {instance!r}")
+    ``x@.service`` (only with ``template_ok``). The rule is :mod:`sdactivate._unit_name`'s."""
+    problem = unit_name_problem(name, template_ok=template_ok)
+    if problem is not None:
+        raise UnitConfigError(problem)
     return name
 
 
