@@ -20,7 +20,7 @@ __all__ = ["NOTIFY_BUFFER_MAX", "NOTIFY_FD_MAX", "encode", "notify_address", "pa
 
 NOTIFY_BUFFER_MAX = 4096  # constants.h NOTIFY_BUFFER_MAX = PIPE_BUF; PID1 drops longer ones
 NOTIFY_FD_MAX = 253  # SCM_MAX_FD: the kernel's limit per message; libsystemd -E2BIG above
-_UNIX_PATH_MAX = 108  # unix(7): sizeof(sun_path)
+UNIX_PATH_MAX = 108  # unix(7): sizeof(sun_path); addresses.py checks paths with it too
 _KEY_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
 
 
@@ -100,6 +100,6 @@ def notify_address(value: str) -> str | bytes:
     if len(value) < 2 or value[0] not in "/@":  # sd_notify(3): "/path" or "@abstract"
         raise NotifyError(f"NOTIFY_SOCKET={value!r} is neither an absolute path nor @abstract")
     raw = os.fsencode(value)
-    if len(raw) >= _UNIX_PATH_MAX + (value[0] == "@"):
+    if len(raw) >= UNIX_PATH_MAX + (value[0] == "@"):
         raise NotifyError(f"NOTIFY_SOCKET={value!r} is too long for an AF_UNIX address")
     return b"\0" + raw[1:] if value[0] == "@" else value

@@ -17,6 +17,7 @@ import struct
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
 
+from ._notify_wire import NOTIFY_BUFFER_MAX, NOTIFY_FD_MAX
 from .errors import SdActivateError, UpgradeError
 
 __all__ = [
@@ -37,7 +38,7 @@ ENV_FD = "SDACTIVATE_UPGRADE_FD"  # the child's end of the handover socket
 ENV_NOTIFY = "SDACTIVATE_UPGRADE_NOTIFY_SOCKET"  # systemd's NOTIFY_SOCKET, restored on handover
 HANDOVER = b"H"
 _UCRED = struct.Struct("3i")  # unix(7): struct ucred {pid, uid, gid}
-_MAX_FDS = 253  # sd_notify(3): SCM_MAX_FD
+_CMSG_SPACE = socket.CMSG_SPACE(_UCRED.size) + socket.CMSG_SPACE(NOTIFY_FD_MAX * 4)
 
 
 @dataclass
@@ -113,7 +114,8 @@ def read_ready(sock: socket.socket, child: int) -> tuple[bool, list[str]]:
     while True:
         try:
             data, ancdata, _, _ = sock.recvmsg(
-                4096, socket.CMSG_SPACE(_UCRED.size) + socket.CMSG_SPACE(_MAX_FDS * 4)
+                NOTIFY_BUFFER_MAX,
+                socket.CMSG_SPACE(_UCRED.size) + socket.CMSG_SPACE(NOTIFY_FD_MAX * 4),
             )
         except (BlockingIOError, InterruptedError):
             return ready, problems

@@ -26,13 +26,13 @@ import stat
 from dataclasses import dataclass
 from typing import Literal
 
+from ._notify_wire import UNIX_PATH_MAX
 from .errors import AddressError
 
 __all__ = ["Kind", "ListenAddress", "address_of", "parse_address"]
 
 Kind = Literal["tcp", "udp", "unix", "unix-dgram", "unix-seqpacket"]
 _KINDS: tuple[Kind, ...] = ("tcp", "udp", "unix", "unix-dgram", "unix-seqpacket")
-_UNIX_PATH_MAX = 108  # unix(7): sizeof(sun_path)
 DEFAULT_BACKLOG = 4096  # capped by net.core.somaxconn; systemd 252's Backlog= default is 128
 
 
@@ -304,13 +304,13 @@ def _check_unix_path(path: str) -> None:
     if path.startswith("@"):
         if len(path) < 2:
             raise AddressError("empty abstract socket name '@'")
-        limit = _UNIX_PATH_MAX - 1
+        limit = UNIX_PATH_MAX - 1
     else:
         if not path.startswith("/"):
             raise AddressError(f"unix socket path must be absolute, got {path!r}")
         if "/../" in path + "/" or path.endswith("/.."):
             raise AddressError(f"'..' in unix socket path {path!r}")
-        limit = _UNIX_PATH_MAX - 1
+        limit = UNIX_PATH_MAX - 1
     if len(path.encode()) > limit:
         raise AddressError(f"unix socket path {path!r} is longer than {limit} bytes")
     if "\0" in path:

@@ -9,6 +9,8 @@ import os
 import socket
 import struct
 
+from .._notify_wire import NOTIFY_BUFFER_MAX, NOTIFY_FD_MAX
+
 __all__ = [
     "parent_pid",
     "receive_notify",
@@ -17,9 +19,8 @@ __all__ = [
 
 log = logging.getLogger("sdactivate.supervisor")
 
-NOTIFY_MAX = 4096  # v252 manager.c: NOTIFY_BUFFER_MAX = PIPE_BUF; longer is dropped whole
 _UCRED = struct.Struct("iII")  # unix(7) struct ucred: pid, uid, gid
-_CMSG_SPACE = socket.CMSG_SPACE(_UCRED.size) + socket.CMSG_SPACE(253 * 4)  # 253: SCM_MAX_FD
+_CMSG_SPACE = socket.CMSG_SPACE(_UCRED.size) + socket.CMSG_SPACE(NOTIFY_FD_MAX * 4)
 
 
 def receive_notify(sock: socket.socket) -> tuple[int, bytes, bool] | None:
@@ -28,7 +29,7 @@ def receive_notify(sock: socket.socket) -> tuple[int, bytes, bool] | None:
     is stored here, and closing is also how a ``BARRIER=1`` is answered (sd_notify(3)),
     in order, since datagrams are handled one by one."""
     try:
-        data, ancdata, flags, _ = sock.recvmsg(NOTIFY_MAX, _CMSG_SPACE)
+        data, ancdata, flags, _ = sock.recvmsg(NOTIFY_BUFFER_MAX, _CMSG_SPACE)
     except (BlockingIOError, InterruptedError):
         return None
     pid = 0

@@ -8,9 +8,10 @@ from __future__ import annotations
 import socket
 from dataclasses import dataclass
 
+from .._notify_wire import NOTIFY_BUFFER_MAX  # PID1 drops longer datagrams whole
+
 __all__ = ["NOTIFY_BUFFER_MAX", "NOTIFY_FD_MAX", "Dropped", "Message", "check_datagram"]
 
-NOTIFY_BUFFER_MAX = 4096  # constants.h NOTIFY_BUFFER_MAX = PIPE_BUF; longer datagrams dropped
 NOTIFY_FD_MAX = 768  # constants.h: the manager's control buffer
 
 
