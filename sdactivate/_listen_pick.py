@@ -1,9 +1,14 @@
-"""Which passed socket :func:`sdactivate.listen` returns, and what it says when none fits.
+"""Which inherited socket is the one for an address: the one rule, and what :func:`listen`
+says when none fits.
 
-The rule: the socket named ``name`` wins whatever its address (the unit decides where to
-listen), the address picks among several of that name; without a name, or when no socket has
-it, a socket bound to the address is taken. When sockets were passed but none fits, that is a
-mismatch between the app and its unit (``gen-units myapp --port 80`` passes one socket named
+:func:`pick_inherited` is used by :func:`sdactivate.listen`, :func:`sdactivate.fdstore.listen`,
+the Upgrader's ``listen()`` and ``sdactivate run --listen``; each wraps its error in its own
+type. A socket *fits* an address when it is bound to it with the same family and type; port 0
+(the kernel picks) fits any port of the same kind and host, because the socket a port-0
+request bound in an earlier generation or run has the port the kernel gave it.
+
+For :func:`sdactivate.listen`, when sockets were passed but none fits, that is a mismatch
+between the app and its unit (``gen-units myapp --port 80`` passes one socket named
 ``myapp.socket`` on ``[::]:80``; an app asking for ``127.0.0.1:8080`` by the name ``http``
 fits neither), and binding the address instead would fail with ``EADDRINUSE`` over and over
 under ``Restart=``, or serve a port nobody connects to. So it is an error that says what was
@@ -22,7 +27,63 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from ._fdinfo import FdKind
 
-__all__ = ["pick_passed"]
+__all__ = ["fits", "pick_inherited", "pick_passed"]
+
+
+def fits(addr: ListenAddress, sock: socket.socket) -> bool:
+    """True if ``sock`` is bound to ``addr`` (:meth:`ListenAddress.matches`); port 0 fits
+    any port of the same family, type and host."""
+    if addr.port != 0:
+        return addr.matches(sock)
+    from dataclasses import replace
+
+    try:
+        if sock.family not in (socket.AF_INET, socket.AF_INET6):
+            return False
+        port = sock.getsockname()[1]
+    except OSError:
+        return False
+    return port != 0 and replace(addr, port=port).matches(sock)
+
+
+def pick_inherited(
+    candidates: Sequence[tuple[socket.socket, str]],
+    addr: ListenAddress,
+    name: str | None,
+    *,
+    name_decides: bool,
+) -> int | None:
+    """The index in ``candidates`` ((socket, fd name) in fd order) of the socket for
+    ``addr``/``name``, or None when none fits.
+
+    1. The first socket named ``name`` that fits ``addr``.
+    2. With ``name_decides`` (the sockets come from units, and the unit decides where to
+       listen): the one socket named ``name``, whatever its address; it must have the
+       address's type. Raises :class:`ActivationError` when it has not, and when several
+       have the name and none fits.
+    3. The first socket that fits ``addr``, whatever its name; but a port-0 address with a
+       ``name`` takes only a socket of that name (step 1): which port the kernel gave says
+       nothing about which of the other sockets it would be.
+    """
+    named = [] if name is None else [i for i, (_, n) in enumerate(candidates) if n == name]
+    for i in named:
+        if fits(addr, candidates[i][0]):
+            return i
+    if name_decides and len(named) == 1:
+        sock = candidates[named[0]][0]
+        if sock.type != addr.type:
+            raise ActivationError(
+                f"fd {sock.fileno()} named {name!r} is {sock.type.name}, but"
+                f" {str(addr)!r} needs {addr.type.name}"
+            )
+        return named[0]
+    if name_decides and named:
+        raise ActivationError(
+            f"{len(named)} passed sockets are named {name!r} and none is bound to {str(addr)!r}"
+        )
+    if addr.port == 0 and name is not None:
+        return None
+    return next((i for i, (sock, _) in enumerate(candidates) if fits(addr, sock)), None)
 
 
 def pick_passed(
@@ -31,36 +92,21 @@ def pick_passed(
     addr: ListenAddress,
     name: str | None,
 ) -> socket.socket | None:
-    """The passed socket for ``addr``/``name``; None when no socket was passed at all.
+    """:func:`sdactivate.listen`'s pick: the passed socket for ``addr``/``name``
+    (:func:`pick_inherited`, the name deciding); None when no socket was passed at all.
 
     ``rows`` are the passed fds as (fd, name, kind) in fd order, ``sockets`` the socket
-    objects by fd. Raises :class:`ActivationError` when the named fd is not a socket or not
-    of the address's type, when several share the name and none is bound to ``addr``, and
-    when sockets were passed but none has the name or the address.
+    objects by fd. Raises :class:`ActivationError` when the named fd is not a socket, as
+    :func:`pick_inherited` does, and when sockets were passed but none fits.
     """
     if name is not None:
-        named = [(fd, kind) for fd, fd_name, kind in rows if fd_name == name]
-        for fd, kind in named:
-            if kind != "socket":
+        for fd, fd_name, kind in rows:
+            if fd_name == name and kind != "socket":
                 raise ActivationError(f"fd {fd} named {name!r} is a {kind}, not a socket")
-        socks = [sockets[fd] for fd, _ in named]
-        bound_here = [s for s in socks if addr.matches(s)]
-        if bound_here:
-            return bound_here[0]
-        if len(socks) == 1:
-            if socks[0].type != addr.type:
-                raise ActivationError(
-                    f"fd {named[0][0]} named {name!r} is {socks[0].type.name}, but"
-                    f" {str(addr)!r} needs {addr.type.name}"
-                )
-            return socks[0]
-        if socks:
-            raise ActivationError(
-                f"{len(socks)} passed sockets are named {name!r} and none is bound to {str(addr)!r}"
-            )
-    for sock in sockets.values():
-        if addr.matches(sock):
-            return sock
+    candidates = [(sockets[fd], fd_name) for fd, fd_name, kind in rows if kind == "socket"]
+    index = pick_inherited(candidates, addr, name, name_decides=True)
+    if index is not None:
+        return candidates[index][0]
     if sockets:
         names = {fd: fd_name for fd, fd_name, _ in rows}
         raise ActivationError(mismatch_message(names, sockets, addr, name))

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import cast, get_args
 
 from .addresses import DEFAULT_BACKLOG, Kind, ListenAddress, parse_address
-from .errors import AddressError, UpgradeError
+from .errors import ActivationError, AddressError, UpgradeError
 
 __all__ = ["SocketSet", "check_fd_name"]
 
@@ -55,7 +55,10 @@ class SocketSet:
             check_fd_name(name)
         with self._lock:
             self._load()
-            entry = self._match(addr, name)
+            try:
+                entry = self._match(addr, name)
+            except ActivationError as exc:
+                raise UpgradeError(str(exc)) from exc
             if entry is not None:
                 entry.claimed = True
                 return entry.sock
@@ -85,22 +88,19 @@ class SocketSet:
             return
         from . import activation
 
-        by_name = activation.listeners_by_name(environ=self._environ)
-        pairs = [(sock, name) for name, socks in by_name.items() for sock in socks]
-        pairs.sort(key=lambda pair: pair[0].fileno())
+        pairs = activation.named_sockets(environ=self._environ)
         self._entries[:0] = [_Entry(sock, name, claimed=False) for sock, name in pairs]
         self._loaded = True
 
     def _match(self, addr: ListenAddress, name: str | None) -> _Entry | None:
+        """The unclaimed entry for ``addr``/``name``: :func:`pick_inherited`'s rule, the name
+        deciding (a unit's ``FileDescriptorName=``); so a port-0 address takes the unclaimed
+        sockets of its kind and host in call order."""
+        from ._listen_pick import pick_inherited
+
         free = [e for e in self._entries if not e.claimed]
-        if name is not None:  # the unit decides the address: trust the name, check the type
-            return next((e for e in free if e.name == name and e.sock.type == addr.type), None)
-        for entry in free:
-            if addr.matches(entry.sock):
-                return entry
-        if addr.port == 0:  # the port was picked by the kernel: same family and host, in order
-            return next((e for e in free if _same_kind_any_port(addr, e.sock)), None)
-        return None
+        index = pick_inherited([(e.sock, e.name) for e in free], addr, name, name_decides=True)
+        return None if index is None else free[index]
 
 
 def check_fd_name(name: str) -> None:
@@ -111,13 +111,3 @@ def check_fd_name(name: str) -> None:
     problem = fd_name_problem(name)
     if problem is not None:
         raise UpgradeError(problem)
-
-
-def _same_kind_any_port(addr: ListenAddress, sock: socket.socket) -> bool:
-    try:
-        if sock.type != addr.type or sock.family != addr.family:
-            return False
-        host = sock.getsockname()[0]
-    except OSError:
-        return False
-    return addr.host is None or host.split("%")[0] == addr.host

@@ -339,6 +339,16 @@ def listeners_by_name(
     return by_name
 
 
+def named_sockets(
+    *, environ: Mapping[str, str] | None = None, pid: int | None = None
+) -> list[tuple[socket.socket, str]]:
+    """(socket, ``LISTEN_FDNAMES`` name) for every passed socket, in fd order: the objects
+    :func:`listeners` returns (one per fd), for the other users of
+    :func:`sdactivate._listen_pick.pick_inherited`. Not in ``__all__``."""
+    got = _acquire(environ, pid, True, True)
+    return [(got.sockets[fd], name) for fd, name, kind in got.rows if kind == "socket"]
+
+
 def listen(
     address: str | ListenAddress,
     *,
@@ -359,7 +369,9 @@ def listen(
     With ``name``, the passed socket of that name wins whatever its address (the unit
     decides where to listen); if several share the name, the one bound to ``address`` is
     taken. Without a name, or when no socket has it, a passed socket bound to ``address``
-    is taken (``:8080`` or ``8080`` matches ``[::]:8080`` and ``0.0.0.0:8080``).
+    is taken (``:8080`` or ``8080`` matches ``[::]:8080`` and ``0.0.0.0:8080``). Port 0
+    matches any port of the same kind and host (``sdactivate run --listen 127.0.0.1:0``
+    passes a socket on the port the kernel picked), by name only when ``name`` is given.
 
     Binding happens only when no socket was passed at all (not socket-activated, or only
     FIFOs/files were passed): then the address is bound (``ListenAddress.bind``, listening

@@ -32,7 +32,6 @@ import logging
 import os
 import socket
 from collections.abc import Iterable
-from dataclasses import replace
 from typing import Protocol
 
 from . import _env
@@ -219,26 +218,25 @@ def listen(
     3. Else bind it (``ListenAddress.bind``) and :func:`store` it as ``name``. A stale entry
        under ``name`` that no longer matches (the address changed) is removed first.
 
-    Port 0 matches an inherited socket of that name on any port. Not under systemd this just
-    binds. Requires ``FileDescriptorStoreMax=`` >= the number of stored fds; on 252 nothing
-    tells you when it is missing (the socket then lives only as long as this process).
+    Port 0 matches an inherited socket of that name on any port (the rule is
+    :func:`sdactivate._listen_pick.pick_inherited`'s, the address deciding). Not under
+    systemd this just binds. Requires ``FileDescriptorStoreMax=`` >= the number of stored
+    fds; on 252 nothing tells you when it is missing (the socket then lives only as long as
+    this process).
     """
     from . import activation
+    from ._listen_pick import pick_inherited
 
     validate_name(name)
     addr = address if isinstance(address, ListenAddress) else parse_address(address, kind=kind)
-    by_name = activation.listeners_by_name(environ=environ, pid=pid)
-    stale = False
-    for sock in by_name.get(name, []):
-        if _matches(addr, sock):
-            return sock
-        stale = True
-    for group, socks in by_name.items():
-        for sock in socks:
-            if _matches(addr, sock) and addr.port != 0:
-                log.debug("%s comes from %r (a socket unit?); not storing it", addr, group)
-                return sock
-    if stale:
+    inherited = activation.named_sockets(environ=environ, pid=pid)
+    index = pick_inherited(inherited, addr, name, name_decides=False)
+    if index is not None:
+        sock, group = inherited[index]
+        if group != name:
+            log.debug("%s comes from %r (a socket unit?); not storing it", addr, group)
+        return sock
+    if any(group == name for _, group in inherited):
         log.warning("stored fd %r does not match %s any more; replacing it", name, addr)
         remove(name, environ=environ)
     sock = addr.bind(backlog=backlog)
@@ -248,15 +246,6 @@ def listen(
         sock.close()
         raise
     return sock
-
-
-def _matches(addr: ListenAddress, sock: socket.socket) -> bool:
-    if addr.port == 0 and sock.family in (socket.AF_INET, socket.AF_INET6):
-        try:
-            addr = replace(addr, port=sock.getsockname()[1])
-        except OSError:
-            return False
-    return addr.matches(sock)
 
 
 # --- state blobs in sealed memfds -----------------------------------------------------------

@@ -222,9 +222,11 @@ class Upgrader:
         ``unix-seqpacket``); ``address`` uses :func:`sdactivate.parse_address` syntax.
         Inherited sockets (``LISTEN_FDS`` from systemd or the previous generation) are
         matched by ``name`` when given (``FileDescriptorName=``), else by address; a port 0
-        address matches the inherited socket of the same family in call order. An
-        inherited socket keeps its backlog (no ``listen()`` call). Raises
-        :class:`~sdactivate.AddressError` for a bad address, ``OSError`` if binding fails.
+        address matches the inherited socket of the same kind and host in call order (the
+        rule of :func:`sdactivate.listen`). An inherited socket keeps its backlog (no
+        ``listen()`` call). Raises :class:`~sdactivate.AddressError` for a bad address,
+        :class:`~sdactivate.UpgradeError` when the socket of that name is of another type or
+        several have it and none is bound to ``address``, ``OSError`` if binding fails.
         """
         return self._sockets.listen(network, address, name=name, backlog=backlog)
 

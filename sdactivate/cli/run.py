@@ -211,54 +211,16 @@ def _listen_specs(specs: list[str], *, fdstore: bool) -> list[tuple[str, str]]:
 
 
 def _listeners(specs: list[str], *, fdstore: bool = False) -> list[Listener]:
-    """Inherited sockets (LISTEN_FDS) first, matched to --listen by address; then bind the rest."""
-    import os
-    import socket
-
+    """``--listen`` specs parsed (errors name the spec), then the sockets: inherited ones
+    (LISTEN_FDS) matched to them, the rest bound (:func:`..supervisor.sockets.open_listeners`)."""
     from ..addresses import parse_address
-    from ..errors import AddressError, SupervisorError
-    from ..supervisor.runner import Listener
+    from ..errors import AddressError
+    from ..supervisor.sockets import open_listeners
 
-    named = _listen_specs(specs, fdstore=fdstore)
-
-    inherited: list[tuple[socket.socket, str]] = []
-    if "LISTEN_FDS" in os.environ:
-        from ..activation import inherited_fds
-
-        inherited = [
-            (socket.socket(fileno=f.fd), f.name) for f in inherited_fds() if f.kind == "socket"
-        ]
-    out: list[Listener] = []
-    try:
-        for spec, (text, name) in zip(specs, named, strict=True):
-            try:
-                addr = parse_address(text)
-            except AddressError as exc:
-                raise AddressError(f"--listen {spec!r}: {exc}") from exc
-            match = next((i for i, (s, _) in enumerate(inherited) if addr.matches(s)), None)
-            if match is None and addr.port == 0:  # port 0: the kernel picked; match by name
-                match = next(
-                    (
-                        i
-                        for i, (s, n) in enumerate(inherited)
-                        if n == name and (s.family, s.type) == (addr.family, addr.type)
-                    ),
-                    None,
-                )
-            if match is not None:
-                sock, _ = inherited.pop(match)
-                out.append(Listener(sock, name))
-            else:
-                try:
-                    sock = addr.bind()
-                except OSError as exc:
-                    raise SupervisorError(f"cannot bind {text!r}: {exc.strerror}") from exc
-                out.append(Listener(sock, name, store=True))
-        out.extend(Listener(sock, name) for sock, name in inherited)
-    except BaseException:
-        for lst in out:
-            lst.sock.close()
-        for sock, _ in inherited:
-            sock.close()
-        raise
-    return out
+    wanted = []
+    for spec, (text, name) in zip(specs, _listen_specs(specs, fdstore=fdstore), strict=True):
+        try:
+            wanted.append((parse_address(text), name))
+        except AddressError as exc:
+            raise AddressError(f"--listen {spec!r}: {exc}") from exc
+    return open_listeners(wanted)
