@@ -901,3 +901,82 @@ def test_recycled_fd_number_is_not_reported_as_the_old_socket(sockets: Any) -> N
         [sockets[0].fileno()],
     )
     assert out == {"kinds": ["fifo"], "socks": 0, "old_fileno": -1, "pipe_open": True}
+
+
+# --- the one rule for "the inherited socket for this address" ---------------------------
+
+
+@pytest.fixture
+def pick_pool() -> Any:
+    """(socket, name) in fd order: tcp 127.0.0.1 'web', tcp 127.0.0.1 'api', tcp [::1]
+    'web', udp 127.0.0.1 'dns'; all on ports the kernel picked."""
+    specs = [("127.0.0.1:0", "web"), ("127.0.0.1:0", "api"), ("[::1]:0", "web")]
+    pool = [(parse_address(text).bind(), name) for text, name in specs]
+    pool.append((parse_address("udp:127.0.0.1:0").bind(), "dns"))
+    yield pool
+    for sock, _ in pool:
+        sock.close()
+
+
+PICKS = [
+    # (address, name, name_decides, expected index, or an error's words)
+    ("127.0.0.1:0", None, True, 0),  # port 0: any port of the kind and host, fd order
+    ("127.0.0.1:0", "api", True, 1),
+    ("127.0.0.1:0", "api", False, 1),
+    ("127.0.0.1:0", "nope", False, None),  # port 0 with a name: by that name only
+    ("127.0.0.1:0", "nope", True, None),
+    ("[::1]:0", None, False, 2),
+    ("udp:127.0.0.1:0", None, False, 3),
+    (":0", None, True, None),  # every address: no wildcard socket here
+    ("127.0.0.1:PORT1", "web", False, 1),  # the address decides, whatever the name
+    ("127.0.0.1:PORT1", "api", True, 1),
+    ("127.0.0.1:9", "api", True, 1),  # the name decides: the unit says where
+    ("127.0.0.1:9", "api", False, None),
+    ("127.0.0.1:9", "web", True, "2 passed sockets are named 'web'"),
+    ("127.0.0.1:9", "dns", True, "is SOCK_DGRAM, but '127.0.0.1:9' needs SOCK_STREAM"),
+]
+
+
+@pytest.mark.parametrize(
+    ("text", "name", "name_decides", "expected"),
+    PICKS,
+    ids=[f"{t}-{n}-{'name' if d else 'addr'}" for t, n, d, _ in PICKS],
+)
+def test_pick_inherited(
+    pick_pool: Any, text: str, name: str | None, name_decides: bool, expected: Any
+) -> None:
+    """pick_inherited: name and address, the name deciding or not, port 0 (one rule)."""
+    from sdactivate._listen_pick import pick_inherited
+
+    addr = parse_address(text.replace("PORT1", str(pick_pool[1][0].getsockname()[1])))
+    if isinstance(expected, str):
+        with pytest.raises(ActivationError, match=re.escape(expected)):
+            pick_inherited(pick_pool, addr, name, name_decides=name_decides)
+    else:
+        assert pick_inherited(pick_pool, addr, name, name_decides=name_decides) == expected
+
+
+def test_listen_port_0_takes_the_passed_socket_of_its_host() -> None:
+    """listen('127.0.0.1:0') takes a passed socket on 127.0.0.1 whatever its port (as from
+    `sdactivate run --listen 127.0.0.1:0`); another host is still a mismatch. (The copies
+    disagreed: listen() refused port 0 as a mismatch, the Upgrader took the socket.)"""
+    sock = parse_address("127.0.0.1:0").bind()
+    try:
+        out = run_child(
+            """
+            import sdactivate
+            from sdactivate.errors import ActivationError
+            got = sdactivate.listen("127.0.0.1:0")
+            try:
+                sdactivate.listen("127.0.0.2:0")
+                other = "bound"
+            except ActivationError as exc:
+                other = str(exc)
+            report([got.fileno(), got is sdactivate.listeners()[0], other])
+            """,
+            [sock.fileno()],
+        )
+    finally:
+        sock.close()
+    assert out[:2] == [3, True]
+    assert "none is a socket bound to '127.0.0.2:0'" in out[2]

@@ -3,6 +3,7 @@ and what the fd store cannot take (unnamed or reserved names with --fdstore)."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -73,4 +74,59 @@ def test_run_without_fdstore_still_names_unnamed_sockets_unknown() -> None:
     assert run_cli._listen_specs(["127.0.0.1:0", "[::1]:80=http"], fdstore=False) == [
         ("127.0.0.1:0", "unknown"),
         ("[::1]:80", "http"),
+    ]
+
+
+def test_run_reuses_activations_socket_objects_and_matches_port_0_by_name_and_host() -> None:
+    """`run --listen` takes the passed sockets as activation's objects (one per fd: it wrapped
+    them a second time); port 0 takes the socket of that name only on the same host (the
+    copies disagreed: run took a named socket of the same family on any host)."""
+    import fcntl
+    import json
+    import select
+    import time
+
+    from sdactivate._spawn import spawn
+    from sdactivate.addresses import parse_address
+
+    web, api = (parse_address("127.0.0.1:0").bind() for _ in range(2))
+    r, low = os.pipe2(os.O_CLOEXEC)
+    w = fcntl.fcntl(low, fcntl.F_DUPFD_CLOEXEC, 100)  # clear of the fds at 3..
+    os.close(low)
+    code = f"""
+import json, os
+import sdactivate
+from sdactivate.cli import run as run_cli
+out = run_cli._listeners(["127.0.0.1:0=web", "127.0.0.2:0=api"])
+passed = sdactivate.listeners()
+os.write({w}, json.dumps([
+    [[lst.sock is p for p in passed] for lst in out],
+    [[lst.name, lst.store, lst.sock.getsockname()[0]] for lst in out],
+]).encode())
+"""
+    try:
+        child = spawn(
+            [PY, "-c", code], [web.fileno(), api.fileno()], names=["web", "api"], pass_fds=(w,)
+        )
+    finally:
+        web.close()
+        api.close()
+        os.close(w)
+    data = b""
+    deadline = time.monotonic() + 30
+    try:
+        while chunk := (os.read(r, 65536) if select.select([r], [], [], 30)[0] else None):
+            data += chunk
+            assert time.monotonic() < deadline
+    finally:
+        os.close(r)
+        _, status = os.waitpid(child.pid, 0)
+        os.close(child.pidfd)
+    assert os.waitstatus_to_exitcode(status) == 0, data
+    same, rows = json.loads(data)
+    assert same == [[True, False], [False, False], [False, True]]
+    assert rows == [
+        ["web", False, "127.0.0.1"],
+        ["api", True, "127.0.0.2"],
+        ["api", False, "127.0.0.1"],
     ]

@@ -609,3 +609,30 @@ def test_socket_set_binds_then_passes_everything_in_order() -> None:
     finally:
         sockets.close()
     assert extra.fileno() == -1
+
+
+def test_socket_set_by_name_checks_type_and_ambiguity() -> None:
+    """By name, the Upgrader takes listen()'s rule (one rule, pick_inherited): the one socket
+    of that name whatever its address, but one of another type, or several of that name
+    none bound to the address, is an UpgradeError. (The copies disagreed: the Upgrader bound
+    a new socket past one of another type, and took the first of several.)"""
+    from sdactivate._upgrade_sockets import SocketSet, _Entry
+    from sdactivate.addresses import parse_address
+
+    udp = parse_address("udp:127.0.0.1:0").bind()
+    webs = [parse_address("127.0.0.1:0").bind() for _ in range(2)]
+    sockets = SocketSet({})
+    sockets._loaded = True  # as if these had come in LISTEN_FDS
+    sockets._entries = [_Entry(udp, "dns", claimed=False)]
+    sockets._entries += [_Entry(sock, "web", claimed=False) for sock in webs]
+    try:
+        with pytest.raises(UpgradeError, match="is SOCK_DGRAM, but '127.0.0.1:53' needs"):
+            sockets.listen("tcp", "127.0.0.1:53", name="dns")
+        with pytest.raises(UpgradeError, match="2 passed sockets are named 'web'"):
+            sockets.listen("tcp", "127.0.0.1:1", name="web")
+        second = f"127.0.0.1:{webs[1].getsockname()[1]}"
+        assert sockets.listen("tcp", second, name="web") is webs[1]
+        assert sockets.listen("tcp", "127.0.0.1:1", name="web") is webs[0]  # the one left
+        assert sockets.listen("udp", "127.0.0.1:0") is udp
+    finally:
+        sockets.close()
