@@ -626,7 +626,7 @@ def test_socket_set_by_name_checks_type_and_ambiguity() -> None:
     sockets._entries = [_Entry(udp, "dns", claimed=False)]
     sockets._entries += [_Entry(sock, "web", claimed=False) for sock in webs]
     try:
-        with pytest.raises(UpgradeError, match="is SOCK_DGRAM, but '127.0.0.1:53' needs"):
+        with pytest.raises(UpgradeError, match=r"is SOCK_DGRAM, but '127\.0\.0\.1:53' needs"):
             sockets.listen("tcp", "127.0.0.1:53", name="dns")
         with pytest.raises(UpgradeError, match="2 passed sockets are named 'web'"):
             sockets.listen("tcp", "127.0.0.1:1", name="web")
