@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from ._cint import c_integer, parse_pid
 from .errors import ActivationError
 
 __all__ = [
@@ -32,7 +33,6 @@ LISTEN_KEYS = ("LISTEN_PID", "LISTEN_PIDFDID", "LISTEN_FDS", "LISTEN_FDNAMES")
 FDNAME_MAX = 255  # fd-util.c fdname_is_valid(): FDNAME_MAX (v252..v262)
 NR_OPEN_DEFAULT = 1 << 20  # proc(5) fs.nr_open default: no process can hold a higher fd
 _INT_MAX = 2**31 - 1
-_DIGITS = {2: "01", 8: "01234567", 10: "0123456789", 16: "0123456789abcdefABCDEF"}
 
 
 class ListenEnv(tuple[tuple[str, ...], "int | None"]):
@@ -59,49 +59,6 @@ class ListenEnv(tuple[tuple[str, ...], "int | None"]):
 
     def __repr__(self) -> str:
         return f"ListenEnv(names={self[0]!r}, pidfd_id={self[1]!r})"
-
-
-def _c_integer(text: str) -> int | None:
-    """``text`` read as libsystemd's safe_atoi()/safe_atolu() read it, or None.
-
-    That is strtol(3) with base 0 after systemd's own prefixes: leading whitespace, a sign,
-    ``0x`` hex, ``0b`` binary, ``0o`` and C's leading-``0`` octal; nothing may follow.
-    Matching it exactly is what keeps us in agreement with libsystemd on odd input.
-    """
-    if text.isdigit() and text.isascii() and text[0] != "0":
-        return int(text)  # the only spelling managers write
-    s = text.lstrip(" \t\n\r")  # systemd's WHITESPACE
-    base = 0
-    if s[:2] in ("0b", "0B"):
-        base, s = 2, s[2:]
-    elif s[:2] in ("0o", "0O"):
-        base, s = 8, s[2:]
-    s = s.lstrip(" \t\n\v\f\r")  # strtol's isspace()
-    negative = s[:1] == "-"
-    if s[:1] in ("+", "-"):
-        s = s[1:]
-    if base == 0:
-        if s[:2] in ("0x", "0X") and s[2:3] and s[2] in "0123456789abcdefABCDEF":
-            base, s = 16, s[2:]
-        else:
-            base = 8 if s[:1] == "0" else 10
-    digits = _DIGITS[base]
-    if not s or any(c not in digits for c in s):
-        return None
-    value = int(s, base)
-    return -value if negative else value
-
-
-def _c_unsigned(text: str) -> int | None:
-    """``text`` read as libsystemd's safe_atou64() reads it, or None (-EINVAL, -ERANGE).
-
-    The same prefixes as :func:`_c_integer`; strtoull(3) takes a sign too, and systemd
-    refuses a negative value other than ``-0`` (parse-util.c: ``l != 0 && s[0] == '-'``).
-    """
-    value = _c_integer(text)
-    if value is None or value < 0 or value >= 2**64:
-        return None
-    return value
 
 
 def fd_name_problem(name: object, *, empty_ok: bool = False) -> str | None:
@@ -182,7 +139,7 @@ def parse_listen_env(
     corrupt value from costing memory); a ``LISTEN_FDNAMES`` count that differs from
     ``LISTEN_FDS`` (libsystemd: -EINVAL); an invalid name (see :func:`valid_fd_name`;
     stricter than libsystemd, which takes any bytes). Missing ``LISTEN_FDNAMES`` names
-    every fd ``unknown``. Numbers are read as libsystemd reads them (see ``_c_integer``).
+    every fd ``unknown``. Numbers are read as libsystemd reads them (:mod:`sdactivate._cint`).
     Names are split on ``:`` and kept raw, as the manager joins them; libsystemd 252 reads
     backslash escapes there (``a\\b`` -> ``ab``; a lone trailing one fails even when the
     environment is not for it), which we do not copy.
@@ -190,15 +147,15 @@ def parse_listen_env(
     text = environ.get("LISTEN_PID")
     if text is None:
         return None
-    listen_pid = _c_integer(text)
-    if listen_pid is None or not 0 < listen_pid <= _INT_MAX:  # parse_pid(): a valid pid_t
+    listen_pid = parse_pid(text)
+    if listen_pid is None:
         raise ActivationError(f"LISTEN_PID={text!r} is not a valid pid")
     if listen_pid != pid:
         return None  # sd_listen_fds(3): "Is this for us?"
     pidfd_id = None
     text = environ.get("LISTEN_PIDFDID")  # v259+
     if text is not None:
-        pidfd_id = _c_integer(text)
+        pidfd_id = c_integer(text)
         if pidfd_id is None or not 0 <= pidfd_id < 2**64:
             raise ActivationError(f"LISTEN_PIDFDID={text!r} is not a pidfd inode id")
         if own_pidfd_id is not None and own_pidfd_id != pidfd_id:
@@ -206,7 +163,7 @@ def parse_listen_env(
     text = environ.get("LISTEN_FDS")
     if text is None:
         return None
-    count = _c_integer(text)
+    count = c_integer(text)
     if count is None or not 0 < count <= _INT_MAX - SD_LISTEN_FDS_START:
         raise ActivationError(f"LISTEN_FDS={text!r} is not a positive integer")
     if SD_LISTEN_FDS_START + count > fd_ceiling:

@@ -28,7 +28,7 @@ from collections.abc import Callable
 from types import TracebackType
 
 from . import _env
-from ._listen_env import _c_unsigned
+from ._cint import c_unsigned, parse_pid
 from ._signals import threads_without_stop_signals
 from .errors import NotifyError, WatchdogError
 
@@ -47,7 +47,6 @@ __all__ = [
 log = logging.getLogger("sdactivate.watchdog")
 
 _USEC_INFINITY = 2**64 - 1  # sd_watchdog_enabled(3): infinity is -EINVAL
-_PID_MAX = 2**31 - 1  # parse_pid(): a pid_t
 MIN_PERIOD = 0.01  # seconds; a floor so a tiny WATCHDOG_USEC cannot make a busy loop
 
 
@@ -58,12 +57,12 @@ def parse_interval(usec: str | None, watchdog_pid: str | None, pid: int) -> floa
     """
     if usec is None:
         return None  # sd_watchdog_enabled(3): 0, no watchdog
-    value = _c_unsigned(usec)
+    value = c_unsigned(usec)
     if value is None or value == 0 or value >= _USEC_INFINITY:  # -EINVAL / -ERANGE
         raise WatchdogError(f"WATCHDOG_USEC={usec!r} is not a positive number of microseconds")
     if watchdog_pid is not None:
-        owner = _c_unsigned(watchdog_pid)
-        if owner is None or not 0 < owner <= _PID_MAX:
+        owner = parse_pid(watchdog_pid)
+        if owner is None:
             raise WatchdogError(f"WATCHDOG_PID={watchdog_pid!r} is not a pid")
         if owner != pid:
             return None  # "set for a different process further up the process tree"

@@ -23,7 +23,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sdactivate._listen_env import _c_integer
+from sdactivate._cint import c_integer as _c_integer
 from sdactivate._spawn import spawn
 from sdactivate.activation import (
     InheritedFd,

@@ -451,3 +451,19 @@ def test_launch_makes_the_child_the_main_pid() -> None:
             msg = rx.wait_for("READY", timeout=10)
             child.wait(10)
         assert rx.main_pid == child.pid == msg.pid
+
+
+@pytest.mark.parametrize(
+    ("value", "main_pid"),
+    [("4242", 4242), ("0x1092", 4242), ("010222", 4242), (" 4242", 4242), ("\uff14\uff12", 7)],
+    ids=["decimal", "hex", "octal", "space", "fullwidth-digits"],
+)
+def test_mainpid_is_read_as_pid1_reads_it(value: str, main_pid: int) -> None:
+    """MAINPID= is read as service.c's parse_pid() reads it (strtoul base 0: hex, C octal,
+    leading space; Unicode digits are not digits), the one reader of sdactivate._cint. (The
+    receiver read isdigit() decimals: 0x1092 ignored, 010222 as 10222, fullwidth 42 taken.)"""
+    with NotifyReceiver() as rx:
+        rx.main_pid = 7
+        sendraw(rx, f"STATUS=sent\nMAINPID={value}".encode())
+        rx.wait_for("STATUS", "sent", timeout=5)
+        assert rx.main_pid == main_pid

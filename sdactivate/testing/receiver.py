@@ -21,6 +21,7 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Literal
 
+from .._cint import parse_pid
 from ..errors import NotifyValueError
 from ._messages import NOTIFY_BUFFER_MAX, NOTIFY_FD_MAX, Dropped, Message, check_datagram
 from ._store import FdStore, StoredFd, close_fds
@@ -220,9 +221,9 @@ class NotifyReceiver:
         message = Message(pid, uid, gid, tuple(fields), len(fds))
         with self._cond:
             self._store.apply(message, fds, limit=self.fdstore_max)
-            new_main = message.get("MAINPID") or ""
-            if new_main.isdigit() and int(new_main) > 0:
-                self.main_pid = int(new_main)
+            new_main = parse_pid(message.get("MAINPID") or "")  # as service.c reads it
+            if new_main is not None:
+                self.main_pid = new_main
             self.messages.append(message)
             self._cond.notify_all()
 
