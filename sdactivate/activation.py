@@ -21,7 +21,7 @@ import socket
 import stat
 from collections.abc import Mapping
 
-from . import _env, _pidfd
+from . import _env
 from ._fdinfo import fd_kind, is_fifo, is_socket, is_socket_inet, is_socket_unix
 from ._listen_env import (
     FDNAME_MAX,
@@ -162,6 +162,8 @@ def _pidfd_id(pid: int) -> int | None:
     it means nothing (no pidfs) or the process is gone; remembered per pid."""
     if pid in _STATE.pidfd_ids:
         return _STATE.pidfd_ids[pid]
+    from . import _pidfd  # only when LISTEN_PIDFDID is set (v259+)
+
     value: int | None = None
     try:
         pidfd = os.pidfd_open(pid)
