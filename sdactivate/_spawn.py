@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ._listen_env import SD_LISTEN_FDS_START, listen_env
+from ._listen_env import SD_LISTEN_FDS_START, fd_name_problem, listen_env
 from ._shim import Tools, shim_command
 from .errors import SdActivateError
 
@@ -83,6 +83,10 @@ def spawn(
     names = list(names) if names is not None else ["unknown"] * len(fds)
     if len(names) != len(fds):
         raise SdActivateError(f"{len(fds)} fds but {len(names)} names")
+    for name in names:  # a ':' would split it in two: the child would refuse the count
+        problem = fd_name_problem(name, empty_ok=True)
+        if problem is not None:
+            raise SdActivateError(problem)
     top = SD_LISTEN_FDS_START + len(fds)
     for fd in pass_fds:
         if SD_LISTEN_FDS_START <= fd < top:

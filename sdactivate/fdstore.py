@@ -325,7 +325,7 @@ def prune(
     harmless to remove (only the store is affected). Your own copies stay open.
     """
     wanted = set(keep)
-    inherited = {n for _, n, _ in _inherited(environ, pid)} - wanted - {"unknown", "connection"}
+    inherited = {n for _, n, _ in _inherited(environ, pid)} - wanted - RESERVED_NAMES
     names = sorted(n for n in inherited if _is_valid(n))
     for name in names:
         remove(name, environ=environ)

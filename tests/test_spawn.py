@@ -255,8 +255,9 @@ def _not_executable(tmp_path: Path) -> str:
         (lambda p: [sys.executable], {"cwd": "gone"}, "working directory"),
         (lambda p: [sys.executable], {"env": {"A": "x\0y"}}, "null"),
         (lambda p: [sys.executable], {"env": {"A=B": "1"}}, "invalid environment variable"),
+        (lambda p: [sys.executable], {"names": ["a:b"]}, "invalid fd name 'a:b'"),
     ],
-    ids=["not-on-path", "missing", "not-executable", "directory", "no-cwd", "nul", "name"],
+    ids=["not-on-path", "missing", "not-executable", "directory", "no-cwd", "nul", "name", "fd"],
 )
 def test_what_cannot_start_is_an_error(
     tmp_path: Path, argv: Any, kwargs: dict[str, Any], message: str
@@ -268,7 +269,11 @@ def test_what_cannot_start_is_an_error(
         kwargs = dict(kwargs, cwd=str(tmp_path / kwargs["cwd"]))
     with socket.socket() as sock, pytest.raises(SdActivateError, match=message) as info:
         spawn(argv(tmp_path), [sock.fileno()], **kwargs)
-    assert repr(argv(tmp_path)[0]) in str(info.value) or "environment variable" in message
+    assert (
+        repr(argv(tmp_path)[0]) in str(info.value)
+        or "environment variable" in message
+        or ("fd name" in message)
+    )
 
 
 PRIORITY = (
