@@ -56,8 +56,20 @@ def test_run_and_gen_units_take_the_same_fd_names(name: str) -> None:
         (("--listen", "127.0.0.1:0", "--startup-nice", "-1"), "'-1': not a nice value 0..19"),
         (("--fdstore", "--listen", "127.0.0.1:0"), "with --fdstore needs a name"),
         (("--fdstore", "--listen", "127.0.0.1:0=unknown"), "'unknown' is reserved"),
+        (("--listen", "127.0.0.1:0", "--ready-timeout", "inf"), "'inf': must be a number"),
+        (("--listen", "127.0.0.1:0", "--ready-timeout", "1e300"), "'1e300': must be a number"),
+        (("--listen", "127.0.0.1:0", "--ready-timeout", "nan"), "'nan': must be a number"),
+        (("--listen", "127.0.0.1:0", "--ready-timeout", "-1"), "'-1': must be a number"),
+        (("--listen", "127.0.0.1:0", "--drain-timeout", "inf"), "'inf': must be a number"),
+        (("--listen", "127.0.0.1:0", "--drain-timeout", "0"), "'0': must be a number"),
+        (("--listen", "127.0.0.1:0", "--startup-grace", "1e300"), "'1e300': must be a number"),
+        (("--listen", "127.0.0.1:0", "--health-timeout=-inf"), "'-inf': must be a number"),
     ],
-    ids=["space", "empty", "nice-99", "nice-negative", "fdstore-unnamed", "fdstore-unknown"],
+    ids=[
+        "space", "empty", "nice-99", "nice-negative", "fdstore-unnamed", "fdstore-unknown",
+        "ready-inf", "ready-1e300", "ready-nan", "ready-negative", "drain-inf", "drain-0",
+        "grace-1e300", "health-minus-inf",
+    ],  # fmt: skip
 )
 def test_run_refuses_at_parse_time(tmp_path: Path, args: tuple[str, ...], message: str) -> None:
     """Exit 2 with one line naming the value, before anything is bound or started."""
