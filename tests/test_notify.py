@@ -265,9 +265,16 @@ def test_extend_timeout_sends_what_systemd_parses(seconds: float, usec: int, rx:
         (notify.errno, -1),
     ],
     ids=[
-        "timeout-0", "timeout-neg", "timeout-inf", "timeout-nan", "timeout-1e300",
-        "timeout-past-u64", "pid-0", "pid-bool", "errno",
-    ],  # fmt: skip
+        "timeout-0",
+        "timeout-neg",
+        "timeout-inf",
+        "timeout-nan",
+        "timeout-1e300",
+        "timeout-past-u64",
+        "pid-0",
+        "pid-bool",
+        "errno",
+    ],
 )
 def test_helper_argument_checks(call: Any, arg: Any, rx: Receiver) -> None:
     """Nonsense arguments raise NotifyValueError and send nothing."""

@@ -66,10 +66,21 @@ def test_run_and_gen_units_take_the_same_fd_names(name: str) -> None:
         (("--listen", "127.0.0.1:0", "--health-timeout=-inf"), "'-inf': must be a number"),
     ],
     ids=[
-        "space", "empty", "nice-99", "nice-negative", "fdstore-unnamed", "fdstore-unknown",
-        "ready-inf", "ready-1e300", "ready-nan", "ready-negative", "drain-inf", "drain-0",
-        "grace-1e300", "health-minus-inf",
-    ],  # fmt: skip
+        "space",
+        "empty",
+        "nice-99",
+        "nice-negative",
+        "fdstore-unnamed",
+        "fdstore-unknown",
+        "ready-inf",
+        "ready-1e300",
+        "ready-nan",
+        "ready-negative",
+        "drain-inf",
+        "drain-0",
+        "grace-1e300",
+        "health-minus-inf",
+    ],
 )
 def test_run_refuses_at_parse_time(tmp_path: Path, args: tuple[str, ...], message: str) -> None:
     """Exit 2 with one line naming the value, before anything is bound or started."""

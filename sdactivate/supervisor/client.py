@@ -57,7 +57,9 @@ def _control_dir(pid: int) -> int:
     for name in fds:
         link = f"{fd_dir}/{name}"
         try:
-            if not os.path.basename(os.readlink(link)).startswith(DIR_PREFIX):
+            target = os.path.basename(os.readlink(link))
+            # proc(5): the link of a removed directory ends in " (deleted)"
+            if not target.startswith(DIR_PREFIX) or target.endswith(" (deleted)"):
                 continue
             return os.open(link, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         except PermissionError:

@@ -27,6 +27,7 @@ import json
 import os
 import socket
 import struct
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -41,6 +42,7 @@ __all__ = [
     "candidate_dirs",
     "parse_request",
     "peer_credentials",
+    "sweep_stale",
 ]
 
 MAX_LINE = 4096
@@ -133,6 +135,7 @@ class ControlServer:
         self._uid = os.geteuid()
         errors: list[str] = []
         for base in candidate_dirs(environ):
+            sweep_stale(base, now=time.time())
             try:
                 self.directory, self._dirfd = _private_dir(base)
             except OSError as exc:
@@ -190,6 +193,51 @@ class ControlServer:
             os.rmdir(self.directory)
         with contextlib.suppress(OSError):
             os.close(self._dirfd)
+
+
+def sweep_stale(base: str, *, now: float, min_age: float = 60.0) -> list[str]:
+    """Remove the control directories in ``base`` that a supervisor of this uid left when it
+    was killed: its socket refuses connections (or was never bound), and it is older than
+    ``min_age`` seconds, so a supervisor between its mkdir and listen is never touched.
+    Returns what was removed."""
+    removed: list[str] = []
+    uid = os.geteuid()
+    try:
+        names = [n for n in os.listdir(base) if n.startswith(DIR_PREFIX)]
+    except OSError:
+        return removed
+    for name in names:
+        path = os.path.join(base, name)
+        sock_path = os.path.join(path, SOCKET_NAME)
+        try:
+            st = os.lstat(path)
+            if st.st_uid != uid or now - st.st_mtime < min_age:
+                continue
+            if os.path.lexists(sock_path) and _listening(sock_path):
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(sock_path)
+            os.rmdir(path)
+        except OSError:
+            continue
+        removed.append(path)
+    return removed
+
+
+def _listening(path: str) -> bool:
+    """Whether something listens on the unix socket ``path`` (anything but ECONNREFUSED
+    counts, so only a socket known to be dead is removed)."""
+    if len(os.fsencode(path)) > _SUN_PATH_MAX:
+        return True
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC) as probe:
+        probe.setblocking(False)
+        try:
+            probe.connect(path)
+        except ConnectionRefusedError:
+            return False
+        except OSError:
+            return True
+        return True
 
 
 def _private_dir(base: str) -> tuple[str, int]:

@@ -219,11 +219,15 @@ class Runner:
                 )
 
     # --- the loop ---------------------------------------------------------------------------
+    def _wait_timeout(self) -> float | None:
+        """How long the next epoll_wait may sleep: until the nearest timer, at most
+        ``_MAX_WAIT`` (a later deadline is waited for in turns), None with no timer."""
+        if not self._timers:
+            return None
+        return min(_MAX_WAIT, max(0.0, min(self._timers.values()) - time.monotonic()))
+
     def _step(self, wake_r: socket.socket) -> None:
-        timeout = None
-        if self._timers:
-            timeout = min(_MAX_WAIT, max(0.0, min(self._timers.values()) - time.monotonic()))
-        events = self._sel.select(timeout)
+        events = self._sel.select(self._wait_timeout())
         # Signals first, even when their wakeup byte is not in this batch: a signal delivered
         # while epoll_wait returned is already in wake_r. Under KillMode=control-group systemd
         # sends SIGTERM to us (first) and to every generation; a generation that drained and
