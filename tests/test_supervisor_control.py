@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -36,16 +37,29 @@ CHECKOUT = str(Path(__file__).resolve().parent.parent)
 NOBODY = ("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups")
 U64_INFINITY = 2**64 - 1
 
-# Sends the notify messages in $APP_MESSAGES (a JSON list) before READY=1, then serves
-# nothing and exits on SIGTERM.
+# Generation 1 sends the notify messages in $APP_MESSAGES (a JSON list) and BARRIER=1 (the
+# supervisor closes the fd it carries once every earlier message was handled), then, if
+# $APP_FIFO is set, says so on $APP_FIFO.out and waits for EOF on $APP_FIFO.in; then READY=1.
+# It serves nothing and exits on SIGTERM.
 APP = r"""
-import json, os, signal, socket
+import array, json, os, select, signal, socket
 signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
 addr = os.environ["NOTIFY_SOCKET"]
 addr = "\0" + addr[1:] if addr.startswith("@") else addr
+first = os.environ["SDACTIVATE_GENERATION"] == "1"
 with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
-    for msg in json.loads(os.environ.get("APP_MESSAGES", "[]")):
-        s.sendto(msg.encode(), addr)
+    if first:
+        for msg in json.loads(os.environ.get("APP_MESSAGES", "[]")):
+            s.sendto(msg.encode(), addr)
+        r, w = os.pipe()
+        fds = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [w]))]
+        s.sendmsg([b"BARRIER=1"], fds, 0, addr)  # socket.send_fds() drops the address
+        os.close(w)
+        select.select([r], [], [], 20)
+        if os.environ.get("APP_FIFO"):
+            with open(os.environ["APP_FIFO"] + ".out", "w") as out:
+                out.write("sent\n")
+            open(os.environ["APP_FIFO"] + ".in").read()
     s.sendto(b"READY=1", addr)
 signal.sigwait({signal.SIGTERM})
 """
@@ -54,7 +68,9 @@ signal.sigwait({signal.SIGTERM})
 class Supervisor:
     """``sdactivate run`` with :data:`APP` as its generations."""
 
-    def __init__(self, tmp_path: Path, *, messages: list[str] = (), **env: str) -> None:  # type: ignore[assignment]
+    def __init__(
+        self, tmp_path: Path, *, messages: Sequence[str] = (), wait_ready: bool = True, **env: str
+    ) -> None:
         app = tmp_path / "app.py"
         app.write_text(APP)
         self.rx = NotifyReceiver(thread=True)
@@ -68,7 +84,8 @@ class Supervisor:
         self.proc: Process = launch(
             argv, ["127.0.0.1:0"], names=["http"], notify=self.rx, env=environ
         )
-        self.rx.wait_for("READY", "1", timeout=20)
+        if wait_ready:
+            self.rx.wait_for("READY", "1", timeout=20)
 
     @property
     def pid(self) -> int:
@@ -305,21 +322,32 @@ def test_no_place_for_the_control_socket_is_one_line(tmp_path: Path) -> None:
     [
         ["EXTEND_TIMEOUT_USEC=" + str(10**16)],  # notify.extend_timeout(1e10)
         ["EXTEND_TIMEOUT_USEC=\u00b2"],
-        ["EXTEND_TIMEOUT_USEC=" + "9" * 5000],
+        ["EXTEND_TIMEOUT_USEC=" + "9" * 4000],  # a datagram under 4096 bytes
         ["EXTEND_TIMEOUT_USEC=" + str(U64_INFINITY - 1)],
         ["EXTEND_TIMEOUT_USEC=" + str(U64_INFINITY + 1), "EXTEND_TIMEOUT_USEC=-1"],
     ],
-    ids=["1e10s", "superscript", "5000-digits", "u64-max-1", "past-u64"],
+    ids=["1e10s", "superscript", "4000-digits", "u64-max-1", "past-u64"],
 )
 def test_odd_extend_timeouts_do_not_end_the_supervisor(tmp_path: Path, messages: list[str]) -> None:
-    """A generation's EXTEND_TIMEOUT_USEC= of any size or shape: it still takes over, a
-    reload still works, and SIGTERM ends the supervisor with status 0."""
-    sup = Supervisor(tmp_path, messages=messages, TMPDIR=str(tmp_path))
+    """A starting generation's EXTEND_TIMEOUT_USEC= of any size or shape: the supervisor
+    waits with it armed (a status request is answered after an epoll_wait), the generation
+    still takes over, a reload works, and SIGTERM ends the supervisor with status 0."""
+    fifo = tmp_path / "app"
+    os.mkfifo(f"{fifo}.out")
+    os.mkfifo(f"{fifo}.in")
+    out = os.open(f"{fifo}.out", os.O_RDONLY | os.O_NONBLOCK)
+    sup = Supervisor(
+        tmp_path, messages=messages, wait_ready=False, TMPDIR=str(tmp_path), APP_FIFO=str(fifo)
+    )
     try:
-        assert request_status(sup.pid, timeout=10)["phase"] == "running"
+        assert select.select([out], [], [], 20)[0], "generation 1 sent nothing"
+        assert request_status(sup.pid, timeout=10)["phase"] == "starting"
+        os.close(os.open(f"{fifo}.in", os.O_WRONLY))  # EOF: generation 1 sends READY=1
+        sup.rx.wait_for("READY", "1", timeout=20)
         assert request_reload(sup.pid, timeout=20).ok
         assert sup.stop() == 0
     finally:
+        os.close(out)
         sup.close()
 
 
