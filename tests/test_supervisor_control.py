@@ -355,7 +355,7 @@ def _send_raw(pid: int, data: bytes, *, timeout: float = 5.0) -> bytes:
     """Connect to supervisor ``pid`` the way the client does, send ``data``, read to EOF."""
     from sdactivate.supervisor.client import _connect
 
-    with _connect(pid, timeout) as s:
+    with _connect(pid, timeout, os.environ) as s:
         try:
             s.sendall(data)
             s.shutdown(socket.SHUT_WR)
@@ -406,7 +406,7 @@ def test_idle_clients_cannot_starve_a_reload(supervisor: Supervisor) -> None:
     from sdactivate.supervisor.client import _connect
 
     before = len(os.listdir(f"/proc/{supervisor.pid}/fd"))
-    idle = [_connect(supervisor.pid, 5) for _ in range(runner._MAX_READING * 3)]
+    idle = [_connect(supervisor.pid, 5, os.environ) for _ in range(runner._MAX_READING * 3)]
     try:
         assert request_reload(supervisor.pid, timeout=20).ok
         held = len(os.listdir(f"/proc/{supervisor.pid}/fd"))

@@ -8,11 +8,13 @@ import json
 import os
 import socket
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .. import _env
 from ..errors import SupervisorError
-from .control import DIR_PREFIX, MAX_LINE, SOCKET_NAME, peer_credentials
+from .control import DIR_PREFIX, MAX_LINE, SOCKET_NAME, candidate_dirs, peer_credentials
 
 __all__ = ["ReloadResult", "request", "request_reload", "request_status"]
 
@@ -49,7 +51,9 @@ def _control_dir(pid: int) -> int:
     try:
         fds = os.listdir(fd_dir)
     except FileNotFoundError:
-        raise SupervisorError(f"no process with pid {pid}") from None
+        raise SupervisorError(
+            f"no process with pid {pid} (or /proc hides it from this user)"
+        ) from None
     except PermissionError:
         raise _denied(pid) from None
     except OSError as exc:
@@ -69,8 +73,26 @@ def _control_dir(pid: int) -> int:
     raise SupervisorError(f"no sdactivate supervisor with pid {pid} (is it `sdactivate run`?)")
 
 
-def _connect(pid: int, timeout: float) -> socket.socket:
-    dirfd = _control_dir(pid)
+def _connect(pid: int, timeout: float, environ: Mapping[str, str]) -> socket.socket:
+    """A socket connected to supervisor ``pid``'s control socket, found through
+    ``/proc/PID/fd``, else among the caller's own control directories."""
+    try:
+        dirfd = _control_dir(pid)
+    except SupervisorError:
+        # The same user in another user namespace: systemd.exec(5) PrivateUsers= gives
+        # each process of the unit (ExecReload= too) a namespace of its own, and ptrace
+        # rules refuse /proc/PID/fd across them. Same mount namespace, same directories.
+        sock = _connect_by_scan(pid, environ)
+        if sock is None:
+            raise
+        return sock
+    try:
+        return _connect_in(pid, dirfd, timeout)
+    finally:
+        os.close(dirfd)
+
+
+def _connect_in(pid: int, dirfd: int, timeout: float) -> socket.socket:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     try:
         sock.settimeout(timeout)
@@ -89,20 +111,53 @@ def _connect(pid: int, timeout: float) -> socket.socket:
                 f"supervisor {pid} takes no control requests (starting or exiting?)"
             ) from exc
         raise SupervisorError(f"cannot reach supervisor {pid}: {exc.strerror}") from exc
-    finally:
-        os.close(dirfd)
     return sock
 
 
-def request(pid: int, op: str, *, timeout: float) -> dict[str, Any]:
+def _connect_by_scan(pid: int, environ: Mapping[str, str]) -> socket.socket | None:
+    """The control socket of ``pid`` among the control directories this user owns where a
+    supervisor with this environment makes them; the listener's SO_PEERCRED pid decides."""
+    uid = os.geteuid()
+    for base in candidate_dirs(environ):
+        try:
+            names = [n for n in os.listdir(base) if n.startswith(DIR_PREFIX)]
+        except OSError:
+            continue
+        for name in names:
+            try:
+                dirfd = os.open(
+                    os.path.join(base, name),
+                    os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                )
+            except OSError:
+                continue
+            try:
+                if uid not in (0, os.fstat(dirfd).st_uid):
+                    continue
+                sock = _connect_in(pid, dirfd, 1.0)
+            except (OSError, SupervisorError):
+                continue
+            finally:
+                os.close(dirfd)
+            if peer_credentials(sock)[0] == pid:
+                return sock
+            sock.close()
+    return None
+
+
+def request(
+    pid: int, op: str, *, timeout: float, environ: Mapping[str, str] | None = None
+) -> dict[str, Any]:
     """Send ``{"op": op}`` to supervisor ``pid`` and return its answer (a dict).
 
     Raises :class:`SupervisorError` if no supervisor runs as ``pid``, if the caller may not
     reach it (only root and the supervisor's user may), if the socket belongs to another
-    process, or if no answer arrives within ``timeout`` seconds.
+    process, or if no answer arrives within ``timeout`` seconds. ``environ`` (default: the
+    process environment) says where the caller's own control directories are, for a
+    caller that may not read ``/proc/PID/fd`` (see :func:`_connect`).
     """
     deadline = time.monotonic() + timeout
-    sock = _connect(pid, timeout)
+    sock = _connect(pid, timeout, _env.resolve(environ))
     try:
         peer, _, _ = peer_credentials(sock)
         if peer != pid:
