@@ -178,7 +178,8 @@ def test_reload_pid_as_another_user_is_one_line(sandbox: Sandbox, units: Units) 
     assert "Traceback" not in result.stderr, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(
-        f"sdactivate: error: permission denied: pid {supervisor} runs as another user"
+        f"sdactivate: error: permission denied: the control socket of pid {supervisor} is only"
+        " for root and the user it runs as"
     ), result.stderr
     assert http_get("127.0.0.1", port)[1]["x-pid"] == before
     sandbox.run(["systemctl", "stop", unit], timeout=40)

@@ -230,11 +230,11 @@ def test_no_notify_fields_break_the_loop(tmp_path: Path, fields: list[tuple[str,
     """Whatever a starting generation sends, handling it raises nothing, and the next
     epoll_wait(2) takes the loop's timeout (a huge EXTEND_TIMEOUT_USEC= once overflowed it)."""
     r = _starting_runner(tmp_path)
-    r._on_child_message(1, fields)
-    timeout = r._wait_timeout()
-    assert timeout is None or 0 <= timeout <= runner._MAX_WAIT
     a, b = socket.socketpair()
-    with a, b:
+    with a, b, r._sel:
+        r._on_child_message(1, fields)
+        timeout = r._wait_timeout()
+        assert timeout is None or 0 <= timeout <= runner._MAX_WAIT
         b.send(b"x")  # readable: select returns at once, or raises while converting
         r._sel.register(a, 1)
         assert r._sel.select(timeout)
@@ -425,11 +425,40 @@ def test_other_users_cannot_reach_the_control_socket(
     assert result.returncode == 1, result.stderr
     assert "Traceback" not in result.stderr, result.stderr
     assert result.stderr.strip().splitlines() == [
-        f"sdactivate: error: permission denied: pid {supervisor.pid} runs as another user"
-        " (uid 0); its control socket is only for root and that user (run as one of them,"
-        " e.g. with sudo)"
+        f"sdactivate: error: permission denied: the control socket of pid {supervisor.pid} is"
+        " only for root and the user it runs as (uid 0); run as one of them (e.g. with sudo)"
     ]
     assert request_status(supervisor.pid, timeout=10)["generation"] == 1
+
+
+def test_reload_from_another_user_namespace_of_the_same_user(
+    supervisor: Supervisor, tmp_path: Path
+) -> None:
+    """A client of the same user in a user namespace of its own (PrivateUsers= gives each
+    process of a unit one, ExecReload= included) may not read /proc/PID/fd; it finds the
+    socket among its own control directories ($TMPDIR here) and the reload works."""
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        pytest.skip("needs root and unshare(1)")
+    probe = subprocess.run(["unshare", "--user", "--map-root-user", "true"], capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip(f"no user namespaces here: {probe.stderr.decode().strip()}")
+    fds = f"/proc/{supervisor.pid}/fd"
+    argv = [PY, "-c", f"import os; [os.readlink('{fds}/' + n) for n in os.listdir('{fds}')]"]
+    refused = subprocess.run(["unshare", "--user", "--map-root-user", *argv], capture_output=True)
+    assert b"PermissionError" in refused.stderr, refused  # the /proc way is closed there
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": CHECKOUT, "TMPDIR": str(tmp_path)}
+    result = subprocess.run(
+        ["unshare", "--user", "--map-root-user", PY, "-m", "sdactivate", "reload", "--pid",
+         str(supervisor.pid), "--timeout", "20"],
+        capture_output=True, text=True, timeout=60, env=env,
+    )  # fmt: skip
+    assert result.returncode == 0 and "handover done" in result.stdout, result
+    elsewhere = subprocess.run(
+        ["unshare", "--user", "--map-root-user", PY, "-m", "sdactivate", "reload", "--pid",
+         str(supervisor.pid), "--timeout", "20"],
+        capture_output=True, text=True, timeout=60, env={**env, "TMPDIR": "/nonexistent"},
+    )  # fmt: skip
+    assert elsewhere.returncode == 1 and "permission denied" in elsewhere.stderr, elsewhere
 
 
 FLOOD = r"""

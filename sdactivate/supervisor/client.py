@@ -40,8 +40,8 @@ def _denied(pid: int) -> SupervisorError:
     except OSError:
         owner = ""
     return SupervisorError(
-        f"permission denied: pid {pid} runs as another user{owner}; its control socket"
-        " is only for root and that user (run as one of them, e.g. with sudo)"
+        f"permission denied: the control socket of pid {pid} is only for root and the"
+        f" user it runs as{owner}; run as one of them (e.g. with sudo)"
     )
 
 
@@ -116,7 +116,8 @@ def _connect_in(pid: int, dirfd: int, timeout: float) -> socket.socket:
 
 def _connect_by_scan(pid: int, environ: Mapping[str, str]) -> socket.socket | None:
     """The control socket of ``pid`` among the control directories this user owns where a
-    supervisor with this environment makes them; the listener's SO_PEERCRED pid decides."""
+    supervisor with this environment makes them; the listener's SO_PEERCRED pid decides
+    (a listener's credentials are those of the process that called listen(2), unix(7))."""
     uid = os.geteuid()
     for base in candidate_dirs(environ):
         try:
@@ -132,9 +133,9 @@ def _connect_by_scan(pid: int, environ: Mapping[str, str]) -> socket.socket | No
             except OSError:
                 continue
             try:
-                if uid not in (0, os.fstat(dirfd).st_uid):
+                if os.fstat(dirfd).st_uid != uid:  # another user's: not even a connect
                     continue
-                sock = _connect_in(pid, dirfd, 1.0)
+                sock = _connect_in(pid, dirfd, 0.0)  # non-blocking: a full backlog is skipped
             except (OSError, SupervisorError):
                 continue
             finally:
@@ -162,6 +163,7 @@ def request(
         peer, _, _ = peer_credentials(sock)
         if peer != pid:
             raise SupervisorError(f"control socket of pid {pid} is held by pid {peer}")
+        sock.settimeout(timeout)
         sock.sendall(json.dumps({"op": op}).encode() + b"\n")
         buf = b""
         while True:  # to EOF: the supervisor closes right after answering
