@@ -17,6 +17,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -288,6 +289,52 @@ def test_stale_control_dirs_are_swept(tmp_path: Path) -> None:
         )
     finally:
         live.close()
+
+
+def test_accept_is_bounded_per_turn(tmp_path: Path) -> None:
+    """One accept() takes at most ACCEPT_PER_TURN connections; the rest wait their turn."""
+    server = control.ControlServer({"TMPDIR": str(tmp_path)})
+    clients = []
+    try:
+        for _ in range(control.ACCEPT_PER_TURN + 5):
+            c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            c.connect(server.path)
+            clients.append(c)
+        first, second = server.accept(), server.accept()
+        assert (len(first), len(second)) == (control.ACCEPT_PER_TURN, 5)
+        for conn in first + second:
+            conn.sock.close()
+    finally:
+        for c in clients:
+            c.close()
+        server.close()
+
+
+def test_a_peer_of_another_uid_is_closed_before_any_read(nobody: tuple[str, ...]) -> None:
+    """Should another user reach the socket anyway (here: its directory opened up), accept()
+    closes that peer at once (SO_PEERCRED) and returns nothing for it."""
+    base = tempfile.mkdtemp(prefix="sdactivate-test-")  # tmp_path's parents are 0700
+    server = control.ControlServer({"TMPDIR": base})
+    try:
+        os.chmod(base, 0o755)
+        os.chmod(server.directory, 0o755)
+        os.chmod(server.path, 0o777)
+        script = (
+            "import socket, sys; s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]);"
+            " print('connected', flush=True); s.settimeout(20); print(repr(s.recv(10)))"
+        )
+        proc = subprocess.Popen(
+            [*nobody, PY, "-c", script, server.path], stdout=subprocess.PIPE, text=True
+        )
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == "connected\n"
+        assert server.accept() == []
+        assert proc.stdout.readline() == "b''\n"  # EOF at once, not a 20 s timeout
+        assert proc.wait(10) == 0
+        proc.stdout.close()
+    finally:
+        server.close()
+        os.rmdir(base)
 
 
 def test_no_place_for_the_control_socket_is_one_line(tmp_path: Path) -> None:

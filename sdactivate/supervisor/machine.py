@@ -95,8 +95,9 @@ __all__ = [
 ]
 
 
-# The longest timeout a Policy takes (a year): anything longer is a typo, or infinity, for
-# which a timeout that never fires would be the wrong tool (a hung generation stays forever).
+# The longest timeout a Policy takes (a year, gen-units' bound for the unit's timeouts too):
+# anything longer is a typo, or infinity, for which a timeout that never fires would be the
+# wrong tool (a hung generation would stay forever).
 MAX_TIMEOUT = 365 * 86400.0
 
 
