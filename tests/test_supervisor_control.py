@@ -241,6 +241,33 @@ def test_no_notify_fields_break_the_loop(tmp_path: Path, fields: list[tuple[str,
         assert r._sel.select(timeout)
 
 
+_FIELD = st.tuples(
+    st.sampled_from([k.encode() for k in NOTIFY_KEYS]),
+    st.binary(max_size=40) | st.integers(min_value=-1, max_value=2**80).map(lambda i: b"%d" % i),
+).map(lambda kv: kv[0] + b"=" + kv[1])
+
+
+@given(st.binary(max_size=4200) | st.lists(_FIELD, max_size=6).map(b"\n".join))
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+def test_no_notify_datagram_breaks_the_loop(tmp_path: Path, data: bytes) -> None:
+    """A starting generation's datagram, as the runner reads it (the manager's parsing,
+    then its fields): refused as a whole, or handled without an error, the loop's wait valid."""
+    from sdactivate.errors import NotifyValueError
+    from sdactivate.notify import parse_message
+
+    r = _starting_runner(tmp_path)
+    with r._sel:
+        try:
+            fields = parse_message(data)
+        except NotifyValueError:
+            return
+        r._on_child_message(1, fields)
+        timeout = r._wait_timeout()
+        assert timeout is None or 0 <= timeout <= runner._MAX_WAIT
+
+
 # --- the control directory ---------------------------------------------------------------------
 
 
