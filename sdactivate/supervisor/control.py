@@ -175,7 +175,10 @@ class ControlServer:
                 break
             except OSError:  # ECONNABORTED, EMFILE...: try again next turn
                 break
-            _, uid, _ = peer_credentials(conn)
+            try:
+                _, uid, _ = peer_credentials(conn)
+            except OSError:
+                uid = -1
             if uid not in (0, self._uid):
                 conn.close()
                 continue
