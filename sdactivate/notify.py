@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     Fd: TypeAlias = int | HasFileno
 
 __all__ = [
+    "MAX_EXTEND_TIMEOUT",
     "NOTIFY_BUFFER_MAX",
     "NOTIFY_FD_MAX",
     "SEND_TIMEOUT",
@@ -246,16 +247,25 @@ def watchdog_trigger(*, environ: Mapping[str, str] | None = None) -> bool:
     return send({"WATCHDOG": "trigger"}, environ=environ)
 
 
+# systemd's usec_t (time-util.h): 64 bits, USEC_INFINITY = 2^64-1. service.c ignores an
+# EXTEND_TIMEOUT_USEC= of USEC_INFINITY and cannot parse a larger one (v252).
+_USEC_MAX = (1 << 64) - 2
+MAX_EXTEND_TIMEOUT = _USEC_MAX // 1_000_000
+
+
 def extend_timeout(seconds: float, *, environ: Mapping[str, str] | None = None) -> bool:
     """``EXTEND_TIMEOUT_USEC=`` (v236+): ask for ``seconds`` more in the current start,
     runtime or stop timeout; send it again before it runs out. ``NotifyValueError`` unless
-    ``seconds`` is finite and positive.
+    ``seconds`` is finite, positive and at most :data:`MAX_EXTEND_TIMEOUT` (about 584,000
+    years: systemd's usec_t is 64 bits and the top value means infinity, which it ignores).
     """
     if isinstance(seconds, bool) or not isinstance(seconds, int | float):
         raise NotifyValueError(f"extend_timeout({seconds!r}): seconds must be a number")
-    if not math.isfinite(seconds) or seconds <= 0:
-        raise NotifyValueError(f"extend_timeout({seconds!r}): seconds must be finite and > 0")
-    usec = max(1, math.ceil(seconds * 1_000_000))
+    if not 0 < seconds <= MAX_EXTEND_TIMEOUT:  # NaN and inf included
+        raise NotifyValueError(
+            f"extend_timeout({seconds!r}): seconds must be > 0 and <= {MAX_EXTEND_TIMEOUT:.0f}"
+        )
+    usec = min(max(1, math.ceil(seconds * 1_000_000)), _USEC_MAX)
     return send({"EXTEND_TIMEOUT_USEC": usec}, environ=environ)
 
 

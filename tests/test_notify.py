@@ -239,17 +239,42 @@ def test_reloading_carries_monotonic_usec(rx: Receiver) -> None:
 
 
 @pytest.mark.parametrize(
+    ("seconds", "usec"),
+    [(1e10, 10**16), (notify.MAX_EXTEND_TIMEOUT, notify.MAX_EXTEND_TIMEOUT * 10**6), (1e-9, 1)],
+    ids=["1e10", "max", "tiny"],
+)
+def test_extend_timeout_sends_what_systemd_parses(seconds: float, usec: int, rx: Receiver) -> None:
+    """The usec sent fits systemd's usec_t below USEC_INFINITY (2^64-1), which it ignores."""
+    assert notify.extend_timeout(seconds, environ=rx.env) is True
+    data, _, _ = rx.recv()
+    assert data == b"EXTEND_TIMEOUT_USEC=%d" % usec
+    assert 0 < usec < 2**64 - 1
+
+
+@pytest.mark.parametrize(
     ("call", "arg"),
     [
         (notify.extend_timeout, 0),
         (notify.extend_timeout, -1),
         (notify.extend_timeout, float("inf")),
         (notify.extend_timeout, float("nan")),
+        (notify.extend_timeout, 1e300),
+        (notify.extend_timeout, notify.MAX_EXTEND_TIMEOUT + 1),
         (notify.mainpid, 0),
         (notify.mainpid, True),
         (notify.errno, -1),
     ],
-    ids=["timeout-0", "timeout-neg", "timeout-inf", "timeout-nan", "pid-0", "pid-bool", "errno"],
+    ids=[
+        "timeout-0",
+        "timeout-neg",
+        "timeout-inf",
+        "timeout-nan",
+        "timeout-1e300",
+        "timeout-past-u64",
+        "pid-0",
+        "pid-bool",
+        "errno",
+    ],
 )
 def test_helper_argument_checks(call: Any, arg: Any, rx: Receiver) -> None:
     """Nonsense arguments raise NotifyValueError and send nothing."""

@@ -21,6 +21,7 @@ _JOB_HELP = {
     "reload": "reload a unit (or an `sdactivate run` supervisor with --pid) and wait",
 }
 _DEFAULT_TIMEOUT = 90.0
+_MAX_TIMEOUT = 86400.0  # a day: beyond it socket timeouts overflow, long before any job ends
 
 
 def _positive_seconds(text: str) -> float:
@@ -28,8 +29,10 @@ def _positive_seconds(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"timeout must be a positive number: {text!r}")
+    if not 0 < value <= _MAX_TIMEOUT:  # NaN and inf included
+        raise argparse.ArgumentTypeError(
+            f"timeout must be a number of seconds > 0 and <= {_MAX_TIMEOUT:.0f}: {text!r}"
+        )
     return value
 
 

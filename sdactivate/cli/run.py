@@ -112,12 +112,16 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
 
 
 def _seconds(text: str) -> float:
+    from ..supervisor.machine import MAX_TIMEOUT
+
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0: {text!r}")
+    if not 0 < value <= MAX_TIMEOUT:  # NaN and inf included
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: must be a number of seconds > 0 and <= {MAX_TIMEOUT:.0f} (a year)"
+        )
     return value
 
 

@@ -40,6 +40,7 @@ __all__ = [
     "Start",
     "StopRequested",
     "WatchdogPing",
+    "parse_extend_timeout",
 ]
 
 
@@ -116,6 +117,21 @@ class ExtendTimeout:
 
     gen: int
     usec: int
+
+
+# systemd's usec_t: USEC_INFINITY is 2^64-1, and service.c ignores an EXTEND_TIMEOUT_USEC=
+# of 0 or USEC_INFINITY; a value it cannot parse as a u64 it ignores with a warning (v252).
+_USEC_INFINITY = (1 << 64) - 1
+
+
+def parse_extend_timeout(value: str) -> int | None:
+    """The usec of an ``EXTEND_TIMEOUT_USEC=`` value (sd_notify(3)), 1..2^64-2, or None
+    for anything systemd would not act on (0, out of range, not a number). Stricter than
+    systemd's safe_atou64(): only ASCII digits (no sign, spaces or 0x)."""
+    if not (0 < len(value) <= 20 and value.isascii() and value.isdigit()):
+        return None
+    usec = int(value)
+    return usec if 0 < usec < _USEC_INFINITY else None
 
 
 @dataclass(frozen=True)

@@ -61,6 +61,7 @@ from .events import (
 )
 
 __all__ = [
+    "MAX_TIMEOUT",
     "Action",
     "CancelHealth",
     "CancelTimer",
@@ -94,6 +95,12 @@ __all__ = [
 ]
 
 
+# The longest timeout a Policy takes (a year, gen-units' bound for the unit's timeouts too):
+# anything longer is a typo, or infinity, for which a timeout that never fires would be the
+# wrong tool (a hung generation would stay forever).
+MAX_TIMEOUT = 365 * 86400.0
+
+
 @dataclass(frozen=True)
 class Policy:
     """Timeouts (seconds) and signals; validated when built."""
@@ -111,8 +118,8 @@ class Policy:
     def __post_init__(self) -> None:
         for name in ("ready_timeout", "drain_timeout", "health_timeout", "startup_grace"):
             value = getattr(self, name)
-            if not value > 0:
-                raise ValueError(f"{name} must be > 0, got {value!r}")
+            if not 0 < value <= MAX_TIMEOUT:  # NaN fails both
+                raise ValueError(f"{name} must be > 0 and <= {MAX_TIMEOUT:.0f} s, got {value!r}")
 
 
 class GenState(enum.Enum):

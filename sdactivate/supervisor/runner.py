@@ -34,6 +34,7 @@ from ._os import (
     sockname,
 )
 from .control import Connection, ControlServer
+from .events import parse_extend_timeout
 
 __all__ = ["HEALTH_FD_NAME", "Listener", "Options", "Runner", "run"]
 
@@ -44,6 +45,16 @@ _SIGNALS = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal
 # Variables a child must not inherit from the supervisor's own manager: the child gets our
 # NOTIFY_SOCKET; WATCHDOG_PID names the supervisor (sd_watchdog_enabled(3) would return 0).
 _PRIVATE_ENV = ("NOTIFY_SOCKET", "WATCHDOG_PID")
+# Where the control socket's private directory may go (control.candidate_dirs)
+_CONTROL_DIR_ENV = ("RUNTIME_DIRECTORY", "XDG_RUNTIME_DIR", "TMPDIR")
+# The longest single wait of the loop: epoll_wait(2) takes an int of milliseconds (24.8
+# days), and a deadline further away (EXTEND_TIMEOUT_USEC= up to 2^64-2) is waited in turns.
+_MAX_WAIT = 86400.0
+# Control connections that have not sent their request yet: beyond this many, the oldest
+# is closed, so idle (permitted) clients cannot exhaust fds or starve a new client.
+_MAX_READING = 64
+# Control clients waiting for a handover's outcome; beyond this a reload is refused at once.
+_MAX_WAITING = 256
 
 
 @dataclass(frozen=True)
@@ -110,6 +121,7 @@ class Runner:
         self._manager_env = (
             {"NOTIFY_SOCKET": env["NOTIFY_SOCKET"]} if "NOTIFY_SOCKET" in env else {}
         )
+        self._control_env = {k: env[k] for k in _CONTROL_DIR_ENV if k in env}
         self._child_env = {k: v for k, v in env.items() if k not in _PRIVATE_ENV}
         self.machine = m.Machine(self.options.policy)
         self._gens: dict[int, _Gen] = {}
@@ -117,6 +129,7 @@ class Runner:
         self._timers: dict[tuple[str, int], float] = {}
         self._checks: dict[int, _Check] = {}
         self._requests: dict[int, Connection] = {}
+        self._reading: dict[int, None] = {}  # requests not read yet, oldest first
         self._next_request = 1
         self._exit: int | None = None
         self._events: collections.deque[m.Event] = collections.deque()
@@ -142,7 +155,7 @@ class Runner:
         self._notify = ns
         self.notify_address = "@" + name
         self._sel.register(ns, selectors.EVENT_READ, ("notify", None))
-        self._control = ControlServer(self.pid)
+        self._control = ControlServer(self._control_env)
         self._sel.register(self._control, selectors.EVENT_READ, ("control", None))
         wake_r, wake_w = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         for s in (wake_r, wake_w):
@@ -151,8 +164,15 @@ class Runner:
         return wake_r, wake_w
 
     def run(self) -> int:
-        """Run until stopped; return the exit status (0 after SIGTERM, 1 on failure)."""
-        wake_r, wake_w = self._open()
+        """Run until stopped; return the exit status (0 after SIGTERM, 1 on failure).
+
+        Raises :class:`SupervisorError` if its own sockets cannot be made (nothing started).
+        """
+        try:
+            wake_r, wake_w = self._open()
+        except BaseException:
+            self._cleanup()
+            raise
         old_wakeup = signal.set_wakeup_fd(wake_w.fileno(), warn_on_full_buffer=False)
         old_handlers = {sig: signal.signal(sig, _noop) for sig in _SIGNALS}
         try:
@@ -199,11 +219,15 @@ class Runner:
                 )
 
     # --- the loop ---------------------------------------------------------------------------
+    def _wait_timeout(self) -> float | None:
+        """How long the next epoll_wait may sleep: until the nearest timer, at most
+        ``_MAX_WAIT`` (a later deadline is waited for in turns), None with no timer."""
+        if not self._timers:
+            return None
+        return min(_MAX_WAIT, max(0.0, min(self._timers.values()) - time.monotonic()))
+
     def _step(self, wake_r: socket.socket) -> None:
-        timeout = None
-        if self._timers:
-            timeout = max(0.0, min(self._timers.values()) - time.monotonic())
-        events = self._sel.select(timeout)
+        events = self._sel.select(self._wait_timeout())
         # Signals first, even when their wakeup byte is not in this batch: a signal delivered
         # while epoll_wait returned is already in wake_r. Under KillMode=control-group systemd
         # sends SIGTERM to us (first) and to every generation; a generation that drained and
@@ -432,8 +456,11 @@ class Runner:
                 self._feed(m.ChildReady(gen))
             elif key == "WATCHDOG" and value in ("1", "trigger"):
                 self._feed(m.WatchdogPing(gen, value))
-            elif key == "EXTEND_TIMEOUT_USEC" and value.isdigit():
-                self._feed(m.ExtendTimeout(gen, int(value)))
+            elif key == "EXTEND_TIMEOUT_USEC":
+                if (usec := parse_extend_timeout(value)) is not None:
+                    self._feed(m.ExtendTimeout(gen, usec))
+                else:
+                    log.warning("generation %d: EXTEND_TIMEOUT_USEC=%.40r ignored", gen, value)
             elif key == "STATUS":
                 log.debug("generation %d: %s", gen, value)
 
@@ -470,10 +497,13 @@ class Runner:
 
     def _on_control_accept(self) -> None:
         assert self._control is not None
-        while (conn := self._control.accept()) is not None:
+        for conn in self._control.accept():
+            if len(self._reading) >= _MAX_READING:
+                self._drop_request(next(iter(self._reading)), None)
             rid = self._next_request
             self._next_request += 1
             self._requests[rid] = conn
+            self._reading[rid] = None
             self._sel.register(conn, selectors.EVENT_READ, ("request", rid))
 
     def _on_request(self, rid: int) -> None:
@@ -488,7 +518,11 @@ class Runner:
         if req is None:
             return
         if req["op"] == "reload":
+            if len(self._requests) - len(self._reading) >= _MAX_WAITING:
+                self._drop_request(rid, "too many clients waiting for a handover")
+                return
             self._sel.unregister(conn)  # answered by a Report action
+            del self._reading[rid]
             self._feed(m.ReloadRequested(rid))
         elif req["op"] == "status":
             self._drop_request(rid, None, self.status())
@@ -499,7 +533,9 @@ class Runner:
         self, rid: int, error: str | None, reply: dict[str, Any] | None = None
     ) -> None:
         conn = self._requests.pop(rid)
-        self._sel.unregister(conn)
+        if rid in self._reading:  # still registered for its request line
+            del self._reading[rid]
+            self._sel.unregister(conn)
         if reply is None and error is None:
             conn.sock.close()
             return
