@@ -260,7 +260,7 @@ def _cmd_gen_units(args: argparse.Namespace) -> int:
 
     from ..errors import UnitConfigError
     from ..units import install, limits, names, preflight, version
-    from ..units.build import Options, build, resolve
+    from ..units.build import Options, render, resolve
 
     command = list(args.command)
     listens = []
@@ -308,15 +308,14 @@ def _cmd_gen_units(args: argparse.Namespace) -> int:
         fdstore_preserve=args.fdstore_preserve,
         service_type=args.service_type,
     )
-    resolved = resolve(options, python=sys.executable)
-    preflight.check_relative_script(resolved, cwd=os.getcwd)  # with the directory to use
-    files = build(options, python=sys.executable)
+    resolved = resolve(options, python=sys.executable, cwd=os.getcwd)  # checked once
+    files = render(resolved)
     if args.preflight:  # before anything is written, --stdout included
         from .. import __file__ as package_file
 
         default_python = args.supervise and args.python is None
         package_dir = os.path.dirname(package_file) if default_python else None
-        preflight.check(resolved, package_dir=package_dir)
+        preflight.check(resolved.options, package_dir=package_dir)
     if args.stdout:
         for index, (name, text) in enumerate(files.items()):
             sys.stdout.write(f"{'' if index == 0 else chr(10)}### {name}\n{text}")
