@@ -104,7 +104,7 @@ CASES: dict[str, dict[str, object]] = {
     "refused-socket-user-user-manager": {
         "user": True,
         "listens": (("/run/myapp.sock", None),),
-        "socket_user": "nobody",
+        "socket_user": "www-data",
     },
     "refused-ready-timeout-without-supervise": {"ready_timeout": 5},
     "upgrader": {"upgrader": True},

@@ -270,3 +270,85 @@ def test_run_option_units_verify_clean(tmp_path: Path, kw: dict[str, object]) ->
         if "notify-reload" not in line  # a 257 target verified by the host's 252
     ]
     assert not lines, result.stderr
+
+
+# ---- socket files: SocketMode=/SocketUser=/SocketGroup= -------------------------------------
+def _sockets(**kw: object) -> dict[str, str]:
+    base: dict[str, object] = {"supervise": False, "ports": (), "listens": (("/run/a.sock", None),)}
+    return gen(**(base | kw))
+
+
+def test_socket_files_say_who_may_connect_by_default() -> None:
+    """A socket unit with a socket file writes SocketMode=0666 (systemd's default) with a
+    comment naming the options that restrict it; one without a file writes nothing."""
+    sock = _sockets()["myapp.socket"]
+    assert _lines(sock, "SocketMode") == ["0666"]
+    assert "--socket-mode 0660 --socket-group GROUP" in " ".join(sock.split())
+    assert "SocketMode" not in gen(supervise=False)["myapp.socket"]
+    assert "SocketMode" not in _sockets(listens=(("@abstract", None),))["myapp.socket"]
+
+
+def test_socket_mode_user_group_options() -> None:
+    """--socket-mode/--socket-user/--socket-group go to every socket unit with a file."""
+    files = _sockets(
+        listens=(("/run/a.sock", None), ("/run/b.sock", "admin"), ("127.0.0.1:9", "tcp")),
+        socket_mode=0o660,
+        socket_user="www-data",
+        socket_group="4242",
+    )
+    for name in ("myapp.socket", "myapp-admin.socket"):
+        assert _lines(files[name], "SocketMode") == ["0660"]
+        assert _lines(files[name], "SocketUser") == ["www-data"]
+        assert _lines(files[name], "SocketGroup") == ["4242"]
+    assert "Socket" not in "".join(_lines(files["myapp-tcp.socket"], "SocketMode"))
+
+
+@pytest.mark.parametrize(
+    ("kw", "match"),
+    [
+        ({"listens": (("127.0.0.1:9", None),), "socket_mode": 0o600}, "applies to socket files"),
+        ({"socket_mode": 0o10000}, "not an access mode"),
+        ({"socket_user": "a b"}, "not a user/group name"),
+        ({"socket_group": "%n"}, "not a user/group name"),
+        ({"socket_user": "www-data", "user": True}, "per-user manager cannot give a file away"),
+        ({"socket_group": "nogroup"}, "overflow user/group"),
+    ],
+    ids=["no-file", "mode", "user", "group-specifier", "user-manager", "nogroup"],
+)
+def test_socket_file_options_refused(kw: dict[str, object], match: str) -> None:
+    """Options that could not apply, or values systemd would not read, are refused."""
+    with pytest.raises(UnitConfigError, match=match):
+        _sockets(**kw)
+
+
+def test_socket_mode_cli() -> None:
+    """--socket-mode takes octal as typed (660 or 0660); anything else is one line, exit 2."""
+    result = subprocess.run(
+        [PY, "-m", "sdactivate", "gen-units", "myapp", "--listen", "/run/a.sock",
+         "--socket-mode", "660", "--socket-group", "web", "--systemd-version", "252",
+         "--stdout", "--no-preflight", "--", "/bin/true"],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "SocketMode=0660\n" in result.stdout and "SocketGroup=web\n" in result.stdout
+    assert "--socket-mode 0660 --socket-group web" in result.stdout
+    bad = subprocess.run(
+        [PY, "-m", "sdactivate", "gen-units", "myapp", "--listen", "/run/a.sock",
+         "--socket-mode", "u+rw", "--systemd-version", "252", "--stdout", "--", "/bin/true"],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert bad.returncode == 2 and "--socket-mode 'u+rw'" in bad.stderr, bad.stderr
+
+
+@needs_analyze
+def test_socket_file_units_verify_clean(tmp_path: Path) -> None:
+    """systemd-analyze verify accepts SocketMode=/SocketUser=/SocketGroup=."""
+    files = _sockets(command=(PY, "-c", "pass"), socket_mode=0o660, socket_user="www-data",
+                     socket_group="www-data")  # fmt: skip
+    for name, text in files.items():
+        (tmp_path / name).write_text(text, encoding="utf-8")
+    result = subprocess.run(
+        ["systemd-analyze", "verify", "--man=no", *(str(tmp_path / n) for n in files)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0 and not result.stderr, result.stderr

@@ -394,7 +394,7 @@ def _socket_file_settings(r: Resolved, addresses: tuple[ListenAddress, ...]) -> 
     if not _has_socket_file(addresses):
         return _SocketFiles(socket_mode=None, socket_user=None, socket_group=None)
     return _SocketFiles(
-        socket_mode=o.socket_mode,
+        socket_mode=_DEFAULT_SOCKET_MODE if o.socket_mode is None else o.socket_mode,
         socket_user=o.socket_user,
         socket_group=o.socket_group,
     )
@@ -406,7 +406,7 @@ def _socket_file_comments(
     if not _has_socket_file(addresses):
         return []
     if r.options.socket_mode is None:
-        return []
+        return [("SocketMode", notes.SOCKET_MODE_DEFAULT)]
     return [("SocketMode", notes.SOCKET_MODE)]
 
 

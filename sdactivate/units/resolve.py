@@ -43,6 +43,7 @@ _RUN_ONLY = (  # `sdactivate run` options that mean nothing without --supervise
     ("--startup-grace", "startup_grace"),
 )
 # systemd's valid_user_group_name() (strict): what useradd(8) also accepts; or a uid/gid
+_OVERFLOW_IDS = ("nobody", "nogroup", "65534")  # user_namespaces(7) overflow uid/gid
 _USER_GROUP = re.compile(r"(?:[A-Za-z_][A-Za-z0-9_-]{0,30}|[0-9]{1,10})\Z")
 
 
@@ -238,6 +239,12 @@ def _check_socket_files(
             raise UnitConfigError(
                 f"{flag} {value!r}: not a user/group name (letters, digits, '_', '-', at most"
                 " 31 characters, not starting with a digit) or a numeric id"
+            )
+        if value in _OVERFLOW_IDS:
+            raise UnitConfigError(
+                f"{flag} {value!r}: the overflow user/group owns whatever is not mapped"
+                " (systemd warns: 'Special user nobody configured, this is not safe!');"
+                " use a dedicated one"
             )
     if options.user and options.socket_user is not None:
         raise UnitConfigError(
