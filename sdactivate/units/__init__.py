@@ -14,6 +14,7 @@ from .model import RateLimit, ServiceUnit, SocketUnit
 from .names import escape as systemd_escape
 from .names import escape_path as systemd_escape_path
 from .names import unescape as systemd_unescape
+from .names import unescape_path as systemd_unescape_path
 from .render import render_service, render_socket
 
 __all__ = [
@@ -30,4 +31,5 @@ __all__ = [
     "systemd_escape",
     "systemd_escape_path",
     "systemd_unescape",
+    "systemd_unescape_path",
 ]

@@ -23,6 +23,7 @@ __all__ = [
     "instance_name",
     "strip_unit_suffix",
     "unescape",
+    "unescape_path",
 ]
 
 UNIT_NAME_MAX = 255  # basic/unit-name.h: UNIT_NAME_MAX 256 including the NUL
@@ -112,39 +113,102 @@ def escape(text: str) -> str:
 
 
 def escape_path(path: str) -> str:
-    """``systemd-escape --path PATH``: simplified, outer slashes dropped, ``/`` is ``-``.
-
-    Refuses ``..`` and ``.`` components (systemd: "not normalized").
-    """
-    parts = [part for part in path.split("/") if part]
-    if any(part in (".", "..") for part in parts):
-        raise UnitConfigError(f"path {path!r} is not normalized ('.' or '..')")
-    if not parts:
+    """``systemd-escape --path PATH`` (unit_name_path_escape()): the path simplified (``//``
+    and ``.`` components dropped), ``/`` alone is ``-``, otherwise the outer slashes
+    dropped and the rest escaped. A path that is not normalized after that (``..``, a lone
+    ``.``), a component over 255 bytes or a path of 4096 bytes or more is refused."""
+    simplified = _simplify(path)
+    if simplified in ("", "/"):
         return "-"
-    return escape("/".join(parts))
+    if not _normalized(simplified.encode()):
+        raise UnitConfigError(
+            f"path {path!r} is not normalized ('..', a lone '.', a component over"
+            f" {_NAME_MAX} bytes or {_PATH_MAX} bytes in all): systemd-escape --path refuses it"
+        )
+    return escape(simplified.strip("/"))
 
 
 def unescape(text: str) -> str:
-    """``systemd-escape --unescape``: ``-`` -> ``/``, ``\\xNN`` -> byte."""
+    """``systemd-escape --unescape`` (unit_name_unescape()): ``-`` -> ``/``, ``\\xNN`` -> the
+    byte NN (two hex digits, nothing else after a backslash). As in systemd, the result is
+    a C string: it ends at a ``\\x00``. Refused: a bad escape, and a result that is not
+    UTF-8 (systemd-escape prints such bytes; a ``str`` cannot hold them)."""
+    return _decode(_unescape(text), text)
+
+
+def unescape_path(text: str) -> str:
+    """``systemd-escape --unescape --path`` (unit_name_path_unescape()): ``-`` is ``/``;
+    otherwise :func:`unescape` with a ``/`` in front, refused unless that is a normalized
+    absolute path (no ``//``, ``.`` or ``..``, no trailing ``/``)."""
+    if text == "-":
+        return "/"
+    if not text:
+        raise UnitConfigError("empty string: not an escaped path")
+    inner = _unescape(text)
+    path = b"/" + inner
+    if inner.startswith(b"/") or inner.endswith(b"/") or not _normalized(path):
+        raise UnitConfigError(f"{text!r} does not unescape to a normalized absolute path")
+    return _decode(path, text)
+
+
+_HEX = frozenset(b"0123456789abcdefABCDEF")  # unhexchar()
+_NAME_MAX = 255  # path_is_valid(): bytes per component
+_PATH_MAX = 4096  # path_is_valid(): bytes in all, the NUL included
+
+
+def _unescape(text: str) -> bytes:
+    raw = text.encode("utf-8", "surrogateescape").split(b"\0", 1)[0]  # argv: a C string
     data = bytearray()
     i = 0
-    while i < len(text):
-        ch = text[i]
-        if ch == "-":
+    while i < len(raw):
+        byte = raw[i]
+        if byte == ord("-"):
             data += b"/"
-        elif ch == "\\" and text[i + 1 : i + 2] == "x" and len(text) >= i + 4:
-            try:
-                data.append(int(text[i + 2 : i + 4], 16))
-            except ValueError as exc:
-                raise UnitConfigError(f"bad escape in {text!r}") from exc
+        elif byte == ord("\\"):
+            pair = raw[i + 2 : i + 4]
+            if raw[i + 1 : i + 2] != b"x" or len(pair) != 2 or not _HEX.issuperset(pair):
+                raise UnitConfigError(
+                    f"bad escape at {text[i : i + 4]!r} in {text!r}: a backslash must start"
+                    " \\xNN (two hex digits)"
+                )
+            data.append(int(pair, 16))
             i += 3
         else:
-            data += ch.encode("utf-8")
+            data.append(byte)
         i += 1
+    return bytes(data).split(b"\0", 1)[0]  # the result is a C string too
+
+
+def _decode(data: bytes, text: str) -> str:
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise UnitConfigError(f"{text!r} does not unescape to UTF-8") from exc
+        raise UnitConfigError(f"{text!r} does not unescape to UTF-8 ({data!r})") from exc
+
+
+def _simplify(path: str) -> str:
+    """path_simplify(): repeated and trailing slashes and ``.`` components dropped (``..``
+    kept); a relative path of only dots becomes ``.``."""
+    parts = [part for part in path.split("/") if part not in ("", ".")]
+    if path.startswith("/"):
+        return "/" + "/".join(parts)
+    if not parts:
+        return "." if path else ""
+    return "/".join(parts)
+
+
+def _normalized(path: bytes) -> bool:
+    """path_is_normalized(): valid (path_is_valid()) with no ``.``/``..`` component or ``//``."""
+    if not path or len(path) >= _PATH_MAX:
+        return False
+    parts = path.split(b"/")
+    if any(len(part) > _NAME_MAX for part in parts):
+        return False
+    inner = parts[1:-1] if len(parts) > 1 else []
+    return not (
+        any(part in (b".", b"..") for part in (parts[0], parts[-1]))
+        or any(part in (b"", b".", b"..") for part in inner)
+    )
 
 
 def instance_name(template: str, instance: str, *, path: bool = False) -> str:
