@@ -26,6 +26,7 @@ def test_escaping_matches_the_releases_systemd_escape(
     lines = [line for line in result.stdout.splitlines() if line.startswith("PROBE ")]
     assert lines, result.stdout + result.stderr
     report = json.loads(lines[-1][len("PROBE ") :])
+    assert report.pop("systemd") == sandbox_version(sandbox)
     measurements(
         f"systemd-escape {sandbox_version(sandbox)}: "
         + ", ".join(

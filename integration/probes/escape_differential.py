@@ -47,6 +47,8 @@ def inputs(mode: str, count: int, seed: int) -> list[str]:
     out: list[str] = []
     while len(out) < count:
         text = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 8)))
+        if mode == "escape-path" and rng.random() < 0.05:  # '..' after the root (v254)
+            text = rng.choice(["/..", "//../", "/../..", "/./.."]) + text
         if rng.random() < 0.03:  # the length limits: a 255/256-byte component, ~4096 in all
             text = rng.choice(["/", ""]) + "a" * rng.choice([254, 255, 256, 257]) + text
         elif rng.random() < 0.02:
@@ -81,8 +83,23 @@ def oracle(program: str, flags: list[str], texts: list[str]) -> list[bytes | Non
         return results
 
 
-def compare(mode: str, texts: list[str], expected: list[bytes | None]) -> dict[str, object]:
-    _, ours = _MODES[mode]
+def systemd_version(program: str) -> int:
+    """``systemd 257 (257.9-1)`` -> 257: escape_path() answers as that version does."""
+    first = subprocess.run(
+        [program, "--version"], capture_output=True, text=True, check=True, timeout=30
+    ).stdout.split("\n", 1)[0]
+    return int(first.split()[1])
+
+
+def compare(
+    mode: str, texts: list[str], expected: list[bytes | None], version: int
+) -> dict[str, object]:
+    _, function = _MODES[mode]
+    ours = (
+        (lambda text: names.escape_path(text, version=version))
+        if mode == "escape-path"
+        else function
+    )
     mismatches: list[dict[str, object]] = []
     not_utf8 = 0
     for text, want in zip(texts, expected, strict=True):
@@ -118,10 +135,11 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=14)
     parser.add_argument("--systemd-escape", default="systemd-escape")
     args = parser.parse_args()
-    report: dict[str, object] = {}
+    version = systemd_version(args.systemd_escape)
+    report: dict[str, object] = {"systemd": version}
     for mode, (flags, _) in _MODES.items():
         texts = inputs(mode, args.count, args.seed)
-        report[mode] = compare(mode, texts, oracle(args.systemd_escape, flags, texts))
+        report[mode] = compare(mode, texts, oracle(args.systemd_escape, flags, texts), version)
     print("PROBE " + json.dumps(report, ensure_ascii=False))
     failed = any(r["mismatches"] for r in report.values() if isinstance(r, dict))
     return 1 if failed else 0

@@ -112,12 +112,16 @@ def escape(text: str) -> str:
     return "".join(out)
 
 
-def escape_path(path: str) -> str:
+def escape_path(path: str, *, version: int | None = None) -> str:
     """``systemd-escape --path PATH`` (unit_name_path_escape()): the path simplified (``//``
     and ``.`` components dropped), ``/`` alone is ``-``, otherwise the outer slashes
     dropped and the rest escaped. A path that is not normalized after that (``..``, a lone
-    ``.``), a component over 255 bytes or a path of 4096 bytes or more is refused."""
-    simplified = _simplify(path)
+    ``.``), a component over 255 bytes or a path of 4096 bytes or more is refused.
+
+    ``version``: the systemd whose answer to give (default: the newest). From 257
+    path_simplify() also drops ``..`` right after the root (``/../a`` is ``/a``); 252 and
+    254 refuse it (measured: integration/test_escape_e2e.py; 255 and 256 were not)."""
+    simplified = _simplify(path, root_dotdot=version is None or version >= _ROOT_DOTDOT)
     if simplified in ("", "/"):
         return "-"
     if not _normalized(simplified.encode()):
@@ -152,6 +156,8 @@ def unescape_path(text: str) -> str:
 
 
 _HEX = frozenset(b"0123456789abcdefABCDEF")  # unhexchar()
+# path_simplify() drops a ".." after the root: measured 252, 254 no; 257, 262 yes
+_ROOT_DOTDOT = 257
 _NAME_MAX = 255  # path_is_valid(): bytes per component
 _PATH_MAX = 4096  # path_is_valid(): bytes in all, the NUL included
 
@@ -186,11 +192,14 @@ def _decode(data: bytes, text: str) -> str:
         raise UnitConfigError(f"{text!r} does not unescape to UTF-8 ({data!r})") from exc
 
 
-def _simplify(path: str) -> str:
+def _simplify(path: str, *, root_dotdot: bool) -> str:
     """path_simplify(): repeated and trailing slashes and ``.`` components dropped (``..``
-    kept); a relative path of only dots becomes ``.``."""
+    kept, except right after the root with ``root_dotdot``: ``/..`` is ``/``); a relative
+    path of only dots becomes ``.``."""
     parts = [part for part in path.split("/") if part not in ("", ".")]
     if path.startswith("/"):
+        while root_dotdot and parts[:1] == [".."]:
+            parts.pop(0)
         return "/" + "/".join(parts)
     if not parts:
         return "." if path else ""
@@ -211,14 +220,16 @@ def _normalized(path: bytes) -> bool:
     )
 
 
-def instance_name(template: str, instance: str, *, path: bool = False) -> str:
+def instance_name(
+    template: str, instance: str, *, path: bool = False, version: int | None = None
+) -> str:
     """``systemd-escape --template=TEMPLATE [--path] INSTANCE``: ``app@.service`` + ``a b``
     -> ``app@a\\x20b.service``."""
     check_unit_name(template, template_ok=True)
     stem, _, suffix = template.rpartition(".")
     if not stem.endswith("@"):
         raise UnitConfigError(f"{template!r} is not a template (needs '@' before the suffix)")
-    escaped = escape_path(instance) if path else escape(instance)
+    escaped = escape_path(instance, version=version) if path else escape(instance)
     return check_unit_name(f"{stem}{escaped}.{suffix}")
 
 
