@@ -1,9 +1,11 @@
 """Generate systemd socket + service units (``sdactivate gen-units``).
 
-Options (:mod:`.options`) -> models (:mod:`.build`, :mod:`.model`) -> pure renderer
-(:mod:`.render`) -> files (:mod:`.install`); all quoting in :mod:`.escape`, unit names in
-:mod:`.names`, version gating in :mod:`.version`, sandboxing levels in :mod:`.hardening`,
-start/trigger rate limits in :mod:`.limits`.
+Options (:mod:`.options`) -> one check (:mod:`.resolve`) -> one builder per shape
+(:mod:`.build`) -> models (:mod:`.model`) -> pure renderer (:mod:`.render`) -> files
+(:mod:`.install`); all quoting in :mod:`.escape`, unit names and systemd-escape in
+:mod:`.names`, the comments written in the units in :mod:`.notes`, version gating in
+:mod:`.version`, sandboxing levels in :mod:`.hardening`, start/trigger rate limits in
+:mod:`.limits`, checks against this machine in :mod:`.preflight`.
 """
 
 from __future__ import annotations
