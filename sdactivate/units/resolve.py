@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Literal
 
+from .._priority import valid_startup_nice
 from ..addresses import ListenAddress, parse_address, port_range_message
 from ..errors import AddressError, UnitConfigError
 from ..fdstore import RESERVED_NAMES
@@ -352,8 +353,6 @@ def _check_combinations(options: Options, groups: int) -> None:
 def _check_run_options(options: Options) -> None:
     """The ``sdactivate run`` options, checked by the functions ``run`` parses them with
     (:mod:`sdactivate.supervisor.settings`), and only with ``--supervise``."""
-    from .._priority import valid_startup_nice
-
     if not valid_startup_nice(options.startup_nice):
         raise UnitConfigError(f"--startup-nice {options.startup_nice!r}: not a nice value 0..19")
     if options.startup_nice != DEFAULT_STARTUP_NICE and not options.supervise:
