@@ -224,7 +224,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     g.add_argument(
         "--ready-timeout",
         metavar="SEC",
-        help="with --supervise: `sdactivate run --ready-timeout` (default 60); sizes "
+        help="with --supervise: `sdactivate run --ready-timeout` (default 60); adds "
         "TimeoutStartSec= (see --health)",
     )
     g.add_argument(
@@ -243,8 +243,8 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         "--health",
         metavar="CMD",
         help="with --supervise: `sdactivate run --health CMD` ($ and %% are escaped for "
-        "systemd); with --ready-timeout or --drain-timeout it adds TimeoutStartSec= = drain "
-        "+ ready + health timeouts + 10 s (a start or reload may take that long)",
+        "systemd). --ready-timeout, --health or --drain-timeout add TimeoutStartSec= = "
+        "drain + ready + health timeouts + 10 s: a start or a reload may take that long",
     )
     g.add_argument(
         "--health-timeout",
