@@ -435,7 +435,7 @@ def _allow_setpriority(knobs: Knobs) -> Knobs:
 def _start_timeout(r: Resolved) -> float | None:
     """TimeoutStartSec= for ``--supervise``, written when ``--ready-timeout``, ``--health``
     or ``--drain-timeout`` is given: systemd times the start and every reload with it
-    (service.c, 252 and 257: service_enter_reload() runs ExecReload= with timeout_start_usec,
+    (systemd service.c: service_enter_reload() runs ExecReload= with timeout_start_usec,
     and RELOADING=1 arms it until READY=1). The supervisor answers within
     --ready-timeout (+ --health-timeout) of starting a generation, and a reload asked for
     while the previous generation drains starts it only after the drain (--drain-timeout)."""
