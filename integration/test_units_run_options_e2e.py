@@ -60,3 +60,33 @@ def test_stop_signal_reaches_each_generation_alone(
     assert got == [sig, sig], journal
     assert "SIGKILL" not in journal and "status=3" not in journal, journal
     assert sandbox.show(unit, "Result")["Result"] == "success"
+
+
+def test_socket_file_mode_and_owner(sandbox: Sandbox, units: Units) -> None:
+    """SocketMode=/SocketUser=/SocketGroup= as generated: the socket file systemd creates
+    has them; without the options it is 0666 root:root, as the unit's comment says."""
+    version = sandbox_version(sandbox)
+    restricted = gen_units(
+        "sdro-sock",
+        listens=[("/run/sdro-sock.sock", None)],
+        options=[
+            "--socket-mode",
+            "0660",
+            "--socket-user",
+            "www-data",
+            "--socket-group",
+            "www-data",
+        ],
+        version=version,
+    )
+    default = gen_units("sdro-open", listens=[("/run/sdro-open.sock", None)], version=version)
+    assert "SocketMode=0666" in default["sdro-open.socket"]
+    units.install({**restricted, **default})
+    sandbox.systemctl("start", "sdro-sock.socket", "sdro-open.socket")
+    stat = ["stat", "-c", "%a %U %G"]
+    assert sandbox.run([*stat, "/run/sdro-sock.sock"]).stdout.split() == [
+        "660",
+        "www-data",
+        "www-data",
+    ]
+    assert sandbox.run([*stat, "/run/sdro-open.sock"]).stdout.split() == ["666", "root", "root"]
