@@ -1,8 +1,9 @@
 """Every unit shape x every target version, byte for byte against recorded output.
 
 The files under ``tests/golden/units/`` were generated before ``units/build.py`` was split
-into one builder per shape (cases added later: when their feature came); they pin the text (and, for refused combinations, the error) so
-that a refactoring cannot change a single byte unnoticed. A deliberate change regenerates
+into one builder per shape (cases added later: when their feature came); they pin the text
+(and, for refused combinations, the error) so that a refactoring cannot change a single
+byte unnoticed. A deliberate change regenerates
 them: ``SDACTIVATE_REGEN_GOLDEN=1 .venv/bin/python -m pytest -q tests/test_units_golden.py``
 and the diff is reviewed like code. The sdactivate version in the header is replaced by
 ``VERSION`` (a release must not rewrite every file).
