@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from importlib import import_module
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (milliseconds)
+from ._version import __version__
 
-__version__ = "0.1.0"
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (milliseconds)
 
 _LAZY = {
     "listeners": "activation",

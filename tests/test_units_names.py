@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -190,3 +192,67 @@ def test_escape_conformance_property(text: str) -> None:
 def test_strip_unit_suffix(given: str, prefix: str) -> None:
     """A trailing .service/.socket is dropped once; other names are unchanged."""
     assert names.strip_unit_suffix(given) == prefix
+
+
+PROBE = Path(__file__).resolve().parent.parent / "integration" / "probes" / "escape_differential.py"
+
+
+@needs_escape
+def test_escaping_matches_systemd_escape_on_generated_inputs() -> None:
+    """escape, escape_path, unescape and unescape_path agree with the host's systemd-escape
+    (with --path, --unescape, --unescape --path) on 400 generated inputs each
+    (integration/probes/escape_differential.py; the release trees run it with more)."""
+    result = subprocess.run(
+        [sys.executable, str(PROBE), "--count", "400"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    line = next(line for line in result.stdout.splitlines() if line.startswith("PROBE "))
+    report = json.loads(line[len("PROBE ") :])
+    assert result.returncode == 0, json.dumps(report, indent=1, ensure_ascii=False)
+    assert report.pop("systemd") >= 245
+    assert all(mode["checked"] == 400 for mode in report.values())
+    # the generated inputs reach both answers in every direction that can refuse
+    for mode in ("escape-path", "unescape", "unescape-path"):
+        assert 0 < report[mode]["refused_by_systemd"] < 400, report[mode]
+
+
+@pytest.mark.parametrize(
+    ("text", "unescaped"),
+    [("a\\x41-b", "aA/b"), ("a\\x00b", "a"), ("\\x2d", "-"), ("", ""), ("a--b", "a//b")],
+)
+def test_unescape_table(text: str, unescaped: str) -> None:
+    """\\xNN and '-'; the result ends at \\x00, as systemd's C string does."""
+    assert names.unescape(text) == unescaped
+
+
+@pytest.mark.parametrize("text", ["a\\x+f", "\\", "a\\", "\\x4", "\\X41", "\\x4g", "\\xff"])
+def test_unescape_refuses_what_systemd_refuses(text: str) -> None:
+    """A backslash must start \\x with two hex digits ('+f' is not hex); \\xff is not UTF-8."""
+    with pytest.raises(UnitConfigError):
+        names.unescape(text)
+
+
+@pytest.mark.parametrize(
+    ("path", "escaped"),
+    [("/a/./b", "a-b"), ("./a", "a"), ("/./", "-"), ("", "-"), ("a/.b", "a-.b")],
+)
+def test_escape_path_drops_dot_components(path: str, escaped: str) -> None:
+    """'.' components are simplified away as systemd does (only '..' and a lone '.' fail)."""
+    assert names.escape_path(path) == escaped
+
+
+@pytest.mark.parametrize(
+    ("text", "path"), [("-", "/"), ("a-b", "/a/b"), ("a\\x2d", "/a-"), ("a\\x2fb", "/a/b")]
+)
+def test_unescape_path(text: str, path: str) -> None:
+    """systemd-escape --unescape --path."""
+    assert names.unescape_path(text) == path
+
+
+@pytest.mark.parametrize("text", ["", "-a", "a-", "a--b", ".", "a-..-b", "\\x2fa"])
+def test_unescape_path_refuses_what_is_not_normalized(text: str) -> None:
+    """Empty, leading/trailing/double '/', '.' or '..' components: refused like systemd."""
+    with pytest.raises(UnitConfigError):
+        names.unescape_path(text)

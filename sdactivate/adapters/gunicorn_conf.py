@@ -23,7 +23,9 @@ What this module changes (gunicorn issues #2502/#2778, PR #3419):
 - SIGHUP (reload): ``RELOADING=1`` + ``MONOTONIC_USEC``, then ``READY=1`` once the new
   workers are up (sd_notify(3); PID 1 keeps the unit in "reloading" until then);
 - SIGTERM / SIGINT / SIGQUIT: ``STOPPING=1`` first (gunicorn's ``graceful_timeout`` is the
-  hard deadline for in-flight requests on SIGTERM).
+  hard deadline for in-flight requests on SIGTERM);
+- gunicorn 25.1+'s control socket stays at its default where that can be created, and is
+  switched off (one info line) where it cannot, as under a hardened unit's read-only home.
 
 USR2 re-exec is not covered (the new master would need ``MAINPID=``): use
 :class:`sdactivate.Upgrader` or ``sdactivate run`` for binary upgrades.
@@ -102,6 +104,7 @@ _state = _Readiness(os.environ.pop("NOTIFY_SOCKET", None))
 
 def when_ready(server: Any) -> None:
     """Arbiter booted (sockets open, no worker yet): start counting; hook the signals."""
+    _control_socket(server)
     _state.start(server.num_workers)
 
     def wrap(name: str, before: Any) -> None:
@@ -116,6 +119,36 @@ def when_ready(server: Any) -> None:
     for name in ("handle_term", "handle_int", "handle_quit"):
         wrap(name, _state.stopping)
     wrap("handle_hup", _state.reloading)
+
+
+def _control_socket(server: Any) -> None:
+    """gunicorn 25.1+ serves a control socket (for gunicornc) once its workers run, by
+    default at ``$XDG_RUNTIME_DIR/gunicorn.ctl``, else ``~/.gunicorn/gunicorn.ctl``. A
+    hardened system service has no XDG_RUNTIME_DIR and a read-only home (``/`` for
+    DynamicUser=, ProtectSystem=strict), and gunicorn logs ``[ERROR] Control server error:
+    Read-only file system: '/.gunicorn'`` at every start. Left at that default and not
+    creatable here, it is switched off with one line; a path the configuration sets (e.g.
+    ``control_socket = "/run/myapp/gunicorn.ctl"`` with ``RuntimeDirectory=myapp``) is kept."""
+    settings = getattr(server.cfg, "settings", {})
+    if "control_socket" not in settings or server.cfg.control_socket_disable:
+        return  # gunicorn < 25.1, or switched off already
+    path = server.cfg.control_socket
+    if path != settings["control_socket"].default:
+        return
+    directory = os.path.dirname(path)
+    try:  # what gunicorn's server does first (ctl/server.py), here where a failure is quiet
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        writable = os.access(directory, os.W_OK | os.X_OK)  # EROFS on a read-only mount
+    except OSError:
+        writable = False
+    if writable:
+        return
+    server.cfg.set("control_socket_disable", True)
+    server.log.info(
+        "control socket (gunicornc) off: %s cannot be created here; set control_socket to"
+        " a writable path to have it",
+        path,
+    )
 
 
 def on_reload(server: Any) -> None:

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+_T = TypeVar("_T")
 
 _EPILOG = """\
 examples:
@@ -113,6 +115,18 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         "connection as fd 3 named 'connection' (Type=simple, no restart)",
     )
     g.add_argument(
+        "--socket-mode",
+        metavar="MODE",
+        help="SocketMode= of socket files (--listen /path.sock), octal; default 0666: any "
+        "local user may connect",
+    )
+    g.add_argument("--socket-user", metavar="USER", help="SocketUser= of socket files")
+    g.add_argument(
+        "--socket-group",
+        metavar="GROUP",
+        help="SocketGroup= of socket files (e.g. --socket-mode 0660 --socket-group GROUP)",
+    )
+    g.add_argument(
         "--max-connections",
         metavar="N",
         help="with --accept: MaxConnections= (instances at once; default 64)",
@@ -208,6 +222,41 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         "setpriority(2) (strict: exposure 1.1 -> 1.2), 0 adds neither",
     )
     g.add_argument(
+        "--ready-timeout",
+        metavar="SEC",
+        help="with --supervise: `sdactivate run --ready-timeout` (default 60); adds "
+        "TimeoutStartSec= (see --health)",
+    )
+    g.add_argument(
+        "--drain-timeout",
+        metavar="SEC",
+        help="with --supervise: `sdactivate run --drain-timeout` (default: --timeout-stop, 30); "
+        "TimeoutStopSec= is 10 s more",
+    )
+    g.add_argument(
+        "--stop-signal",
+        metavar="SIG",
+        help="with --supervise: `sdactivate run --stop-signal` (default TERM); INT adds "
+        "KillSignal=SIGINT, any other KillMode=mixed (the supervisor relays it)",
+    )
+    g.add_argument(
+        "--health",
+        metavar="CMD",
+        help="with --supervise: `sdactivate run --health CMD` ($ and %% are escaped for "
+        "systemd). --ready-timeout, --health or --drain-timeout add TimeoutStartSec= = "
+        "drain + ready + health timeouts + 10 s: a start or a reload may take that long",
+    )
+    g.add_argument(
+        "--health-timeout",
+        metavar="SEC",
+        help="with --health: `sdactivate run --health-timeout` (default 10)",
+    )
+    g.add_argument(
+        "--startup-grace",
+        metavar="SEC",
+        help="with --supervise: `sdactivate run --startup-grace` (default 1)",
+    )
+    g.add_argument(
         "--python",
         metavar="PATH",
         help="interpreter for `-m sdactivate` with --supervise (default: this one)",
@@ -254,13 +303,40 @@ def _number(option: str, text: str | None, kind: type[int] | type[float]) -> Any
         raise UnitConfigError(f"{option} {text!r}: not a number") from None
 
 
+def _run_value(option: str, text: str | None, parse: Callable[[str], _T]) -> _T | None:
+    """A ``sdactivate run`` option, parsed by the function ``run`` parses it with."""
+    from ..errors import UnitConfigError
+
+    if text is None:
+        return None
+    try:
+        return parse(text)
+    except ValueError as exc:
+        raise UnitConfigError(f"{option}: {exc}") from None
+
+
+def _mode(text: str | None) -> int | None:
+    from ..errors import UnitConfigError
+
+    if text is None:
+        return None
+    try:
+        mode = int(text, 8)
+    except ValueError:
+        mode = -1
+    if not 0 <= mode <= 0o7777:
+        raise UnitConfigError(f"--socket-mode {text!r}: not an octal access mode (like 0660)")
+    return mode
+
+
 def _cmd_gen_units(args: argparse.Namespace) -> int:
     import os
     from pathlib import Path
 
     from ..errors import UnitConfigError
+    from ..supervisor import settings
     from ..units import install, limits, names, preflight, version
-    from ..units.build import Options, build, resolve
+    from ..units.build import Options, render, resolve
 
     command = list(args.command)
     listens = []
@@ -307,16 +383,24 @@ def _cmd_gen_units(args: argparse.Namespace) -> int:
         reload=args.reload,
         fdstore_preserve=args.fdstore_preserve,
         service_type=args.service_type,
+        ready_timeout=_run_value("--ready-timeout", args.ready_timeout, settings.parse_seconds),
+        drain_timeout=_run_value("--drain-timeout", args.drain_timeout, settings.parse_seconds),
+        stop_signal=_run_value("--stop-signal", args.stop_signal, settings.parse_signal),
+        health=args.health,
+        health_timeout=_run_value("--health-timeout", args.health_timeout, settings.parse_seconds),
+        startup_grace=_run_value("--startup-grace", args.startup_grace, settings.parse_seconds),
+        socket_mode=_mode(args.socket_mode),
+        socket_user=args.socket_user,
+        socket_group=args.socket_group,
     )
-    resolved = resolve(options, python=sys.executable)
-    preflight.check_relative_script(resolved, cwd=os.getcwd)  # with the directory to use
-    files = build(options, python=sys.executable)
+    resolved = resolve(options, python=sys.executable, cwd=os.getcwd)  # checked once
+    files = render(resolved)
     if args.preflight:  # before anything is written, --stdout included
         from .. import __file__ as package_file
 
         default_python = args.supervise and args.python is None
         package_dir = os.path.dirname(package_file) if default_python else None
-        preflight.check(resolved, package_dir=package_dir)
+        preflight.check(resolved.options, package_dir=package_dir)
     if args.stdout:
         for index, (name, text) in enumerate(files.items()):
             sys.stdout.write(f"{'' if index == 0 else chr(10)}### {name}\n{text}")

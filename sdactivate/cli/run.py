@@ -5,12 +5,17 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from ..supervisor import settings
 
 if TYPE_CHECKING:
     from ..supervisor.runner import Listener
 
 __all__ = ["register"]
+
+_T = TypeVar("_T")
 
 _EPILOG = """\
 examples:
@@ -49,21 +54,21 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     p.add_argument(
         "--ready-timeout",
         type=_seconds,
-        default=60.0,
+        default=settings.READY_TIMEOUT,
         metavar="SEC",
         help="kill a new generation that sends no READY=1 within SEC (default 60)",
     )
     p.add_argument(
         "--drain-timeout",
         type=_seconds,
-        default=30.0,
+        default=settings.DRAIN_TIMEOUT,
         metavar="SEC",
         help="SIGKILL an old generation still running SEC after its stop signal (default 30)",
     )
     p.add_argument(
         "--stop-signal",
         type=_signal,
-        default=signal.SIGTERM,
+        default=settings.STOP_SIGNAL,
         metavar="SIG",
         help="signal that tells a generation to stop accepting and drain (default TERM); "
         "also its parent-death signal",
@@ -79,14 +84,14 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     p.add_argument(
         "--health-timeout",
         type=_seconds,
-        default=10.0,
+        default=settings.HEALTH_TIMEOUT,
         metavar="SEC",
         help="a health check still running after SEC fails (default 10)",
     )
     p.add_argument(
         "--startup-nice",
         type=_startup_nice,
-        default=10,
+        default=settings.STARTUP_NICE,
         metavar="N",
         help="run a starting generation N nicer until it takes over, so its start-up does "
         "not slow the serving one (default 10; 0: off; needs CAP_SYS_NICE or RLIMIT_NICE "
@@ -95,7 +100,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     p.add_argument(
         "--startup-grace",
         type=_seconds,
-        default=1.0,
+        default=settings.STARTUP_GRACE,
         metavar="SEC",
         help="a starting generation not ready SEC after its start gets the full priority "
         "anyway, so a host busy with other work cannot starve an upgrade (default 1; at "
@@ -112,39 +117,23 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
 
 
 def _seconds(text: str) -> float:
-    from ..supervisor.machine import MAX_TIMEOUT
-
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not 0 < value <= MAX_TIMEOUT:  # NaN and inf included
-        raise argparse.ArgumentTypeError(
-            f"{text!r}: must be a number of seconds > 0 and <= {MAX_TIMEOUT:.0f} (a year)"
-        )
-    return value
+    return _argument(settings.parse_seconds, text)
 
 
 def _startup_nice(text: str) -> int:
-    from .._priority import valid_startup_nice
-
-    try:
-        value = int(text)
-    except ValueError:
-        value = None
-    if not valid_startup_nice(value):
-        raise argparse.ArgumentTypeError(f"{text!r}: not a nice value 0..19")
-    return int(text)
+    return _argument(settings.parse_startup_nice, text)
 
 
 def _signal(text: str) -> signal.Signals:
-    name = text.upper()
+    return _argument(settings.parse_signal, text)
+
+
+def _argument(parse: Callable[[str], _T], text: str) -> _T:
+    """One parser per option, shared with ``gen-units --supervise`` (supervisor.settings)."""
     try:
-        if name.isdigit():
-            return signal.Signals(int(name))
-        return signal.Signals[name if name.startswith("SIG") else "SIG" + name]
-    except (KeyError, ValueError):
-        raise argparse.ArgumentTypeError(f"unknown signal {text!r}") from None
+        return parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _cmd_run(args: argparse.Namespace) -> int:

@@ -30,6 +30,7 @@ import enum
 import signal
 from dataclasses import dataclass, field
 
+from . import settings
 from .events import (
     HANDOVER_FAILED_STATUS,
     Action,
@@ -95,25 +96,26 @@ __all__ = [
 ]
 
 
-# The longest timeout a Policy takes (a year, gen-units' bound for the unit's timeouts too):
-# anything longer is a typo, or infinity, for which a timeout that never fires would be the
-# wrong tool (a hung generation would stay forever).
-MAX_TIMEOUT = 365 * 86400.0
+# The longest timeout a Policy takes (settings.MAX_SECONDS: the bound `run` and gen-units parse
+# with): anything longer is a typo, or infinity, for which a timeout that never fires would be
+# the wrong tool (a hung generation would stay forever).
+MAX_TIMEOUT = float(settings.MAX_SECONDS)
 
 
 @dataclass(frozen=True)
 class Policy:
     """Timeouts (seconds) and signals; validated when built."""
 
-    ready_timeout: float = 60.0  # tableflip's DefaultUpgradeTimeout is one minute
-    drain_timeout: float = 30.0
-    stop_signal: int = signal.SIGTERM
+    # The defaults are `run`'s (settings: one home for gen-units and the CLI too).
+    ready_timeout: float = settings.READY_TIMEOUT
+    drain_timeout: float = settings.DRAIN_TIMEOUT
+    stop_signal: int = settings.STOP_SIGNAL
     health: bool = False
-    health_timeout: float = 10.0
+    health_timeout: float = settings.HEALTH_TIMEOUT
     # A generation started while another serves runs at a lower priority, but only this
     # long: on a host that other work keeps busy, SCHED_IDLE would starve it past
     # ready_timeout and the upgrade would fail for want of CPU, not for a fault of its own.
-    startup_grace: float = 1.0
+    startup_grace: float = settings.STARTUP_GRACE
 
     def __post_init__(self) -> None:
         for name in ("ready_timeout", "drain_timeout", "health_timeout", "startup_grace"):

@@ -1,9 +1,11 @@
 """Generate systemd socket + service units (``sdactivate gen-units``).
 
-Options (:mod:`.options`) -> models (:mod:`.build`, :mod:`.model`) -> pure renderer
-(:mod:`.render`) -> files (:mod:`.install`); all quoting in :mod:`.escape`, unit names in
-:mod:`.names`, version gating in :mod:`.version`, sandboxing levels in :mod:`.hardening`,
-start/trigger rate limits in :mod:`.limits`.
+Options (:mod:`.options`) -> one check (:mod:`.resolve`) -> one builder per shape
+(:mod:`.build`) -> models (:mod:`.model`) -> pure renderer (:mod:`.render`) -> files
+(:mod:`.install`); all quoting in :mod:`.escape`, unit names and systemd-escape in
+:mod:`.names`, the comments written in the units in :mod:`.notes`, version gating in
+:mod:`.version`, sandboxing levels in :mod:`.hardening`, start/trigger rate limits in
+:mod:`.limits`, checks against this machine in :mod:`.preflight`.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from .model import RateLimit, ServiceUnit, SocketUnit
 from .names import escape as systemd_escape
 from .names import escape_path as systemd_escape_path
 from .names import unescape as systemd_unescape
+from .names import unescape_path as systemd_unescape_path
 from .render import render_service, render_socket
 
 __all__ = [
@@ -30,4 +33,5 @@ __all__ = [
     "systemd_escape",
     "systemd_escape_path",
     "systemd_unescape",
+    "systemd_unescape_path",
 ]

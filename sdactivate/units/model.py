@@ -8,6 +8,7 @@ the checks here call the same escape functions so that "valid" means "renderable
 from __future__ import annotations
 
 import math
+import signal
 import socket
 from dataclasses import dataclass
 
@@ -93,6 +94,10 @@ class SocketUnit:
     accept: bool = False  # Accept=yes
     max_connections: int | None = None  # MaxConnections= (Accept=yes only)
     trigger_limit: RateLimit | None = None  # TriggerLimit*=; None: systemd's default
+    # socket files (AF_UNIX paths): SocketMode= (e.g. 0o660), SocketUser=, SocketGroup=
+    socket_mode: int | None = None
+    socket_user: str | None = None
+    socket_group: str | None = None
     comments: tuple[tuple[str, str], ...] = ()  # (key, comment) written above that key
 
     def __post_init__(self) -> None:
@@ -156,6 +161,17 @@ class SocketUnit:
                 )
         if self.trigger_limit is not None and not isinstance(self.trigger_limit, RateLimit):
             raise UnitConfigError(f"{self.name}: not a RateLimit: {self.trigger_limit!r}")
+        if self.socket_mode is not None and (
+            isinstance(self.socket_mode, bool)
+            or not isinstance(self.socket_mode, int)
+            or not 0 <= self.socket_mode <= 0o7777
+        ):
+            raise UnitConfigError(f"{self.name}: SocketMode {self.socket_mode!r} not in 0..0o7777")
+        for key, owner in (("SocketUser", self.socket_user), ("SocketGroup", self.socket_group)):
+            if owner is not None:
+                escape.escape_value(owner, what=key)
+                if not owner or any(ch.isspace() or ch in ":/" for ch in owner):
+                    raise UnitConfigError(f"{self.name}: {key} {owner!r} is not a user/group")
         for key, comment in self.comments:
             escape.check_text(comment, what=f"comment for {key}")
 
@@ -177,11 +193,13 @@ class ServiceUnit:
     exec_stop: tuple[tuple[escape.ExecArg, ...], ...] = ()
     restart: str = "on-failure"
     restart_sec: float = 1
+    timeout_start_sec: float | None = None  # None: the manager's DefaultTimeoutStartSec=
     timeout_stop_sec: float = 30
     watchdog_sec: float | None = None
     fdstore_max: int = 0
     fdstore_preserve: str | None = None  # FileDescriptorStorePreserve= (v254); None: not written
     kill_mode: str | None = None  # None: systemd's default (control-group)
+    kill_signal: str | None = None  # KillSignal= as SIGNAME; None: systemd's SIGTERM
     limit_nice: int | None = None  # LimitNICE= as a nice value (-20..19); None: not written
     environment: tuple[tuple[str, str], ...] = ()
     working_directory: str | None = None
@@ -231,6 +249,10 @@ class ServiceUnit:
             )
         format_seconds(self.restart_sec, what="RestartSec")
         format_seconds(self.timeout_stop_sec, what="TimeoutStopSec")
+        if self.timeout_start_sec is not None:
+            format_seconds(self.timeout_start_sec, what="TimeoutStartSec")
+        if self.kill_signal is not None and self.kill_signal not in signal.Signals.__members__:
+            raise UnitConfigError(f"KillSignal: {self.kill_signal!r} is not a signal name")
         if self.watchdog_sec is not None:
             format_seconds(self.watchdog_sec, what="WatchdogSec")
         if isinstance(self.fdstore_max, bool) or not (

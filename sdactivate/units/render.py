@@ -94,6 +94,12 @@ def render_socket(unit: SocketUnit, *, version: int, header: Sequence[str] = ())
     if unit.service is not None:
         out.value("Service", unit.service)
     notes = dict(unit.comments)
+    if unit.socket_mode is not None:
+        out.value("SocketMode", f"{unit.socket_mode:04o}", notes.get("SocketMode", ""))
+    if unit.socket_user is not None:
+        out.value("SocketUser", unit.socket_user)
+    if unit.socket_group is not None:
+        out.value("SocketGroup", unit.socket_group)
     if unit.accept:
         out.value("Accept", "yes", notes.get("Accept", ""))
     if unit.max_connections is not None:
@@ -133,6 +139,8 @@ def render_service(unit: ServiceUnit, *, version: int, header: Sequence[str] = (
         out.command("ExecStop", command, note, ignore_failure=True)
     if unit.kill_mode is not None:
         out.value("KillMode", unit.kill_mode, notes.get("KillMode", ""))
+    if unit.kill_signal is not None:
+        out.value("KillSignal", unit.kill_signal)
     if unit.limit_nice is not None:
         # systemd.exec(5): a +/- prefixed value is a nice level (an unprefixed one the raw
         # RLIMIT_NICE, 20 - nice)
@@ -144,6 +152,12 @@ def render_service(unit: ServiceUnit, *, version: int, header: Sequence[str] = (
     if unit.restart != "no":
         out.value("Restart", unit.restart, notes.get("Restart", ""))
         out.value("RestartSec", format_seconds(unit.restart_sec, what="RestartSec"))
+    if unit.timeout_start_sec is not None:
+        out.value(
+            "TimeoutStartSec",
+            format_seconds(unit.timeout_start_sec, what="TimeoutStartSec"),
+            notes.get("TimeoutStartSec", ""),
+        )
     out.value(
         "TimeoutStopSec",
         format_seconds(unit.timeout_stop_sec, what="TimeoutStopSec"),
