@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from sdactivate._upgrade_plan import (
+from sdactivate.upgrade.plan import (
     Finish,
     ForwardUpgrade,
     HandOver,
@@ -522,7 +522,7 @@ def test_upgrade_call_raises_when_child_fails() -> None:
 def test_child_environ_hides_systemd_notify_and_watchdog_pid() -> None:
     """The child gets the upgrade variables; systemd's NOTIFY_SOCKET moves aside, the
     input mapping is not modified, WATCHDOG_PID is dropped (it would name the parent)."""
-    from sdactivate._upgrade_link import ENV_FD, ENV_NOTIFY, ENV_PARENT, child_environ
+    from sdactivate.upgrade.link import ENV_FD, ENV_NOTIFY, ENV_PARENT, child_environ
 
     base = {"NOTIFY_SOCKET": "/run/systemd/notify", "WATCHDOG_PID": "7", "HOME": "/root"}
     env = child_environ(base, parent=7, ctl_fd=12)
@@ -545,7 +545,7 @@ def test_child_environ_hides_systemd_notify_and_watchdog_pid() -> None:
 )
 def test_take_parent_not_for_us(env: dict[str, str], why: str) -> None:
     """No upgrade variables, or another process's: not an upgrade child (variables removed)."""
-    from sdactivate._upgrade_link import take_parent
+    from sdactivate.upgrade.link import take_parent
 
     assert take_parent(env, ppid=os.getppid()) is None, why
     assert env == {}
@@ -553,7 +553,7 @@ def test_take_parent_not_for_us(env: dict[str, str], why: str) -> None:
 
 def test_take_parent_malformed_is_an_error() -> None:
     """Upgrade variables meant for us but malformed: UpgradeError naming them."""
-    from sdactivate._upgrade_link import take_parent
+    from sdactivate.upgrade.link import take_parent
 
     env = {"SDACTIVATE_UPGRADE_PARENT": "abc", "SDACTIVATE_UPGRADE_FD": "9"}
     with pytest.raises(UpgradeError, match="SDACTIVATE_UPGRADE_PARENT='abc'"):
@@ -562,7 +562,7 @@ def test_take_parent_malformed_is_an_error() -> None:
 
 def test_take_parent_reads_the_link() -> None:
     """A well-formed link: the control socket, a pidfd on the parent, systemd's socket."""
-    from sdactivate._upgrade_link import take_parent
+    from sdactivate.upgrade.link import take_parent
 
     a, b = socket.socketpair()
     fd = b.detach()
@@ -588,7 +588,7 @@ def test_take_parent_reads_the_link() -> None:
 @pytest.mark.parametrize("name", ["", "a:b", "x" * 256, "caf\u00e9", "tab\t"], ids=repr)
 def test_bad_fd_names_rejected(name: str) -> None:
     """fd names follow FileDescriptorName= rules (ASCII printable, no ':', 1..255)."""
-    from sdactivate._upgrade_sockets import check_fd_name
+    from sdactivate.upgrade.sockets import check_fd_name
 
     with pytest.raises(UpgradeError):
         check_fd_name(name)
@@ -596,7 +596,7 @@ def test_bad_fd_names_rejected(name: str) -> None:
 
 def test_socket_set_binds_then_passes_everything_in_order() -> None:
     """Without LISTEN_FDS, listen() binds; snapshot() lists bound and added sockets in order."""
-    from sdactivate._upgrade_sockets import SocketSet
+    from sdactivate.upgrade.sockets import SocketSet
 
     sockets = SocketSet({})
     extra = socket.socket()

@@ -17,7 +17,7 @@ import struct
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
 
-from .errors import SdActivateError, UpgradeError
+from ..errors import SdActivateError, UpgradeError
 
 __all__ = [
     "ENV_FD",
@@ -106,7 +106,7 @@ def child_environ(env: Mapping[str, str], *, parent: int, ctl_fd: int) -> dict[s
 
 def read_ready(sock: socket.socket, child: int) -> tuple[bool, list[str]]:
     """Drain ``sock``: (READY=1 seen from ``child``, problems to log)."""
-    from . import notify
+    from .. import notify
 
     ready = False
     problems: list[str] = []

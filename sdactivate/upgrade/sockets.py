@@ -12,8 +12,8 @@ import threading
 from collections.abc import Mapping
 from typing import cast, get_args
 
-from .addresses import DEFAULT_BACKLOG, Kind, ListenAddress, parse_address
-from .errors import AddressError, UpgradeError
+from ..addresses import DEFAULT_BACKLOG, Kind, ListenAddress, parse_address
+from ..errors import AddressError, UpgradeError
 
 __all__ = ["SocketSet", "check_fd_name"]
 
@@ -83,7 +83,7 @@ class SocketSet:
     def _load(self) -> None:
         if self._loaded:
             return
-        from . import activation
+        from .. import activation
 
         by_name = activation.listeners_by_name(environ=self._environ)
         pairs = [(sock, name) for name, socks in by_name.items() for sock in socks]

@@ -68,10 +68,10 @@ from collections.abc import Iterable, MutableMapping, Sequence
 from types import FrameType, TracebackType
 from typing import Any
 
-from . import _env, _pidfd
-from ._priority import renice_tree, startup_priority, valid_startup_nice
-from ._signals import restored
-from ._upgrade_link import (
+from .. import _env, _pidfd
+from .._priority import renice_tree, startup_priority, valid_startup_nice
+from .._signals import restored
+from .link import (
     HANDOVER,
     child_environ,
     open_notify_socket,
@@ -79,7 +79,7 @@ from ._upgrade_link import (
     recv_some,
     take_parent,
 )
-from ._upgrade_plan import (
+from .plan import (
     Action,
     Finish,
     ForwardUpgrade,
@@ -90,9 +90,9 @@ from ._upgrade_plan import (
     Spawn,
     UpgradePlan,
 )
-from ._upgrade_sockets import SocketSet
-from .addresses import DEFAULT_BACKLOG, ListenAddress
-from .errors import NotifyError, SdActivateError, UpgradeError
+from .sockets import SocketSet
+from ..addresses import DEFAULT_BACKLOG, ListenAddress
+from ..errors import NotifyError, SdActivateError, UpgradeError
 
 __all__ = ["Upgrader"]
 
@@ -243,7 +243,7 @@ class Upgrader:
         the upgrader's state changes. Raises :class:`~sdactivate.NotifyError` if
         ``NOTIFY_SOCKET`` is set but unusable.
         """
-        from . import notify
+        from .. import notify
 
         if not self._ready_sent:
             notify.ready(status=status, environ=self._env)
@@ -511,7 +511,7 @@ class Upgrader:
                 self._finish(action.reason)
 
     def _spawn(self, attempt: int) -> None:
-        from . import _spawn
+        from .. import _spawn
 
         entries = self._sockets.snapshot()
         fds = [sock.fileno() for sock, _ in entries]
@@ -551,7 +551,7 @@ class Upgrader:
         self._execute(self._plan.child_started(child.pid, time.monotonic()))
 
     def _hand_over(self, pid: int) -> None:
-        from . import notify
+        from .. import notify
 
         now = time.monotonic()
         assert self._child_ctl is not None and self._child_pidfd is not None
@@ -592,7 +592,7 @@ class Upgrader:
         self._resolve(self._plan.attempt + 1, pid, None)
 
     def _report(self, report: Report) -> None:
-        from . import notify
+        from .. import notify
 
         if report.ok:
             log.info("%s", report.text)
