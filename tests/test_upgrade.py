@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from sdactivate.errors import UpgradeError
+from sdactivate.upgrade import Upgrader
 from sdactivate.upgrade.plan import (
     Finish,
     ForwardUpgrade,
@@ -24,8 +26,6 @@ from sdactivate.upgrade.plan import (
     Spawn,
     UpgradePlan,
 )
-from sdactivate.errors import UpgradeError
-from sdactivate.upgrade import Upgrader
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "upgrader_app.py"
 

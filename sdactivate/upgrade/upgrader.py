@@ -71,6 +71,8 @@ from typing import Any
 from .. import _env, _pidfd
 from .._priority import renice_tree, startup_priority, valid_startup_nice
 from .._signals import restored
+from ..addresses import DEFAULT_BACKLOG, ListenAddress
+from ..errors import NotifyError, SdActivateError, UpgradeError
 from .link import (
     HANDOVER,
     child_environ,
@@ -91,8 +93,6 @@ from .plan import (
     UpgradePlan,
 )
 from .sockets import SocketSet
-from ..addresses import DEFAULT_BACKLOG, ListenAddress
-from ..errors import NotifyError, SdActivateError, UpgradeError
 
 __all__ = ["Upgrader"]
 
