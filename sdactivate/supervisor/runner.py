@@ -13,6 +13,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import logging
+import math
 import os
 import selectors
 import signal
@@ -24,15 +25,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import _env
+from .._generation import NotifyInbox, describe_status
 from .._priority import renice_tree, startup_priority
 from .._spawn import Child, spawn
-from ..errors import NotifyValueError, SdActivateError
+from ..errors import SdActivateError
 from . import machine as m
-from ._os import (
-    parent_pid,
-    receive_notify,
-    sockname,
-)
+from ._os import parent_pid, sockname
 from .control import Connection, ControlServer
 
 __all__ = ["HEALTH_FD_NAME", "Listener", "Options", "Runner", "run"]
@@ -126,22 +124,15 @@ class Runner:
             self.options.startup_nice
         )
         self._sel = selectors.DefaultSelector()
-        self._notify: socket.socket | None = None
+        self._notify: NotifyInbox | None = None
         self._control: ControlServer | None = None
         self.notify_address = ""
 
     # --- set-up and tear-down ---------------------------------------------------------------
     def _open(self) -> tuple[socket.socket, socket.socket]:
-        ns = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
-        ns.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
-        ns.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
-        # os.urandom, not secrets: importing secrets (hashlib) costs ~4 MB of RSS
-        name = f"sdactivate-notify/{self.pid}/{os.urandom(8).hex()}"
-        ns.bind("\0" + name)
-        ns.setblocking(False)
-        self._notify = ns
-        self.notify_address = "@" + name
-        self._sel.register(ns, selectors.EVENT_READ, ("notify", None))
+        self._notify = NotifyInbox("notify", self.pid, log=log, rcvbuf=1 << 20)
+        self.notify_address = self._notify.address
+        self._sel.register(self._notify, selectors.EVENT_READ, ("notify", None))
         self._control = ControlServer(self.pid)
         self._sel.register(self._control, selectors.EVENT_READ, ("control", None))
         wake_r, wake_w = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -200,10 +191,11 @@ class Runner:
 
     # --- the loop ---------------------------------------------------------------------------
     def _step(self, wake_r: socket.socket) -> None:
-        timeout = None
-        if self._timers:
-            timeout = max(0.0, min(self._timers.values()) - time.monotonic())
+        assert self._notify is not None
+        wake = [*self._timers.values(), self._notify.limiter.deadline() or math.inf]
+        timeout = max(0.0, min(wake) - time.monotonic()) if min(wake) < math.inf else None
         events = self._sel.select(timeout)
+        self._notify.limiter.flush()
         # Signals first, even when their wakeup byte is not in this batch: a signal delivered
         # while epoll_wait returned is already in wake_r. Under KillMode=control-group systemd
         # sends SIGTERM to us (first) and to every generation; a generation that drained and
@@ -392,27 +384,12 @@ class Runner:
         if check is None:  # cancelled by an earlier event of the same wakeup
             return
         code = self._end_check(check, kill=False)
-        self._feed(m.HealthResult(gen, code == 0, "" if code == 0 else m.describe_status(code)))
+        self._feed(m.HealthResult(gen, code == 0, "" if code == 0 else describe_status(code)))
 
     # --- notify socket ----------------------------------------------------------------------
     def _on_notify(self) -> None:
-        from ..notify import parse_message
-
         assert self._notify is not None
-        while (got := receive_notify(self._notify)) is not None:
-            pid, data, truncated = got
-            if truncated:
-                log.warning("notify message from pid %d truncated; ignored", pid)
-                continue
-            gen = self._generation_of(pid)
-            if gen is None:
-                log.debug("notify message from unknown pid %d ignored", pid)
-                continue
-            try:
-                fields = parse_message(data)
-            except NotifyValueError as exc:
-                log.warning("generation %d sent a malformed notify message: %s", gen, exc)
-                continue
+        for gen, fields in self._notify.messages(self._generation_of):
             self._on_child_message(gen, fields)
 
     def _generation_of(self, pid: int) -> int | None:
