@@ -16,23 +16,32 @@ import pytest
 
 from sdactivate.errors import UpgradeError
 from sdactivate.upgrade import Upgrader
-from sdactivate.upgrade.plan import (
+from sdactivate.upgrade.events import (
+    AppReady,
+    ChildGone,
+    ChildSentReady,
+    ChildStarted,
     Finish,
     ForwardUpgrade,
     HandOver,
-    Kill,
-    Phase,
-    Report,
-    Spawn,
-    UpgradePlan,
+    HandoverDone,
+    HandoverFailed,
+    KillChild,
+    Outcome,
+    ParentHandedOver,
+    StartChild,
+    StopAsked,
+    Tick,
+    UpgradeRequested,
 )
+from sdactivate.upgrade.plan import Stage, UpgradePlan
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "upgrader_app.py"
 
 
 def serving_plan(*, stable: float = 0.0, timeout: float = 10.0) -> UpgradePlan:
     plan = UpgradePlan(has_parent=False, ready_timeout=timeout, stable_time=stable)
-    assert plan.ready(0.0) == []
+    assert plan.handle(AppReady(), 0.0) == []
     return plan
 
 
@@ -40,137 +49,137 @@ def serving_plan(*, stable: float = 0.0, timeout: float = 10.0) -> UpgradePlan:
 def test_upgrade_waits_for_own_ready() -> None:
     """A request before this generation is ready is queued and starts at ready()."""
     plan = UpgradePlan(has_parent=False, ready_timeout=10, stable_time=0)
-    assert plan.request_upgrade(0.0) == []
-    assert plan.ready(1.0) == [Spawn(1)]
-    assert plan.phase is Phase.UPGRADING
+    assert plan.handle(UpgradeRequested(), 0.0) == []
+    assert plan.handle(AppReady(), 1.0) == [StartChild(1)]
+    assert plan.stage is Stage.UPGRADING
 
 
 def test_child_waits_for_handover_before_upgrading() -> None:
     """An upgrade child may not upgrade until its parent handed over."""
     plan = UpgradePlan(has_parent=True, ready_timeout=10, stable_time=0)
-    assert plan.ready(0.0) == []
-    assert plan.request_upgrade(0.0) == []
-    assert plan.handed_over(1.0) == [Spawn(1)]
+    assert plan.handle(AppReady(), 0.0) == []
+    assert plan.handle(UpgradeRequested(), 0.0) == []
+    assert plan.handle(ParentHandedOver(), 1.0) == [StartChild(1)]
 
 
 def test_successful_upgrade_hands_over_then_finishes() -> None:
     """READY from the child -> HandOver; handover_done -> success report and Finish."""
     plan = serving_plan()
-    assert plan.request_upgrade(0.0) == [Spawn(1)]
-    plan.child_started(42, 0.1)
-    assert plan.child_ready(42, 0.2) == [HandOver(42)]
-    actions = plan.handover_done(42)
-    assert actions[0] == Report(True, "upgraded: new generation pid 42 is serving", 1)
+    assert plan.handle(UpgradeRequested(), 0.0) == [StartChild(1)]
+    plan.handle(ChildStarted(42), 0.1)
+    assert plan.handle(ChildSentReady(42), 0.2) == [HandOver(42)]
+    actions = plan.handle(HandoverDone(42), 1.0)
+    assert actions[0] == Outcome(True, "upgraded: new generation pid 42 is serving", 1)
     assert actions[1] == Finish("upgraded to pid 42")
-    assert plan.phase is Phase.EXITING
+    assert plan.stage is Stage.EXITING
 
 
 def test_ready_from_another_pid_is_ignored() -> None:
     """Only the spawned child's READY counts."""
     plan = serving_plan()
-    plan.request_upgrade(0.0)
-    plan.child_started(42, 0.1)
-    assert plan.child_ready(43, 0.2) == []
-    assert plan.phase is Phase.UPGRADING
+    plan.handle(UpgradeRequested(), 0.0)
+    plan.handle(ChildStarted(42), 0.1)
+    assert plan.handle(ChildSentReady(43), 0.2) == []
+    assert plan.stage is Stage.UPGRADING
 
 
 def test_child_exit_before_ready_keeps_serving() -> None:
     """F1: a child that exits before READY fails the upgrade; nothing to kill."""
     plan = serving_plan()
-    plan.request_upgrade(0.0)
-    plan.child_started(42, 0.1)
-    (report,) = plan.child_exited(42, "exit status 3", 0.5)
-    assert isinstance(report, Report) and not report.ok
-    assert "before READY" in report.text and "exit status 3" in report.text
-    assert plan.phase is Phase.SERVING
+    plan.handle(UpgradeRequested(), 0.0)
+    plan.handle(ChildStarted(42), 0.1)
+    (report,) = plan.handle(ChildGone(42, 3), 0.5)
+    assert isinstance(report, Outcome) and not report.ok
+    assert "before READY" in report.text and "exited with status 3" in report.text
+    assert plan.stage is Stage.SERVING
 
 
 def test_ready_timeout_kills_child() -> None:
     """F2: no READY within the timeout -> Kill + failure report, still serving."""
     plan = serving_plan(timeout=2.0)
-    plan.request_upgrade(0.0)
-    plan.child_started(42, 0.0)
-    assert plan.tick(1.9) == []
-    kill, report = plan.tick(2.0)
-    assert kill == Kill(42)
-    assert isinstance(report, Report) and not report.ok and "not ready within 2 s" in report.text
-    assert plan.phase is Phase.SERVING and plan.deadline is None
+    plan.handle(UpgradeRequested(), 0.0)
+    plan.handle(ChildStarted(42), 0.0)
+    assert plan.handle(Tick(), 1.9) == []
+    kill, report = plan.handle(Tick(), 2.0)
+    assert kill == KillChild(42)
+    assert isinstance(report, Outcome) and not report.ok and "not ready within 2 s" in report.text
+    assert plan.stage is Stage.SERVING and plan.deadline is None
 
 
 def test_crash_within_stable_time_fails_upgrade() -> None:
     """F3: a child that dies within stable_time after READY never gets the handover."""
     plan = serving_plan(stable=0.5)
-    plan.request_upgrade(0.0)
-    plan.child_started(42, 0.0)
-    assert plan.child_ready(42, 1.0) == []
-    assert plan.phase is Phase.CONFIRMING
-    (report,) = plan.child_exited(42, "exit status 4", 1.2)
-    assert isinstance(report, Report) and "after READY" in report.text
-    assert plan.phase is Phase.SERVING
+    plan.handle(UpgradeRequested(), 0.0)
+    plan.handle(ChildStarted(42), 0.0)
+    assert plan.handle(ChildSentReady(42), 1.0) == []
+    assert plan.stage is Stage.CONFIRMING
+    (report,) = plan.handle(ChildGone(42, 4), 1.2)
+    assert isinstance(report, Outcome) and "after READY" in report.text
+    assert plan.stage is Stage.SERVING
 
 
 def test_stable_time_elapsed_hands_over() -> None:
     """After stable_time alive, the handover happens."""
     plan = serving_plan(stable=0.5)
-    plan.request_upgrade(0.0)
-    plan.child_started(42, 0.0)
-    plan.child_ready(42, 1.0)
-    assert plan.tick(1.4) == []
-    assert plan.tick(1.5) == [HandOver(42)]
+    plan.handle(UpgradeRequested(), 0.0)
+    plan.handle(ChildStarted(42), 0.0)
+    plan.handle(ChildSentReady(42), 1.0)
+    assert plan.handle(Tick(), 1.4) == []
+    assert plan.handle(Tick(), 1.5) == [HandOver(42)]
 
 
 def test_requests_during_upgrade_coalesce_and_forward() -> None:
     """F12: two requests during an upgrade become one, forwarded to the new primary."""
     plan = serving_plan()
-    plan.request_upgrade(0.0)
-    plan.child_started(42, 0.0)
-    assert plan.request_upgrade(0.1) == []
-    assert plan.request_upgrade(0.2) == []
-    plan.child_ready(42, 0.3)
-    actions = plan.handover_done(42)
+    plan.handle(UpgradeRequested(), 0.0)
+    plan.handle(ChildStarted(42), 0.0)
+    assert plan.handle(UpgradeRequested(), 0.1) == []
+    assert plan.handle(UpgradeRequested(), 0.2) == []
+    plan.handle(ChildSentReady(42), 0.3)
+    actions = plan.handle(HandoverDone(42), 1.0)
     assert actions[-1] == ForwardUpgrade(42)
-    assert [a for a in actions if isinstance(a, Spawn)] == []
+    assert [a for a in actions if isinstance(a, StartChild)] == []
 
 
 def test_queued_request_retries_after_failure() -> None:
     """A request queued during a failed upgrade starts a new attempt right away."""
     plan = serving_plan()
-    plan.request_upgrade(0.0)
-    plan.child_started(42, 0.0)
-    plan.request_upgrade(0.1)
-    actions = plan.child_exited(42, "exit status 1", 0.2)
-    assert actions[-1] == Spawn(2)
+    plan.handle(UpgradeRequested(), 0.0)
+    plan.handle(ChildStarted(42), 0.0)
+    plan.handle(UpgradeRequested(), 0.1)
+    actions = plan.handle(ChildGone(42, 1), 0.2)
+    assert actions[-1] == StartChild(2)
 
 
 def test_handover_failure_kills_child() -> None:
     """If MAINPID cannot be sent, the child is killed and this generation keeps serving."""
     plan = serving_plan()
-    plan.request_upgrade(0.0)
-    plan.child_started(42, 0.0)
-    plan.child_ready(42, 0.1)
-    kill, report = plan.handover_failed(42, "ECONNREFUSED", 0.2)
-    assert kill == Kill(42) and isinstance(report, Report) and not report.ok
+    plan.handle(UpgradeRequested(), 0.0)
+    plan.handle(ChildStarted(42), 0.0)
+    plan.handle(ChildSentReady(42), 0.1)
+    kill, report = plan.handle(HandoverFailed(42, "ECONNREFUSED"), 0.2)
+    assert kill == KillChild(42) and isinstance(report, Outcome) and not report.ok
 
 
 def test_stop_during_upgrade_aborts_it() -> None:
     """stop() while a child is starting kills it and finishes."""
     plan = serving_plan()
-    plan.request_upgrade(0.0)
-    plan.child_started(42, 0.0)
-    actions = plan.stop("signal SIGTERM")
-    assert actions[0] == Kill(42)
+    plan.handle(UpgradeRequested(), 0.0)
+    plan.handle(ChildStarted(42), 0.0)
+    actions = plan.handle(StopAsked("signal SIGTERM"), 1.0)
+    assert actions[0] == KillChild(42)
     assert actions[-1] == Finish("signal SIGTERM")
-    assert plan.stop("again") == []
+    assert plan.handle(StopAsked("again"), 1.0) == []
 
 
 def test_request_after_exit_is_forwarded() -> None:
     """A SIGHUP reaching a generation that already handed over goes to the new one."""
     plan = serving_plan()
-    plan.request_upgrade(0.0)
-    plan.child_started(42, 0.0)
-    plan.child_ready(42, 0.1)
-    plan.handover_done(42)
-    assert plan.request_upgrade(1.0) == [ForwardUpgrade(42)]
+    plan.handle(UpgradeRequested(), 0.0)
+    plan.handle(ChildStarted(42), 0.0)
+    plan.handle(ChildSentReady(42), 0.1)
+    plan.handle(HandoverDone(42), 1.0)
+    assert plan.handle(UpgradeRequested(), 1.0) == [ForwardUpgrade(42)]
 
 
 @pytest.mark.parametrize(
@@ -511,7 +520,7 @@ def test_upgrade_call_raises_when_child_fails() -> None:
     upg = _upgrader("raise SystemExit(3)", upgrade_timeout=20)
     try:
         upg.ready()
-        with pytest.raises(UpgradeError, match="exit status 3"):
+        with pytest.raises(UpgradeError, match="exited with status 3"):
             upg.upgrade(timeout=30)
         assert not upg.wait_exit(0)
     finally:
