@@ -618,3 +618,21 @@ def test_socket_set_binds_then_passes_everything_in_order() -> None:
     finally:
         sockets.close()
     assert extra.fileno() == -1
+
+
+def test_truncated_ready_is_not_ready() -> None:
+    """A READY=1 in a datagram over 4096 bytes (MSG_TRUNC) does not count: it is dropped
+    whole, as PID 1 and the supervisor drop it, so the child exits "before READY"."""
+    code = (
+        "import os, socket\n"
+        "s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)\n"
+        "s.sendto(b'READY=1\\nX=' + b'y' * 5000, '\\0' + os.environ['NOTIFY_SOCKET'][1:])\n"
+        "raise SystemExit(7)\n"
+    )
+    upg = _upgrader(code, stable_time=10, upgrade_timeout=20)
+    try:
+        upg.ready()
+        with pytest.raises(UpgradeError, match="exited with status 7 before READY"):
+            upg.upgrade(timeout=30)
+    finally:
+        upg.close()
