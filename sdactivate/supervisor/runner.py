@@ -13,7 +13,6 @@ from __future__ import annotations
 import collections
 import contextlib
 import logging
-import math
 import os
 import selectors
 import signal
@@ -192,8 +191,10 @@ class Runner:
     # --- the loop ---------------------------------------------------------------------------
     def _step(self, wake_r: socket.socket) -> None:
         assert self._notify is not None
-        wake = [*self._timers.values(), self._notify.limiter.deadline() or math.inf]
-        timeout = max(0.0, min(wake) - time.monotonic()) if min(wake) < math.inf else None
+        due = list(self._timers.values())
+        if (summary := self._notify.limiter.deadline()) is not None:
+            due.append(summary)  # a summary of dropped notify messages
+        timeout = max(0.0, min(due) - time.monotonic()) if due else None
         events = self._sel.select(timeout)
         self._notify.limiter.flush()
         # Signals first, even when their wakeup byte is not in this batch: a signal delivered

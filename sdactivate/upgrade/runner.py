@@ -13,7 +13,6 @@ from __future__ import annotations
 import collections
 import contextlib
 import logging
-import math
 import os
 import select
 import threading
@@ -124,12 +123,12 @@ class Runner:
     def _poll_timeout(self) -> int | None:
         """Milliseconds until the plan's next deadline or a due log summary (None: none)."""
         wake = self.plan.wake_at()
-        if self._attempt is not None:
-            due = self._attempt.inbox.limiter.deadline()
-            wake = min(math.inf if wake is None else wake, math.inf if due is None else due)
-        if wake is None or wake == math.inf:
+        due = [] if wake is None else [wake]
+        if self._attempt is not None and (summary := self._attempt.inbox.limiter.deadline()):
+            due.append(summary)  # a summary of dropped notify messages
+        if not due:
             return None
-        return int(max(0.0, (wake - time.monotonic()) * 1000)) + 1
+        return int(max(0.0, (min(due) - time.monotonic()) * 1000)) + 1
 
     def _step(self, ready_fds: set[int]) -> bool:
         """Handle one wake-up; True when the worker should end."""
