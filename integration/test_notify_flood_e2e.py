@@ -32,6 +32,7 @@ while tries % 1000 or (not os.path.exists(stop) and time.monotonic() < end):
 print(sent)
 """
 FLOODERS = 4
+RELOADS = 5
 RELOAD_BOUND = 10.0  # seconds; unflooded, a reload of this unit takes well under 1 s
 STOP_BOUND = 10.0
 LOG_INTERVAL = 10.0  # sdactivate._generation.LOG_INTERVAL
@@ -48,8 +49,8 @@ def notify_address(sandbox: Sandbox, pid: int) -> str:
 def test_notify_flood_from_nobody(
     sandbox: Sandbox, units: Units, measurements: Callable[[str], None]
 ) -> None:
-    """4 processes of `nobody` flood the notify socket: a reload hands over and a stop
-    ends the unit within their bounds; the drops are logged a bounded number of times."""
+    """4 processes of `nobody` flood the notify socket: 5 reloads hand over and a stop ends
+    the unit, each within its bound; the drops are logged a bounded number of times."""
     name = f"sdflood-{uuid.uuid4().hex[:8]}"
     service = f"{name}.service"
     port = free_port()
@@ -76,9 +77,9 @@ def test_notify_flood_from_nobody(
             timeout=30,
             what="the supervisor seeing the flood",
         )
-        reload_s = timed(lambda: sandbox.systemctl("reload", service))
+        reloads = [timed(lambda: sandbox.systemctl("reload", service)) for _ in range(RELOADS)]
         after = sandbox.show(service, "StatusText", "ActiveState")
-        assert after["StatusText"].startswith("generation 2 "), after
+        assert after["StatusText"].startswith(f"generation {RELOADS + 1} "), after
         assert http_get("127.0.0.1", port)[0] == 200
         stop_s = timed(lambda: sandbox.systemctl("stop", service))
         flood_s = time.monotonic() - started
@@ -90,9 +91,10 @@ def test_notify_flood_from_nobody(
     lines = [line for line in journal.splitlines() if "notify message" in line]
     measurements(
         f"notify flood: {FLOODERS} x nobody sent {sum(sent)} datagrams in {flood_s:.1f} s;"
-        f" reload {reload_s:.2f} s, stop {stop_s:.2f} s; {len(lines)} log lines about it"
+        f" {RELOADS} reloads took {', '.join(f'{r:.2f}' for r in reloads)} s, stop {stop_s:.2f} s;"
+        f" {len(lines)} log lines about it"
     )
     assert sum(sent) > 1000, sent  # it was a flood
-    assert reload_s < RELOAD_BOUND and stop_s < STOP_BOUND, (reload_s, stop_s)
+    assert max(reloads) < RELOAD_BOUND and stop_s < STOP_BOUND, (reloads, stop_s)
     # the first drop, then at most one summary line per interval
     assert 1 <= len(lines) <= 2 + flood_s / LOG_INTERVAL, lines
