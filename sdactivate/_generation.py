@@ -117,11 +117,12 @@ class LogLimiter:
         else:
             self._windows[kind] = (window[0], window[1] + 1)
 
-    def flush(self, now: float | None = None) -> None:
-        """Write the summary of every window that has ended."""
+    def flush(self, now: float | None = None, *, final: bool = False) -> None:
+        """Write the summary of every window that has ended (``final``: of every window,
+        when the inbox closes)."""
         now = self._clock() if now is None else now
         for kind, (end, left_out) in list(self._windows.items()):
-            if now < end:
+            if now < end and not final:
                 continue
             del self._windows[kind]
             if left_out:
@@ -129,7 +130,7 @@ class LogLimiter:
                     "%d more notify messages like the last one (%s) dropped in %g s",
                     left_out,
                     kind,
-                    self._interval,
+                    round(self._interval - max(0.0, end - now), 1),
                 )
 
     def deadline(self) -> float | None:
@@ -180,6 +181,7 @@ class NotifyInbox:
 
     def close(self) -> None:
         self.sock.close()
+        self.limiter.flush(final=True)
 
     def messages(
         self, sender: Callable[[int], T | None]

@@ -224,3 +224,19 @@ def test_startup_grace_is_at_most_half_the_ready_timeout() -> None:
     """The grace, capped at half of the ready timeout."""
     assert startup_grace(1.0, 60.0) == 1.0
     assert startup_grace(30.0, 20.0) == 10.0
+
+
+def test_closing_writes_the_pending_summary(
+    inbox: NotifyInbox, clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An inbox closed in the middle of an interval (an upgrade attempt ends) still says
+    how many it left out, and over how long."""
+    caplog.set_level(logging.WARNING, logger=log.name)
+    inbox.sock.close()
+    inbox.sock = Flood(4242)  # type: ignore[assignment]
+    list(inbox.messages(nobody))
+    clock.now += 2.5
+    inbox.close()
+    assert warnings(caplog)[1:] == [
+        f"{READS_PER_TURN - 1} more notify messages like the last one (sender) dropped in 2.5 s"
+    ]

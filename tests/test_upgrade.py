@@ -27,6 +27,8 @@ from sdactivate.upgrade.events import (
     HandoverDone,
     HandoverFailed,
     KillChild,
+    LiftPriority,
+    Log,
     Outcome,
     ParentHandedOver,
     StartChild,
@@ -189,6 +191,49 @@ def test_bad_timings_rejected(timeout: float, stable: float) -> None:
     """Nonsense timings are refused when the plan is built."""
     with pytest.raises(ValueError):
         UpgradePlan(has_parent=False, ready_timeout=timeout, stable_time=stable)
+
+
+def test_lowered_child_gets_our_priority_at_ready() -> None:
+    """A child started at the start-up priority gets ours back at READY=1, before the
+    handover."""
+    plan = serving_plan()
+    plan.handle(UpgradeRequested(), 0.0)
+    plan.handle(ChildStarted(42, lowered=True), 0.0)
+    assert plan.wake_at() == 1.0  # the grace, before the ready timeout
+    assert plan.handle(ChildSentReady(42), 0.5) == [LiftPriority(42), HandOver(42)]
+    assert plan.lowered_until is None
+
+
+def test_lowered_child_still_starting_after_the_grace_gets_our_priority() -> None:
+    """Not ready after startup_grace: a warning and our priority, and the upgrade goes on;
+    the grace is at most half of the ready timeout."""
+    plan = UpgradePlan(has_parent=False, ready_timeout=4, stable_time=0, startup_grace=3)
+    plan.handle(AppReady(), 0.0)
+    plan.handle(UpgradeRequested(), 0.0)
+    plan.handle(ChildStarted(42, lowered=True), 0.0)
+    assert plan.handle(Tick(), 1.9) == []
+    log, lift = plan.handle(Tick(), 2.0)
+    assert lift == LiftPriority(42) and isinstance(log, Log) and log.level == "warning"
+    assert "not ready 2s after its start at a lower priority" in log.message
+    assert plan.stage is Stage.UPGRADING and plan.wake_at() == 4.0
+    assert plan.handle(ChildSentReady(42), 3.0) == [HandOver(42)]
+
+
+def test_child_not_lowered_is_never_lifted() -> None:
+    """Without the right to undo it the child is not lowered: nothing to lift."""
+    plan = serving_plan()
+    plan.handle(UpgradeRequested(), 0.0)
+    plan.handle(ChildStarted(42), 0.0)
+    assert plan.wake_at() == 10.0
+    assert plan.handle(ChildSentReady(42), 0.5) == [HandOver(42)]
+
+
+def test_invariants_are_checked_after_every_event() -> None:
+    """A plan in a state its invariants forbid fails loudly at the next event."""
+    plan = serving_plan()
+    plan.child = 42  # serving, yet a child
+    with pytest.raises(AssertionError):
+        plan.handle(Tick(), 0.0)
 
 
 # --- real processes ------------------------------------------------------------------------
