@@ -3,6 +3,7 @@
 * :class:`NotifyInbox` -- the private ``NOTIFY_SOCKET`` a new generation reports to: one
   naming scheme, one receive rule, the sender's credentials checked before anything else,
   a bounded number of reads per loop turn, rate-limited log lines about what it drops;
+* :class:`EventQueue` -- how a runner feeds events to its plan and carries out the actions;
 * :func:`startup_grace` -- how long a new generation may start at the lower priority;
 * :func:`describe_status` -- the words for a reaped generation's exit status.
 """
@@ -17,9 +18,10 @@ import signal
 import socket
 import struct
 import time
-from collections.abc import Callable, Iterator
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Generic, TypeVar
 
 from ._notify_wire import NOTIFY_BUFFER_MAX, NOTIFY_FD_MAX, parse_message
 from .errors import NotifyValueError
@@ -28,6 +30,7 @@ __all__ = [
     "LOG_INTERVAL",
     "READS_PER_TURN",
     "Datagram",
+    "EventQueue",
     "LogLimiter",
     "NotifyInbox",
     "describe_status",
@@ -36,6 +39,8 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+E = TypeVar("E")
+A = TypeVar("A")
 
 # Datagrams read per loop turn: a flood of them (the socket's name is world-readable in
 # /proc/net/unix) must not keep a loop from its signals, timers and control requests.
@@ -60,6 +65,31 @@ def startup_grace(grace: float, ready_timeout: float) -> float:
     """How long a new generation stays at its start-up priority: ``grace``, but at most half
     of its ``ready_timeout`` (SCHED_IDLE on a busy host must not starve it past that)."""
     return min(grace, ready_timeout / 2)
+
+
+class EventQueue(Generic[E, A]):
+    """Hands each event to ``decide`` (a plan's or machine's ``handle``) and carries out the
+    actions it returns with ``do``, in order. Events raised while carrying out actions (a
+    child started, a spawn that failed at once...) wait until every action of the current
+    event is done, so one event's actions never interleave with the next one's."""
+
+    def __init__(self, decide: Callable[[E], Iterable[A]], do: Callable[[A], None]) -> None:
+        self._decide = decide
+        self._do = do
+        self._events: deque[E] = deque()
+        self._busy = False
+
+    def feed(self, event: E) -> None:
+        self._events.append(event)
+        if self._busy:
+            return
+        self._busy = True
+        try:
+            while self._events:
+                for action in self._decide(self._events.popleft()):
+                    self._do(action)
+        finally:
+            self._busy = False
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,6 @@ only bound the ``epoll_wait`` timeout while one is armed.
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import logging
 import os
@@ -24,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import _env
-from .._generation import NotifyInbox, describe_status
+from .._generation import EventQueue, NotifyInbox, describe_status
 from .._priority import renice_tree, startup_priority
 from .._spawn import Child, spawn
 from ..errors import SdActivateError
@@ -116,8 +115,7 @@ class Runner:
         self._requests: dict[int, Connection] = {}
         self._next_request = 1
         self._exit: int | None = None
-        self._events: collections.deque[m.Event] = collections.deque()
-        self._busy = False
+        self._events = EventQueue(self.machine.handle, self._do)
         # a new generation's start-up priority, and ours, which it gets back at READY
         self._priority, self._base_nice, self._base_policy = startup_priority(
             self.options.startup_nice
@@ -233,16 +231,7 @@ class Runner:
         until every action of the current event is done, so e.g. a RELOADING=1 is never
         sent after the READY=1 of a spawn that failed at once.
         """
-        self._events.append(event)
-        if self._busy:
-            return
-        self._busy = True
-        try:
-            while self._events:
-                for action in self.machine.handle(self._events.popleft()):
-                    self._do(action)
-        finally:
-            self._busy = False
+        self._events.feed(event)
 
     def _do(self, action: m.Action) -> None:
         if isinstance(action, m.Spawn):

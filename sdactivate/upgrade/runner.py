@@ -21,6 +21,7 @@ from collections.abc import MutableMapping, Sequence
 from typing import Any, assert_never
 
 from .. import _pidfd
+from .._generation import EventQueue
 from .._priority import renice_tree
 from ..errors import NotifyError, SdActivateError
 from . import events as ev
@@ -88,8 +89,9 @@ class Runner:
         self._systemd_notify = parent.systemd_notify if parent else None
         self._attempt: Attempt | None = None
         self._waiters = Waiters()
-        self._events: collections.deque[ev.Event] = collections.deque()
-        self._busy = False
+        self._events: EventQueue[ev.Event, ev.Action] = EventQueue(
+            lambda event: self.plan.handle(event, time.monotonic()), self._do
+        )
         self.exited = threading.Event()
         self.exit_reason: str | None = None
         self.last_error: str | None = None
@@ -174,16 +176,7 @@ class Runner:
 
     def _feed(self, event: ev.Event) -> None:
         """Hand ``event`` to the plan and carry out its actions, in order (see the module)."""
-        self._events.append(event)
-        if self._busy:
-            return
-        self._busy = True
-        try:
-            while self._events:
-                for action in self.plan.handle(self._events.popleft(), time.monotonic()):
-                    self._do(action)
-        finally:
-            self._busy = False
+        self._events.feed(event)
 
     def _do(self, action: ev.Action) -> None:
         match action:
