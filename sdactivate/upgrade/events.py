@@ -127,10 +127,11 @@ Event = (
 # --- actions -----------------------------------------------------------------------------
 @dataclass(frozen=True)
 class StartChild:
-    """Run attempt ``attempt``: start the next generation at the start-up priority; answer
-    with :class:`ChildStarted` or :class:`ChildStartFailed`."""
+    """Run attempt ``attempt``: start the next generation (``lowered``: at the start-up
+    priority); answer with :class:`ChildStarted` or :class:`ChildStartFailed`."""
 
     attempt: int
+    lowered: bool = True
 
 
 @dataclass(frozen=True)

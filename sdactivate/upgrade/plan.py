@@ -255,7 +255,8 @@ class UpgradePlan:
         self.attempt += 1
         self.child = None
         self.deadline = now + self.ready_timeout
-        return [StartChild(self.attempt)]
+        # This generation serves while the child starts: the child yields the CPU to it.
+        return [StartChild(self.attempt, lowered=True)]
 
     def _fail(self, text: str, kill: int | None, now: float) -> list[Action]:
         actions: list[Action] = []

@@ -181,7 +181,7 @@ class Runner:
     def _do(self, action: ev.Action) -> None:
         match action:
             case ev.StartChild():
-                self._start_child(action.attempt)
+                self._start_child(action.attempt, lowered=action.lowered)
             case ev.KillChild():
                 if self._attempt is not None and self._attempt.pid == action.pid:
                     self._kill_attempt()
@@ -203,14 +203,14 @@ class Runner:
                 assert_never(action)
 
     # --- actions -------------------------------------------------------------------------
-    def _start_child(self, number: int) -> None:
+    def _start_child(self, number: int, *, lowered: bool) -> None:
         try:
             attempt = start_attempt(
                 self._argv,
                 self._sockets.snapshot(),
                 env=self._env,
                 cwd=self._cwd,
-                startup_nice=self._startup_nice,
+                startup_nice=self._startup_nice if lowered else 0,
             )
         except (SdActivateError, OSError) as exc:
             self._feed(ev.ChildStartFailed(str(exc)))
