@@ -681,3 +681,39 @@ def test_truncated_ready_is_not_ready() -> None:
             upg.upgrade(timeout=30)
     finally:
         upg.close()
+
+
+def test_foreign_notify_flood_is_logged_a_bounded_number_of_times(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """200 datagrams from a process that is not the new generation (here its own child):
+    each is dropped, and the log says so once, then in one summary line per interval (the
+    last one when the attempt ends), not once per datagram."""
+    import logging
+
+    flood = (
+        "import socket, sys\n"
+        "s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)\n"
+        "for _ in range(200):\n"
+        "    s.sendto(b'READY=1', '\\0' + sys.argv[1][1:])\n"
+    )
+    code = (
+        "import os, subprocess, sys\n"
+        f"subprocess.run([sys.executable, '-c', {flood!r}, os.environ['NOTIFY_SOCKET']],"
+        " check=True)\n"
+        "raise SystemExit(5)\n"
+    )
+    caplog.set_level(logging.INFO, logger="sdactivate.upgrade")
+    upg = _upgrader(code, stable_time=10, upgrade_timeout=20)
+    started = time.monotonic()
+    try:
+        upg.ready()
+        with pytest.raises(UpgradeError, match="exited with status 5 before READY"):
+            upg.upgrade(timeout=30)
+    finally:
+        upg.close()
+    elapsed = time.monotonic() - started
+    lines = [r.getMessage() for r in caplog.records if "notify message" in r.getMessage()]
+    assert 2 <= len(lines) <= 2 + elapsed / 10, lines
+    assert "ignored: not a generation" in lines[0]
+    assert "more notify messages like the last one (sender) dropped" in lines[-1]
