@@ -14,25 +14,36 @@ from pathlib import Path
 
 import pytest
 
-from sdactivate._upgrade_plan import (
+from sdactivate.errors import UpgradeError
+from sdactivate.upgrade import Upgrader
+from sdactivate.upgrade.events import (
+    AppReady,
+    ChildGone,
+    ChildSentReady,
+    ChildStarted,
     Finish,
     ForwardUpgrade,
     HandOver,
-    Kill,
-    Phase,
-    Report,
-    Spawn,
-    UpgradePlan,
+    HandoverDone,
+    HandoverFailed,
+    KillChild,
+    LiftPriority,
+    Log,
+    Outcome,
+    ParentHandedOver,
+    StartChild,
+    StopAsked,
+    Tick,
+    UpgradeRequested,
 )
-from sdactivate.errors import UpgradeError
-from sdactivate.upgrade import Upgrader
+from sdactivate.upgrade.plan import Stage, UpgradePlan
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "upgrader_app.py"
 
 
 def serving_plan(*, stable: float = 0.0, timeout: float = 10.0) -> UpgradePlan:
     plan = UpgradePlan(has_parent=False, ready_timeout=timeout, stable_time=stable)
-    assert plan.ready(0.0) == []
+    assert plan.handle(AppReady(), 0.0) == []
     return plan
 
 
@@ -40,137 +51,137 @@ def serving_plan(*, stable: float = 0.0, timeout: float = 10.0) -> UpgradePlan:
 def test_upgrade_waits_for_own_ready() -> None:
     """A request before this generation is ready is queued and starts at ready()."""
     plan = UpgradePlan(has_parent=False, ready_timeout=10, stable_time=0)
-    assert plan.request_upgrade(0.0) == []
-    assert plan.ready(1.0) == [Spawn(1)]
-    assert plan.phase is Phase.UPGRADING
+    assert plan.handle(UpgradeRequested(), 0.0) == []
+    assert plan.handle(AppReady(), 1.0) == [StartChild(1)]
+    assert plan.stage is Stage.UPGRADING
 
 
 def test_child_waits_for_handover_before_upgrading() -> None:
     """An upgrade child may not upgrade until its parent handed over."""
     plan = UpgradePlan(has_parent=True, ready_timeout=10, stable_time=0)
-    assert plan.ready(0.0) == []
-    assert plan.request_upgrade(0.0) == []
-    assert plan.handed_over(1.0) == [Spawn(1)]
+    assert plan.handle(AppReady(), 0.0) == []
+    assert plan.handle(UpgradeRequested(), 0.0) == []
+    assert plan.handle(ParentHandedOver(), 1.0) == [StartChild(1)]
 
 
 def test_successful_upgrade_hands_over_then_finishes() -> None:
     """READY from the child -> HandOver; handover_done -> success report and Finish."""
     plan = serving_plan()
-    assert plan.request_upgrade(0.0) == [Spawn(1)]
-    plan.child_started(42, 0.1)
-    assert plan.child_ready(42, 0.2) == [HandOver(42)]
-    actions = plan.handover_done(42)
-    assert actions[0] == Report(True, "upgraded: new generation pid 42 is serving", 1)
+    assert plan.handle(UpgradeRequested(), 0.0) == [StartChild(1)]
+    plan.handle(ChildStarted(42), 0.1)
+    assert plan.handle(ChildSentReady(42), 0.2) == [HandOver(42)]
+    actions = plan.handle(HandoverDone(42), 1.0)
+    assert actions[0] == Outcome(True, "upgraded: new generation pid 42 is serving", 1)
     assert actions[1] == Finish("upgraded to pid 42")
-    assert plan.phase is Phase.EXITING
+    assert plan.stage is Stage.EXITING
 
 
 def test_ready_from_another_pid_is_ignored() -> None:
     """Only the spawned child's READY counts."""
     plan = serving_plan()
-    plan.request_upgrade(0.0)
-    plan.child_started(42, 0.1)
-    assert plan.child_ready(43, 0.2) == []
-    assert plan.phase is Phase.UPGRADING
+    plan.handle(UpgradeRequested(), 0.0)
+    plan.handle(ChildStarted(42), 0.1)
+    assert plan.handle(ChildSentReady(43), 0.2) == []
+    assert plan.stage is Stage.UPGRADING
 
 
 def test_child_exit_before_ready_keeps_serving() -> None:
     """F1: a child that exits before READY fails the upgrade; nothing to kill."""
     plan = serving_plan()
-    plan.request_upgrade(0.0)
-    plan.child_started(42, 0.1)
-    (report,) = plan.child_exited(42, "exit status 3", 0.5)
-    assert isinstance(report, Report) and not report.ok
-    assert "before READY" in report.text and "exit status 3" in report.text
-    assert plan.phase is Phase.SERVING
+    plan.handle(UpgradeRequested(), 0.0)
+    plan.handle(ChildStarted(42), 0.1)
+    (report,) = plan.handle(ChildGone(42, 3), 0.5)
+    assert isinstance(report, Outcome) and not report.ok
+    assert "before READY" in report.text and "exited with status 3" in report.text
+    assert plan.stage is Stage.SERVING
 
 
 def test_ready_timeout_kills_child() -> None:
     """F2: no READY within the timeout -> Kill + failure report, still serving."""
     plan = serving_plan(timeout=2.0)
-    plan.request_upgrade(0.0)
-    plan.child_started(42, 0.0)
-    assert plan.tick(1.9) == []
-    kill, report = plan.tick(2.0)
-    assert kill == Kill(42)
-    assert isinstance(report, Report) and not report.ok and "not ready within 2 s" in report.text
-    assert plan.phase is Phase.SERVING and plan.deadline is None
+    plan.handle(UpgradeRequested(), 0.0)
+    plan.handle(ChildStarted(42), 0.0)
+    assert plan.handle(Tick(), 1.9) == []
+    kill, report = plan.handle(Tick(), 2.0)
+    assert kill == KillChild(42)
+    assert isinstance(report, Outcome) and not report.ok and "not ready within 2 s" in report.text
+    assert plan.stage is Stage.SERVING and plan.deadline is None
 
 
 def test_crash_within_stable_time_fails_upgrade() -> None:
     """F3: a child that dies within stable_time after READY never gets the handover."""
     plan = serving_plan(stable=0.5)
-    plan.request_upgrade(0.0)
-    plan.child_started(42, 0.0)
-    assert plan.child_ready(42, 1.0) == []
-    assert plan.phase is Phase.CONFIRMING
-    (report,) = plan.child_exited(42, "exit status 4", 1.2)
-    assert isinstance(report, Report) and "after READY" in report.text
-    assert plan.phase is Phase.SERVING
+    plan.handle(UpgradeRequested(), 0.0)
+    plan.handle(ChildStarted(42), 0.0)
+    assert plan.handle(ChildSentReady(42), 1.0) == []
+    assert plan.stage is Stage.CONFIRMING
+    (report,) = plan.handle(ChildGone(42, 4), 1.2)
+    assert isinstance(report, Outcome) and "after READY" in report.text
+    assert plan.stage is Stage.SERVING
 
 
 def test_stable_time_elapsed_hands_over() -> None:
     """After stable_time alive, the handover happens."""
     plan = serving_plan(stable=0.5)
-    plan.request_upgrade(0.0)
-    plan.child_started(42, 0.0)
-    plan.child_ready(42, 1.0)
-    assert plan.tick(1.4) == []
-    assert plan.tick(1.5) == [HandOver(42)]
+    plan.handle(UpgradeRequested(), 0.0)
+    plan.handle(ChildStarted(42), 0.0)
+    plan.handle(ChildSentReady(42), 1.0)
+    assert plan.handle(Tick(), 1.4) == []
+    assert plan.handle(Tick(), 1.5) == [HandOver(42)]
 
 
 def test_requests_during_upgrade_coalesce_and_forward() -> None:
     """F12: two requests during an upgrade become one, forwarded to the new primary."""
     plan = serving_plan()
-    plan.request_upgrade(0.0)
-    plan.child_started(42, 0.0)
-    assert plan.request_upgrade(0.1) == []
-    assert plan.request_upgrade(0.2) == []
-    plan.child_ready(42, 0.3)
-    actions = plan.handover_done(42)
+    plan.handle(UpgradeRequested(), 0.0)
+    plan.handle(ChildStarted(42), 0.0)
+    assert plan.handle(UpgradeRequested(), 0.1) == []
+    assert plan.handle(UpgradeRequested(), 0.2) == []
+    plan.handle(ChildSentReady(42), 0.3)
+    actions = plan.handle(HandoverDone(42), 1.0)
     assert actions[-1] == ForwardUpgrade(42)
-    assert [a for a in actions if isinstance(a, Spawn)] == []
+    assert [a for a in actions if isinstance(a, StartChild)] == []
 
 
 def test_queued_request_retries_after_failure() -> None:
     """A request queued during a failed upgrade starts a new attempt right away."""
     plan = serving_plan()
-    plan.request_upgrade(0.0)
-    plan.child_started(42, 0.0)
-    plan.request_upgrade(0.1)
-    actions = plan.child_exited(42, "exit status 1", 0.2)
-    assert actions[-1] == Spawn(2)
+    plan.handle(UpgradeRequested(), 0.0)
+    plan.handle(ChildStarted(42), 0.0)
+    plan.handle(UpgradeRequested(), 0.1)
+    actions = plan.handle(ChildGone(42, 1), 0.2)
+    assert actions[-1] == StartChild(2)
 
 
 def test_handover_failure_kills_child() -> None:
     """If MAINPID cannot be sent, the child is killed and this generation keeps serving."""
     plan = serving_plan()
-    plan.request_upgrade(0.0)
-    plan.child_started(42, 0.0)
-    plan.child_ready(42, 0.1)
-    kill, report = plan.handover_failed(42, "ECONNREFUSED", 0.2)
-    assert kill == Kill(42) and isinstance(report, Report) and not report.ok
+    plan.handle(UpgradeRequested(), 0.0)
+    plan.handle(ChildStarted(42), 0.0)
+    plan.handle(ChildSentReady(42), 0.1)
+    kill, report = plan.handle(HandoverFailed(42, "ECONNREFUSED"), 0.2)
+    assert kill == KillChild(42) and isinstance(report, Outcome) and not report.ok
 
 
 def test_stop_during_upgrade_aborts_it() -> None:
     """stop() while a child is starting kills it and finishes."""
     plan = serving_plan()
-    plan.request_upgrade(0.0)
-    plan.child_started(42, 0.0)
-    actions = plan.stop("signal SIGTERM")
-    assert actions[0] == Kill(42)
+    plan.handle(UpgradeRequested(), 0.0)
+    plan.handle(ChildStarted(42), 0.0)
+    actions = plan.handle(StopAsked("signal SIGTERM"), 1.0)
+    assert actions[0] == KillChild(42)
     assert actions[-1] == Finish("signal SIGTERM")
-    assert plan.stop("again") == []
+    assert plan.handle(StopAsked("again"), 1.0) == []
 
 
 def test_request_after_exit_is_forwarded() -> None:
     """A SIGHUP reaching a generation that already handed over goes to the new one."""
     plan = serving_plan()
-    plan.request_upgrade(0.0)
-    plan.child_started(42, 0.0)
-    plan.child_ready(42, 0.1)
-    plan.handover_done(42)
-    assert plan.request_upgrade(1.0) == [ForwardUpgrade(42)]
+    plan.handle(UpgradeRequested(), 0.0)
+    plan.handle(ChildStarted(42), 0.0)
+    plan.handle(ChildSentReady(42), 0.1)
+    plan.handle(HandoverDone(42), 1.0)
+    assert plan.handle(UpgradeRequested(), 1.0) == [ForwardUpgrade(42)]
 
 
 @pytest.mark.parametrize(
@@ -180,6 +191,49 @@ def test_bad_timings_rejected(timeout: float, stable: float) -> None:
     """Nonsense timings are refused when the plan is built."""
     with pytest.raises(ValueError):
         UpgradePlan(has_parent=False, ready_timeout=timeout, stable_time=stable)
+
+
+def test_lowered_child_gets_our_priority_at_ready() -> None:
+    """A child started at the start-up priority gets ours back at READY=1, before the
+    handover."""
+    plan = serving_plan()
+    plan.handle(UpgradeRequested(), 0.0)
+    plan.handle(ChildStarted(42, lowered=True), 0.0)
+    assert plan.wake_at() == 1.0  # the grace, before the ready timeout
+    assert plan.handle(ChildSentReady(42), 0.5) == [LiftPriority(42), HandOver(42)]
+    assert plan.lowered_until is None
+
+
+def test_lowered_child_still_starting_after_the_grace_gets_our_priority() -> None:
+    """Not ready after startup_grace: a warning and our priority, and the upgrade goes on;
+    the grace is at most half of the ready timeout."""
+    plan = UpgradePlan(has_parent=False, ready_timeout=4, stable_time=0, startup_grace=3)
+    plan.handle(AppReady(), 0.0)
+    plan.handle(UpgradeRequested(), 0.0)
+    plan.handle(ChildStarted(42, lowered=True), 0.0)
+    assert plan.handle(Tick(), 1.9) == []
+    log, lift = plan.handle(Tick(), 2.0)
+    assert lift == LiftPriority(42) and isinstance(log, Log) and log.level == "warning"
+    assert "not ready 2s after its start at a lower priority" in log.message
+    assert plan.stage is Stage.UPGRADING and plan.wake_at() == 4.0
+    assert plan.handle(ChildSentReady(42), 3.0) == [HandOver(42)]
+
+
+def test_child_not_lowered_is_never_lifted() -> None:
+    """Without the right to undo it the child is not lowered: nothing to lift."""
+    plan = serving_plan()
+    plan.handle(UpgradeRequested(), 0.0)
+    plan.handle(ChildStarted(42), 0.0)
+    assert plan.wake_at() == 10.0
+    assert plan.handle(ChildSentReady(42), 0.5) == [HandOver(42)]
+
+
+def test_invariants_are_checked_after_every_event() -> None:
+    """A plan in a state its invariants forbid fails loudly at the next event."""
+    plan = serving_plan()
+    plan.child = 42  # serving, yet a child
+    with pytest.raises(AssertionError):
+        plan.handle(Tick(), 0.0)
 
 
 # --- real processes ------------------------------------------------------------------------
@@ -511,7 +565,7 @@ def test_upgrade_call_raises_when_child_fails() -> None:
     upg = _upgrader("raise SystemExit(3)", upgrade_timeout=20)
     try:
         upg.ready()
-        with pytest.raises(UpgradeError, match="exit status 3"):
+        with pytest.raises(UpgradeError, match="exited with status 3"):
             upg.upgrade(timeout=30)
         assert not upg.wait_exit(0)
     finally:
@@ -522,7 +576,7 @@ def test_upgrade_call_raises_when_child_fails() -> None:
 def test_child_environ_hides_systemd_notify_and_watchdog_pid() -> None:
     """The child gets the upgrade variables; systemd's NOTIFY_SOCKET moves aside, the
     input mapping is not modified, WATCHDOG_PID is dropped (it would name the parent)."""
-    from sdactivate._upgrade_link import ENV_FD, ENV_NOTIFY, ENV_PARENT, child_environ
+    from sdactivate.upgrade.link import ENV_FD, ENV_NOTIFY, ENV_PARENT, child_environ
 
     base = {"NOTIFY_SOCKET": "/run/systemd/notify", "WATCHDOG_PID": "7", "HOME": "/root"}
     env = child_environ(base, parent=7, ctl_fd=12)
@@ -545,7 +599,7 @@ def test_child_environ_hides_systemd_notify_and_watchdog_pid() -> None:
 )
 def test_take_parent_not_for_us(env: dict[str, str], why: str) -> None:
     """No upgrade variables, or another process's: not an upgrade child (variables removed)."""
-    from sdactivate._upgrade_link import take_parent
+    from sdactivate.upgrade.link import take_parent
 
     assert take_parent(env, ppid=os.getppid()) is None, why
     assert env == {}
@@ -553,7 +607,7 @@ def test_take_parent_not_for_us(env: dict[str, str], why: str) -> None:
 
 def test_take_parent_malformed_is_an_error() -> None:
     """Upgrade variables meant for us but malformed: UpgradeError naming them."""
-    from sdactivate._upgrade_link import take_parent
+    from sdactivate.upgrade.link import take_parent
 
     env = {"SDACTIVATE_UPGRADE_PARENT": "abc", "SDACTIVATE_UPGRADE_FD": "9"}
     with pytest.raises(UpgradeError, match="SDACTIVATE_UPGRADE_PARENT='abc'"):
@@ -562,7 +616,7 @@ def test_take_parent_malformed_is_an_error() -> None:
 
 def test_take_parent_reads_the_link() -> None:
     """A well-formed link: the control socket, a pidfd on the parent, systemd's socket."""
-    from sdactivate._upgrade_link import take_parent
+    from sdactivate.upgrade.link import take_parent
 
     a, b = socket.socketpair()
     fd = b.detach()
@@ -588,7 +642,7 @@ def test_take_parent_reads_the_link() -> None:
 @pytest.mark.parametrize("name", ["", "a:b", "x" * 256, "caf\u00e9", "tab\t"], ids=repr)
 def test_bad_fd_names_rejected(name: str) -> None:
     """fd names follow FileDescriptorName= rules (ASCII printable, no ':', 1..255)."""
-    from sdactivate._upgrade_sockets import check_fd_name
+    from sdactivate.upgrade.sockets import check_fd_name
 
     with pytest.raises(UpgradeError):
         check_fd_name(name)
@@ -596,7 +650,7 @@ def test_bad_fd_names_rejected(name: str) -> None:
 
 def test_socket_set_binds_then_passes_everything_in_order() -> None:
     """Without LISTEN_FDS, listen() binds; snapshot() lists bound and added sockets in order."""
-    from sdactivate._upgrade_sockets import SocketSet
+    from sdactivate.upgrade.sockets import SocketSet
 
     sockets = SocketSet({})
     extra = socket.socket()
@@ -616,8 +670,8 @@ def test_socket_set_by_name_checks_type_and_ambiguity() -> None:
     of that name whatever its address, but one of another type, or several of that name
     none bound to the address, is an UpgradeError. (The copies disagreed: the Upgrader bound
     a new socket past one of another type, and took the first of several.)"""
-    from sdactivate._upgrade_sockets import SocketSet, _Entry
     from sdactivate.addresses import parse_address
+    from sdactivate.upgrade.sockets import SocketSet, _Entry
 
     udp = parse_address("udp:127.0.0.1:0").bind()
     webs = [parse_address("127.0.0.1:0").bind() for _ in range(2)]
@@ -636,3 +690,57 @@ def test_socket_set_by_name_checks_type_and_ambiguity() -> None:
         assert sockets.listen("udp", "127.0.0.1:0") is udp
     finally:
         sockets.close()
+
+
+def test_truncated_ready_is_not_ready() -> None:
+    """A READY=1 in a datagram over 4096 bytes (MSG_TRUNC) does not count: it is dropped
+    whole, as PID 1 and the supervisor drop it, so the child exits "before READY"."""
+    code = (
+        "import os, socket\n"
+        "s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)\n"
+        "s.sendto(b'READY=1\\nX=' + b'y' * 5000, '\\0' + os.environ['NOTIFY_SOCKET'][1:])\n"
+        "raise SystemExit(7)\n"
+    )
+    upg = _upgrader(code, stable_time=10, upgrade_timeout=20)
+    try:
+        upg.ready()
+        with pytest.raises(UpgradeError, match="exited with status 7 before READY"):
+            upg.upgrade(timeout=30)
+    finally:
+        upg.close()
+
+
+def test_foreign_notify_flood_is_logged_a_bounded_number_of_times(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """200 datagrams from a process that is not the new generation (here its own child):
+    each is dropped, and the log says so once, then in one summary line per interval (the
+    last one when the attempt ends), not once per datagram."""
+    import logging
+
+    flood = (
+        "import socket, sys\n"
+        "s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)\n"
+        "for _ in range(200):\n"
+        "    s.sendto(b'READY=1', '\\0' + sys.argv[1][1:])\n"
+    )
+    code = (
+        "import os, subprocess, sys\n"
+        f"subprocess.run([sys.executable, '-c', {flood!r}, os.environ['NOTIFY_SOCKET']],"
+        " check=True)\n"
+        "raise SystemExit(5)\n"
+    )
+    caplog.set_level(logging.INFO, logger="sdactivate.upgrade")
+    upg = _upgrader(code, stable_time=10, upgrade_timeout=20)
+    started = time.monotonic()
+    try:
+        upg.ready()
+        with pytest.raises(UpgradeError, match="exited with status 5 before READY"):
+            upg.upgrade(timeout=30)
+    finally:
+        upg.close()
+    elapsed = time.monotonic() - started
+    lines = [r.getMessage() for r in caplog.records if "notify message" in r.getMessage()]
+    assert 2 <= len(lines) <= 2 + elapsed / 10, lines
+    assert "ignored: not a generation" in lines[0]
+    assert "more notify messages like the last one (sender) dropped" in lines[-1]

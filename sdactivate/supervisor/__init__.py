@@ -5,6 +5,9 @@
 * :mod:`.runner` -- the I/O shell: sockets, children, signals, timers, the manager;
 * :mod:`.control` -- the control socket ``sdactivate reload --pid PID`` talks to;
 * :mod:`.client` -- :func:`~.client.request_reload`, the caller's side of that socket.
+
+Its twin in one process is :mod:`sdactivate.upgrade`; what both share (the notify inbox, the
+start-up grace, exit-status words, the event queue) is in :mod:`sdactivate._generation`.
 """
 
 from __future__ import annotations

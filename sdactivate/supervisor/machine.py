@@ -27,9 +27,10 @@ Invariants (checked after every event by :meth:`Machine.check`):
 from __future__ import annotations
 
 import enum
-import signal
 from dataclasses import dataclass, field
+from typing import assert_never
 
+from .._generation import describe_status, startup_grace
 from . import settings
 from .events import (
     HANDOVER_FAILED_STATUS,
@@ -155,17 +156,6 @@ class Phase(enum.Enum):
     DONE = "done"
 
 
-def describe_status(status: int) -> str:
-    """``os.waitstatus_to_exitcode`` value -> words (``exited with status 1``)."""
-    if status < 0:
-        try:
-            name = signal.Signals(-status).name
-        except ValueError:
-            name = f"signal {-status}"
-        return f"killed by {name}"
-    return f"exited with status {status}"
-
-
 @dataclass
 class Machine:
     """The supervisor state machine. ``handle(event)`` returns the actions to perform."""
@@ -187,7 +177,33 @@ class Machine:
     # --- public --------------------------------------------------------------------------
     def handle(self, event: Event) -> list[Action]:
         self._out = []
-        getattr(self, "_on_" + type(event).__name__)(event)
+        match event:
+            case Start():
+                self._on_start()
+            case ReloadRequested():
+                self._on_reload_requested(event)
+            case Spawned():
+                self._on_spawned(event)
+            case SpawnFailed():
+                self._on_spawn_failed(event)
+            case ChildReady():
+                self._on_child_ready(event)
+            case HealthResult():
+                self._on_health_result(event)
+            case Deadline():
+                self._on_deadline(event)
+            case ChildExited():
+                self._on_child_exited(event)
+            case StopRequested():
+                self._on_stop_requested()
+            case WatchdogPing():
+                self._on_watchdog_ping(event)
+            case ExtendTimeout():
+                self._on_extend_timeout(event)
+            case ForwardSignal():
+                self._on_forward_signal(event)
+            case _:
+                assert_never(event)
         self.check()
         out, self._out = self._out, []
         return out
@@ -217,7 +233,7 @@ class Machine:
 
     def _grace(self) -> float:
         """How long a new generation stays lowered: at most half of its ready_timeout."""
-        return min(self.policy.startup_grace, self.policy.ready_timeout / 2)
+        return startup_grace(self.policy.startup_grace, self.policy.ready_timeout)
 
     def _spawn(self) -> int:
         gen = self._next
@@ -349,12 +365,12 @@ class Machine:
             self._emit(Exit(self.exit_code))
 
     # --- event handlers ------------------------------------------------------------------
-    def _on_Start(self, _: Start) -> None:
+    def _on_start(self) -> None:
         assert not self.gens and self._next == 1, "Start twice"
         gen = self._spawn()
         self._status(f"starting generation {gen}")
 
-    def _on_ReloadRequested(self, ev: ReloadRequested) -> None:
+    def _on_reload_requested(self, ev: ReloadRequested) -> None:
         if self.phase in (Phase.STOPPING, Phase.DONE):
             if ev.request is not None:
                 self._emit(Report(ev.request, False, None, None, "supervisor is stopping"))
@@ -369,19 +385,19 @@ class Machine:
             self._emit(Log("info", "reload queued until the current transition ends"))
         self.pending = True
 
-    def _on_Spawned(self, ev: Spawned) -> None:
+    def _on_spawned(self, ev: Spawned) -> None:
         g = self.gens.get(ev.gen)
         if g is not None:
             g.pid = ev.pid
 
-    def _on_SpawnFailed(self, ev: SpawnFailed) -> None:
+    def _on_spawn_failed(self, ev: SpawnFailed) -> None:
         g = self.gens.get(ev.gen)
         if g is None:
             return
         self._fail(g, f"could not start: {ev.reason}", alive=False)
         self._reaped(g)
 
-    def _on_ChildReady(self, ev: ChildReady) -> None:
+    def _on_child_ready(self, ev: ChildReady) -> None:
         g = self.gens.get(ev.gen)
         if g is None or g.state is not GenState.STARTING or self.phase is Phase.STOPPING:
             return  # a late or repeated READY=1 (e.g. after the app's own reload)
@@ -394,7 +410,7 @@ class Machine:
         else:
             self._take_over(g)
 
-    def _on_HealthResult(self, ev: HealthResult) -> None:
+    def _on_health_result(self, ev: HealthResult) -> None:
         g = self.gens.get(ev.gen)
         if g is None or g.state is not GenState.CHECKING:
             return
@@ -404,7 +420,7 @@ class Machine:
         else:
             self._fail(g, f"health check failed{': ' + ev.detail if ev.detail else ''}")
 
-    def _on_Deadline(self, ev: Deadline) -> None:
+    def _on_deadline(self, ev: Deadline) -> None:
         kind, number = ev.key
         g = self.gens.get(number)
         if g is None:
@@ -433,7 +449,7 @@ class Machine:
                 Kill(g.number),
             )
 
-    def _on_ChildExited(self, ev: ChildExited) -> None:
+    def _on_child_exited(self, ev: ChildExited) -> None:
         g = self.gens.get(ev.gen)
         if g is None:
             return
@@ -461,18 +477,18 @@ class Machine:
         self._maybe_exit()
         self._maybe_start_pending()
 
-    def _on_StopRequested(self, _: StopRequested) -> None:
+    def _on_stop_requested(self) -> None:
         if self.phase in (Phase.STOPPING, Phase.DONE):
             return
         self._stop("stop requested")
 
-    def _on_WatchdogPing(self, ev: WatchdogPing) -> None:
+    def _on_watchdog_ping(self, ev: WatchdogPing) -> None:
         # Only the serving generation's pings reach the manager: a hung app (or a hung
         # supervisor, which then forwards nothing) makes systemd's WatchdogSec= fire.
         if ev.gen == self.active and self.phase is Phase.RUNNING:
             self._emit(NotifyManager((("WATCHDOG", ev.value),)))
 
-    def _on_ExtendTimeout(self, ev: ExtendTimeout) -> None:
+    def _on_extend_timeout(self, ev: ExtendTimeout) -> None:
         # sd_notify(3) EXTEND_TIMEOUT_USEC: a slow starter asks for more time. Its ready
         # timer restarts at that length, and the manager's start/reload timeout is extended
         # too (v236+), since the supervisor's own READY=1 waits for this child.
@@ -484,6 +500,6 @@ class Machine:
             NotifyManager((("EXTEND_TIMEOUT_USEC", str(ev.usec)),)),
         )
 
-    def _on_ForwardSignal(self, ev: ForwardSignal) -> None:
+    def _on_forward_signal(self, ev: ForwardSignal) -> None:
         if self.active is not None:
             self._emit(Signal(self.active, ev.signum))

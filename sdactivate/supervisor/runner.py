@@ -10,7 +10,6 @@ only bound the ``epoll_wait`` timeout while one is armed.
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import logging
 import os
@@ -24,15 +23,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import _env
+from .._generation import EventQueue, NotifyInbox, describe_status
 from .._priority import renice_tree, startup_priority
 from .._spawn import Child, spawn
-from ..errors import NotifyValueError, SdActivateError
+from ..errors import SdActivateError
 from . import machine as m
-from ._os import (
-    parent_pid,
-    receive_notify,
-    sockname,
-)
+from ._os import parent_pid, sockname
 from .control import Connection, ControlServer
 from .events import parse_extend_timeout
 
@@ -132,29 +128,21 @@ class Runner:
         self._reading: dict[int, None] = {}  # requests not read yet, oldest first
         self._next_request = 1
         self._exit: int | None = None
-        self._events: collections.deque[m.Event] = collections.deque()
-        self._busy = False
+        self._events = EventQueue(self.machine.handle, self._do)
         # a new generation's start-up priority, and ours, which it gets back at READY
         self._priority, self._base_nice, self._base_policy = startup_priority(
             self.options.startup_nice
         )
         self._sel = selectors.DefaultSelector()
-        self._notify: socket.socket | None = None
+        self._notify: NotifyInbox | None = None
         self._control: ControlServer | None = None
         self.notify_address = ""
 
     # --- set-up and tear-down ---------------------------------------------------------------
     def _open(self) -> tuple[socket.socket, socket.socket]:
-        ns = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
-        ns.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
-        ns.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
-        # os.urandom, not secrets: importing secrets (hashlib) costs ~4 MB of RSS
-        name = f"sdactivate-notify/{self.pid}/{os.urandom(8).hex()}"
-        ns.bind("\0" + name)
-        ns.setblocking(False)
-        self._notify = ns
-        self.notify_address = "@" + name
-        self._sel.register(ns, selectors.EVENT_READ, ("notify", None))
+        self._notify = NotifyInbox("notify", self.pid, log=log, rcvbuf=1 << 20)
+        self.notify_address = self._notify.address
+        self._sel.register(self._notify, selectors.EVENT_READ, ("notify", None))
         self._control = ControlServer(self._control_env)
         self._sel.register(self._control, selectors.EVENT_READ, ("control", None))
         wake_r, wake_w = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -220,14 +208,21 @@ class Runner:
 
     # --- the loop ---------------------------------------------------------------------------
     def _wait_timeout(self) -> float | None:
-        """How long the next epoll_wait may sleep: until the nearest timer, at most
+        """How long the next epoll_wait may sleep: until the nearest timer (or the notify
+        inbox's next log summary), at most
         ``_MAX_WAIT`` (a later deadline is waited for in turns), None with no timer."""
-        if not self._timers:
+        assert self._notify is not None
+        due = list(self._timers.values())
+        if (summary := self._notify.limiter.deadline()) is not None:
+            due.append(summary)  # a summary of dropped notify messages
+        if not due:
             return None
-        return min(_MAX_WAIT, max(0.0, min(self._timers.values()) - time.monotonic()))
+        return min(_MAX_WAIT, max(0.0, min(due) - time.monotonic()))
 
     def _step(self, wake_r: socket.socket) -> None:
         events = self._sel.select(self._wait_timeout())
+        assert self._notify is not None
+        self._notify.limiter.flush()
         # Signals first, even when their wakeup byte is not in this batch: a signal delivered
         # while epoll_wait returned is already in wake_r. Under KillMode=control-group systemd
         # sends SIGTERM to us (first) and to every generation; a generation that drained and
@@ -264,16 +259,7 @@ class Runner:
         until every action of the current event is done, so e.g. a RELOADING=1 is never
         sent after the READY=1 of a spawn that failed at once.
         """
-        self._events.append(event)
-        if self._busy:
-            return
-        self._busy = True
-        try:
-            while self._events:
-                for action in self.machine.handle(self._events.popleft()):
-                    self._do(action)
-        finally:
-            self._busy = False
+        self._events.feed(event)
 
     def _do(self, action: m.Action) -> None:
         if isinstance(action, m.Spawn):
@@ -416,27 +402,12 @@ class Runner:
         if check is None:  # cancelled by an earlier event of the same wakeup
             return
         code = self._end_check(check, kill=False)
-        self._feed(m.HealthResult(gen, code == 0, "" if code == 0 else m.describe_status(code)))
+        self._feed(m.HealthResult(gen, code == 0, "" if code == 0 else describe_status(code)))
 
     # --- notify socket ----------------------------------------------------------------------
     def _on_notify(self) -> None:
-        from ..notify import parse_message
-
         assert self._notify is not None
-        while (got := receive_notify(self._notify)) is not None:
-            pid, data, truncated = got
-            if truncated:
-                log.warning("notify message from pid %d truncated; ignored", pid)
-                continue
-            gen = self._generation_of(pid)
-            if gen is None:
-                log.debug("notify message from unknown pid %d ignored", pid)
-                continue
-            try:
-                fields = parse_message(data)
-            except NotifyValueError as exc:
-                log.warning("generation %d sent a malformed notify message: %s", gen, exc)
-                continue
+        for gen, fields in self._notify.messages(self._generation_of):
             self._on_child_message(gen, fields)
 
     def _generation_of(self, pid: int) -> int | None:

@@ -12,8 +12,8 @@ import threading
 from collections.abc import Mapping
 from typing import cast, get_args
 
-from .addresses import DEFAULT_BACKLOG, Kind, ListenAddress, parse_address
-from .errors import ActivationError, AddressError, UpgradeError
+from ..addresses import DEFAULT_BACKLOG, Kind, ListenAddress, parse_address
+from ..errors import ActivationError, AddressError, UpgradeError
 
 __all__ = ["SocketSet", "check_fd_name"]
 
@@ -86,7 +86,7 @@ class SocketSet:
     def _load(self) -> None:
         if self._loaded:
             return
-        from . import activation
+        from .. import activation
 
         pairs = activation.named_sockets(environ=self._environ)
         self._entries[:0] = [_Entry(sock, name, claimed=False) for sock, name in pairs]
@@ -96,7 +96,7 @@ class SocketSet:
         """The unclaimed entry for ``addr``/``name``: :func:`pick_inherited`'s rule, the name
         deciding (a unit's ``FileDescriptorName=``); so a port-0 address takes the unclaimed
         sockets of its kind and host in call order."""
-        from ._listen_pick import pick_inherited
+        from .._listen_pick import pick_inherited
 
         free = [e for e in self._entries if not e.claimed]
         index = pick_inherited([(e.sock, e.name) for e in free], addr, name, name_decides=True)
@@ -106,7 +106,7 @@ class SocketSet:
 def check_fd_name(name: str) -> None:
     """Raise :class:`UpgradeError` unless ``name`` is a non-empty fd name
     (:func:`sdactivate._listen_env.fd_name_problem`)."""
-    from ._listen_env import fd_name_problem
+    from .._listen_env import fd_name_problem
 
     problem = fd_name_problem(name)
     if problem is not None:

@@ -1,24 +1,20 @@
 """The private channel between two generations of an upgrading process.
 
-Parent side: a datagram socket that is the child's ``NOTIFY_SOCKET`` (``SO_PASSCRED``:
-only the child's own pid counts, fds are closed, which also answers a ``BARRIER=1``), and
-a stream socketpair whose child end is inherited: one byte on it is the handover. Child
+Parent side: a stream socketpair whose child end is inherited: one byte on it is the
+handover (the child's ``NOTIFY_SOCKET`` is a :class:`sdactivate._generation.NotifyInbox`
+that only the child's own pid may use). Child
 side: the environment says it is an upgrade child (``SDACTIVATE_UPGRADE_*``) and where
 systemd's own ``NOTIFY_SOCKET`` is, to restore after the handover.
 """
 
 from __future__ import annotations
 
-import array
 import os
-import secrets
 import socket
-import struct
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
 
-from ._notify_wire import NOTIFY_BUFFER_MAX, NOTIFY_FD_MAX
-from .errors import SdActivateError, UpgradeError
+from ..errors import UpgradeError
 
 __all__ = [
     "ENV_FD",
@@ -27,8 +23,6 @@ __all__ = [
     "HANDOVER",
     "ParentLink",
     "child_environ",
-    "open_notify_socket",
-    "read_ready",
     "recv_some",
     "take_parent",
 ]
@@ -37,8 +31,6 @@ ENV_PARENT = "SDACTIVATE_UPGRADE_PARENT"  # parent's pid: "you are an upgrade ch
 ENV_FD = "SDACTIVATE_UPGRADE_FD"  # the child's end of the handover socket
 ENV_NOTIFY = "SDACTIVATE_UPGRADE_NOTIFY_SOCKET"  # systemd's NOTIFY_SOCKET, restored on handover
 HANDOVER = b"H"
-_UCRED = struct.Struct("3i")  # unix(7): struct ucred {pid, uid, gid}
-_CMSG_SPACE = socket.CMSG_SPACE(_UCRED.size) + socket.CMSG_SPACE(NOTIFY_FD_MAX * 4)
 
 
 @dataclass
@@ -79,20 +71,6 @@ def take_parent(env: MutableMapping[str, str], *, ppid: int) -> ParentLink | Non
     return ParentLink(parent, ctl, pidfd, systemd_notify or None)
 
 
-def open_notify_socket() -> tuple[socket.socket, str]:
-    """A non-blocking credential-passing datagram socket and its ``@abstract`` address."""
-    name = f"sdactivate-upgrade/{os.getpid()}/{secrets.token_hex(8)}"
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
-        sock.bind(b"\0" + name.encode())
-        sock.setblocking(False)
-    except BaseException:
-        sock.close()
-        raise
-    return sock, "@" + name
-
-
 def child_environ(env: Mapping[str, str], *, parent: int, ctl_fd: int) -> dict[str, str]:
     """The child's environment (``NOTIFY_SOCKET`` and ``LISTEN_*`` are set by the spawner)."""
     out = dict(env)
@@ -105,32 +83,6 @@ def child_environ(env: Mapping[str, str], *, parent: int, ctl_fd: int) -> dict[s
     return out
 
 
-def read_ready(sock: socket.socket, child: int) -> tuple[bool, list[str]]:
-    """Drain ``sock``: (READY=1 seen from ``child``, problems to log)."""
-    from . import notify
-
-    ready = False
-    problems: list[str] = []
-    while True:
-        try:
-            data, ancdata, _, _ = sock.recvmsg(
-                NOTIFY_BUFFER_MAX,
-                socket.CMSG_SPACE(_UCRED.size) + socket.CMSG_SPACE(NOTIFY_FD_MAX * 4),
-            )
-        except (BlockingIOError, InterruptedError):
-            return ready, problems
-        pid = _close_fds_get_pid(ancdata)
-        if pid != child:
-            problems.append(f"ignored a notify message from pid {pid}")
-            continue
-        try:
-            fields = notify.parse_message(data)
-        except SdActivateError as exc:
-            problems.append(f"bad notify message from the new generation: {exc}")
-            continue
-        ready = ready or ("READY", "1") in fields
-
-
 def recv_some(sock: socket.socket) -> bytes:
     """A read from the handover socket: b"" means EOF (or an error: the peer is gone)."""
     try:
@@ -139,18 +91,3 @@ def recv_some(sock: socket.socket) -> bytes:
         return b"?"
     except OSError:
         return b""
-
-
-def _close_fds_get_pid(ancdata: list[tuple[int, int, bytes]]) -> int | None:
-    pid = None
-    for level, kind, data in ancdata:
-        if level != socket.SOL_SOCKET:
-            continue
-        if kind == socket.SCM_CREDENTIALS and len(data) >= _UCRED.size:
-            pid = _UCRED.unpack_from(data)[0]
-        elif kind == socket.SCM_RIGHTS:
-            fds = array.array("i")
-            fds.frombytes(data[: len(data) - len(data) % fds.itemsize])
-            for fd in fds:  # a BARRIER=1 fd or stray FDSTORE fds: closing answers a barrier
-                os.close(fd)
-    return pid
