@@ -211,9 +211,8 @@ class Runner:
         """How long the next epoll_wait may sleep: until the nearest timer (or the notify
         inbox's next log summary), at most
         ``_MAX_WAIT`` (a later deadline is waited for in turns), None with no timer."""
-        assert self._notify is not None
         due = list(self._timers.values())
-        if (summary := self._notify.limiter.deadline()) is not None:
+        if self._notify is not None and (summary := self._notify.limiter.deadline()) is not None:
             due.append(summary)  # a summary of dropped notify messages
         if not due:
             return None
