@@ -43,6 +43,7 @@ log = logging.getLogger("sdactivate.adapters.wsgi")
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 _DRAIN_POLL = 0.05  # seconds between drain checks (only while stopping)
+_JOIN_TIMEOUT = 1.0  # seconds for waitress's loop and workers to end after the drain
 
 
 def serve_wsgiref(
@@ -95,20 +96,23 @@ def serve_waitress(
     ``adjustments`` are waitress settings (``threads=``, ``channel_timeout=``...; not
     ``host``/``port``/``listen``/``sockets``). READY=1 once the server is built and its
     loop runs. On stop: STOPPING=1, the listeners stop accepting, requests being handled
-    or written get ``drain_timeout`` seconds, then it returns (waitress threads are
-    daemons: exit the process).
+    or written get ``drain_timeout`` seconds; then waitress's loop ends (what is still
+    connected is closed) and it returns once that thread and the idle workers are joined
+    (a worker still in a request is left behind after 1 s: daemon threads, exit the
+    process). The sockets are not closed.
     """
-    from waitress.server import BaseWSGIServer, create_server
+    from waitress.server import create_server
 
     socks = pick(sockets, upgrader)
     trigger = StopTrigger(upgrader=upgrader)
+    server: Any = None
+    loop: threading.Thread | None = None
     try:
         adjustments.setdefault("backlog", backlog_of(socks))
         # waitress's worker threads (started by create_server) and its loop block the stop
         # signals, so they reach this thread, which waits for them
         with _signals.threads_without_stop_signals():
-            server: Any = create_server(app, sockets=socks, **adjustments)
-            socket_map: dict[int, Any] = server.map if hasattr(server, "map") else server._map
+            server = create_server(app, sockets=socks, **adjustments)
             loop = threading.Thread(target=server.run, name="sdactivate-waitress", daemon=True)
             loop.start()
         announce_ready(upgrader, status)
@@ -116,16 +120,54 @@ def serve_waitress(
     finally:
         announce_stopping(drain_timeout)
         trigger.close()
-    deadline = time.monotonic() + drain_timeout
-    listeners = [d for d in _snapshot(socket_map) if isinstance(d, BaseWSGIServer)]
+        if server is not None:
+            _stop_waitress(server, loop, time.monotonic() + drain_timeout)
 
-    def stop_accepting() -> None:  # runs in the waitress loop thread
+
+def _stop_waitress(server: Any, loop: threading.Thread | None, deadline: float) -> None:
+    """Stop accepting, drain until ``deadline``, then end waitress's loop and its workers.
+
+    The loop thread and the workers are joined (bounded): a loop left polling sockets the
+    caller closes next logs "Bad file descriptor" and dies with them. The listening sockets
+    are the caller's and stay open; connections still open at the deadline are closed.
+    """
+    from waitress.server import BaseWSGIServer
+
+    socket_map: dict[int, Any] = server.map if hasattr(server, "map") else server._map
+    listeners = [d for d in _snapshot(socket_map) if isinstance(d, BaseWSGIServer)]
+    if loop is not None and listeners:
+        _end_loop(socket_map, listeners, loop, deadline)
+    # Idle workers exit at once; one still running a request at the deadline is left
+    # (daemon threads) after a short wait rather than holding up the exit.
+    server.task_dispatcher.shutdown(cancel_pending=True, timeout=_JOIN_TIMEOUT)
+
+
+def _end_loop(
+    socket_map: dict[int, Any], listeners: list[Any], loop: threading.Thread, deadline: float
+) -> None:
+    from waitress.server import BaseWSGIServer
+
+    in_loop = listeners[0].trigger.pull_trigger  # runs a callable in the loop thread
+
+    def stop_accepting() -> None:
         for listener in listeners:
             listener.accepting = False
 
-    listeners[0].trigger.pull_trigger(stop_accepting)
+    in_loop(stop_accepting)
     while time.monotonic() < deadline and not _idle(socket_map):
         time.sleep(_DRAIN_POLL)
+
+    def end_loop() -> None:  # waitress's loop returns once its map is empty
+        for dispatcher in list(socket_map.values()):
+            if isinstance(dispatcher, BaseWSGIServer):
+                dispatcher.del_channel()  # out of the map; the socket stays open
+            else:
+                dispatcher.close()  # connections cut off at the deadline, the trigger
+
+    in_loop(end_loop)
+    loop.join(_JOIN_TIMEOUT)
+    if loop.is_alive():
+        log.warning("waitress loop still running %gs after the drain", _JOIN_TIMEOUT)
 
 
 def _snapshot(socket_map: dict[int, Any]) -> list[Any]:
