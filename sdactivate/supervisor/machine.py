@@ -63,6 +63,7 @@ from .events import (
 )
 
 __all__ = [
+    "UNREADY_GRACE",
     "Action",
     "CancelHealth",
     "CancelTimer",
@@ -91,7 +92,6 @@ __all__ = [
     "Spawned",
     "Start",
     "StopRequested",
-    "UNREADY_GRACE",
     "WatchdogPing",
     "describe_status",
 ]
