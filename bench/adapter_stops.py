@@ -131,7 +131,9 @@ def run_adapter(name: str, cfg: argparse.Namespace) -> dict[str, Any]:
         for _ in range(cfg.handovers):
             result = request_reload(sup.pid, timeout=cfg.drain_timeout + 90)
             failed_reloads += not result.ok
-        last = max(log.signalled, default=0)
+        # the last "draining" line may still be on its way: every handover's old generation
+        with log.cond:
+            log.cond.wait_for(lambda: len(log.signalled) >= cfg.handovers - failed_reloads, 10)
         log.wait_ended(list(log.signalled), cfg.drain_timeout + 30)
         handle.stop()
         res = handle.result()
@@ -147,9 +149,7 @@ def run_adapter(name: str, cfg: argparse.Namespace) -> dict[str, Any]:
             sup.kill()
             sup.wait()
         reader.join(5)
-    stops = sorted(
-        log.ended[g][0] - t for g, t in log.signalled.items() if g in log.ended and g <= last
-    )
+    stops = sorted(log.ended[g][0] - t for g, t in log.signalled.items() if g in log.ended)
     killed = sum(1 for g in log.signalled if "SIGKILL" in log.ended.get(g, (0, ""))[1])
     return {
         "adapter": name,
