@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._signals import LoopStopSignals
 from ._lifecycle import DEFAULT_DRAIN_TIMEOUT, announce_ready, announce_stopping, backlog_of, pick
+from .asyncio_server import stop_accepting
 
 if TYPE_CHECKING:
     from ..upgrade import Upgrader
@@ -72,6 +73,8 @@ def serve_uvicorn(
 
         async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
             announce_stopping(drain_timeout)
+            fds = [sock.fileno() for server in self.servers for sock in server.sockets]
+            await stop_accepting(asyncio.get_running_loop(), fds)
             await super().shutdown(sockets=sockets)
 
     Server(uvicorn.Config(app, **config)).run(sockets=socks)
@@ -122,6 +125,7 @@ def serve_hypercorn(
             if signals is not None:
                 signals.uninstall()  # after a stop signal, a repeat is ignored
             announce_stopping(drain_timeout)
+            await stop_accepting(loop, fds)  # hypercorn serves the fd:// numbers as they are
 
     try:
         asyncio.run(serve(app, cfg, shutdown_trigger=shutdown_trigger))

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import _signals
 from . import http_server
+from ._http_drain import DEFAULT_IDLE_GRACE
 from ._lifecycle import (
     DEFAULT_DRAIN_TIMEOUT,
     StopTrigger,
@@ -89,17 +90,19 @@ def serve_waitress(
     drain_timeout: float = DEFAULT_DRAIN_TIMEOUT,
     upgrader: Upgrader | None = None,
     status: str | None = None,
+    idle_grace: float = DEFAULT_IDLE_GRACE,
     **adjustments: Any,
 ) -> None:
     """Serve ``app`` with waitress until SIGTERM/SIGINT (or the upgrader's exit).
 
     ``adjustments`` are waitress settings (``threads=``, ``channel_timeout=``...; not
     ``host``/``port``/``listen``/``sockets``). READY=1 once the server is built and its
-    loop runs. On stop: STOPPING=1, the listeners stop accepting, requests being handled
-    or written get ``drain_timeout`` seconds; then waitress's loop ends (what is still
-    connected is closed) and it returns once that thread and the idle workers are joined
-    (a worker still in a request is left behind after 1 s: daemon threads, exit the
-    process). The sockets are not closed.
+    loop runs. On stop: STOPPING=1, the listeners stop accepting, requests being read,
+    handled or written get ``drain_timeout`` seconds, and a connection without one gets
+    ``idle_grace`` seconds (from the drain's start or its last activity) for one; then
+    waitress's loop ends (what is still connected is closed) and it returns once that
+    thread and the idle workers are joined (a worker still in a request is left behind
+    after 1 s: daemon threads, exit the process). The sockets are not closed.
     """
     from waitress.server import create_server
 
@@ -121,10 +124,12 @@ def serve_waitress(
         announce_stopping(drain_timeout)
         trigger.close()
         if server is not None:
-            _stop_waitress(server, loop, time.monotonic() + drain_timeout)
+            _stop_waitress(server, loop, time.monotonic() + drain_timeout, idle_grace)
 
 
-def _stop_waitress(server: Any, loop: threading.Thread | None, deadline: float) -> None:
+def _stop_waitress(
+    server: Any, loop: threading.Thread | None, deadline: float, idle_grace: float
+) -> None:
     """Stop accepting, drain until ``deadline``, then end waitress's loop and its workers.
 
     The loop thread and the workers are joined (bounded): a loop left polling sockets the
@@ -136,14 +141,18 @@ def _stop_waitress(server: Any, loop: threading.Thread | None, deadline: float) 
     socket_map: dict[int, Any] = server.map if hasattr(server, "map") else server._map
     listeners = [d for d in _snapshot(socket_map) if isinstance(d, BaseWSGIServer)]
     if loop is not None and listeners:
-        _end_loop(socket_map, listeners, loop, deadline)
+        _end_loop(socket_map, listeners, loop, deadline, idle_grace)
     # Idle workers exit at once; one still running a request at the deadline is left
     # (daemon threads) after a short wait rather than holding up the exit.
     server.task_dispatcher.shutdown(cancel_pending=True, timeout=_JOIN_TIMEOUT)
 
 
 def _end_loop(
-    socket_map: dict[int, Any], listeners: list[Any], loop: threading.Thread, deadline: float
+    socket_map: dict[int, Any],
+    listeners: list[Any],
+    loop: threading.Thread,
+    deadline: float,
+    idle_grace: float,
 ) -> None:
     from waitress.server import BaseWSGIServer
 
@@ -154,7 +163,8 @@ def _end_loop(
             listener.accepting = False
 
     in_loop(stop_accepting)
-    while time.monotonic() < deadline and not _idle(socket_map):
+    started = time.time()  # waitress times its channels' activity with time.time()
+    while time.monotonic() < deadline and not _idle(socket_map, started, idle_grace):
         time.sleep(_DRAIN_POLL)
 
     def end_loop() -> None:  # waitress's loop returns once its map is empty
@@ -178,13 +188,20 @@ def _snapshot(socket_map: dict[int, Any]) -> list[Any]:
             continue
 
 
-def _idle(socket_map: dict[int, Any]) -> bool:
+def _idle(socket_map: dict[int, Any], started: float, idle_grace: float) -> bool:
+    """Nothing left to drain: no request being read, run or answered, and no connection
+    that had activity less than ``idle_grace`` s ago or since the drain started (a request
+    may be on its way: a connection accepted just before the drain has not been read yet,
+    and closing it with its request unread resets it)."""
     from waitress.channel import HTTPChannel
 
     dispatcher = None
+    quiet_since = time.time() - idle_grace
     for channel in _snapshot(socket_map):
         if isinstance(channel, HTTPChannel):
             dispatcher = channel.server.task_dispatcher
-            if channel.requests or channel.total_outbufs_len:
+            if channel.requests or channel.total_outbufs_len or channel.request is not None:
+                return False
+            if max(started, channel.last_activity) > quiet_since:
                 return False
     return dispatcher is None or not dispatcher.queue
