@@ -117,7 +117,11 @@ async def stop_accepting(loop: asyncio.AbstractEventLoop, fds: Iterable[int]) ->
     """
     for fd in fds:
         loop.remove_reader(fd)
-    await asyncio.sleep(0)  # the accepted connections' tasks are queued ahead of us
+    # Queued ahead of us: each accepted connection's task (builds the transport), then its
+    # protocol's connection_made() (start_server's callback task starts there), then that
+    # task's first step: three turns, after which a drain sees every accepted connection.
+    for _ in range(3):
+        await asyncio.sleep(0)
 
 
 def run(handler: Handler, **kwargs: Any) -> None:
