@@ -141,8 +141,10 @@ class StopTrigger:
     the process's wakeup fd (``signal.set_wakeup_fd``), which CPython's C handler writes in
     whichever thread ran it: the wait ends as soon as the main thread gets the GIL back. If
     the app holds the wakeup fd, the wait looks for a signal every ``_FALLBACK_POLL`` s.
-    The handler itself only stores a flag and writes to the pipe (no lock: it may interrupt
-    the main thread anywhere, also inside a lock that :meth:`set` would take).
+    The handler only stores a flag and writes to the pipe. It may interrupt the main thread
+    anywhere, so it takes no lock that thread could be holding but a reentrant one
+    (``Event.set()`` from a handler deadlocks when the signal lands while the main thread
+    is inside ``Event.wait()``, which holds the event's plain lock on its way in and out).
     """
 
     def __init__(
