@@ -24,30 +24,62 @@ if TYPE_CHECKING:
 
 _H = TypeVar("_H")
 
-__all__ = ["STOP_SIGNALS", "LoopStopSignals", "restored", "threads_without_stop_signals"]
+__all__ = [
+    "STOP_SIGNALS",
+    "LoopStopSignals",
+    "claim_wakeup_fd",
+    "release_wakeup_fd",
+    "restored",
+    "threads_without_stop_signals",
+]
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 @contextlib.contextmanager
-def threads_without_stop_signals() -> Iterator[None]:
-    """Threads started inside block the stop signals (pthread_create(3) copies the signal
-    mask of the thread that starts them, and the threads they start copy theirs).
+def threads_without_stop_signals(signals: Iterable[int] = STOP_SIGNALS) -> Iterator[None]:
+    """Threads started inside block ``signals`` (pthread_create(3) copies the signal mask of
+    the thread that starts them, and the threads they start copy theirs).
 
-    A process-directed signal goes to any one thread that does not block it (signal(7)).
-    Python runs its handlers in the main thread only; when the kernel picks another thread,
-    the main thread, blocked in a lock's wait (``Event.wait()`` with no timeout), is not
-    interrupted and runs the handler only when it next runs Python code. A server waiting
-    for SIGTERM that way missed it about once in 40 stops under load (it served on, and was
-    SIGKILLed at its drain deadline). With the stop signals blocked in the threads that
-    serve, the kernel delivers them to the main thread, whose wait returns EINTR and runs
-    the handler at once. A signal arriving meanwhile stays pending until the mask is back.
+    A process-directed signal is taken by any one thread that does not block it (signal(7)),
+    and Python runs its handlers in the main thread only, when that thread next runs Python
+    code. The kernel wakes the main thread first, but any other thread that enters the
+    kernel's signal check before it runs takes the signal instead: one that creates a thread
+    does (clone(2) rechecks pending signals: copy_process()), so an accept loop starting a
+    thread per connection took about one SIGTERM in 40 under load, and the main thread,
+    woken for nothing, went back to sleep in its lock. The main thread must therefore never
+    wait for a stop signal where only EINTR would wake it (see
+    ``adapters._lifecycle.StopTrigger``: the wakeup fd); blocking the signals in the
+    threads we start keeps them on the main thread in the first place.
+    A signal arriving meanwhile stays pending until the mask is back.
     """
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, signals)
     try:
         yield
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def claim_wakeup_fd(fd: int) -> bool:
+    """Make ``fd`` (non-blocking) the signal wakeup fd unless another is set: True if it is.
+
+    CPython's C-level handler writes the signal number to it in whichever thread the kernel
+    picked (``signal.set_wakeup_fd``), so a thread polling it wakes up for every signal that
+    has a Python handler, where a Python handler alone would wait for the main thread to run.
+    One fd per process: an app's (or asyncio's) is left alone. Main thread only (ValueError).
+    """
+    previous = signal.set_wakeup_fd(fd, warn_on_full_buffer=False)
+    if previous in (-1, fd):
+        return True
+    signal.set_wakeup_fd(previous)
+    return False
+
+
+def release_wakeup_fd(fd: int) -> None:
+    """Unset the wakeup fd if it is still ``fd`` (whoever replaced it keeps theirs)."""
+    current = signal.set_wakeup_fd(-1)
+    if current not in (-1, fd):
+        signal.set_wakeup_fd(current)
 
 
 def restored(previous: _H, signalled: bool) -> _H | signal.Handlers:

@@ -177,3 +177,27 @@ def check_repeated_sigterm_exits_cleanly(
         if sent > 1:
             return code
     raise AssertionError(f"in {attempts} runs the server exited before a second SIGTERM")
+
+
+def check_request_just_after_stop_is_answered(run: Running, *, exit_code: int = 0) -> None:
+    """A connection the server accepted before SIGTERM, whose request is sent only after
+    STOPPING=1 (a client between connect() and send()), is answered, not reset."""
+    run.rx.wait_for("READY", "1", timeout=20)
+    fds = f"/proc/{run.proc.pid}/fd"
+
+    def sockets() -> int:
+        return sum(os.readlink(f"{fds}/{fd}").startswith("socket:") for fd in os.listdir(fds))
+
+    before = sockets()
+    with socket.create_connection(("127.0.0.1", run.port), timeout=10) as conn:
+        deadline = time.monotonic() + 10
+        while sockets() <= before:  # accepted: one more socket in the server
+            assert time.monotonic() < deadline, "the server did not accept the connection"
+            time.sleep(0.005)  # polling a state, with a deadline
+        n = len(run.rx.messages)
+        run.proc.terminate()
+        run.rx.wait_for("STOPPING", "1", timeout=10, since=n)
+        conn.sendall(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        status, body = read_response(conn)
+    assert status == 200 and body.startswith(b"ok pid="), body
+    assert run.proc.wait(15) == exit_code

@@ -7,7 +7,13 @@ import subprocess
 import sys
 
 import pytest
-from _adapter_harness import check_ready_then_serves, check_sigterm_drains, example, running
+from _adapter_harness import (
+    check_ready_then_serves,
+    check_request_just_after_stop_is_answered,
+    check_sigterm_drains,
+    example,
+    running,
+)
 
 SERVERS = ["uvicorn", "hypercorn"]
 
@@ -24,6 +30,13 @@ def test_sigterm_drains_in_flight_request(server: str) -> None:
     """SIGTERM: STOPPING=1, the slow request completes, the process exits."""
     with running([*example("adapter_asgi.py"), server]) as run:
         check_sigterm_drains(run, exit_code=-signal.SIGTERM if server == "uvicorn" else 0)
+
+
+def test_uvicorn_request_just_after_sigterm_on_an_accepted_connection_is_answered() -> None:
+    """A connection accepted before SIGTERM whose first request arrives just after it is
+    answered (uvicorn's shutdown closed it at once: a reset). hypercorn still closes it."""
+    with running([*example("adapter_asgi.py"), "uvicorn"]) as run:
+        check_request_just_after_stop_is_answered(run, exit_code=-signal.SIGTERM)
 
 
 def test_adapters_import_no_server_package() -> None:

@@ -57,3 +57,35 @@ def test_waitress_keeps_backlog(monkeypatch: pytest.MonkeyPatch) -> None:
     sock.close()
     assert not thread.is_alive()
     assert seen == [3000]
+
+
+def test_waitress_threads_are_joined_and_the_socket_stays_open(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """serve_waitress() returns with waitress's loop and workers gone (a loop left running
+    polled the socket its caller closed next: "Bad file descriptor"), its socket still
+    listening."""
+    from sdactivate.adapters import wsgi
+    from sdactivate.adapters._lifecycle import StopTrigger
+
+    monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
+    real_wait = StopTrigger.wait
+
+    def stop_at_once(self: StopTrigger, timeout: float | None = None) -> bool:
+        self.set("test")
+        return real_wait(self, timeout)
+
+    monkeypatch.setattr(StopTrigger, "wait", stop_at_once)
+
+    def app(environ: dict[str, object], start_response: object) -> list[bytes]:
+        return [b""]
+
+    before = set(threading.enumerate())
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(16)
+        wsgi.serve_waitress(app, sockets=[sock], drain_timeout=1, threads=2)
+        left = [t.name for t in set(threading.enumerate()) - before if t.is_alive()]
+        assert left == []
+        with socket.create_connection(sock.getsockname(), timeout=5):
+            pass  # queued in the still listening socket

@@ -15,6 +15,7 @@ import os
 import signal
 import socket
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -72,6 +73,44 @@ def test_upgrader_app_sigterm_storm_exits_cleanly() -> None:
     assert check_repeated_sigterm_exits_cleanly(start) == 0
 
 
+# Runs a server script (argv[1:]) with an app thread that, when the test writes to the FIFO
+# $THIEF_FIFO, sends SIGTERM to itself: the C-level handler then runs in that thread, exactly
+# as when the kernel gives a process-directed SIGTERM to it (any thread not blocking it may
+# take one; one that creates a thread takes it about once in three under a thread churn).
+THIEF = r"""
+import os, runpy, signal, sys, threading
+
+def thief():
+    with open(os.environ["THIEF_FIFO"], "rb") as f:
+        f.read(1)
+    signal.pthread_kill(threading.get_ident(), signal.SIGTERM)
+    threading.Event().wait()  # an app thread that stays
+
+threading.Thread(target=thief, name="app-thread", daemon=True).start()
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+@pytest.mark.parametrize("server", SERVERS, ids=str)
+def test_stop_signal_taken_by_another_thread_stops_the_server(server: str, tmp_path: Path) -> None:
+    """A SIGTERM whose C-level handler ran in an app thread, not the main one, still stops
+    the server at once: it exits cleanly. (The main thread of the http.server,
+    wsgiref and waitress adapters slept in Event.wait(), which only EINTR would end: they
+    served on until SIGKILL.)"""
+    fifo = tmp_path / "thief"
+    os.mkfifo(fifo)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "THIEF_FIFO": str(fifo)}
+    argv = SERVERS[server]
+    decoy = server not in ("examples/app.py", "bench app")
+    with running([argv[0], "-c", THIEF, *argv[1:]], env=env, decoy=decoy) as run:
+        run.rx.wait_for("READY", "1", timeout=20)
+        with open(fifo, "wb") as f:  # opens once the thief thread has it open for reading
+            f.write(b"x")
+        code = run.proc.wait(15)  # nothing to drain: it exits as soon as it sees the signal
+    assert code == (-signal.SIGTERM if server == "uvicorn" else 0), f"{server}: exit {code}"
+
+
 @pytest.fixture
 def sigterm_default() -> Iterator[None]:
     """SIGTERM at its default for the test, and put back whatever pytest had afterwards."""
@@ -98,6 +137,53 @@ def test_stop_trigger_ignores_repeats_only_after_a_signal() -> None:
     trigger.close()
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_IGN
     assert signal.getsignal(signal.SIGINT) is sigint  # left as it was
+
+
+@pytest.mark.usefixtures("sigterm_default")
+@pytest.mark.parametrize("app_wakeup_fd", [False, True], ids=["own-wakeup-fd", "app-wakeup-fd"])
+def test_stop_trigger_wait_ends_on_a_signal_another_thread_took(app_wakeup_fd: bool) -> None:
+    """StopTrigger.wait() in the main thread returns when the SIGTERM's C handler ran in
+    another thread: through the wakeup fd, or (the app holds the wakeup fd, which is left
+    to it) within the fallback poll."""
+    import threading
+
+    app_r, app_w = socket.socketpair()
+    app_w.setblocking(False)
+    before = signal.set_wakeup_fd(app_w.fileno() if app_wakeup_fd else -1)
+    main = threading.get_native_id()
+    waiting = threading.Event()
+
+    def thief() -> None:
+        # Signal once the main thread sleeps in wait(): a handler run before that would
+        # set the trigger on the way in. Sleeping, it is in state S on five looks in a row,
+        # 1 ms apart, each leaving it the GIL (a wait for the GIL is brief).
+        waiting.wait(10)
+        deadline = time.monotonic() + 10
+        seen = 0
+        while seen < 5 and time.monotonic() < deadline:
+            time.sleep(0.001)
+            with open(f"/proc/self/task/{main}/stat") as f:
+                state = f.read().rpartition(")")[2].split()[0]
+            seen = seen + 1 if state == "S" else 0
+        signal.pthread_kill(threading.get_ident(), signal.SIGTERM)  # its handler runs here
+
+    try:
+        trigger = StopTrigger()
+        thread = threading.Thread(target=thief)
+        thread.start()
+        waiting.set()
+        assert trigger.wait(5), "the wait slept through the signal"
+        thread.join()
+        assert trigger.reason == "signal SIGTERM"
+        if app_wakeup_fd:  # the app's wakeup fd got the signal number, as without us
+            assert app_r.recv(16) == bytes([signal.SIGTERM])
+        trigger.close()
+        now = signal.set_wakeup_fd(-1)
+        assert now == (app_w.fileno() if app_wakeup_fd else -1)
+    finally:
+        signal.set_wakeup_fd(before)
+        app_r.close()
+        app_w.close()
 
 
 @pytest.mark.usefixtures("sigterm_default")

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sdactivate.supervisor.machine import (
+    UNREADY_GRACE,
     Action,
     CancelHealth,
     CancelTimer,
@@ -23,6 +24,7 @@ from sdactivate.supervisor.machine import (
     GenState,
     HealthResult,
     Kill,
+    Log,
     Machine,
     NotifyManager,
     Policy,
@@ -137,26 +139,53 @@ def test_f1_new_cannot_exec() -> None:
     assert d.m.gens.keys() == {1}
 
 
-def test_f2_new_never_ready_is_killed_at_deadline() -> None:
-    """F2: no READY within ready_timeout: SIGKILL the new one, report, keep the old."""
-    d = Driver(ready_timeout=2.0).serving()
+@pytest.mark.parametrize(
+    ("drain_timeout", "grace"), [(30.0, UNREADY_GRACE), (1.5, 1.5)], ids=["grace", "capped"]
+)
+def test_f2_new_never_ready_gets_the_stop_signal_then_kill(
+    drain_timeout: float, grace: float
+) -> None:
+    """F2: no READY within ready_timeout: the reload fails at once and the old one keeps
+    serving; the new one, which may have accepted connections, gets the stop signal, and
+    SIGKILL only after a short grace (at most drain_timeout), exactly once."""
+    d = Driver(ready_timeout=2.0, drain_timeout=drain_timeout).serving()
     d(ReloadRequested(5))
     out = d(Deadline(("ready", 2)))
-    assert of(out, Kill) == [Kill(2)]
-    assert of(out, Signal) == []
+    assert of(out, Signal) == [Signal(2, TERM)] and of(out, Kill) == []
+    assert SetTimer(("drain", 2), grace) in out
     (report,) = of(out, Report)
     assert not report.ok and "no READY=1 within 2s" in report.message
+    assert d.m.active == 1 and d.m.gens[2].state is GenState.FAILED
+    out = d(Deadline(("drain", 2)))
+    assert of(out, Kill) == [Kill(2)]
+    assert f"still running {grace:g}s after the stop signal" in of(out, Log)[0].message
+    assert of(d(Deadline(("drain", 2))), Kill) == []
     out = d(ChildExited(2, -9))
     assert d.m.gens.keys() == {1} and of(out, Report) == []
 
 
+def test_f2_never_ready_generation_that_drains_is_not_killed() -> None:
+    """F2: a never-ready generation that exits on the stop signal: its timer goes, no SIGKILL,
+    and a queued reload starts then."""
+    d = Driver(ready_timeout=2.0).serving()
+    d(ReloadRequested(5))
+    d(Deadline(("ready", 2)))
+    d(ReloadRequested(6))  # queued: two generations are alive
+    out = d(ChildExited(2, 0))
+    assert CancelTimer(("drain", 2)) in out and of(out, Kill) == []
+    assert of(out, Spawn) == [Spawn(3, lowered=True)]
+
+
 def test_f2_first_generation_never_ready_stops_supervisor_with_1() -> None:
-    """Nothing to fall back to: the first generation's failure ends the supervisor (exit 1)."""
+    """Nothing to fall back to: the first generation's failure ends the supervisor (exit 1),
+    after the stop signal and the grace."""
     d = Driver()
     d(Start())
     out = d(Deadline(("ready", 1)))
-    assert of(out, Kill) == [Kill(1)]
+    assert of(out, Signal) == [Signal(1, TERM)] and of(out, Kill) == []
+    assert SetTimer(("drain", 1), UNREADY_GRACE) in out
     assert any(f.get("STOPPING") == "1" for f in fields(out))
+    assert of(d(Deadline(("drain", 1))), Kill) == [Kill(1)]
     assert of(d(ChildExited(1, -9)), Exit) == [Exit(1)]
 
 

@@ -28,7 +28,9 @@ import loadgen
 
 # A tiny HTTP server on every LISTEN_FDS socket. faults/<generation> (read at start) picks
 # a fault for that generation only: exit-before-ready, never-ready, crash-after-ready,
-# ignore-term. faults/prio-<generation>: its scheduling policy and nice value at start. On
+# ignore-term, no-accept (ready, accepts nothing), accept-never-ready (takes one connection
+# and its request, never says READY=1, answers on the stop signal).
+# faults/prio-<generation>: its scheduling policy and nice value at start. On
 # the stop signal it stops accepting and exits (the queue stays with the supervisor for the
 # next generation).
 APP = r"""
@@ -60,7 +62,22 @@ for s in socks:
 sel.register(r, selectors.EVENT_READ)
 if fault == "never-ready":  # a start-up that hangs (it never serves either)
     time.sleep(3600)
+if fault == "accept-never-ready":
+    socks[0].setblocking(True)
+    c, _ = socks[0].accept()
+    buf = b""
+    while b"\r\n\r\n" not in buf and (d := c.recv(4096)):
+        buf += d
+    os.read(r, 100)  # the stop signal
+    body = b"generation %s answered after the stop signal" % gen.encode()
+    head = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n"
+    c.sendall(head % len(body) + body)
+    c.close()
+    sys.exit(0)
 notify("READY=1\nSTATUS=generation " + gen)
+if fault == "no-accept":
+    for s in socks:
+        sel.unregister(s)
 if fault == "watchdog":  # report what a child sees, then ping through the supervisor
     seen = {k: os.environ.get(k) for k in ("WATCHDOG_USEC", "WATCHDOG_PID", "NOTIFY_SOCKET")}
     open(os.path.join(os.environ["FAULT_DIR"], "seen"), "w").write(repr(seen))
@@ -245,7 +262,8 @@ def test_f1_new_generation_exits_before_ready(supervisor: Supervisor) -> None:
 
 
 def test_f2_new_generation_never_ready_is_killed(supervisor: Supervisor) -> None:
-    """F2: no READY within --ready-timeout 2: SIGKILLed, reload fails, old serves on."""
+    """F2: no READY within --ready-timeout 2: reload fails, old serves on; the new one
+    (which ignores SIGTERM) is SIGKILLed after the grace."""
     fds = supervisor.fd_count()
     supervisor.fault(2, "never-ready")
     h = load(supervisor, 30)
@@ -257,13 +275,39 @@ def test_f2_new_generation_never_ready_is_killed(supervisor: Supervisor) -> None
     assert result.generation == 1
     assert elapsed >= 2.0
     assert_no_failures(h.result())
-    # The reload fails once generation 2 is SIGKILLed; its reaping follows within the deadline.
-    deadline = time.monotonic() + 2.0
+    # The reload fails at the ready deadline; generation 2 gets SIGTERM, which it ignores,
+    # then SIGKILL after the grace (--drain-timeout 1 caps it), and is reaped.
+    deadline = time.monotonic() + 5.0
     while [g["generation"] for g in supervisor.status()["generations"]] != [1]:
         assert time.monotonic() < deadline, supervisor.status()["generations"]
         time.sleep(0.01)  # polling a state with a deadline; the order is not decided by it
     assert supervisor.fd_count() == fds
     assert all(state != "Z" for _, state in supervisor.children())
+
+
+def test_f2_never_ready_generation_answers_what_it_accepted(tmp_path: Path) -> None:
+    """F2: a new generation that accepted a connection before READY=1 and never gets ready
+    is sent the stop signal at --ready-timeout, not SIGKILL: its client gets the answer (a
+    SIGKILL closed the connection unanswered, or reset it)."""
+    faults = tmp_path / "faults"
+    faults.mkdir()
+    (faults / "1").write_text("no-accept")  # the connection waits for generation 2
+    (faults / "2").write_text("accept-never-ready")
+    sup = Supervisor(tmp_path, "--ready-timeout", "4", "--drain-timeout", "10")
+    try:
+        with socket.create_connection(("127.0.0.1", sup.port), timeout=30) as conn:
+            conn.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")  # queued until accepted
+            result = request_reload(sup.pid, timeout=30)
+            assert not result.ok and "no READY=1 within 4s" in result.message
+            assert result.generation == 1
+            data = b""
+            while chunk := conn.recv(4096):
+                data += chunk
+        assert data.startswith(b"HTTP/1.1 200 OK"), data
+        assert data.endswith(b"generation 2 answered after the stop signal"), data
+        assert sup.status()["generations"][0]["generation"] == 1
+    finally:
+        sup.kill()
 
 
 def test_f3_crash_right_after_ready_is_replaced(supervisor: Supervisor) -> None:

@@ -7,13 +7,23 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
+import os
+import select
 import signal
 import threading
+import time
 from collections.abc import Iterable, Sequence
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from .._signals import STOP_SIGNALS, restored
+from .._signals import (
+    STOP_SIGNALS,
+    claim_wakeup_fd,
+    release_wakeup_fd,
+    restored,
+    threads_without_stop_signals,
+)
 from ..errors import ActivationError, NotifyError
 
 if TYPE_CHECKING:
@@ -34,6 +44,8 @@ log = logging.getLogger("sdactivate.adapters")
 
 DEFAULT_DRAIN_TIMEOUT = 30.0  # seconds; below systemd's DefaultTimeoutStopSec=90s
 _EXTEND_MARGIN = 5.0  # seconds beyond the drain deadline asked from PID 1
+# seconds between looks for a stop signal while the app holds the wakeup fd (StopTrigger)
+_FALLBACK_POLL = 0.1
 
 
 def pick(sockets: Sequence[socket.socket] | None, upgrader: Upgrader | None) -> list[socket.socket]:
@@ -121,22 +133,39 @@ class StopTrigger:
     handlers are installed here (main thread only) and restored by :meth:`close`; after a
     stop signal, a default disposition comes back as "ignore" (a repeat must not kill the
     drained process while it exits: :func:`~sdactivate._signals.restored`).
+
+    :meth:`wait` sleeps in ``poll()`` on a pipe, never in a lock: Python runs signal handlers
+    in the main thread only, and a stop signal that another thread took (the kernel gives a
+    process-directed signal to any thread not blocking it; signal(7)) does not interrupt a
+    lock's wait, so ``Event.wait()`` slept on past it until SIGKILL (issue 16). The pipe is
+    the process's wakeup fd (``signal.set_wakeup_fd``), which CPython's C handler writes in
+    whichever thread ran it: the wait ends as soon as the main thread gets the GIL back. If
+    the app holds the wakeup fd, the wait looks for a signal every ``_FALLBACK_POLL`` s.
+    The handler only stores a flag and writes to the pipe. It may interrupt the main thread
+    anywhere, so it takes no lock that thread could be holding but a reentrant one
+    (``Event.set()`` from a handler deadlocks when the signal lands while the main thread
+    is inside ``Event.wait()``, which holds the event's plain lock on its way in and out).
     """
 
     def __init__(
         self, *, upgrader: Upgrader | None = None, signals: Iterable[int] = STOP_SIGNALS
     ) -> None:
-        self.event = threading.Event()
         self.reason = ""
+        self._set = False
         self._saved: dict[int, Any] = {}
         self._signalled = False
+        self._wakeup = False  # our pipe is the process's wakeup fd
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._pipe_lock = threading.RLock()  # set() from other threads vs close()
         self._watcher: threading.Thread | None = None
         if upgrader is not None:
             self._watcher = threading.Thread(
                 target=self._watch, args=(upgrader,), name="sdactivate-stop", daemon=True
             )
-            self._watcher.start()
+            with threads_without_stop_signals():  # signals are the upgrader's business
+                self._watcher.start()
         elif threading.current_thread() is threading.main_thread():
+            self._wakeup = claim_wakeup_fd(self._wake_w)
             for signum in signals:
                 self._saved[signum] = signal.signal(signum, self._on_signal)
 
@@ -148,16 +177,58 @@ class StopTrigger:
         upgrader.wait_exit()
         self.set(upgrader.exit_reason or "upgrader exit")
 
-    def set(self, reason: str) -> None:
-        if not self.event.is_set():
+    def _mark(self, reason: str) -> None:
+        if not self._set:
             self.reason = reason
-            self.event.set()
+            self._set = True
+
+    def set(self, reason: str) -> None:
+        """Stop, for ``reason`` (the first one given is kept). Any thread, or a handler."""
+        self._mark(reason)
+        with self._pipe_lock:  # reentrant: a handler may run inside set() in the main thread
+            if self._wake_w >= 0:
+                with contextlib.suppress(BlockingIOError):  # full: the waiter wakes anyway
+                    os.write(self._wake_w, b"\0")  # 0: not a signal number
+
+    def is_set(self) -> bool:
+        return self._set
 
     def wait(self, timeout: float | None = None) -> bool:
-        return self.event.wait(timeout)
+        """Wait until set (or ``timeout`` seconds): True if it is."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        poll_every = _FALLBACK_POLL if self._saved and not self._wakeup else None
+        poller = select.poll()
+        poller.register(self._wake_r, select.POLLIN)
+        while not self._set:
+            wait = poll_every
+            if deadline is not None:
+                left = max(0.0, deadline - time.monotonic())
+                wait = left if wait is None else min(wait, left)
+            if poller.poll(None if wait is None else math.ceil(wait * 1000)):
+                self._take_wakeups()
+            elif deadline is not None and time.monotonic() >= deadline:
+                break
+            # Back in Python code: the interpreter runs pending handlers in this thread now.
+        return self._set
+
+    def _take_wakeups(self) -> None:
+        with contextlib.suppress(BlockingIOError):
+            for signum in os.read(self._wake_r, 4096):
+                if signum in self._saved:  # the C handler's byte: ours is a stop signal
+                    self._signalled = True
+                    self._mark(f"signal {signal.Signals(signum).name}")
 
     def close(self) -> None:
+        """Put the signal handlers and the wakeup fd back, release the pipe."""
         for signum, previous in self._saved.items():
             with contextlib.suppress(ValueError, TypeError):
                 signal.signal(signum, restored(previous, self._signalled))
         self._saved.clear()
+        if self._wakeup:
+            release_wakeup_fd(self._wake_w)
+            self._wakeup = False
+        with self._pipe_lock:
+            for fd in (self._wake_r, self._wake_w):
+                if fd >= 0:
+                    os.close(fd)
+            self._wake_r = self._wake_w = -1

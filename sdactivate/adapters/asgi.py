@@ -25,7 +25,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .._signals import LoopStopSignals
+from ._http_drain import DEFAULT_IDLE_GRACE
 from ._lifecycle import DEFAULT_DRAIN_TIMEOUT, announce_ready, announce_stopping, backlog_of, pick
+from .asyncio_server import stop_accepting
 
 if TYPE_CHECKING:
     from ..upgrade import Upgrader
@@ -33,6 +35,7 @@ if TYPE_CHECKING:
 __all__ = ["serve_hypercorn", "serve_uvicorn"]
 
 ASGIApp = Callable[..., Awaitable[None]]
+_IDLE_POLL = 0.01  # seconds between looks at uvicorn's connections (only while stopping)
 
 
 def serve_uvicorn(
@@ -42,16 +45,19 @@ def serve_uvicorn(
     drain_timeout: float = DEFAULT_DRAIN_TIMEOUT,
     upgrader: Upgrader | None = None,
     status: str | None = None,
+    idle_grace: float = DEFAULT_IDLE_GRACE,
     **config: Any,
 ) -> None:
     """Run ``app`` with uvicorn on the sockets until SIGTERM/SIGINT or the upgrader's exit.
 
     ``config`` goes to ``uvicorn.Config`` (``log_level=``, ``lifespan=``...; not
     ``host``/``port``/``fd``/``uds``). READY=1 after startup (lifespan done, servers
-    accepting); STOPPING=1 when shutdown begins; uvicorn closes the listeners, asks
-    keep-alive connections to close and cancels what still runs after ``drain_timeout``
-    (``timeout_graceful_shutdown``). uvicorn handles SIGTERM/SIGINT itself and re-raises
-    the signal after the drain (exit status -15 under systemd counts as clean).
+    accepting); STOPPING=1 when shutdown begins; the listeners stop accepting, a connection
+    that has not sent its first request yet gets up to ``idle_grace`` seconds for it, then
+    uvicorn closes idle connections, asks busy keep-alive ones to close and cancels what
+    still runs after ``drain_timeout`` (``timeout_graceful_shutdown``). uvicorn handles
+    SIGTERM/SIGINT itself and re-raises the signal after the drain (exit status -15 under
+    systemd counts as clean).
     """
     import uvicorn
 
@@ -72,6 +78,17 @@ def serve_uvicorn(
 
         async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
             announce_stopping(drain_timeout)
+            loop = asyncio.get_running_loop()
+            fds = [sock.fileno() for server in self.servers for sock in server.sockets]
+            await stop_accepting(loop, fds)
+            # uvicorn's shutdown closes every connection with no request in progress, also
+            # one accepted a moment ago whose request is still on its way (its client then
+            # sees a reset): those (no request yet: ``cycle`` None) get idle_grace first.
+            deadline = loop.time() + idle_grace
+            while loop.time() < deadline and any(
+                getattr(conn, "cycle", False) is None for conn in self.server_state.connections
+            ):
+                await asyncio.sleep(_IDLE_POLL)
             await super().shutdown(sockets=sockets)
 
     Server(uvicorn.Config(app, **config)).run(sockets=socks)
@@ -122,6 +139,7 @@ def serve_hypercorn(
             if signals is not None:
                 signals.uninstall()  # after a stop signal, a repeat is ignored
             announce_stopping(drain_timeout)
+            await stop_accepting(loop, fds)  # hypercorn serves the fd:// numbers as they are
 
     try:
         asyncio.run(serve(app, cfg, shutdown_trigger=shutdown_trigger))

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .._signals import STOP_SIGNALS, LoopStopSignals
@@ -32,7 +32,7 @@ from ._lifecycle import (
 if TYPE_CHECKING:
     from ..upgrade import Upgrader
 
-__all__ = ["on_stop_signals", "run", "serve"]
+__all__ = ["on_stop_signals", "run", "serve", "stop_accepting"]
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -89,8 +89,9 @@ async def serve(
     finally:
         announce_stopping(drain_timeout)
         deadline = time.monotonic() + drain_timeout
+        await stop_accepting(loop, [sock.fileno() for sock in socks])
         for server in servers:
-            server.close()  # stop accepting
+            server.close()
         while tasks and time.monotonic() < deadline:
             await asyncio.wait(set(tasks), timeout=deadline - time.monotonic())
         for task in list(tasks):  # hammer time
@@ -101,6 +102,26 @@ async def serve(
             signals.uninstall()  # after a stop signal, a repeat is ignored
         if upgrader is not None:
             upgrader.stop("server stopped")
+
+
+async def stop_accepting(loop: asyncio.AbstractEventLoop, fds: Iterable[int]) -> None:
+    """Stop accepting on the listening ``fds``, then give the connections already accepted
+    one loop turn to reach their server. Call before ``Server.close()``.
+
+    asyncio accepts in a reader callback and builds each connection's transport in a task
+    one turn later; ``Server.close()`` in between makes that transport fail (CPython's
+    ``Server._attach`` asserts the server is open) and the connection is closed unanswered:
+    about 4 requests in 100 handovers under load. Removing the readers first also cancels
+    an accept callback already queued, so what is not accepted stays in the socket for the
+    next generation.
+    """
+    for fd in fds:
+        loop.remove_reader(fd)
+    # Queued ahead of us: each accepted connection's task (builds the transport), then its
+    # protocol's connection_made() (start_server's callback task starts there), then that
+    # task's first step: three turns, after which a drain sees every accepted connection.
+    for _ in range(3):
+        await asyncio.sleep(0)
 
 
 def run(handler: Handler, **kwargs: Any) -> None:

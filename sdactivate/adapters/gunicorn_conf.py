@@ -35,11 +35,14 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import threading
 import time
+from collections.abc import Iterable
 from typing import Any
 
 from .. import notify
+from .._signals import threads_without_stop_signals
 from ..errors import NotifyError
 
 __all__ = ["on_reload", "post_worker_init", "when_ready"]
@@ -65,9 +68,13 @@ class _Readiness:
         except NotifyError as exc:
             log.warning("cannot notify systemd (%s): %s", fields, exc)
 
-    def start(self, expected: int) -> None:
+    def start(self, expected: int, signals: Iterable[int]) -> None:
         self.expected = max(1, expected)
-        threading.Thread(target=self._read, name="sdactivate-gunicorn", daemon=True).start()
+        reader = threading.Thread(target=self._read, name="sdactivate-gunicorn", daemon=True)
+        # The arbiter's signals stay with its main thread, which handles them (its Python
+        # handlers run there only: see sdactivate._signals.threads_without_stop_signals).
+        with threads_without_stop_signals(signals):
+            reader.start()
 
     def _read(self) -> None:
         buffer = b""
@@ -105,7 +112,7 @@ _state = _Readiness(os.environ.pop("NOTIFY_SOCKET", None))
 def when_ready(server: Any) -> None:
     """Arbiter booted (sockets open, no worker yet): start counting; hook the signals."""
     _control_socket(server)
-    _state.start(server.num_workers)
+    _state.start(server.num_workers, [*server.SIGNALS, signal.SIGCHLD])
 
     def wrap(name: str, before: Any) -> None:
         original = getattr(server, name)

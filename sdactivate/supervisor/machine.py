@@ -9,9 +9,11 @@ Invariants (checked after every event by :meth:`Machine.check`):
 2. At most one generation is not ready (STARTING or CHECKING).
 3. A generation that exits, misses ``ready_timeout`` or fails its health check before it
    takes over fails the upgrade: the serving generation is never signalled, the failure is
-   reported (STATUS=, the waiting ``reload`` requests) and READY=1 is sent. One without
-   READY=1 is SIGKILLed; one that failed its check after READY=1 may already have accepted
-   connections, so it gets the stop signal and SIGKILL only at ``drain_timeout``.
+   reported (STATUS=, the waiting ``reload`` requests) and READY=1 is sent. Either may
+   already have accepted connections on the shared sockets, so it gets the stop signal
+   first: one that failed its check after READY=1 is SIGKILLed at ``drain_timeout``, one
+   that missed ``ready_timeout`` after a short grace (``UNREADY_GRACE``, at most
+   ``drain_timeout``: it is more likely hung than busy).
 4. One upgrade at a time. A reload requested during one (or while the first generation
    starts, or while the previous one drains) is queued; any number of them coalesce into one
    more upgrade, started when at most the serving generation is alive. Never two in parallel.
@@ -64,6 +66,7 @@ from .events import (
 
 __all__ = [
     "MAX_TIMEOUT",
+    "UNREADY_GRACE",
     "Action",
     "CancelHealth",
     "CancelTimer",
@@ -102,6 +105,13 @@ __all__ = [
 # the wrong tool (a hung generation would stay forever).
 MAX_TIMEOUT = float(settings.MAX_SECONDS)
 
+# Seconds a generation that missed ready_timeout gets between the stop signal and SIGKILL
+# (capped by drain_timeout). Servers often accept before READY=1; a SIGKILL at once reset
+# the connections it had taken, where the stop signal lets it answer or close them.
+# systemd itself stops a service whose start timed out the same way: TimeoutStartFailureMode=
+# terminate (the default, v246+) sends the stop signal, then SIGKILL (systemd.service(5)).
+UNREADY_GRACE = 5.0
+
 
 @dataclass(frozen=True)
 class Policy:
@@ -130,7 +140,7 @@ class GenState(enum.Enum):
     CHECKING = "checking"  # READY=1, health check running
     SERVING = "serving"
     DRAINING = "draining"  # told to stop after its successor took over
-    FAILED = "failed"  # failed before taking over; SIGKILLed, not reaped yet
+    FAILED = "failed"  # failed before taking over; signalled or SIGKILLed, not reaped yet
 
 
 _NOT_READY = (GenState.STARTING, GenState.CHECKING)
@@ -143,6 +153,7 @@ class Generation:
     state: GenState = GenState.STARTING
     pid: int | None = None
     killed: bool = False
+    grace: float | None = None  # stop signal to SIGKILL, when not drain_timeout
 
     def label(self) -> str:
         pid = f"pid {self.pid}" if self.pid is not None else "not started"
@@ -310,16 +321,15 @@ class Machine:
             self._emit(CancelHealth(g.number))
         message = f"{g.label()} failed: {why}"
         if alive and g.pid is not None and not g.killed:
-            if g.state is GenState.CHECKING:
-                # READY=1 came, so it may already accept on the shared sockets: stop it like
-                # a draining generation, so the requests it took are answered.
-                self._emit(
-                    Signal(g.number, self.policy.stop_signal),
-                    SetTimer(("drain", g.number), self.policy.drain_timeout),
-                )
-            else:  # no READY=1: hung or broken; SIGKILL at once (tableflip does the same)
-                g.killed = True
-                self._emit(Kill(g.number))
+            # It may already accept on the shared sockets (after READY=1, or a server that
+            # accepts before it says so): the stop signal first, so the connections it took
+            # are answered or closed, not reset. No READY=1 in time: a short grace.
+            if g.state is GenState.STARTING:
+                g.grace = min(UNREADY_GRACE, self.policy.drain_timeout)
+            grace = self.policy.drain_timeout if g.grace is None else g.grace
+            self._emit(
+                Signal(g.number, self.policy.stop_signal), SetTimer(("drain", g.number), grace)
+            )
         g.state = GenState.FAILED
         if self.phase is Phase.STOPPING:
             return
@@ -440,11 +450,11 @@ class Machine:
             self._fail(g, f"health check did not finish within {self.policy.health_timeout:g}s")
         elif kind == "drain" and g.state in _STOPPED and not g.killed:
             g.killed = True
+            grace = self.policy.drain_timeout if g.grace is None else g.grace
             self._emit(
                 Log(
                     "warning",
-                    f"{g.label()} still running {self.policy.drain_timeout:g}s after the "
-                    "stop signal; sending SIGKILL",
+                    f"{g.label()} still running {grace:g}s after the stop signal; sending SIGKILL",
                 ),
                 Kill(g.number),
             )
