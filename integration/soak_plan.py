@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import random
+import statistics
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -213,6 +214,8 @@ class Checks:
     stop_seconds: float = math.nan
     unsettled: list[str] = field(default_factory=list)
     missing_kinds: list[str] = field(default_factory=list)
+    drains: dict[int, float] = field(default_factory=dict)  # pid -> stop signal to its end
+    listeners: list[str] = field(default_factory=list)  # listening socket changes
 
     def fd_growth(self) -> dict[int, int]:
         """Supervisor pid -> fds at its last settle minus at its first."""
@@ -227,6 +230,7 @@ class Checks:
             if grew > 0
         ]
         out += [f"left after stop: {x}" for x in self.left_after_stop]
+        out += [f"listening socket: {x}" for x in self.listeners]
         out += [f"did not settle: {u}" for u in self.unsettled]
         out += [f"fault kind never run: {k}" for k in self.missing_kinds]
         return out
@@ -251,9 +255,9 @@ def table(
     lines += [head, "-" * len(head)]
     for kind, text in KINDS.items():
         recs = by_kind.get(kind, [])
-        secs = sorted(r.seconds for r in recs)
-        med = f"{secs[len(secs) // 2]:.2f}" if secs else "-"
-        top = f"{secs[-1]:.2f}" if secs else "-"
+        secs = [r.seconds for r in recs]
+        med = f"{statistics.median(secs):.2f}" if secs else "-"
+        top = f"{max(secs):.2f}" if secs else "-"
         lines.append(
             f"{kind:<16} {len(recs):>5} {med:>21} {top:>6}  {failed_by_fault.get(kind, 0):>6}"
             f"   {text}"
@@ -280,6 +284,8 @@ def table(
         f"   supervisor fd growth: {max(growth.values(), default=0):+d}"
         f" ({len(growth)} supervisors)",
         f"supervisor fds per settle (first->last): {fds or '-'}",
+        f"drains: {len(checks.drains)}, longest"
+        f" {max(checks.drains.values(), default=math.nan):.2f} s from the stop signal to exit",
         f"systemctl stop took {checks.stop_seconds:.2f} s; left after stop:"
         f" {', '.join(checks.left_after_stop) or 'nothing'}",
     ]
