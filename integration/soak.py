@@ -18,8 +18,9 @@ queued.
 
 Checks (soak_plan.Checks, Report.violations): every failed request has a cause, and the one
 cause allowed is a serving generation SIGKILLed by the soak (what it had accepted); no
-stuck drain (the supervisor never SIGKILLs at --drain-timeout, nor systemd at
-TimeoutStopSec=; every fault settles within its bound); no lasting zombie child of the
+stuck drain (the supervisor SIGKILLs no generation still running after its stop signal,
+but one the soak SIGSTOPped and left so; systemd SIGKILLs nothing at TimeoutStopSec=;
+every fault settles within its bound); no lasting zombie child of the
 supervisor; its fd count at its last settle is not above its first; the listening socket
 is the same one at the end (the socket unit keeps it through supervisor restarts); after
 `systemctl stop` nothing of the unit is left and nothing listens on the port.
@@ -44,8 +45,6 @@ from typing import Any
 from helpers import PYTHON, gen_units, listen_inodes
 from sandbox import CHECKOUT, CODE_DIR, Sandbox, free_port
 from soak_plan import (
-    KILLED_BY_SYSTEMD,
-    KILLED_DRAINING,
     KILLED_SERVING,
     KILLED_STARTING,
     KINDS,
@@ -58,6 +57,7 @@ from soak_plan import (
     attribute,
     estimate,
     schedule,
+    stuck_drains,
     table,
 )
 from soak_watch import (
@@ -126,6 +126,7 @@ class Soak:
         self.faults: list[FaultRecord] = []
         self.deaths: list[Death] = []
         self.checks = Checks()
+        self.left_stopped: set[int] = set()  # generations SIGSTOPped and never continued
         self._version = ""
 
     # --- units ----------------------------------------------------------------------------
@@ -259,7 +260,9 @@ class Soak:
             self.deaths.append(Death(new, time.monotonic(), KILLED_STARTING))
             return
         send_signal(host, signal.SIGSTOP)
-        if fault.variant == "cont":  # once the supervisor gave up on it
+        if fault.variant == "left":
+            self.left_stopped.add(new)
+        else:  # SIGCONT once the supervisor gave up on it
             self.wait(
                 "the supervisor to give up on the stopped generation",
                 lambda s: new not in s.apps or self.watch.logged(FAILED, rec.trigger) > 0,
@@ -313,11 +316,7 @@ class Soak:
         journal = self.watch.journal()
         self.deaths += deaths_from_journal(journal)
         self.checks.drains = drain_seconds(journal)
-        self.checks.stuck_drains += [
-            f"pid {d.pid}: {d.cause}"
-            for d in self.deaths
-            if d.cause in (KILLED_DRAINING, KILLED_BY_SYSTEMD)
-        ]
+        self.checks.stuck_drains += stuck_drains(self.deaths, self.left_stopped)
         ran = {rec.fault.kind for rec in self.faults}
         self.checks.missing_kinds = [kind for kind in KINDS if kind not in ran]
         failed = [

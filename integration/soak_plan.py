@@ -15,7 +15,7 @@ import math
 import random
 import statistics
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -30,6 +30,7 @@ __all__ = [
     "attribute",
     "estimate",
     "schedule",
+    "stuck_drains",
     "table",
 ]
 
@@ -47,9 +48,11 @@ KINDS = {
 # Death causes (Death.cause)
 KILLED_SERVING = "serving generation SIGKILLed by the soak"
 KILLED_STARTING = "starting generation SIGKILLed by the soak"
-KILLED_NOT_READY = "generation SIGKILLed by the supervisor at --ready-timeout"
-KILLED_DRAINING = "generation SIGKILLed by the supervisor at --drain-timeout (stuck drain)"
-KILLED_BY_SYSTEMD = "process SIGKILLed by systemd at TimeoutStopSec= (stuck drain)"
+# At --ready-timeout: SIGKILLed at once (sdactivate run up to issue 16 item 2), or given the
+# stop signal and then, if still there after a grace, KILLED_DRAINING.
+KILLED_NOT_READY = "generation that missed --ready-timeout, failed by the supervisor"
+KILLED_DRAINING = "generation SIGKILLed by the supervisor still running after its stop signal"
+KILLED_BY_SYSTEMD = "process SIGKILLed by systemd at TimeoutStopSec="
 DIED_SERVING = "serving generation died by itself"
 
 ALLOWED = f"accepted by a {KILLED_SERVING}"
@@ -201,6 +204,17 @@ def attribute(
         rec = _fault_at(faults, death.at if death else req.sent, slack=1.0)
         out.append(Attributed(req, cause, cause == ALLOWED, rec.fault.kind if rec else ""))
     return out
+
+
+def stuck_drains(deaths: Sequence[Death], left_stopped: Set[int]) -> list[str]:
+    """Processes SIGKILLed because they were still running after their stop signal (by the
+    supervisor, or by systemd at TimeoutStopSec=): stuck drains, but for the generations
+    the soak SIGSTOPped and left so (``left_stopped``), which cannot drain by design."""
+    return [
+        f"pid {d.pid}: {d.cause}"
+        for d in deaths
+        if d.cause in (KILLED_DRAINING, KILLED_BY_SYSTEMD) and d.pid not in left_stopped
+    ]
 
 
 @dataclass

@@ -8,8 +8,11 @@ from collections.abc import Callable
 from sandbox import Sandbox, Units
 from soak import Config, Soak
 
-SEED = 1  # a schedule whose first round takes ~25 s on the 2-core machine
-SECONDS = 25.0  # the first round runs whole whatever this says
+SEED = 1
+# The first round of faults runs whole whatever this says: 25-30 s for seed 1 on the 2-core
+# machine (a SIGSTOPped generation takes --ready-timeout, plus the supervisor's grace from
+# issue 16 item 2's fix); a shorter budget adds nothing after it.
+SECONDS = 20.0
 
 
 def test_short_chaos_soak(

@@ -22,6 +22,7 @@ from soak_plan import (
     attribute,
     estimate,
     schedule,
+    stuck_drains,
     table,
 )
 from soak_watch import State, deaths_from_journal, drain_seconds, read_request_log
@@ -127,6 +128,22 @@ def test_attribute(
     requests a SIGKILLed serving generation had are allowed."""
     (got,) = attribute([request_], read_by, DEATHS, FAULTS, timeout=15.0)
     assert (got.cause, got.allowed, got.fault) == (cause, allowed, fault)
+
+
+def test_stuck_drains_spare_what_the_soak_left_stopped() -> None:
+    """A SIGKILL after the stop signal is a stuck drain, unless the soak SIGSTOPped that
+    generation and never continued it; other deaths are not drains."""
+    deaths = [
+        Death(1, 1.0, KILLED_DRAINING),
+        Death(2, 2.0, KILLED_DRAINING),
+        Death(3, 3.0, KILLED_BY_SYSTEMD),
+        Death(4, 4.0, KILLED_NOT_READY),
+        Death(5, 5.0, KILLED_SERVING),
+    ]
+    assert stuck_drains(deaths, {2}) == [
+        f"pid 1: {KILLED_DRAINING}",
+        f"pid 3: {KILLED_BY_SYSTEMD}",
+    ]
 
 
 def test_checks_violations() -> None:
