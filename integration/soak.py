@@ -45,6 +45,7 @@ from typing import Any
 from helpers import PYTHON, gen_units, listen_inodes
 from sandbox import CHECKOUT, CODE_DIR, Sandbox, free_port
 from soak_plan import (
+    DIED_SERVING,
     KILLED_SERVING,
     KILLED_STARTING,
     KINDS,
@@ -213,7 +214,7 @@ class Soak:
         if fault.kind == "kill-serving":
             rec.trigger, rec.target = time.monotonic(), pid
             send_signal(before.apps[pid], signal.SIGKILL)
-            self.deaths.append(Death(pid, time.monotonic(), KILLED_SERVING))
+            self.deaths.append(Death(pid, rec.trigger, KILLED_SERVING))
             after = self.settle("a replacement serving", lambda s: s.generation() > gen)
         elif fault.kind in _VERSIONS:
             self._failed_handover(fault, rec, before)
@@ -256,8 +257,8 @@ class Soak:
         rec.target = new
         time.sleep(fault.delay)  # where in its start-up it is hit: shapes the fault
         if fault.kind == "kill-starting":
-            send_signal(host, signal.SIGKILL)
             self.deaths.append(Death(new, time.monotonic(), KILLED_STARTING))
+            send_signal(host, signal.SIGKILL)
             return
         send_signal(host, signal.SIGSTOP)
         if fault.variant == "left":
@@ -314,7 +315,14 @@ class Soak:
         read_by = read_request_log(self.box.read_file(f"/var/log/{cfg.name}/requests.log"))
         self._stop()
         journal = self.watch.journal()
-        self.deaths += deaths_from_journal(journal)
+        # The supervisor logs the soak's own kills of serving generations as deaths "while
+        # serving": the soak's record (taken before the signal) is the one that counts.
+        killed = {d.pid for d in self.deaths if d.cause == KILLED_SERVING}
+        self.deaths += [
+            d
+            for d in deaths_from_journal(journal)
+            if not (d.cause == DIED_SERVING and d.pid in killed)
+        ]
         self.checks.drains = drain_seconds(journal)
         self.checks.stuck_drains += stuck_drains(self.deaths, self.left_stopped)
         ran = {rec.fault.kind for rec in self.faults}
