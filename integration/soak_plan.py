@@ -157,9 +157,11 @@ class Attributed(NamedTuple):
 
 
 def _fault_at(faults: Sequence[FaultRecord], t: float, slack: float) -> FaultRecord | None:
-    for rec in faults:
-        if rec.start <= t <= rec.end + slack:
-            return rec
+    """The fault under way at ``t``: the last one started by then, if ``t`` is no later
+    than ``slack`` after its end (a request sent just before a fault settled)."""
+    for rec in reversed(faults):
+        if rec.start <= t:
+            return rec if t <= rec.end + slack else None
     return None
 
 

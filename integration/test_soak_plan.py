@@ -146,6 +146,15 @@ def test_stuck_drains_spare_what_the_soak_left_stopped() -> None:
     ]
 
 
+def test_a_failure_goes_to_the_fault_under_way() -> None:
+    """Right after a fault ends the next may start: a death then belongs to the next one,
+    though it falls in the slack after the first."""
+    faults = [_rec("exit-at-start", 0.0, 1.0), _rec("kill-serving", 1.5, 2.0)]
+    deaths = [Death(7, 1.6, KILLED_SERVING)]
+    (got,) = attribute([Failed(1, 1.55, "reset")], {1: 7}, deaths, faults, timeout=15.0)
+    assert (got.allowed, got.fault) == (True, "kill-serving")
+
+
 def test_checks_violations() -> None:
     """Stuck drains, zombies, fd growth, leftovers and unsettled faults are violations; an
     fd count that went down or stayed is not."""
