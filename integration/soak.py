@@ -182,21 +182,30 @@ class Soak:
             time.sleep(0.1)
 
     def settle(self, what: str, predicate: Callable[[State], bool] = lambda s: True) -> State:
-        """Wait until settled and ``predicate``; then count the supervisor's fds and look
-        for zombie children (one that outlives 2 s of polling counts)."""
+        """Wait until settled and ``predicate``; then look for zombie children of the
+        supervisor and count its fds. The unit's cgroup lists no zombie, so a generation
+        that just exited may not be reaped yet, its pidfd still open: a zombie counts if it
+        outlives 2 s, the fds once back at the supervisor's first count or after 1 s."""
         state = self.wait(what, lambda s: s.settled() and predicate(s))
         host = state.main_host
-        if host is not None:
-            try:
-                self.checks.fd_counts.setdefault(state.main, []).append(fd_count(host))
-            except OSError:
-                pass
-            zombies = zombie_children(host)
-            deadline = time.monotonic() + 2.0
-            while zombies and time.monotonic() < deadline:
-                time.sleep(0.05)  # the supervisor reaps within a loop turn
-                zombies &= zombie_children(host)
-            self.checks.zombies += [f"host pid {z}, child of {state.main}" for z in zombies]
+        if host is None:
+            return state
+        zombies = zombie_children(host)
+        deadline = time.monotonic() + 2.0
+        while zombies and time.monotonic() < deadline:
+            time.sleep(0.05)
+            zombies &= zombie_children(host)
+        self.checks.zombies += [f"host pid {z}, child of {state.main}" for z in zombies]
+        counts = self.checks.fd_counts.setdefault(state.main, [])
+        deadline = time.monotonic() + 1.0
+        try:
+            fds = fd_count(host)
+            while counts and fds > counts[0] and time.monotonic() < deadline:
+                time.sleep(0.05)
+                fds = fd_count(host)
+        except OSError:  # the supervisor is gone (a later fault will say why)
+            return state
+        counts.append(fds)
         return state
 
     def _new_generation(self, before: State) -> tuple[int, int]:
