@@ -195,7 +195,9 @@ class Soak:
         while zombies and time.monotonic() < deadline:
             time.sleep(0.05)
             zombies &= zombie_children(host)
-        self.checks.zombies += [f"host pid {z}, child of {state.main}" for z in zombies]
+        for zombie in (f"host pid {z}, child of {state.main}" for z in sorted(zombies)):
+            if zombie not in self.checks.zombies:  # seen again at a later settle
+                self.checks.zombies.append(zombie)
         counts = self.checks.fd_counts.setdefault(state.main, [])
         deadline = time.monotonic() + 1.0
         try:
