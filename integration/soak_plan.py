@@ -21,8 +21,15 @@ from typing import NamedTuple
 
 __all__ = [
     "ALLOWED",
+    "DIED_SERVING",
+    "KILLED_BY_SYSTEMD",
+    "KILLED_DRAINING",
+    "KILLED_NOT_READY",
+    "KILLED_SERVING",
+    "KILLED_STARTING",
     "KINDS",
     "Attributed",
+    "Checks",
     "Death",
     "Failed",
     "Fault",

@@ -27,11 +27,16 @@ from sandbox import Sandbox
 from soak_plan import DIED_SERVING, KILLED_BY_SYSTEMD, KILLED_DRAINING, KILLED_NOT_READY, Death
 
 __all__ = [
+    "FAILED",
     "State",
     "Watcher",
     "deaths_from_journal",
     "drain_seconds",
+    "fd_count",
+    "ns_pid",
     "read_request_log",
+    "send_signal",
+    "zombie_children",
 ]
 
 # supervisor/machine.py's STATUS= and log lines
