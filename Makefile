@@ -33,7 +33,7 @@ INSTALL_EDITABLE = $(PIP) $(1) -e . --config-settings editable_mode=compat 2>/de
 	|| $(PIP) $(1) -e .
 
 .PHONY: setup setup-demo test lint typecheck unit integration test-busy demo bench \
-	bench-handover clean rootfs matrix
+	bench-handover clean rootfs matrix soak
 
 setup: $(STAMP_PIP)
 
@@ -99,6 +99,20 @@ test-busy: setup
 	@hogs=""; for _ in $$(seq $$(nproc)); do \
 		timeout 1200 $(PYTHON) -c "while True: pass" & hogs="$$hogs $$!"; done; \
 	$(PY) -m pytest -q tests; rc=$$?; kill $$hogs 2>/dev/null; wait; exit $$rc
+
+# The chaos soak (integration/soak.py): SOAK_SECONDS of seeded faults (serving and starting
+# generations killed, one stopped past its ready timeout, versions that exit or never get
+# ready, reload bursts, supervisor SIGKILL) against generated --supervise units under 500
+# new connections/s, in a sandbox of SOAK_SYSTEMD; prints a table of faults and failed
+# requests by cause, exits 1 if a check fails. SOAK_SEED replays a schedule (default: a
+# random one, printed). A short one runs in `make test` (integration/test_soak_e2e.py).
+SOAK_SECONDS ?= 300
+SOAK_SEED ?=
+SOAK_SYSTEMD ?= 252
+
+soak: setup $(STAMP_DEBOOTSTRAP)
+	SDACTIVATE_SYSTEMD=$(SOAK_SYSTEMD) SOAK_SECONDS=$(SOAK_SECONDS) SOAK_SEED=$(SOAK_SEED) \
+		$(PY) integration/soak.py
 
 # lint, typecheck, the hermetic tier here, then per release its tree, integration tier and
 # (on another Python) hermetic tier; one summary at the end (integration/matrix.py).
