@@ -771,7 +771,10 @@ class Handle:
             if not chunk:
                 break
             chunks.append(chunk)
-        os.close(self._out)
+        # The pipe's file object owns the fd: closing the number behind its back left it to
+        # close that number again when collected, by then maybe a later run's pipe (EBADF).
+        assert self._proc.stdout is not None
+        self._proc.stdout.close()
         self._proc.wait()
         if self._proc.returncode != 0 or not chunks:
             raise RuntimeError(f"load generator exited with status {self._proc.returncode}")

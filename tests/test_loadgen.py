@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import array
+import contextlib
+import gc
 import itertools
 import math
+import os
 import socket
 import struct
 import sys
@@ -311,6 +314,39 @@ def test_background_stop_truncates(server: Callable[..., _Server]) -> None:
     assert 10 <= res.total < 6000
     assert res.ok == res.total and res.lost == 0
     assert res.t0 == h.t0
+
+
+def test_result_closes_its_pipe_once() -> None:
+    """After result() the handle holds no fd: a file that takes the number of the handle's
+    pipe afterwards stays open when the handle is collected (a second close of that number
+    hit a later run's pipe: EBADF, or "pickle data was truncated")."""
+    with socket.socket() as s:  # a port nobody listens on: refused, and no server threads
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    before = set(os.listdir("/proc/self/fd"))
+    h = loadgen.start("127.0.0.1", port, rate=100, duration=0.05)
+    during = set(os.listdir("/proc/self/fd"))
+    assert h.result().total == 5
+    freed = sorted(int(fd) for fd in during - before - set(os.listdir("/proc/self/fd")))
+    assert freed, "result() closed no fd"
+    null = os.open(os.devnull, os.O_RDONLY)
+    try:
+        for fd in freed:  # a later file on each number result() gave back
+            os.dup2(null, fd, inheritable=False)
+        del h
+        gc.collect()
+        still_open = []
+        for fd in freed:
+            try:
+                os.fstat(fd)
+                still_open.append(fd)
+            except OSError:
+                pass
+        assert still_open == freed
+    finally:
+        for fd in [null, *freed]:
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
 
 def _synthetic() -> loadgen.Result:
