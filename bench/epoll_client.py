@@ -29,8 +29,8 @@ import socket
 import time
 from typing import Any
 
-import loadgen
-from loadgen import _ERROR, _LOST, _OK, _REFUSED, _RESET, _TIMEOUT, _UNSENT, Result, _Short
+from bench import loadgen
+from bench.loadgen import _ERROR, _LOST, _OK, _REFUSED, _RESET, _TIMEOUT, _UNSENT, Result, _Short
 
 _IN = select.EPOLLIN | select.EPOLLRDHUP
 _OUT = select.EPOLLOUT

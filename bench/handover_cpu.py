@@ -33,11 +33,11 @@ import tempfile
 import time
 from typing import Any
 
+from sdactivate.supervisor.client import request, request_reload
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-sys.path.insert(0, ROOT)
 
-from sdactivate.supervisor.client import request, request_reload  # noqa: E402
 
 _TICK = os.sysconf("SC_CLK_TCK")
 _PROFILED = """

@@ -649,13 +649,14 @@ def run(host: str, port: int, *, engine: str = "auto", **kwargs: Any) -> Result:
     (a quarter of asyncio's CPU per request), else a fresh asyncio loop (see run_async)."""
     epoll_kw = _epoll_kwargs(engine, kwargs)
     if epoll_kw is not None:
-        import epoll_client  # bench/ is on sys.path wherever loadgen is importable
+        from bench import epoll_client
 
         return epoll_client.run(host, port, **epoll_kw)
     return asyncio.run(run_async(host, port, **kwargs))
 
 
 SYSTEM_PYTHON = "/usr/bin/python3"
+_CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def fast_python() -> str:
@@ -713,11 +714,14 @@ class Handle:
         self.t0: float = math.nan  # monotonic time of request 0, valid once started
         self._bound = float(kwargs.get("duration", 0)) + float(kwargs.get("timeout", 2.0)) + 15.0
         self._result: Result | None = None
+        # `-m bench.loadgen` from the checkout: the stock interpreter finds the package there
+        # (it has no venv .pth); the module runs as __main__ (see _pack).
         self._proc = subprocess.Popen(
-            [fast_python(), os.path.abspath(__file__), "--child"],
+            [fast_python(), "-m", "bench.loadgen", "--child"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             close_fds=True,
+            cwd=_CHECKOUT,
         )
         assert self._proc.stdin is not None and self._proc.stdout is not None
         job = (host, port, kwargs, sorted(cpus) if cpus else None, os.getpid())
@@ -847,7 +851,7 @@ def _child() -> int:
         return await run_async(host, port, stop=stop, start_at=t0, **kwargs)
 
     def go_epoll(epoll_kw: dict[str, Any]) -> Result:
-        import epoll_client
+        from bench import epoll_client
 
         t0 = time.monotonic() + 0.01
         eng = epoll_client.Engine(host, port, start_at=t0, **epoll_kw)
@@ -859,7 +863,7 @@ def _child() -> int:
     try:
         epoll_kw = _epoll_kwargs(engine, kwargs)
         if epoll_kw is not None:
-            import epoll_client  # noqa: F401  (imported before the GC freeze)
+            from bench import epoll_client  # noqa: F401  (imported before the GC freeze)
         gc.collect()
         gc.freeze()  # import-time objects: never scanned again by a full collection
         state = _pack(go_epoll(epoll_kw) if epoll_kw is not None else asyncio.run(go()))

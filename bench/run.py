@@ -26,14 +26,8 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import loadgen
-import micro
-import modes
-import report
-import stalls
-from modes.base import SERVICE_CPU, ModeUnavailable, proc_sample
+from bench import loadgen, micro, modes, report, stalls
+from bench.modes.base import SERVICE_CPU, ModeUnavailable, proc_sample
 
 LOADGEN_CPU = 1
 # C4@bench: the Upgrader driven by the asyncio bench app, beside examples/upgrader_app.py

@@ -5,8 +5,9 @@ from __future__ import annotations
 import socket
 
 import pytest
-from helpers import gen_units, http_get, main_pid, wait_state
-from sandbox import Sandbox, Units, free_port, wait_until
+
+from integration.helpers import gen_units, http_get, main_pid, wait_state
+from integration.sandbox import Sandbox, Units, free_port, wait_until
 
 
 def test_accept_yes_one_process_per_connection(sandbox: Sandbox, units: Units) -> None:

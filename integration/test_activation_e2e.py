@@ -6,8 +6,8 @@ import json
 import uuid
 from collections.abc import Callable
 
-from helpers import PYTHON, gen_units, http_get, main_pid, wait_state
-from sandbox import Sandbox, Units, free_port, wait_until
+from integration.helpers import PYTHON, gen_units, http_get, main_pid, wait_state
+from integration.sandbox import Sandbox, Units, free_port, wait_until
 
 
 def test_socket_starts_service_ready_after_ready(

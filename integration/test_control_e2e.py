@@ -14,8 +14,9 @@ import time
 from collections.abc import Callable
 
 import pytest
-from releases import selected
-from sandbox import CODE_DIR, Sandbox, Units, free_port, wait_until
+
+from integration.releases import selected
+from integration.sandbox import CODE_DIR, Sandbox, Units, free_port, wait_until
 
 # The release's own interpreter, with the checkout at CODE_DIR (readable by anyone, unlike
 # a checkout under /root) on PYTHONPATH. A release's tree has Debian's python3-jeepney; the
@@ -268,8 +269,8 @@ def test_status_json_matches_systemctl_show(sandbox: Sandbox, units: Units) -> N
 def test_reload_of_supervised_unit_waits_for_handover(sandbox: Sandbox, units: Units) -> None:
     """`sdactivate reload NAME` on a `gen-units --supervise` unit returns once the new
     generation serves: the supervisor (MainPID) stays, the app answering is a new process."""
-    from helpers import PYTHON as SANDBOX_PYTHON
-    from helpers import gen_units, http_get
+    from integration.helpers import PYTHON as SANDBOX_PYTHON
+    from integration.helpers import gen_units, http_get
 
     port = free_port()
     files = gen_units(
@@ -295,8 +296,8 @@ def test_reload_of_supervised_unit_reports_failed_handover(
 ) -> None:
     """When the new generation dies before READY, `sdactivate reload NAME` exits 1 with the
     failed reload job and the supervisor's reason, and the old generation keeps serving."""
-    from helpers import PYTHON as SANDBOX_PYTHON
-    from helpers import gen_units
+    from integration.helpers import PYTHON as SANDBOX_PYTHON
+    from integration.helpers import gen_units
 
     install_app(sandbox)
     marker = "/run/sdctl-fail-marker"

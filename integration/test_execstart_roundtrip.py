@@ -11,8 +11,7 @@ import json
 import random
 import unicodedata
 
-from sandbox import Sandbox, Units
-
+from integration.sandbox import Sandbox, Units
 from sdactivate.errors import UnitConfigError
 from sdactivate.units.escape import exec_command_line, quote_environment
 

@@ -9,7 +9,7 @@ import subprocess
 import time
 from collections.abc import Callable
 
-from helpers import (
+from integration.helpers import (
     SYSTEMD_VERSION,
     gen_units,
     http_get,
@@ -19,7 +19,7 @@ from helpers import (
     start_limit,
     wait_state,
 )
-from sandbox import Sandbox, Units, free_port, wait_until
+from integration.sandbox import Sandbox, Units, free_port, wait_until
 
 UNIT = "sdact-fds.service"
 # the generated fd-store-only unit, nothing referencing it: `stop` + `start` keeps its store?

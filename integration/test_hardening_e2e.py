@@ -5,8 +5,9 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from helpers import PYTHON, gen_units, http_get, main_pid, wait_state
-from sandbox import Sandbox, Units, free_port
+
+from integration.helpers import PYTHON, gen_units, http_get, main_pid, wait_state
+from integration.sandbox import Sandbox, Units, free_port
 
 UNIX_GET = (
     "import socket, sys; s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); "

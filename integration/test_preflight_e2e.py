@@ -14,8 +14,9 @@ import uuid
 from collections.abc import Sequence
 
 import pytest
-from helpers import APP, PYTHON, http_get, split_stdout, wait_state
-from sandbox import CODE_DIR, Sandbox, Units, free_port, wait_until
+
+from integration.helpers import APP, PYTHON, http_get, split_stdout, wait_state
+from integration.sandbox import CODE_DIR, Sandbox, Units, free_port, wait_until
 
 # An app that never sends READY=1: serves "ok" on the inherited fd 3.
 NO_READY_APP = """\

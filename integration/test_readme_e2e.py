@@ -25,13 +25,10 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from helpers import RestartRun, main_pid, restart_under_load, wait_state
-from sandbox import CHECKOUT, CODE_DIR, Sandbox, Units, wait_until
-
-sys.path.insert(0, f"{CHECKOUT}/examples")
-sys.path.insert(0, f"{CHECKOUT}/bench")
-import loadgen
-import readme_blocks
+from bench import loadgen
+from examples import readme_blocks
+from integration.helpers import RestartRun, main_pid, restart_under_load, wait_state
+from integration.sandbox import CHECKOUT, CODE_DIR, Sandbox, Units, wait_until
 
 BLOCKS = readme_blocks.marked_blocks(readme_blocks.README.read_text(encoding="utf-8"))
 ROUNDS = 10

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from helpers import (
+from integration.helpers import (
     gen_units,
     http_get,
     main_pid,
@@ -13,7 +13,7 @@ from helpers import (
     sandbox_version,
     wait_state,
 )
-from sandbox import Sandbox, Units, free_port, wait_until
+from integration.sandbox import Sandbox, Units, free_port, wait_until
 
 UNIT = "sdact-rld.service"
 EXEC_RELOAD = "[Service]\nExecReload=/bin/kill -HUP $MAINPID\n"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import socket
 from collections.abc import Callable
 
-from helpers import (
+from integration.helpers import (
     PYTHON,
     gen_units,
     http_get,
@@ -15,7 +15,7 @@ from helpers import (
     start_limit,
     wait_state,
 )
-from sandbox import Sandbox, Units, free_port, wait_until
+from integration.sandbox import Sandbox, Units, free_port, wait_until
 
 
 def test_restart_x20_under_load_loses_nothing(

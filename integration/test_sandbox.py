@@ -8,9 +8,9 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from conftest import require_sandbox_host
-from releases import Release, boot_release
-from sandbox import CHECKOUT, CODE_DIR, Sandbox, Units
+from integration.conftest import require_sandbox_host
+from integration.releases import Release, boot_release
+from integration.sandbox import CHECKOUT, CODE_DIR, Sandbox, Units
 
 
 def test_boots_to_running(sandbox: Sandbox, systemd_version: int) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from helpers import (
+from integration.helpers import (
     APP,
     PYTHON,
     SYSTEMD_VERSION,
@@ -18,7 +18,7 @@ from helpers import (
     sigkill_supervisor,
     wait_state,
 )
-from sandbox import CODE_DIR, Sandbox, Units, free_port, wait_until
+from integration.sandbox import CODE_DIR, Sandbox, Units, free_port, wait_until
 
 # A one-request-at-a-time HTTP server on every LISTEN_FDS socket: it accepts a connection
 # only when it can answer it at once, so a stop (SIGTERM) between requests loses nothing;

@@ -5,11 +5,11 @@ really renices a starting generation under DynamicUser."""
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Callable
 
-from helpers import (
+from bench import loadgen
+from integration.helpers import (
     PYTHON,
     gen_units,
     http_get,
@@ -21,10 +21,7 @@ from helpers import (
     start_handover,
     wait_state,
 )
-from sandbox import CHECKOUT, Sandbox, Units, free_port, wait_until
-
-sys.path.insert(0, f"{CHECKOUT}/bench")
-import loadgen
+from integration.sandbox import Sandbox, Units, free_port, wait_until
 
 
 def supervised(

@@ -7,8 +7,15 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-from helpers import PYTHON, http_get, listen_inodes, main_pid, restart_under_load, wait_state
-from sandbox import CODE_DIR, Sandbox, Units, free_port, wait_until
+from integration.helpers import (
+    PYTHON,
+    http_get,
+    listen_inodes,
+    main_pid,
+    restart_under_load,
+    wait_state,
+)
+from integration.sandbox import CODE_DIR, Sandbox, Units, free_port, wait_until
 
 APP = f"{CODE_DIR}/examples/upgrader_app.py"
 FAULT = "/run/sdupg-fault"

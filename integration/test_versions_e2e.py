@@ -20,7 +20,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from helpers import (
+from integration.helpers import (
     PYTHON,
     gen_units,
     http_get,
@@ -29,7 +29,7 @@ from helpers import (
     sandbox_version,
     wait_state,
 )
-from sandbox import CODE_DIR, Sandbox, Units, free_port, wait_until
+from integration.sandbox import CODE_DIR, Sandbox, Units, free_port, wait_until
 
 VERIFY_DIR = "/run/sdact-verify"
 

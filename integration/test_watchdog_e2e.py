@@ -6,8 +6,8 @@ import socket
 import time
 from collections.abc import Callable
 
-from helpers import gen_units, http_get, main_pid, wait_state
-from sandbox import Sandbox, Units, free_port, wait_until
+from integration.helpers import gen_units, http_get, main_pid, wait_state
+from integration.sandbox import Sandbox, Units, free_port, wait_until
 
 UNIT = "sdact-wd.service"
 

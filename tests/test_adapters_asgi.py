@@ -7,7 +7,8 @@ import subprocess
 import sys
 
 import pytest
-from _adapter_harness import check_ready_then_serves, check_sigterm_drains, example, running
+
+from tests._adapter_harness import check_ready_then_serves, check_sigterm_drains, example, running
 
 SERVERS = ["uvicorn", "hypercorn"]
 

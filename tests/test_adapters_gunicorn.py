@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from _adapter_harness import check_sigterm_drains, example, request, running
+from tests._adapter_harness import check_sigterm_drains, example, request, running
 
 
 def _env(tmp_path: Path) -> dict[str, str]:

@@ -10,15 +10,13 @@ import math
 import os
 import socket
 import struct
-import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
-import loadgen
+from bench import loadgen
 
 Handler = Callable[[socket.socket], None]
 

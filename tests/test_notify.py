@@ -17,12 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _dgram_queue import FILLER, fill
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sdactivate import notify
 from sdactivate.errors import NotifyError, NotifyValueError
+from tests._dgram_queue import FILLER, fill
+from tests.support import checkout_env
 
 
 class Receiver:
@@ -343,7 +344,7 @@ def test_full_queue_send_completes_when_room_appears(rx: Receiver) -> None:
 # buffer holds). Needs root (CAP_SYS_ADMIN for unshare(2), CAP_NET_ADMIN in the namespace).
 _NETNS_SCENARIO = r"""
 import ctypes, json, os, socket, sys, time
-qlen, tests, path = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+qlen, path = int(sys.argv[1]), sys.argv[2]
 libc = ctypes.CDLL(None, use_errno=True)
 def check(ret):
     if ret != 0:
@@ -359,8 +360,7 @@ try:
 except OSError as exc:
     print(json.dumps({"skip": f"no network namespace with max_dgram_qlen={qlen}: {exc}"}))
     raise SystemExit(0)
-sys.path.insert(0, tests)
-from _dgram_queue import fill
+from tests._dgram_queue import fill
 from sdactivate import notify
 from sdactivate.errors import NotifyError
 rx = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -392,9 +392,9 @@ def test_full_queue_is_bounded_whatever_max_dgram_qlen(qlen: int, tmp_path: Path
             "-c",
             _NETNS_SCENARIO,
             str(qlen),
-            str(Path(__file__).parent),
             str(tmp_path / "notify"),
         ],
+        env=checkout_env(),
         capture_output=True,
         text=True,
         timeout=60,

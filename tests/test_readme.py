@@ -21,16 +21,14 @@ from pathlib import Path
 
 import pytest
 
+from bench import loadgen
+from examples import readme_blocks
 from sdactivate.addresses import parse_address
 from sdactivate.cli import build_parser
 from sdactivate.supervisor.client import request_reload
 from sdactivate.testing import NotifyReceiver, launch
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "examples"))
-sys.path.insert(0, str(ROOT / "bench"))
-import loadgen  # noqa: E402
-import readme_blocks  # noqa: E402
 
 TEXT = readme_blocks.README.read_text(encoding="utf-8")
 BLOCKS = readme_blocks.marked_blocks(TEXT)

@@ -18,6 +18,7 @@ import pytest
 
 from sdactivate._spawn import spawn
 from sdactivate.supervisor.client import request_status
+from tests.support import checkout_env
 
 ROOT = Path(__file__).resolve().parent.parent
 REPORT = """
@@ -107,10 +108,9 @@ def test_lowered_child_yields_the_cpu_to_its_sibling() -> None:
 
 MIDDLE = """
 import sys, time
-sys.path.insert(0, sys.argv[1])
 from sdactivate._shim import Tools
 from sdactivate._spawn import spawn
-tools = Tools(None, None, None, sys.executable) if sys.argv[2] == "python" else None
+tools = Tools(None, None, None, sys.executable) if sys.argv[1] == "python" else None
 c = spawn([sys.executable, "-c", "import time; time.sleep(60)"], [], own_process_group=True,
           tools=tools)
 print(c.pid, flush=True)
@@ -124,7 +124,10 @@ def test_pdeathsig_still_kills_a_child_in_its_own_group(shim: str) -> None:
     process that spawned it is SIGKILLed: no orphan survives. Set by setpriv(1), or by the
     Python shim where setpriv is missing."""
     middle = subprocess.Popen(
-        [sys.executable, "-c", MIDDLE, str(ROOT), shim], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", MIDDLE, shim],
+        env=checkout_env(),
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert middle.stdout is not None

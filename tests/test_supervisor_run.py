@@ -20,11 +20,9 @@ from typing import Any
 
 import pytest
 
+from bench import loadgen
 from sdactivate.supervisor.client import request_reload, request_status
 from sdactivate.testing import NotifyReceiver, Process, launch
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
-import loadgen
 
 # A tiny HTTP server on every LISTEN_FDS socket. faults/<generation> (read at start) picks
 # a fault for that generation only: exit-before-ready, never-ready, crash-after-ready,

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
-from loadgen import fast_python  # bench/ is on sys.path wherever modes is importable
+from bench.loadgen import fast_python
 
 T = TypeVar("T")
 
