@@ -32,8 +32,8 @@ STAMP_PIP := $(VENV)/.stamp-pip
 INSTALL_EDITABLE = $(PIP) $(1) -e . --config-settings editable_mode=compat 2>/dev/null \
 	|| $(PIP) $(1) -e .
 
-.PHONY: setup setup-demo test lint typecheck unit integration test-busy demo bench \
-	bench-handover clean rootfs matrix
+.PHONY: setup setup-demo test lint typecheck import-cycles unit integration test-busy demo \
+	bench bench-handover clean rootfs matrix
 
 setup: $(STAMP_PIP)
 
@@ -60,11 +60,16 @@ $(STAMP_PIP): $(STAMP_APT) requirements-dev.txt pyproject.toml
 	@touch $@
 
 lint: setup
-	$(VENV)/bin/ruff check sdactivate tests integration bench examples
-	$(VENV)/bin/ruff format --check sdactivate tests integration bench examples
+	$(VENV)/bin/ruff check sdactivate tests integration bench examples tools
+	$(VENV)/bin/ruff format --check sdactivate tests integration bench examples tools
 
 typecheck: setup
 	$(VENV)/bin/mypy --strict sdactivate
+
+# Any import cycle among sdactivate, tests, integration, bench and examples fails (read with
+# ast; lazy, TYPE_CHECKING and import_module imports count: see the script's docstring).
+import-cycles: setup
+	$(PY) tools/import_cycles.py
 
 unit: setup
 	$(PY) -m pytest -q tests
@@ -100,9 +105,10 @@ test-busy: setup
 		timeout 1200 $(PYTHON) -c "while True: pass" & hogs="$$hogs $$!"; done; \
 	$(PY) -m pytest -q tests; rc=$$?; kill $$hogs 2>/dev/null; wait; exit $$rc
 
-# lint, typecheck, the hermetic tier here, then per release its tree, integration tier and
-# (on another Python) hermetic tier; one summary at the end (integration/matrix.py).
-test: lint typecheck matrix
+# lint, typecheck, the import-cycle check, the hermetic tier here, then per release its tree,
+# integration tier and (on another Python) hermetic tier; one summary at the end
+# (integration/matrix.py).
+test: lint typecheck import-cycles matrix
 
 demo: setup-demo
 	$(PY) examples/demo.py
