@@ -76,7 +76,7 @@ class Canaries:
 
 def merged(gaps: Sequence[tuple[int, float, float]]) -> tuple[list[float], list[float]]:
     """Union of the gap intervals (any CPU), as sorted starts and ends."""
-    from bench.loadgen import union
+    from bench.loadresult import union
 
     return union([(a, b) for _, a, b in gaps])
 
