@@ -31,14 +31,15 @@ import select
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, Self
+
+from tests.support import free_port, wait_until  # re-exported: the integration tests' names
 
 __all__ = [
     "CODE_DIR",
@@ -187,7 +188,6 @@ exec env -i container=sdactivate-sandbox PATH=/usr/sbin:/usr/bin:/sbin:/bin \
 """
 
 _counter = itertools.count()
-T = TypeVar("T")
 
 
 class SandboxBootError(RuntimeError):
@@ -203,29 +203,6 @@ class SandboxCommandError(subprocess.CalledProcessError):
             f"sandbox command {cmd} exited {self.returncode}\n"
             f"--- stdout ---\n{self.stdout or ''}--- stderr ---\n{self.stderr or ''}"
         )
-
-
-def free_port(host: str = "127.0.0.1", *, kind: int = socket.SOCK_STREAM) -> int:
-    """A port on `host` that nothing is bound to right now (the kernel picks it)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, kind) as s:
-        s.bind((host, 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def wait_until(
-    predicate: Callable[[], T], *, timeout: float, interval: float = 0.02, what: str = ""
-) -> T:
-    """Poll `predicate` until it returns a truthy value; TimeoutError after `timeout` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise TimeoutError(f"timed out after {timeout} s waiting for {what or predicate!r}")
-        time.sleep(interval)
 
 
 def _cgroup2_root() -> Path:

@@ -12,22 +12,16 @@ from __future__ import annotations
 import subprocess
 import uuid
 from collections.abc import Sequence
+from pathlib import Path
 
 import pytest
 
 from integration.helpers import APP, PYTHON, http_get, split_stdout, wait_state
 from integration.sandbox import CODE_DIR, Sandbox, Units, free_port, wait_until
+from tests.support import CHILD_APP
 
-# An app that never sends READY=1: serves "ok" on the inherited fd 3.
-NO_READY_APP = """\
-import socket
-server = socket.socket(fileno=3)
-while True:
-    conn, _ = server.accept()
-    with conn:
-        conn.recv(65536)
-        conn.sendall(b"HTTP/1.1 200 OK\\r\\nContent-Length: 2\\r\\nConnection: close\\r\\n\\r\\nok")
-"""
+# The tests' HTTP service; `--no-ready --body ok`: never sends READY=1, serves "ok" anyway.
+NO_READY_APP = Path(CHILD_APP).read_text()
 
 
 def gen(
@@ -201,7 +195,7 @@ def test_type_exec_serves_an_app_that_never_sends_ready(
     and restarts; under the default Type=notify the same app stays "activating"."""
     name, port, app = f"sdpf-exec-{tag}", free_port(), f"/srv/sdpf-{tag}/noready.py"
     sandbox.write_file(app, NO_READY_APP)
-    proc = gen(sandbox, name, port, [PYTHON, app], "--type", "exec")
+    proc = gen(sandbox, name, port, [PYTHON, app, "--no-ready", "--body", "ok"], "--type", "exec")
     assert proc.returncode == 0, proc.stderr
     files = split_stdout(proc.stdout)
     assert "Type=exec\n" in files[f"{name}.service"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from integration.helpers import (
     APP,
@@ -19,47 +20,13 @@ from integration.helpers import (
     wait_state,
 )
 from integration.sandbox import CODE_DIR, Sandbox, Units, free_port, wait_until
+from tests.support import CHILD_APP
 
-# A one-request-at-a-time HTTP server on every LISTEN_FDS socket: it accepts a connection
-# only when it can answer it at once, so a stop (SIGTERM) between requests loses nothing;
-# examples/app.py (asyncio) can hold accepted-but-unanswered connections when CPU-starved.
-SIMPLE_APP = r"""
-import os, selectors, signal, socket, sys, time
-addr = os.environ["NOTIFY_SOCKET"]
-addr = "\0" + addr[1:] if addr.startswith("@") else addr
-socks = [socket.socket(fileno=3 + i) for i in range(int(os.environ["LISTEN_FDS"]))]
-r, w = os.pipe()
-os.set_blocking(w, False)
-signal.set_wakeup_fd(w)
-signal.signal(signal.SIGTERM, lambda *a: None)
-sel = selectors.DefaultSelector()
-for s in socks:
-    s.setblocking(False)
-    sel.register(s, selectors.EVENT_READ)
-sel.register(r, selectors.EVENT_READ)
-time.sleep(float(sys.argv[1]) if len(sys.argv) > 1 else 0)  # a slow start-up
-with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as n:
-    n.sendto(b"READY=1", addr)
-resp = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\nX-Pid: %d\r\n\r\nok"
-resp = resp % os.getpid()
-while True:
-    for key, _ in sel.select():
-        if key.fileobj == r:
-            sys.exit(0)
-        try:
-            c, _ = key.fileobj.accept()
-        except BlockingIOError:
-            continue
-        with c:
-            c.settimeout(5)
-            buf = b""
-            while b"\r\n\r\n" not in buf:
-                d = c.recv(4096)
-                if not d:
-                    break
-                buf += d
-            c.sendall(resp)
-"""
+# The tests' HTTP service (tests/child_app.py), one request at a time on every LISTEN_FDS
+# socket: it accepts a connection only when it can answer it at once, so a stop (SIGTERM)
+# between requests loses nothing; examples/app.py (asyncio) can hold accepted-but-unanswered
+# connections when CPU-starved.
+SIMPLE_APP = Path(CHILD_APP).read_text()
 SIMPLE_APP_PATH = "/usr/local/lib/sdsup/simple_app.py"
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from bench import loadgen
+from tests.support import wait_until
 
 Handler = Callable[[socket.socket], None]
 
@@ -236,10 +237,7 @@ def test_latency_measured_from_schedule(server: Callable[..., _Server]) -> None:
     srv = server(stalled)
     h = loadgen.start("127.0.0.1", srv.port, rate=100, duration=0.3, timeout=3.0)
     # Release once every request was sent (each waits on the gate until then).
-    for _ in range(500):
-        if srv.connections >= 30:
-            break
-        threading.Event().wait(0.01)
+    wait_until(lambda: srv.connections >= 30, timeout=5, interval=0.01, what="30 connections")
     release.set()
     res = h.result()
     assert res.ok == 30
@@ -303,10 +301,7 @@ def test_background_stop_truncates(server: Callable[..., _Server]) -> None:
     """stop() ends a long run early; unscheduled requests are dropped, not counted as lost."""
     srv = server(_ok)
     h = loadgen.start("127.0.0.1", srv.port, rate=100, duration=60)
-    for _ in range(500):
-        if srv.connections >= 10:
-            break
-        threading.Event().wait(0.01)
+    wait_until(lambda: srv.connections >= 10, timeout=5, interval=0.01, what="10 connections")
     h.stop()
     res = h.result(timeout=10)
     assert 10 <= res.total < 6000

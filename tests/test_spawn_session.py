@@ -18,7 +18,7 @@ import pytest
 
 from sdactivate._spawn import spawn
 from sdactivate.supervisor.client import request_status
-from tests.support import checkout_env
+from tests.support import checkout_env, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 REPORT = """
@@ -159,6 +159,20 @@ while True:
 """
 
 
+def _wait_running(sup: subprocess.Popen[Any]) -> dict[str, Any]:
+    """The supervisor's status once its phase is "running" (it must not exit before)."""
+
+    def running() -> dict[str, Any] | None:
+        assert sup.poll() is None, "supervisor exited"
+        try:
+            status = request_status(sup.pid, timeout=2)
+        except Exception:
+            return None
+        return status if status["phase"] == "running" else None
+
+    return wait_until(running, timeout=15, interval=0.05, what="the supervisor running")
+
+
 def test_ctrl_c_reaches_only_the_supervisor(tmp_path: Path) -> None:
     """SIGINT to the supervisor's process group (a terminal's Ctrl-C) is not delivered to
     the generation; the supervisor stops it with its stop signal (SIGTERM) and exits 0."""
@@ -171,16 +185,7 @@ def test_ctrl_c_reaches_only_the_supervisor(tmp_path: Path) -> None:
     # its own process group, like a shell's foreground job
     sup = subprocess.Popen(argv, env=env, cwd=tmp_path, start_new_session=True)
     try:
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                if request_status(sup.pid, timeout=2)["phase"] == "running":
-                    break
-            except Exception:
-                pass
-            assert time.monotonic() < deadline, "supervisor not running within 15s"
-            assert sup.poll() is None, "supervisor exited"
-            time.sleep(0.05)  # polling a status, bounded by the deadline
+        _wait_running(sup)
         os.killpg(sup.pid, signal.SIGINT)
         assert sup.wait(15) == 0
         assert log.read_text() == "SIGTERM\n"
@@ -203,17 +208,7 @@ def test_generation_exiting_at_stop_is_not_replaced(tmp_path: Path) -> None:
     argv += ["--", sys.executable, str(app), str(log)]
     sup = subprocess.Popen(argv, env=env, cwd=tmp_path, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                status = request_status(sup.pid, timeout=2)
-                if status["phase"] == "running":
-                    break
-            except Exception:
-                pass
-            assert time.monotonic() < deadline, "supervisor not running within 15s"
-            assert sup.poll() is None, "supervisor exited"
-            time.sleep(0.05)  # polling a status, bounded by the deadline
+        status = _wait_running(sup)
         child = status["pid"]
         sup.send_signal(signal.SIGSTOP)
         sup.send_signal(signal.SIGTERM)  # pending until SIGCONT, like systemd's main-first

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sdactivate.testing import NotifyReceiver
+from tests.support import wait_until
 
 from .base import (
     BENCH,
@@ -31,10 +32,10 @@ from .base import (
     kill_pid,
     popen,
     scratch_dir,
-    wait_for,
 )
 
 READY_TIMEOUT = 30.0
+POLL = 0.002  # s: where a restart's end is seen by polling, the poll is its resolution
 
 
 def app_argv(app: str, how: str, port: int) -> list[str]:
@@ -321,7 +322,12 @@ class Gunicorn(Mode):
         self.master = self.proc.pid
         self.masters.append(self.master)
         self.rx.wait_for("READY", "1", since=since, timeout=READY_TIMEOUT)
-        wait_for(lambda: len(children(self.master)) >= self.workers, READY_TIMEOUT, "workers")
+        wait_until(
+            lambda: len(children(self.master)) >= self.workers,
+            timeout=READY_TIMEOUT,
+            interval=POLL,
+            what="workers",
+        )
 
     def restart(self) -> Restart:
         assert self.rx is not None and self.pidfile is not None
@@ -330,27 +336,36 @@ class Gunicorn(Mode):
             before = set(children(old))
             t = time.monotonic()
             os.kill(old, signal.SIGHUP)
-            wait_for(
+            wait_until(
                 lambda: not (set(children(old)) & before) and len(children(old)) >= self.workers,
-                READY_TIMEOUT,
-                "gunicorn HUP: new workers, old ones gone",
+                timeout=READY_TIMEOUT,
+                interval=POLL,
+                what="gunicorn HUP: new workers, old ones gone",
             )
             return Restart(t, time.monotonic(), old, old)
         t = time.monotonic()
         os.kill(old, signal.SIGUSR2)
         # The new master is a child of the old one (fork + exec); gunicorn has no readiness
         # gate, so "ready" = it has its workers.
-        new = wait_for(
+        new = wait_until(
             lambda: next((c for c in children(old) if len(children(c)) >= self.workers), 0),
-            READY_TIMEOUT,
-            "a new master with its workers",
+            timeout=READY_TIMEOUT,
+            interval=POLL,
+            what="a new master with its workers",
         )
         self.masters.append(new)
         os.kill(old, signal.SIGTERM)
-        wait_for(lambda: not alive(old), READY_TIMEOUT, "old master to exit")
+        wait_until(
+            lambda: not alive(old), timeout=READY_TIMEOUT, interval=POLL, what="old master to exit"
+        )
         # gunicorn ignores USR2 while the new master still has a parent master; it promotes
         # itself (renaming its pid file to --pid) on its next loop once the old one is gone.
-        wait_for(lambda: _pidfile(self.pidfile) == new, READY_TIMEOUT, "new master promoted")
+        wait_until(
+            lambda: _pidfile(self.pidfile) == new,
+            timeout=READY_TIMEOUT,
+            interval=POLL,
+            what="new master promoted",
+        )
         if self.proc is not None and self.proc.pid == old:
             self.proc.wait(timeout=5)
             self.proc = None
