@@ -101,7 +101,7 @@ def test_readme_quickstart_restarts_and_reloads_lose_nothing(
     restart; 10 x `systemctl restart` at 300 new connections/s: 0 failed; then the
     --supervise block and 10 x `systemctl reload`: 0 failed, MainPID (the supervisor) kept,
     a new app pid each time; latency reported against the steady state of the same run."""
-    name, port = "rdme-qs", free_dual_stack_port()
+    name, port = units.name("rdme-qs"), free_dual_stack_port()
     subs = _subs(name, port)
     _setup(sandbox, units, name, _block("quickstart-app", subs))
     service = f"{name}.service"
@@ -157,7 +157,7 @@ def test_readme_app_in_a_unit_that_passes_another_socket_fails_at_once(
     [::]:P) with the old README app, which asks for 127.0.0.1:P by the name http. The service
     fails at its first start with the mismatch message in the journal (what it got, what it
     looked for, --fdname): no bind, no "Address already in use"."""
-    name, port = "rdme-mis", free_dual_stack_port()
+    name, port = units.name("rdme-mis"), free_dual_stack_port()
     subs = _subs(name, port)
     app = readme_blocks.substitute(
         _block("quickstart-app", subs),
@@ -228,7 +228,7 @@ def test_walkthrough_script(
     a curl loop, 0 failed, everything removed afterwards. pip inside reads only local
     files (network traffic stays on loopback)."""
     pip_env = _offline_wheels()
-    name, port = "rdme-wt", free_dual_stack_port()
+    name, port = units.name("rdme-wt"), free_dual_stack_port()
     units.track([f"{name}.socket", f"{name}.service"])
     env = {
         "NAME": name,

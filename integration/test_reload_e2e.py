@@ -26,31 +26,38 @@ def test_reload_notifies_and_stays_active(
     READY=1 (its STATUS= reaches systemd), the unit stays active with the same main pid, and
     reloads under load lose nothing."""
     port = free_port()
-    files = gen_units("sdact-rld", listens=[(f"127.0.0.1:{port}", "http")])
-    units.install(files | {f"{UNIT}.d/50-reload.conf": EXEC_RELOAD})
-    sandbox.systemctl("start", "sdact-rld.socket", UNIT)
-    wait_state(sandbox, UNIT, "active")
-    pid = main_pid(sandbox, UNIT)
+    files = gen_units(units.name("sdact-rld"), listens=[(f"127.0.0.1:{port}", "http")])
+    units.install(files | {f"{units.name(UNIT)}.d/50-reload.conf": EXEC_RELOAD})
+    sandbox.systemctl("start", units.name("sdact-rld.socket"), units.name(UNIT))
+    wait_state(sandbox, units.name(UNIT), "active")
+    pid = main_pid(sandbox, units.name(UNIT))
     assert http_get("127.0.0.1", port)[2] == f"pid={pid} gen=0\n"
 
     start = time.monotonic()
-    sandbox.systemctl("reload", UNIT)
+    sandbox.systemctl("reload", units.name(UNIT))
     took = time.monotonic() - start
     wait_until(
-        lambda: sandbox.show(UNIT, "StatusText")["StatusText"] == f"reloaded: pid {pid}, gen 1",
+        lambda: (
+            sandbox.show(units.name(UNIT), "StatusText")["StatusText"]
+            == f"reloaded: pid {pid}, gen 1"
+        ),
         timeout=10,
         what="STATUS= of the READY=1 that ends the reload",
     )
-    state = wait_state(sandbox, UNIT, "active", sub="running")
+    state = wait_state(sandbox, units.name(UNIT), "active", sub="running")
     assert state["MainPID"] == str(pid) and state["NRestarts"] == "0"
     assert http_get("127.0.0.1", port)[2] == f"pid={pid} gen=1\n"
-    log = sandbox.run(["journalctl", "-u", UNIT, "-o", "cat", "-q"]).stdout
+    log = sandbox.run(["journalctl", "-u", units.name(UNIT), "-o", "cat", "-q"]).stdout
     sent = [line for line in log.splitlines() if "RELOADING=1" in line or "READY=1" in line]
     assert [("RELOADING" in s) for s in sent[-2:]] == [True, False], sent
     assert "MONOTONIC_USEC" in sent[-2]
 
     run = restart_under_load(
-        port, lambda: sandbox.systemctl("reload", UNIT), restarts=5, rate=300, spacing=0.2
+        port,
+        lambda: sandbox.systemctl("reload", units.name(UNIT)),
+        restarts=5,
+        rate=300,
+        spacing=0.2,
     )
     measurements(f"reload: systemctl reload took {took * 1e3:.0f} ms; under load: {run.describe()}")
     run.assert_no_failures()
@@ -67,13 +74,16 @@ def test_generated_reload_units(sandbox: Sandbox, units: Units) -> None:
     sends SIGHUP and returns after the app's READY=1), Type=notify + ExecReload=kill -HUP on
     252; either way the app reloads in place (same pid, next generation) and stays active."""
     version = sandbox_version(sandbox)
-    unit = "sdact-grl.service"
+    unit = units.name("sdact-grl.service")
     port = free_port()
     files = gen_units(
-        "sdact-grl", listens=[(f"127.0.0.1:{port}", "http")], options=["--reload"], version=version
+        units.name("sdact-grl"),
+        listens=[(f"127.0.0.1:{port}", "http")],
+        options=["--reload"],
+        version=version,
     )
     units.install(files)
-    sandbox.systemctl("start", "sdact-grl.socket", unit)
+    sandbox.systemctl("start", units.name("sdact-grl.socket"), unit)
     wait_state(sandbox, unit, "active", sub="running")
     kind = sandbox.show(unit, "Type", "ExecReload")
     assert kind["Type"] == ("notify-reload" if version >= 253 else "notify"), kind
