@@ -12,13 +12,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
 from bench.loadgen import fast_python
+from tests.support import wait_until
 
 T = TypeVar("T")
 
@@ -159,11 +159,14 @@ def kill_pid(pid: int, *, timeout: float = 10.0) -> None:
         return
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while alive(pid) and time.monotonic() < deadline:
+
+    def gone() -> bool:
         with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, os.WNOHANG)
-        time.sleep(0.01)
+            os.waitpid(pid, os.WNOHANG)  # a child of ours is a zombie until reaped
+        return not alive(pid)
+
+    with contextlib.suppress(TimeoutError):
+        wait_until(gone, timeout=timeout, interval=0.01)
     if alive(pid):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
