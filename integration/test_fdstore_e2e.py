@@ -59,27 +59,26 @@ def test_fdstore_restart_kill_and_stop_start(
     stored socket; SIGKILL of the main process (Restart=on-failure) keeps it too and fails
     only the requests that process had in flight; stop + start flushes it and the app
     re-binds."""
+    unit = units.name(UNIT)
     port = free_port()
     units.install(fdstore_units(units, port))
-    sandbox.systemctl("start", units.name(UNIT))
-    wait_state(sandbox, units.name(UNIT), "active")
+    sandbox.systemctl("start", unit)
+    wait_state(sandbox, unit, "active")
     # gen-units' default start limit: 20 quick restarts must not fail the service
-    assert start_limit(sandbox, units.name(UNIT)) == ("30", "1min")
-    assert sandbox.show(units.name(UNIT), "NFileDescriptorStore")["NFileDescriptorStore"] == "1"
+    assert start_limit(sandbox, unit) == ("30", "1min")
+    assert sandbox.show(unit, "NFileDescriptorStore")["NFileDescriptorStore"] == "1"
     first = listen_inodes(port)
     assert len(first) == 1
 
-    run = restart_under_load(
-        port, lambda: sandbox.systemctl("restart", units.name(UNIT)), restarts=20
-    )
+    run = restart_under_load(port, lambda: sandbox.systemctl("restart", unit), restarts=20)
     measurements("fd store: " + run.describe())
     run.assert_no_failures()
     assert len(run.result.pids()) >= 21
-    assert sandbox.show(units.name(UNIT), "NFileDescriptorStore")["NFileDescriptorStore"] == "1"
+    assert sandbox.show(unit, "NFileDescriptorStore")["NFileDescriptorStore"] == "1"
     assert listen_inodes(port) == first  # the very socket the first generation bound
 
     # SIGKILL: no drain at all; Restart=on-failure brings it back on the stored socket.
-    before = main_pid(sandbox, units.name(UNIT))
+    before = main_pid(sandbox, unit)
 
     killed: list[tuple[float, float]] = []
     held: list[socket.socket] = []
@@ -96,17 +95,17 @@ def test_fdstore_restart_kill_and_stop_start(
             what="the app accepting the slow request",
         )
         start = time.monotonic()
-        sandbox.systemctl("kill", "--signal=SIGKILL", "--kill-who=main", units.name(UNIT))
+        sandbox.systemctl("kill", "--signal=SIGKILL", "--kill-who=main", unit)
         killed.append((start, time.monotonic()))
         wait_until(
             lambda: (
-                sandbox.show(units.name(UNIT), "NRestarts", "SubState", "MainPID")
+                sandbox.show(unit, "NRestarts", "SubState", "MainPID")
                 == {
                     "NRestarts": "1",
                     "SubState": "running",
-                    "MainPID": str(main_pid(sandbox, units.name(UNIT))),
+                    "MainPID": str(main_pid(sandbox, unit)),
                 }
-                and main_pid(sandbox, units.name(UNIT)) not in (0, before)
+                and main_pid(sandbox, unit) not in (0, before)
             ),
             timeout=15,
             what="the automatic restart after SIGKILL",
@@ -124,26 +123,26 @@ def test_fdstore_restart_kill_and_stop_start(
         except ConnectionResetError:
             cut = b""
     assert cut == b"", f"the slow request was answered after SIGKILL: {cut!r}"
-    assert sandbox.show(units.name(UNIT), "NFileDescriptorStore")["NFileDescriptorStore"] == "1"
+    assert sandbox.show(unit, "NFileDescriptorStore")["NFileDescriptorStore"] == "1"
     assert listen_inodes(port) == first
 
     # stop + start: two jobs. 252 flushes the store; 254 and 257 keep it only while the unit
     # stays loaded (FileDescriptorStorePreserve=yes) and unload this unreferenced one; 262
     # keeps it. Where it is flushed the app binds a new socket.
     kept = KEPT_BY_STOP_START[SYSTEMD_VERSION]
-    sandbox.systemctl("stop", units.name(UNIT))
+    sandbox.systemctl("stop", unit)
     wait_until(
         lambda: (
-            sandbox.show(units.name(UNIT), "NFileDescriptorStore")["NFileDescriptorStore"]
+            sandbox.show(unit, "NFileDescriptorStore")["NFileDescriptorStore"]
             == ("1" if kept else "0")
         ),
         timeout=10,
         what="the store kept or flushed",
     )
     assert listen_inodes(port) == (first if kept else set())
-    sandbox.systemctl("start", units.name(UNIT))
-    wait_state(sandbox, units.name(UNIT), "active")
-    assert sandbox.show(units.name(UNIT), "NFileDescriptorStore")["NFileDescriptorStore"] == "1"
+    sandbox.systemctl("start", unit)
+    wait_state(sandbox, unit, "active")
+    assert sandbox.show(unit, "NFileDescriptorStore")["NFileDescriptorStore"] == "1"
     rebound = listen_inodes(port)
     assert len(rebound) == 1 and (rebound == first) == kept
-    assert http_get("127.0.0.1", port)[1]["x-pid"] == str(main_pid(sandbox, units.name(UNIT)))
+    assert http_get("127.0.0.1", port)[1]["x-pid"] == str(main_pid(sandbox, unit))

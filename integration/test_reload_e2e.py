@@ -25,36 +25,34 @@ def test_reload_notifies_and_stays_active(
     """`systemctl reload` returns promptly, the app sends RELOADING=1 + MONOTONIC_USEC then
     READY=1 (its STATUS= reaches systemd), the unit stays active with the same main pid, and
     reloads under load lose nothing."""
+    unit = units.name(UNIT)
     port = free_port()
     files = gen_units(units.name("sdact-rld"), listens=[(f"127.0.0.1:{port}", "http")])
-    units.install(files | {f"{units.name(UNIT)}.d/50-reload.conf": EXEC_RELOAD})
-    sandbox.systemctl("start", units.name("sdact-rld.socket"), units.name(UNIT))
-    wait_state(sandbox, units.name(UNIT), "active")
-    pid = main_pid(sandbox, units.name(UNIT))
+    units.install(files | {f"{unit}.d/50-reload.conf": EXEC_RELOAD})
+    sandbox.systemctl("start", units.name("sdact-rld.socket"), unit)
+    wait_state(sandbox, unit, "active")
+    pid = main_pid(sandbox, unit)
     assert http_get("127.0.0.1", port)[2] == f"pid={pid} gen=0\n"
 
     start = time.monotonic()
-    sandbox.systemctl("reload", units.name(UNIT))
+    sandbox.systemctl("reload", unit)
     took = time.monotonic() - start
     wait_until(
-        lambda: (
-            sandbox.show(units.name(UNIT), "StatusText")["StatusText"]
-            == f"reloaded: pid {pid}, gen 1"
-        ),
+        lambda: sandbox.show(unit, "StatusText")["StatusText"] == f"reloaded: pid {pid}, gen 1",
         timeout=10,
         what="STATUS= of the READY=1 that ends the reload",
     )
-    state = wait_state(sandbox, units.name(UNIT), "active", sub="running")
+    state = wait_state(sandbox, unit, "active", sub="running")
     assert state["MainPID"] == str(pid) and state["NRestarts"] == "0"
     assert http_get("127.0.0.1", port)[2] == f"pid={pid} gen=1\n"
-    log = sandbox.run(["journalctl", "-u", units.name(UNIT), "-o", "cat", "-q"]).stdout
+    log = sandbox.run(["journalctl", "-u", unit, "-o", "cat", "-q"]).stdout
     sent = [line for line in log.splitlines() if "RELOADING=1" in line or "READY=1" in line]
     assert [("RELOADING" in s) for s in sent[-2:]] == [True, False], sent
     assert "MONOTONIC_USEC" in sent[-2]
 
     run = restart_under_load(
         port,
-        lambda: sandbox.systemctl("reload", units.name(UNIT)),
+        lambda: sandbox.systemctl("reload", unit),
         restarts=5,
         rate=300,
         spacing=0.2,
