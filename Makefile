@@ -32,8 +32,8 @@ STAMP_PIP := $(VENV)/.stamp-pip
 INSTALL_EDITABLE = $(PIP) $(1) -e . --config-settings editable_mode=compat 2>/dev/null \
 	|| $(PIP) $(1) -e .
 
-.PHONY: setup setup-demo test lint typecheck unit integration test-busy demo bench \
-	bench-handover clean rootfs matrix soak
+.PHONY: setup setup-demo test lint typecheck import-cycles unit integration test-busy demo \
+	bench bench-handover clean rootfs matrix soak
 
 setup: $(STAMP_PIP)
 
@@ -60,11 +60,16 @@ $(STAMP_PIP): $(STAMP_APT) requirements-dev.txt pyproject.toml
 	@touch $@
 
 lint: setup
-	$(VENV)/bin/ruff check sdactivate tests integration bench examples
-	$(VENV)/bin/ruff format --check sdactivate tests integration bench examples
+	$(VENV)/bin/ruff check sdactivate tests integration bench examples tools
+	$(VENV)/bin/ruff format --check sdactivate tests integration bench examples tools
 
 typecheck: setup
 	$(VENV)/bin/mypy --strict sdactivate
+
+# Any import cycle among sdactivate, tests, integration, bench and examples fails (read with
+# ast; lazy, TYPE_CHECKING and import_module imports count: see the script's docstring).
+import-cycles: setup
+	$(PY) tools/import_cycles.py
 
 unit: setup
 	$(PY) -m pytest -q tests
@@ -114,9 +119,10 @@ soak: setup $(STAMP_DEBOOTSTRAP)
 	SDACTIVATE_SYSTEMD=$(SOAK_SYSTEMD) SOAK_SECONDS=$(SOAK_SECONDS) SOAK_SEED=$(SOAK_SEED) \
 		$(PY) integration/soak.py
 
-# lint, typecheck, the hermetic tier here, then per release its tree, integration tier and
-# (on another Python) hermetic tier; one summary at the end (integration/matrix.py).
-test: lint typecheck matrix
+# lint, typecheck, the import-cycle check, the hermetic tier here, then per release its tree,
+# integration tier and (on another Python) hermetic tier; one summary at the end
+# (integration/matrix.py).
+test: lint typecheck import-cycles matrix
 
 demo: setup-demo
 	$(PY) examples/demo.py

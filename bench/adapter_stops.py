@@ -34,8 +34,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import loadgen
-
+from bench import loadgen
 from sdactivate.supervisor.client import request_reload, request_status
 
 HERE = os.path.dirname(os.path.abspath(__file__))

@@ -20,7 +20,6 @@ Same schedule, outcomes and Result as ``loadgen.run_async`` (see loadgen's modul
 
 from __future__ import annotations
 
-import array
 import collections
 import errno
 import math
@@ -29,8 +28,8 @@ import socket
 import time
 from typing import Any
 
-import loadgen
-from loadgen import _ERROR, _LOST, _OK, _REFUSED, _RESET, _TIMEOUT, _UNSENT, Result, _Short
+from bench.loadresult import ERROR, LOST, OK, REFUSED, RESET, TIMEOUT, UNSENT, Result
+from bench.loadwire import MAX_RESPONSE, PID_BODY, Short, Target, parse_head, raise_nofile
 
 _IN = select.EPOLLIN | select.EPOLLRDHUP
 _OUT = select.EPOLLOUT
@@ -71,20 +70,11 @@ class Engine:
         if max_requests is not None:
             n = min(n, max_requests)
         self.n = n
-        self.target = loadgen._Target(host, port, unix_path, request, False)
+        self.target = Target(host, port, unix_path, request, False)
         self.timeout = timeout
         self.t0 = start_at if start_at is not None else time.monotonic() + 0.01
         self.rate = rate
-        res = Result(rate=rate, duration=duration, keepalive=False, t0=self.t0, wall=0.0)
-        nan = math.nan
-        interval = 1.0 / rate
-        res.scheduled = array.array("d", (self.t0 + i * interval for i in range(n)))
-        res.latency = array.array("d", [nan]) * n
-        res.send_lag = array.array("d", [nan]) * n
-        res.outcome = array.array("b", [_UNSENT]) * n
-        res.status = array.array("h", [0]) * n
-        res.pid = array.array("l", [0]) * n
-        self.res = res
+        self.res = Result.planned(rate=rate, duration=duration, keepalive=False, t0=self.t0, n=n)
         self.stopped = False
         self.ep = select.epoll()
         self.live: dict[int, _Req] = {}
@@ -99,26 +89,26 @@ class Engine:
         if self.live.pop(req.sock.fileno(), None) is None:
             return
         req.sock.close()  # also drops it from the epoll set
-        if code == _OK:
-            self.res.outcome[req.rid] = _OK
+        if code == OK:
+            self.res.outcome[req.rid] = OK
         else:
             self.res.fail(req.rid, code, kind)
 
     def _fail_errno(self, req: _Req, err: int) -> None:
         if err == errno.ECONNREFUSED:
-            self._finish(req, _REFUSED, "ECONNREFUSED")
+            self._finish(req, REFUSED, "ECONNREFUSED")
         elif err in _RESET_ERRNOS:
-            self._finish(req, _RESET, "EPIPE" if err == errno.EPIPE else "ECONNRESET")
+            self._finish(req, RESET, "EPIPE" if err == errno.EPIPE else "ECONNRESET")
         else:
-            self._finish(req, _ERROR, errno.errorcode.get(err, str(err)))
+            self._finish(req, ERROR, errno.errorcode.get(err, str(err)))
 
     def _complete(self, req: _Req, now: float, head_end: int, eof: bool) -> bool:
         """Record the response if it is complete; False if more bytes are needed."""
         buf = req.buf
         try:
-            status, length, _close, pid = loadgen._parse_head(buf[:head_end])
-        except _Short:
-            self._finish(req, _RESET, "short")
+            status, length, _close, pid = parse_head(buf[:head_end])
+        except Short:
+            self._finish(req, RESET, "short")
             return True
         body_start = head_end + 4
         if length is None:
@@ -127,13 +117,13 @@ class Engine:
             body = buf[body_start:]
         elif len(buf) - body_start < length:
             if eof:
-                self._finish(req, _RESET, "short")
+                self._finish(req, RESET, "short")
                 return True
             return False
         else:
             body = buf[body_start : body_start + length]
         if not pid:
-            bm = loadgen._PID_BODY.search(body[:256])
+            bm = PID_BODY.search(body[:256])
             if bm:
                 pid = int(bm.group(1))
         res = self.res
@@ -141,11 +131,11 @@ class Engine:
         res.status[rid] = status
         res.pid[rid] = pid
         if 200 <= status < 300:
-            self._finish(req, _OK)
+            self._finish(req, OK)
             res.latency[rid] = now - res.scheduled[rid]
             res.ok += 1
         else:
-            self._finish(req, _LOST, f"http_{status}")
+            self._finish(req, LOST, f"http_{status}")
         return True
 
     # --- socket events --------------------------------------------------------------------
@@ -157,7 +147,7 @@ class Engine:
         try:
             sock = socket.socket(target.family, socket.SOCK_STREAM)
         except OSError as exc:
-            res.fail(rid, _ERROR, errno.errorcode.get(exc.errno or 0, type(exc).__name__))
+            res.fail(rid, ERROR, errno.errorcode.get(exc.errno or 0, type(exc).__name__))
             return
         sock.setblocking(False)
         if target.family != socket.AF_UNIX:
@@ -199,8 +189,8 @@ class Engine:
                     eof = True
                     break
                 req.buf += chunk
-                if len(req.buf) > loadgen._MAX_RESPONSE:
-                    self._finish(req, _RESET, "short")
+                if len(req.buf) > MAX_RESPONSE:
+                    self._finish(req, RESET, "short")
                     return
         except (BlockingIOError, InterruptedError):
             pass
@@ -212,7 +202,7 @@ class Engine:
             if self._complete(req, now, end, eof):
                 return
         elif eof:
-            self._finish(req, _RESET, "short")
+            self._finish(req, RESET, "short")
 
     def _event(self, fd: int, mask: int, now: float) -> None:
         req = self.live.get(fd)
@@ -233,12 +223,12 @@ class Engine:
         while expiry and expiry[0].due <= now:
             req = expiry.popleft()
             if req.sock.fileno() in self.live and self.live[req.sock.fileno()] is req:
-                self._finish(req, _TIMEOUT, "timeout")
+                self._finish(req, TIMEOUT, "timeout")
 
     # --- the loop -------------------------------------------------------------------------
     def run(self) -> Result:
         res, n = self.res, self.n
-        loadgen._raise_nofile(int(self.rate * self.timeout * 1.5) + 256)
+        raise_nofile(int(self.rate * self.timeout * 1.5) + 256)
         cpu0 = time.process_time()
         deadline = self.t0 + res.duration + self.timeout + 2.0
         scheduled = res.scheduled
@@ -270,16 +260,14 @@ class Engine:
                     event(fd, mask, time.monotonic())
         finally:
             for req in list(self.live.values()):
-                self._finish(req, _TIMEOUT, "timeout")
+                self._finish(req, TIMEOUT, "timeout")
             self.ep.close()
         res.wall = time.monotonic() - self.t0
         res.cpu_s = time.process_time() - cpu0
-        if i < len(scheduled):
-            for arr in (res.scheduled, res.latency, res.send_lag, res.outcome, res.status, res.pid):
-                del arr[i:]
+        res.truncate(i)
         for j, o in enumerate(res.outcome):
-            if o == _UNSENT:  # never dispatched: the run was cut short
-                res.fail(j, _LOST, "unsent")
+            if o == UNSENT:  # never dispatched: the run was cut short
+                res.fail(j, LOST, "unsent")
         return res
 
 

@@ -33,11 +33,12 @@ import tempfile
 import time
 from typing import Any
 
+from sdactivate.supervisor.client import request, request_reload
+from tests.support import wait_until
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-sys.path.insert(0, ROOT)
 
-from sdactivate.supervisor.client import request, request_reload  # noqa: E402
 
 _TICK = os.sysconf("SC_CLK_TCK")
 _PROFILED = """
@@ -83,16 +84,23 @@ def cpu_ns(pid: int) -> tuple[int, int, int]:
 
 
 def _wait_status(pid: int, until: Any, deadline: float) -> dict[str, Any]:
-    while True:
+    last: dict[str, Any] = {}
+
+    def reached() -> dict[str, Any] | None:
+        nonlocal last
         try:
-            status = request(pid, "status", timeout=5.0)
-            if until(status):
-                return status
+            last = request(pid, "status", timeout=5.0)
         except Exception:  # the control socket is not there yet
-            status = {}
-        if time.monotonic() > deadline:
-            raise SystemExit(f"handover_cpu: supervisor {pid} never reached the state: {status}")
-        time.sleep(0.02)
+            last = {}
+            return None
+        return last if until(last) else None
+
+    try:
+        return wait_until(reached, timeout=max(0.0, deadline - time.monotonic()))
+    except TimeoutError:
+        raise SystemExit(
+            f"handover_cpu: supervisor {pid} never reached the state: {last}"
+        ) from None
 
 
 def one_run(tree: str, app: list[str], handovers: int, profile: str | None) -> dict[str, Any]:

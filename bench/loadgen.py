@@ -15,7 +15,9 @@ connection when all are busy; that wait counts as latency).
 Two engines run the same schedule into the same Result: ``epoll_client.py`` (a plain epoll
 loop, the default for a new connection per request: ~80 us of interpreter time per request
 where asyncio needs ~270 us on the measurement VM) and ``run_async`` (asyncio; keep-alive,
-and callers that bring their own loop). ``engine="asyncio"`` forces the latter.
+and callers that bring their own loop). ``engine="asyncio"`` forces the latter. Both fill a
+``loadresult.Result`` and speak the bytes of ``loadwire.py``; this module re-exports the
+result names (``loadgen.Result``, ``loadgen.window_stats``...).
 
 Everything is bounded: at most ``rate * duration`` (or ``max_requests``)
 requests, each bounded by ``timeout``, and the whole run by
@@ -49,24 +51,35 @@ from __future__ import annotations
 
 import array
 import asyncio
-import bisect
 import contextlib
-import errno
 import gc
 import math
 import os
 import pickle
-import re
-import resource
 import select
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
+
+from bench import epoll_client
+from bench.loadresult import (
+    LOST,
+    OK,
+    OUTCOMES,
+    TIMEOUT,
+    UNSENT,
+    Record,
+    Result,
+    Stats,
+    added_latency,
+    percentiles,
+    steady_stats,
+    window_stats,
+)
+from bench.loadwire import MAX_RESPONSE, PID_BODY, Short, Target, classify, parse_head, raise_nofile
 
 __all__ = [
     "OUTCOMES",
@@ -84,260 +97,8 @@ __all__ = [
     "window_stats",
 ]
 
-OUTCOMES = ("ok", "refused", "reset", "timeout", "lost", "error")
-_OK, _REFUSED, _RESET, _TIMEOUT, _LOST, _ERROR = range(6)
-_UNSENT = -1  # placeholder before a request finishes
-
-_MAX_RESPONSE = 1 << 20
-_PID_HEADER = re.compile(rb"^x-(?:server-)?pid:\s*(\d+)\s*$", re.IGNORECASE | re.MULTILINE)
-_PID_BODY = re.compile(rb"\bpid\W{0,3}(\d+)", re.IGNORECASE)
-_CONTENT_LENGTH = re.compile(rb"^content-length:\s*(\d+)\s*$", re.IGNORECASE | re.MULTILINE)
-_CONN_CLOSE = re.compile(rb"^connection:\s*close\s*$", re.IGNORECASE | re.MULTILINE)
-
-
-class Record(NamedTuple):
-    """One request: what was planned and what happened."""
-
-    id: int
-    scheduled: float  # time.monotonic() of the planned send
-    latency_s: float | None  # scheduled -> complete response; None unless ok
-    outcome: str  # one of OUTCOMES
-    status: int  # HTTP status, 0 if none
-    pid: int  # server pid from X-Pid header or "pid=" body, 0 if none
-    send_lag_s: float  # actual send - scheduled (generator + queueing delay); nan if unsent
-
-
-@dataclass
-class Result:
-    """Counts and per-request records of one run (columnar, cheap at 10^6 requests)."""
-
-    rate: float
-    duration: float
-    keepalive: bool
-    t0: float  # monotonic time of request 0's schedule
-    wall: float  # seconds from first schedule to the end of the run
-    sent: int = 0
-    ok: int = 0
-    refused: int = 0
-    reset: int = 0
-    timeout: int = 0
-    lost: int = 0
-    error: int = 0
-    errors: dict[str, int] = field(default_factory=dict)  # kind -> count, failures only
-    scheduled: array.array[float] = field(default_factory=lambda: array.array("d"))
-    latency: array.array[float] = field(default_factory=lambda: array.array("d"))  # nan = none
-    outcome: array.array[int] = field(default_factory=lambda: array.array("b"))
-    status: array.array[int] = field(default_factory=lambda: array.array("h"))
-    pid: array.array[int] = field(default_factory=lambda: array.array("l"))
-    send_lag: array.array[float] = field(default_factory=lambda: array.array("d"))
-    cpu_s: float = 0.0  # generator process CPU time (user+sys) during the run
-
-    def fail(self, rid: int, code: int, kind: str) -> None:
-        """Record request ``rid`` as failed: outcome ``code`` (an index into OUTCOMES), counted
-        under its outcome and under ``kind`` in ``errors``."""
-        self.outcome[rid] = code
-        name = OUTCOMES[code]
-        setattr(self, name, getattr(self, name) + 1)
-        self.errors[kind] = self.errors.get(kind, 0) + 1
-
-    @property
-    def total(self) -> int:
-        """Number of requests scheduled."""
-        return len(self.scheduled)
-
-    @property
-    def failed(self) -> int:
-        """Every request that did not end ``ok``."""
-        return self.total - self.ok
-
-    @property
-    def records(self) -> Iterator[Record]:
-        """Per-request records in id order."""
-        for i in range(len(self.scheduled)):
-            lat = self.latency[i]
-            yield Record(
-                i,
-                self.scheduled[i],
-                None if math.isnan(lat) else lat,
-                OUTCOMES[self.outcome[i]],
-                self.status[i],
-                self.pid[i],
-                self.send_lag[i],
-            )
-
-    def latencies(self) -> list[float]:
-        """Latencies (seconds) of the ok requests."""
-        return [x for x in self.latency if not math.isnan(x)]
-
-    def percentiles(self) -> dict[str, float]:
-        """p50/p99/p99.9/max of ok-request latency, in seconds (nan if none)."""
-        return percentiles(self.latencies())
-
-    def pids(self) -> dict[int, int]:
-        """Server pid -> number of ok responses it gave (0 = pid not reported)."""
-        out: dict[int, int] = {}
-        for o, p in zip(self.outcome, self.pid, strict=True):
-            if o == _OK:
-                out[p] = out.get(p, 0) + 1
-        return out
-
-    def summary(self) -> dict[str, Any]:
-        """Plain-dict summary (counts, latency percentiles in ms, generator lag)."""
-        pct = self.percentiles()
-        lag = percentiles([x for x in self.send_lag if not math.isnan(x)])
-        service = percentiles(
-            lat - lg for lat, lg in zip(self.latency, self.send_lag, strict=True) if lat == lat
-        )
-        return {
-            "rate": self.rate,
-            "duration": self.duration,
-            "keepalive": self.keepalive,
-            "total": self.total,
-            "sent": self.sent,
-            "ok": self.ok,
-            "refused": self.refused,
-            "reset": self.reset,
-            "timeout": self.timeout,
-            "lost": self.lost,
-            "error": self.error,
-            "errors": dict(self.errors),
-            "latency_ms": _ms(pct),
-            "send_lag_ms": _ms(lag),
-            "service_ms": _ms(service),  # from the actual send, not the schedule
-            "achieved_rate": self.sent / self.wall if self.wall > 0 else 0.0,
-            "cpu_s": self.cpu_s,
-        }
-
-
-def _ms(pct: dict[str, float]) -> dict[str, float]:
-    return {k: (v if k == "n" else v * 1e3) for k, v in pct.items()}
-
-
-def percentiles(values: Iterable[float]) -> dict[str, float]:
-    """p50, p99, p99.9 and max of ``values`` (nearest-rank); nan for an empty input."""
-    xs = sorted(values)
-    if not xs:
-        nan = math.nan
-        return {"n": 0, "p50": nan, "p99": nan, "p99.9": nan, "max": nan}
-
-    def rank(q: float) -> float:
-        return xs[min(len(xs) - 1, max(0, math.ceil(q * len(xs) / 100.0 - 1e-9) - 1))]
-
-    return {"n": len(xs), "p50": rank(50), "p99": rank(99), "p99.9": rank(99.9), "max": xs[-1]}
-
-
-@dataclass(frozen=True)
-class Stats:
-    """Outcome counts and ok-latency percentiles (seconds) of a subset of requests."""
-
-    total: int
-    counts: dict[str, int]
-    latency: dict[str, float]
-
-    @property
-    def failed(self) -> int:
-        return self.total - self.counts.get("ok", 0)
-
-
-def union(windows: Sequence[tuple[float, float]]) -> tuple[list[float], list[float]]:
-    """Union of the intervals (empty ones dropped), as sorted starts and ends."""
-    starts: list[float] = []
-    ends: list[float] = []
-    for a, b in sorted(windows):
-        if b <= a:
-            continue
-        if starts and a <= ends[-1]:
-            ends[-1] = max(ends[-1], b)
-        else:
-            starts.append(a)
-            ends.append(b)
-    return starts, ends
-
-
-def _select(
-    result: Result,
-    windows: Sequence[tuple[float, float]],
-    inside: bool,
-    exclude: Sequence[bool] | None = None,
-) -> Stats:
-    starts, ends = union(windows)
-    counts = dict.fromkeys(OUTCOMES, 0)
-    lats: list[float] = []
-    total = 0
-    for i, (s, o, lat) in enumerate(
-        zip(result.scheduled, result.outcome, result.latency, strict=True)
-    ):
-        k = bisect.bisect_right(starts, s) - 1
-        hit = k >= 0 and s < ends[k]
-        if hit != inside:
-            continue
-        if exclude is not None and exclude[i] and o == _OK:
-            continue  # an ok request caught by a machine stall; failures always count
-        total += 1
-        counts[OUTCOMES[o]] += 1
-        if not math.isnan(lat):
-            lats.append(lat)
-    return Stats(total, counts, percentiles(lats))
-
-
-def window_stats(
-    result: Result, windows: list[tuple[float, float]], exclude: Sequence[bool] | None = None
-) -> Stats:
-    """Stats of the requests *scheduled* inside any of ``windows`` ([start, end) monotonic).
-
-    ``exclude`` (one flag per request) leaves out the ok requests flagged (see stalls.py)."""
-    return _select(result, windows, True, exclude)
-
-
-def steady_stats(
-    result: Result, windows: list[tuple[float, float]], exclude: Sequence[bool] | None = None
-) -> Stats:
-    """Stats of the requests scheduled outside every window (the steady state)."""
-    return _select(result, windows, False, exclude)
-
-
-def added_latency(result: Result, windows: list[tuple[float, float]], *, q: str = "p99") -> float:
-    """Window ``q`` minus steady ``q`` in seconds ("added latency"; nan if either is empty)."""
-    return window_stats(result, windows).latency[q] - steady_stats(result, windows).latency[q]
-
 
 # --------------------------------------------------------------------------- I/O
-
-
-def _kind(exc: BaseException) -> tuple[int, str]:
-    if isinstance(exc, ConnectionRefusedError):
-        return _REFUSED, "ECONNREFUSED"
-    if isinstance(exc, ConnectionResetError):
-        return _RESET, "ECONNRESET"
-    if isinstance(exc, BrokenPipeError):
-        return _RESET, "EPIPE"
-    if isinstance(exc, TimeoutError):
-        return _TIMEOUT, "timeout"
-    if isinstance(exc, _Short):
-        return _RESET, "short"
-    if isinstance(exc, OSError) and exc.errno is not None:
-        return _ERROR, errno.errorcode.get(exc.errno, str(exc.errno))
-    return _ERROR, type(exc).__name__
-
-
-class _Short(Exception):
-    """The peer closed before a complete response."""
-
-
-def _parse_head(head: bytes) -> tuple[int, int | None, bool, int]:
-    """(status, content-length or None, connection-close, pid) from a response head."""
-    line, _, rest = head.partition(b"\r\n")
-    parts = line.split(None, 2)
-    if len(parts) < 2 or not parts[0].startswith(b"HTTP/") or not parts[1].isdigit():
-        raise _Short("bad status line")
-    m = _CONTENT_LENGTH.search(rest)
-    pm = _PID_HEADER.search(rest)
-    return (
-        int(parts[1]),
-        int(m.group(1)) if m else None,
-        bool(_CONN_CLOSE.search(rest)),
-        int(pm.group(1)) if pm else 0,
-    )
 
 
 class _Conn:
@@ -360,24 +121,24 @@ async def _read_response(
         end = buf.find(b"\r\n\r\n")
         if end >= 0:
             break
-        if len(buf) > _MAX_RESPONSE:
-            raise _Short("response head too large")
+        if len(buf) > MAX_RESPONSE:
+            raise Short("response head too large")
         chunk = await loop.sock_recv(sock, 65536)
         if not chunk:
-            raise _Short("EOF before response head")
+            raise Short("EOF before response head")
         buf += chunk
-    status, length, close, pid = _parse_head(buf[:end])
+    status, length, close, pid = parse_head(buf[:end])
     body_start = end + 4
     if length is None:
         if not until_eof and not close:
-            raise _Short("no Content-Length on a keep-alive response")
+            raise Short("no Content-Length on a keep-alive response")
         while True:
             chunk = await loop.sock_recv(sock, 65536)
             if not chunk:
                 break
             buf += chunk
-            if len(buf) > _MAX_RESPONSE:
-                raise _Short("response too large")
+            if len(buf) > MAX_RESPONSE:
+                raise Short("response too large")
         body = buf[body_start:]
         conn.buf = b""
         close = True
@@ -385,44 +146,18 @@ async def _read_response(
         while len(buf) - body_start < length:
             chunk = await loop.sock_recv(sock, 65536)
             if not chunk:
-                raise _Short("EOF inside body")
+                raise Short("EOF inside body")
             buf += chunk
         body = buf[body_start : body_start + length]
         conn.buf = buf[body_start + length :]
     if not pid:
-        bm = _PID_BODY.search(body[:256])
+        bm = PID_BODY.search(body[:256])
         if bm:
             pid = int(bm.group(1))
     return status, pid, close
 
 
-class _Target:
-    __slots__ = ("addr", "family", "request")
-
-    def __init__(
-        self, host: str, port: int, unix_path: str | None, request: bytes | None, ka: bool
-    ) -> None:
-        if unix_path is not None:
-            self.family = socket.AF_UNIX
-            self.addr: Any = unix_path
-        else:
-            info = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
-            self.family = info[0]
-            self.addr = info[4]
-        if request is None:
-            conn = b"keep-alive" if ka else b"close"
-            request = b"GET / HTTP/1.1\r\nHost: x\r\nX-Req-Id: {id}\r\nConnection: %s\r\n\r\n" % (
-                conn
-            )
-        self.request = request
-
-    def payload(self, rid: int) -> bytes:
-        if b"{id}" in self.request:
-            return self.request.replace(b"{id}", str(rid).encode())
-        return self.request
-
-
-async def _connect(loop: asyncio.AbstractEventLoop, target: _Target) -> _Conn:
+async def _connect(loop: asyncio.AbstractEventLoop, target: Target) -> _Conn:
     sock = socket.socket(target.family, socket.SOCK_STREAM)
     try:
         sock.setblocking(False)
@@ -452,7 +187,7 @@ class _Pool:
         self.open = 0
         self.cond = asyncio.Condition()
 
-    async def acquire(self, loop: asyncio.AbstractEventLoop, target: _Target) -> _Conn:
+    async def acquire(self, loop: asyncio.AbstractEventLoop, target: Target) -> _Conn:
         async with self.cond:
             while not self.idle and self.open >= self.size:
                 await self.cond.wait()
@@ -489,7 +224,7 @@ class _Pool:
 
 async def _one(
     loop: asyncio.AbstractEventLoop,
-    target: _Target,
+    target: Target,
     res: Result,
     rid: int,
     timeout: float,
@@ -512,14 +247,14 @@ async def _one(
         res.status[rid] = status
         res.pid[rid] = pid
         if 200 <= status < 300:
-            res.outcome[rid] = _OK
+            res.outcome[rid] = OK
             res.latency[rid] = now - sched
             res.ok += 1
         else:
-            res.fail(rid, _LOST, f"http_{status}")
+            res.fail(rid, LOST, f"http_{status}")
         reusable = pool is not None and not close
     except Exception as exc:
-        res.fail(rid, *_kind(exc))
+        res.fail(rid, *classify(exc))
     finally:
         if pool is None:
             if conn is not None:
@@ -529,14 +264,6 @@ async def _one(
                 await pool.release(conn)
             else:
                 await pool.discard(conn)
-
-
-def _raise_nofile(need: int) -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != resource.RLIM_INFINITY and soft < need:
-        new = need if hard == resource.RLIM_INFINITY else min(need, hard)
-        with contextlib.suppress(ValueError, OSError):
-            resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
 
 
 async def run_async(
@@ -566,18 +293,10 @@ async def run_async(
     n = math.ceil(rate * duration)
     if max_requests is not None:
         n = min(n, max_requests)
-    target = _Target(host, port, unix_path, request, keepalive)
-    _raise_nofile(int(rate * timeout * 1.5) + pool_size + 256)
+    target = Target(host, port, unix_path, request, keepalive)
+    raise_nofile(int(rate * timeout * 1.5) + pool_size + 256)
     t0 = start_at if start_at is not None else loop.time() + 0.01
-    interval = 1.0 / rate
-    res = Result(rate=rate, duration=duration, keepalive=keepalive, t0=t0, wall=0.0)
-    nan = math.nan
-    res.scheduled = array.array("d", (t0 + i * interval for i in range(n)))
-    res.latency = array.array("d", [nan]) * n
-    res.send_lag = array.array("d", [nan]) * n
-    res.outcome = array.array("b", [_UNSENT]) * n
-    res.status = array.array("h", [0]) * n
-    res.pid = array.array("l", [0]) * n
+    res = Result.planned(rate=rate, duration=duration, keepalive=keepalive, t0=t0, n=n)
     pool = _Pool(pool_size) if keepalive else None
     tasks: set[asyncio.Task[None]] = set()
     cpu0 = time.process_time()
@@ -616,15 +335,13 @@ async def run_async(
     res.cpu_s = time.process_time() - cpu0
     # Truncate a stopped run to what was scheduled; anything dispatched but
     # unfinished (cancelled at the deadline) is a timeout; never dispatched = lost.
-    if i < n:
-        for arr in (res.scheduled, res.latency, res.send_lag, res.outcome, res.status, res.pid):
-            del arr[i:]
+    res.truncate(i)
     for j, o in enumerate(res.outcome):
-        if o == _UNSENT:
+        if o == UNSENT:
             if math.isnan(res.send_lag[j]):
-                res.fail(j, _LOST, "unsent")
+                res.fail(j, LOST, "unsent")
             else:
-                res.fail(j, _TIMEOUT, "timeout")
+                res.fail(j, TIMEOUT, "timeout")
     return res
 
 
@@ -649,13 +366,12 @@ def run(host: str, port: int, *, engine: str = "auto", **kwargs: Any) -> Result:
     (a quarter of asyncio's CPU per request), else a fresh asyncio loop (see run_async)."""
     epoll_kw = _epoll_kwargs(engine, kwargs)
     if epoll_kw is not None:
-        import epoll_client  # bench/ is on sys.path wherever loadgen is importable
-
         return epoll_client.run(host, port, **epoll_kw)
     return asyncio.run(run_async(host, port, **kwargs))
 
 
 SYSTEM_PYTHON = "/usr/bin/python3"
+_CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def fast_python() -> str:
@@ -713,11 +429,14 @@ class Handle:
         self.t0: float = math.nan  # monotonic time of request 0, valid once started
         self._bound = float(kwargs.get("duration", 0)) + float(kwargs.get("timeout", 2.0)) + 15.0
         self._result: Result | None = None
+        # `-m bench.loadgen` from the checkout: the stock interpreter finds the package there
+        # (it has no venv .pth); the module runs as __main__ (see _pack).
         self._proc = subprocess.Popen(
-            [fast_python(), os.path.abspath(__file__), "--child"],
+            [fast_python(), "-m", "bench.loadgen", "--child"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             close_fds=True,
+            cwd=_CHECKOUT,
         )
         assert self._proc.stdin is not None and self._proc.stdout is not None
         job = (host, port, kwargs, sorted(cpus) if cpus else None, os.getpid())
@@ -771,7 +490,10 @@ class Handle:
             if not chunk:
                 break
             chunks.append(chunk)
-        os.close(self._out)
+        # The pipe's file object owns the fd: closing the number behind its back left it to
+        # close that number again when collected, by then maybe a later run's pipe (EBADF).
+        assert self._proc.stdout is not None
+        self._proc.stdout.close()
         self._proc.wait()
         if self._proc.returncode != 0 or not chunks:
             raise RuntimeError(f"load generator exited with status {self._proc.returncode}")
@@ -844,8 +566,6 @@ def _child() -> int:
         return await run_async(host, port, stop=stop, start_at=t0, **kwargs)
 
     def go_epoll(epoll_kw: dict[str, Any]) -> Result:
-        import epoll_client
-
         t0 = time.monotonic() + 0.01
         eng = epoll_client.Engine(host, port, start_at=t0, **epoll_kw)
         signal.signal(signal.SIGTERM, lambda *_: eng.stop())
@@ -855,8 +575,6 @@ def _child() -> int:
 
     try:
         epoll_kw = _epoll_kwargs(engine, kwargs)
-        if epoll_kw is not None:
-            import epoll_client  # noqa: F401  (imported before the GC freeze)
         gc.collect()
         gc.freeze()  # import-time objects: never scanned again by a full collection
         state = _pack(go_epoll(epoll_kw) if epoll_kw is not None else asyncio.run(go()))

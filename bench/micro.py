@@ -1,6 +1,9 @@
 """Micro-benchmarks: sdactivate beside libsystemd (systemd-python) and sdnotify, as ratios.
 
-* import time: a fresh interpreter per sample, median of many, interleaved across targets;
+* import time: a fresh interpreter per sample, median of many, interleaved across targets,
+  timed after ``import socket, os`` (what any network app imports anyway: the figures are
+  what sdactivate adds); also what an activated app pays to start, ``import sdactivate;
+  sdactivate.listeners()`` with one inherited socket at fd 3 and ``LISTEN_*`` set;
 * ``listeners()`` with 1 and 64 inherited fds, in a child that really has them at 3.. with
   ``LISTEN_*`` set (started through ``sdactivate._spawn``), against
   ``systemd.daemon.listen_fds_with_names()`` + ``socket.socket(fileno=fd)`` for each fd;
@@ -25,19 +28,40 @@ from typing import Any
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 
-TARGETS = {"import": 5e-3, "listeners_1": 20e-6, "notify_ratio": 1.5}
+# import: `import sdactivate` beyond `import socket, os` (~1 ms on the measurement VM);
+# activated: `import sdactivate; sdactivate.listeners()` beyond it (~1.6 ms): keep them so.
+TARGETS = {
+    "import": 2e-3,
+    "activated": 3e-3,
+    "listeners_1": 20e-6,
+    "notify_ratio": 1.5,
+}
 
+# Untimed in every sample: the baseline the figures are measured beyond.
+BASELINE = "import socket, os"
 _IMPORTS = {
     "sdactivate": "import sdactivate",
     "sdactivate.activation": "import sdactivate.activation",
     "sdactivate.notify": "import sdactivate.notify",
+    "activated": "import sdactivate; sdactivate.listeners()",
     "systemd.daemon": "import systemd.daemon",
     "sdnotify": "import sdnotify",
 }
+# Untimed set-up per sample (after the baseline): an activated start has a socket at fd 3
+# and LISTEN_PID/LISTEN_FDS/LISTEN_FDNAMES naming it (sd_listen_fds(3)).
+_SETUP = {
+    "activated": (
+        "_s = socket.socket(); _s.bind(('127.0.0.1', 0)); _s.listen(8)\n"
+        "_fd = _s.detach()\nif _fd != 3:\n    os.dup2(_fd, 3); os.close(_fd)\n"
+        "os.environ.update(LISTEN_PID=str(os.getpid()), LISTEN_FDS='1', LISTEN_FDNAMES='http')"
+    ),
+}
+_LABELS = {"activated": "import sdactivate; sdactivate.listeners()"}
 
 
 def _have(module: str) -> str | None:
     """None if ``module`` imports in a child interpreter, else the reason it does not."""
+    module = "sdactivate" if module == "activated" else module
     r = subprocess.run(
         [sys.executable, "-c", f"import {module}"], capture_output=True, text=True, check=False
     )
@@ -48,10 +72,11 @@ def _have(module: str) -> str | None:
 
 
 def bench_import(samples: int = 40) -> dict[str, Any]:
-    """Median wall time of each import in a fresh interpreter (``-c``), interleaved."""
+    """Median wall time of each import in a fresh interpreter (``-c``), interleaved, beyond
+    BASELINE (imported first, untimed) and its set-up."""
     code = (
-        "import sys, time\nbefore = set(sys.modules)\nt = time.perf_counter_ns()\n{stmt}\n"
-        "print(time.perf_counter_ns() - t)\n"
+        "import sys, time\n" + BASELINE + "\n{setup}\nbefore = set(sys.modules)\n"
+        "t = time.perf_counter_ns()\n{stmt}\nprint(time.perf_counter_ns() - t)\n"
         "print(sorted(m for m in set(sys.modules) - before"
         " if m.split('.')[0] not in sys.stdlib_module_names and not m.startswith('sdactivate')))"
     )
@@ -62,7 +87,7 @@ def bench_import(samples: int = 40) -> dict[str, Any]:
         check=False,
         capture_output=True,
     )
-    out: dict[str, Any] = {}
+    out: dict[str, Any] = {"baseline": BASELINE}
     missing = {name: why for name in _IMPORTS if (why := _have(name)) is not None}
     names = [n for n in _IMPORTS if n not in missing]
     times: dict[str, list[float]] = {n: [] for n in names}
@@ -71,7 +96,7 @@ def bench_import(samples: int = 40) -> dict[str, Any]:
         random.shuffle(names)
         for n in names:
             r = subprocess.run(
-                [sys.executable, "-c", code.format(stmt=_IMPORTS[n])],
+                [sys.executable, "-c", code.format(setup=_SETUP.get(n, ""), stmt=_IMPORTS[n])],
                 capture_output=True,
                 text=True,
                 check=True,
@@ -85,6 +110,7 @@ def bench_import(samples: int = 40) -> dict[str, Any]:
             out[n] = {"skipped": missing[n]}
         else:
             out[n] = {
+                "statement": _IMPORTS[n],
                 "median_s": statistics.median(times[n]),
                 "min_s": min(times[n]),
                 "samples": len(times[n]),
@@ -342,21 +368,35 @@ def verdicts(micro: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     """(metric, sdactivate, peer ratio, target verdict) rows for printing."""
     rows: list[tuple[str, str, str, str]] = []
     imp = micro.get("import", {})
+    # Results from before the baseline existed include socket itself: say which is which.
+    beyond = f" (beyond `{imp['baseline']}`)" if "baseline" in imp else ""
     a = imp.get("sdactivate", {}).get("median_s")
     if a is not None:
         ratio = imp.get("ratio_vs_systemd.daemon")
+        limit = TARGETS["import"]
         rows.append(
             (
-                "import sdactivate",
+                f"import sdactivate{beyond}",
                 f"{a * 1e3:.2f} ms",
                 f"{ratio:.2f}x systemd.daemon" if ratio else "-",
-                "ok" if a <= TARGETS["import"] else "MISSED (<= 5 ms)",
+                "ok" if a <= limit else f"MISSED (<= {limit * 1e3:g} ms)",
+            )
+        )
+    v = imp.get("activated", {}).get("median_s")
+    if v is not None:
+        limit = TARGETS["activated"]
+        rows.append(
+            (
+                f"{_LABELS['activated']}, 1 inherited socket{beyond}",
+                f"{v * 1e3:.2f} ms",
+                "-",
+                "ok" if v <= limit else f"MISSED (<= {limit * 1e3:g} ms)",
             )
         )
     for sub in ("sdactivate.activation", "sdactivate.notify"):
         v = imp.get(sub, {}).get("median_s")
         if v is not None:
-            rows.append((f"import {sub}", f"{v * 1e3:.2f} ms", "-", "info"))
+            rows.append((f"import {sub}{beyond}", f"{v * 1e3:.2f} ms", "-", "info"))
     lis = micro.get("listeners", {})
     for n in ("1", "64"):
         d = lis.get(n, {})

@@ -19,8 +19,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import loadgen
-import stalls as stallmod
+from bench import loadgen
+from bench import stalls as stallmod
 
 RESULTS = Path(__file__).resolve().parent / "results"
 BIN_S = 0.010  # plot bins

@@ -26,14 +26,9 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import loadgen
-import micro
-import modes
-import report
-import stalls
-from modes.base import SERVICE_CPU, ModeUnavailable, proc_sample
+from bench import loadgen, micro, modes, report, stalls
+from bench.modes.base import SERVICE_CPU, ModeUnavailable, proc_sample
+from tests.support import free_port, wait_until
 
 LOADGEN_CPU = 1
 # C4@bench: the Upgrader driven by the asyncio bench app, beside examples/upgrader_app.py
@@ -124,7 +119,7 @@ def run_one(
 ) -> dict[str, Any]:
     keepalive = workload == "keepalive"
     restarts_n = cfg.restarts_ka if keepalive else cfg.restarts
-    port = modes.base.free_port()
+    port = free_port()
     base_id, _, app = mode_id.partition("@")  # "C4@bench": C4 with bench/modes/app.py
     app = app or cfg.app
     m = modes.make(base_id, port=port, keepalive=keepalive, app=app, pool=pool, pin=cfg.pin)
@@ -255,10 +250,10 @@ def wrk_crosscheck(seconds: float, pin: bool, app: str) -> dict[str, Any]:
 
     if shutil.which("wrk") is None:
         return {"skipped": "wrk not installed"}
-    port = modes.base.free_port()
+    port = free_port()
     srv = modes.base.popen(modes.local.app_argv(app, "plain", port), pin=pin)
     try:
-        modes.base.wait_for(lambda: _connectable(port), 20, "the app")
+        wait_until(lambda: _connectable(port), timeout=20, interval=0.002, what="the app")
         one = _wrk(port, 1, seconds, pin)
         cap = _wrk(port, 8, seconds, pin)
         low = loadgen.start(

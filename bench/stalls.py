@@ -76,7 +76,7 @@ class Canaries:
 
 def merged(gaps: Sequence[tuple[int, float, float]]) -> tuple[list[float], list[float]]:
     """Union of the gap intervals (any CPU), as sorted starts and ends."""
-    from loadgen import union  # bench/ is on sys.path wherever stalls is imported
+    from bench.loadresult import union
 
     return union([(a, b) for _, a, b in gaps])
 

@@ -29,13 +29,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench import loadgen
+from sdactivate.testing import NotifyReceiver, launch
+
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(HERE.parent))
 
-import loadgen  # noqa: E402
-
-from sdactivate.testing import NotifyReceiver, launch  # noqa: E402
 
 APP = HERE.parent / "examples" / "upgrader_app.py"
 

@@ -20,13 +20,11 @@ import sys
 import time
 from pathlib import Path
 
+from bench import loadgen  # open-loop, latency from the scheduled time
+from sdactivate.errors import SupervisorError
+from sdactivate.supervisor.client import request_reload, request_status
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "bench"))
-
-import loadgen  # noqa: E402  (bench/loadgen.py: open-loop, latency from scheduled time)
-
-from sdactivate.errors import SupervisorError  # noqa: E402
-from sdactivate.supervisor.client import request_reload, request_status  # noqa: E402
 
 
 def wait_running(pid: int, proc: subprocess.Popen[bytes], timeout: float) -> dict[str, object]:

@@ -18,16 +18,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 from collections.abc import Callable, Generator
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from releases import Release, boot_release, selected
-from sandbox import Sandbox, Units
+from integration.releases import Release, boot_release, selected
+from integration.sandbox import Sandbox, Units
 
 HERE = Path(__file__).resolve().parent
 _REPORT_KEY = pytest.StashKey[dict[str, pytest.TestReport]]()

@@ -18,10 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from releases import selected
-from sandbox import CHECKOUT, CODE_DIR, Sandbox, wait_until
-
-sys.path.insert(0, str(Path(CHECKOUT) / "bench"))  # bench/loadgen.py: the open-loop client
+from integration.releases import selected
+from integration.sandbox import CHECKOUT, CODE_DIR, Sandbox, wait_until
 
 PYTHON = "/usr/bin/python3"  # inside the sandbox (the release's own); not under /root or /tmp
 APP = f"{CODE_DIR}/examples/app.py"
@@ -201,7 +199,7 @@ class RestartRun:
         assert len(failed) <= max_in_flight, f"{len(failed)} requests failed: {failed}"
 
     def describe(self) -> str:
-        import loadgen
+        from bench import loadgen
 
         res = self.result
         steady = loadgen.steady_stats(res, self.windows).latency
@@ -236,7 +234,7 @@ def restart_under_load(
     """Open-loop load (new connection per request) on 127.0.0.1:`port` while `restart()`
     runs `restarts` times, `spacing` s apart, with `steady` s of plain load before and after.
     The sleeps here shape measurement windows; they order nothing."""
-    import loadgen
+    from bench import loadgen
 
     bound = steady * 2 + restarts * (spacing + 3.0) + 5.0
     handle = loadgen.start("127.0.0.1", port, rate=rate, duration=bound, timeout=timeout)

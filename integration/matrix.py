@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from releases import (
+from integration.releases import (
     HOST_SYSTEMD,
     RELEASES,
     Release,
@@ -44,7 +44,7 @@ from releases import (
     by_version,
     ensure_rootfs,
 )
-from sandbox import CHECKOUT, CODE_DIR
+from integration.sandbox import CHECKOUT, CODE_DIR
 
 TIERS = ("hermetic", "rootfs", "integration")
 INTEGRATION_TIMEOUT = 1500.0  # s; one release's integration tier takes ~3-5 min

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from sandbox import Sandbox
+from integration.sandbox import Sandbox
 
 __all__ = [
     "HOST_SYSTEMD",

@@ -31,14 +31,15 @@ import select
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, Self
+
+from tests.support import free_port, wait_until  # re-exported: the integration tests' names
 
 __all__ = [
     "CODE_DIR",
@@ -187,7 +188,6 @@ exec env -i container=sdactivate-sandbox PATH=/usr/sbin:/usr/bin:/sbin:/bin \
 """
 
 _counter = itertools.count()
-T = TypeVar("T")
 
 
 class SandboxBootError(RuntimeError):
@@ -203,29 +203,6 @@ class SandboxCommandError(subprocess.CalledProcessError):
             f"sandbox command {cmd} exited {self.returncode}\n"
             f"--- stdout ---\n{self.stdout or ''}--- stderr ---\n{self.stderr or ''}"
         )
-
-
-def free_port(host: str = "127.0.0.1", *, kind: int = socket.SOCK_STREAM) -> int:
-    """A port on `host` that nothing is bound to right now (the kernel picks it)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, kind) as s:
-        s.bind((host, 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def wait_until(
-    predicate: Callable[[], T], *, timeout: float, interval: float = 0.02, what: str = ""
-) -> T:
-    """Poll `predicate` until it returns a truthy value; TimeoutError after `timeout` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise TimeoutError(f"timed out after {timeout} s waiting for {what or predicate!r}")
-        time.sleep(interval)
 
 
 def _cgroup2_root() -> Path:
@@ -622,11 +599,24 @@ class Sandbox:
 
 
 class Units:
-    """Units installed by one test; stopped, removed and (on failure) journalled after it."""
+    """One test's units: uniquely named, stopped, removed and (on failure) journalled after it.
+
+    :meth:`name` gives every unit name of the test a prefix of its own (``t3f9a2c-``): a
+    parametrized or repeated test, or a leftover of another, never meets the same unit,
+    journal or restart counter. Whatever carries the prefix is stopped and removed at
+    teardown, installed by :meth:`install` or not (gen-units --install inside the sandbox).
+    """
 
     def __init__(self, sandbox: Sandbox) -> None:
         self.sandbox = sandbox
         self.names: list[str] = []
+        self.prefix = f"t{os.urandom(3).hex()}-"
+
+    def name(self, name: str) -> str:
+        """``name`` (a stem, a unit name, a template, a drop-in path) made this test's own:
+        the same prefix on each, so names gen-units derives from a stem (``STEM-admin.socket``)
+        match the prefixed ones. Idempotent."""
+        return name if name.startswith(self.prefix) else self.prefix + name
 
     def install(self, files: Mapping[str, str]) -> list[str]:
         """Install unit files (name -> text; `UNIT.d/X.conf` drop-ins too) and daemon-reload;
@@ -640,7 +630,16 @@ class Units:
         """Also stop/journal/remove units installed some other way (e.g. by gen-units)."""
         self.names += [n for n in names if n not in self.names]
 
+    def _prefixed(self) -> list[str]:
+        """Unit files under /etc/systemd/system that carry this test's prefix."""
+        found = self.sandbox.run(
+            ["find", "/etc/systemd/system", "-maxdepth", "1", "-name", f"{self.prefix}*"],
+            check=False,
+        ).stdout.split()
+        return [os.path.basename(path).removesuffix(".d") for path in found]
+
     def teardown(self, *, failed: bool) -> None:
+        self.track(self._prefixed())
         if not self.names:
             return
         if failed:
@@ -650,10 +649,11 @@ class Units:
                 "status", "--no-pager", "-n", "0", *self.names, check=False
             )
             print(status.stdout)
-        # Instances of templates (Accept=yes) are stopped by pattern.
-        patterns = [n.replace("@.", "@*.") for n in self.names]
+        # Instances of templates (Accept=yes) are stopped by pattern, as is anything loaded
+        # under this test's prefix.
+        patterns = [n.replace("@.", "@*.") for n in self.names] + [f"{self.prefix}*"]
         self.sandbox.run(["systemctl", "stop", *patterns], check=False, timeout=30)
-        self.sandbox.remove_units(self.names)
+        self.sandbox.remove_units(dict.fromkeys(self.names))
 
 
 def _check_unit_name(name: str) -> None:

@@ -42,9 +42,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from helpers import PYTHON, gen_units, listen_inodes
-from sandbox import CHECKOUT, CODE_DIR, Sandbox, free_port
-from soak_plan import (
+from bench import loadgen
+from integration.helpers import PYTHON, gen_units, listen_inodes
+from integration.sandbox import CODE_DIR, Sandbox, free_port
+from integration.soak_plan import (
     DIED_SERVING,
     KILLED_SERVING,
     KILLED_STARTING,
@@ -61,7 +62,7 @@ from soak_plan import (
     stuck_drains,
     table,
 )
-from soak_watch import (
+from integration.soak_watch import (
     FAILED,
     State,
     Watcher,
@@ -72,9 +73,6 @@ from soak_watch import (
     send_signal,
     zombie_children,
 )
-
-sys.path.insert(0, str(Path(CHECKOUT) / "bench"))
-import loadgen
 
 __all__ = ["Config", "Report", "Soak", "Unsettled"]
 
@@ -448,7 +446,7 @@ def _fitting(faults: Iterator[Fault], end: float, ready_timeout: float) -> Itera
 def main(argv: list[str] | None = None) -> int:
     """`python integration/soak.py [--seconds S] [--seed N]`: boot the release's sandbox
     ($SDACTIVATE_SYSTEMD, default 252), soak, print the table; exit 1 on a violation."""
-    from releases import boot_release, selected
+    from integration.releases import boot_release, selected
 
     parser = argparse.ArgumentParser(description=main.__doc__)
     seconds = float(os.environ.get("SOAK_SECONDS") or 300)

@@ -23,8 +23,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sandbox import Sandbox
-from soak_plan import DIED_SERVING, KILLED_BY_SYSTEMD, KILLED_DRAINING, KILLED_NOT_READY, Death
+from integration.sandbox import Sandbox
+from integration.soak_plan import (
+    DIED_SERVING,
+    KILLED_BY_SYSTEMD,
+    KILLED_DRAINING,
+    KILLED_NOT_READY,
+    Death,
+)
 
 __all__ = [
     "FAILED",

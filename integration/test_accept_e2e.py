@@ -5,8 +5,9 @@ from __future__ import annotations
 import socket
 
 import pytest
-from helpers import gen_units, http_get, main_pid, wait_state
-from sandbox import Sandbox, Units, free_port, wait_until
+
+from integration.helpers import gen_units, http_get, main_pid, wait_state
+from integration.sandbox import Sandbox, Units, free_port, wait_until
 
 
 def test_accept_yes_one_process_per_connection(sandbox: Sandbox, units: Units) -> None:
@@ -14,13 +15,13 @@ def test_accept_yes_one_process_per_connection(sandbox: Sandbox, units: Units) -
     gets the connected socket through listeners() (fd name "connection"), answers, and exits."""
     port = free_port()
     files = gen_units(
-        "sdact-acc",
+        units.name("sdact-acc"),
         listens=[(f"127.0.0.1:{port}", None)],
         options=["--accept", "--max-connections", "8"],
     )
-    assert list(files) == ["sdact-acc.socket", "sdact-acc@.service"]
+    assert list(files) == [units.name("sdact-acc.socket"), units.name("sdact-acc@.service")]
     units.install(files)
-    sandbox.systemctl("start", "sdact-acc.socket")
+    sandbox.systemctl("start", units.name("sdact-acc.socket"))
     pids = set()
     for _ in range(3):
         status, headers, body = http_get("127.0.0.1", port)
@@ -28,7 +29,7 @@ def test_accept_yes_one_process_per_connection(sandbox: Sandbox, units: Units) -
         pids.add(headers["x-pid"])
     assert len(pids) == 3
     shown = sandbox.show(
-        "sdact-acc.socket", "NAccepted", "MaxConnections", "TriggerLimitIntervalUSec"
+        units.name("sdact-acc.socket"), "NAccepted", "MaxConnections", "TriggerLimitIntervalUSec"
     )
     assert shown == {"NAccepted": "3", "MaxConnections": "8", "TriggerLimitIntervalUSec": "0"}
 
@@ -78,7 +79,7 @@ def test_accept_burst_of_connections(
     options = ["--accept", "--max-connections", "16"]
     if limit is not None:
         options += ["--start-limit", limit]
-    name = f"sdact-burst{'' if limit is None else '-lim'}"
+    name = units.name(f"sdact-burst{'' if limit is None else '-lim'}")
     files = gen_units(
         name,
         listens=[(f"127.0.0.1:{port}", None)],
@@ -115,16 +116,17 @@ def test_datagram_and_stream_sockets_in_one_service(sandbox: Sandbox, units: Uni
     HTTP, both from the same pid."""
     tcp, udp = free_port(), free_port(kind=socket.SOCK_DGRAM)
     files = gen_units(
-        "sdact-dg", listens=[(f"127.0.0.1:{tcp}", "http"), (f"udp:127.0.0.1:{udp}", "dgram")]
+        units.name("sdact-dg"),
+        listens=[(f"127.0.0.1:{tcp}", "http"), (f"udp:127.0.0.1:{udp}", "dgram")],
     )
-    assert "ListenDatagram=127.0.0.1:" in files["sdact-dg-dgram.socket"]
+    assert "ListenDatagram=127.0.0.1:" in files[units.name("sdact-dg-dgram.socket")]
     units.install(files)
-    sandbox.systemctl("start", "sdact-dg.socket", "sdact-dg-dgram.socket")
+    sandbox.systemctl("start", units.name("sdact-dg.socket"), units.name("sdact-dg-dgram.socket"))
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
         client.settimeout(10)
         client.sendto(b"hello", ("127.0.0.1", udp))  # this datagram starts the service
         reply, _ = client.recvfrom(1024)
-    wait_state(sandbox, "sdact-dg.service", "active")
-    pid = main_pid(sandbox, "sdact-dg.service")
+    wait_state(sandbox, units.name("sdact-dg.service"), "active")
+    pid = main_pid(sandbox, units.name("sdact-dg.service"))
     assert reply == f"pid={pid} hello".encode()
     assert http_get("127.0.0.1", tcp)[1]["x-pid"] == str(pid)

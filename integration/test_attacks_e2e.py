@@ -14,8 +14,8 @@ import subprocess
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 
-from helpers import PYTHON, gen_units, http_get, main_pid, sandbox_version, wait_state
-from sandbox import CODE_DIR, Sandbox, Units, free_port
+from integration.helpers import PYTHON, gen_units, http_get, main_pid, sandbox_version, wait_state
+from integration.sandbox import CODE_DIR, Sandbox, Units, free_port
 
 NOBODY = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
 CLI_ENV = {"PYTHONPATH": CODE_DIR}

@@ -14,8 +14,9 @@ import time
 from collections.abc import Callable
 
 import pytest
-from releases import selected
-from sandbox import CODE_DIR, Sandbox, Units, free_port, wait_until
+
+from integration.releases import selected
+from integration.sandbox import CODE_DIR, Sandbox, Units, free_port, wait_until
 
 # The release's own interpreter, with the checkout at CODE_DIR (readable by anyone, unlike
 # a checkout under /root) on PYTHONPATH. A release's tree has Debian's python3-jeepney; the
@@ -99,15 +100,17 @@ def test_restart_waits_for_ready(
     """restart of a notify service that sleeps 1 s before READY takes >= 1 s and reports
     active, with the new MainPID and StatusText visible afterwards."""
     install_app(sandbox)
-    units.install({"sdctl-slow.service": notify_unit(1.0)})
-    sandbox.systemctl("start", "sdctl-slow.service")
-    old_pid = sandbox.show("sdctl-slow.service", "MainPID")["MainPID"]
+    units.install({units.name("sdctl-slow.service"): notify_unit(1.0)})
+    sandbox.systemctl("start", units.name("sdctl-slow.service"))
+    old_pid = sandbox.show(units.name("sdctl-slow.service"), "MainPID")["MainPID"]
 
-    code, out, err, seconds = sdactivate(sandbox, "restart", "sdctl-slow", "--timeout", "20")
+    code, out, err, seconds = sdactivate(
+        sandbox, "restart", units.name("sdctl-slow"), "--timeout", "20"
+    )
     assert code == 0, err
     assert seconds >= 1.0
-    assert "sdctl-slow.service: restart ok, active (running)" in out
-    shown = sandbox.show("sdctl-slow.service", "ActiveState", "MainPID", "StatusText")
+    assert f"{units.name('sdctl-slow.service')}: restart ok, active (running)" in out
+    shown = sandbox.show(units.name("sdctl-slow.service"), "ActiveState", "MainPID", "StatusText")
     assert shown["ActiveState"] == "active"
     assert shown["MainPID"] != old_pid
     assert f"MainPID {shown['MainPID']}" in out
@@ -120,11 +123,13 @@ def test_failed_start_exits_nonzero_with_reason(sandbox: Sandbox, units: Units) 
     result, the exit status and the unit's last journal lines."""
     units.install(
         {
-            "sdctl-broken.service": "[Service]\nType=notify\n"
+            units.name("sdctl-broken.service"): "[Service]\nType=notify\n"
             "ExecStart=/bin/sh -c 'echo sdctl-broken-says-goodbye; exit 3'\n"
         }
     )
-    code, out, err, _ = sdactivate(sandbox, "restart", "sdctl-broken.service", "--timeout", "20")
+    code, out, err, _ = sdactivate(
+        sandbox, "restart", units.name("sdctl-broken.service"), "--timeout", "20"
+    )
     assert code == 1, (out, err)
     assert "restart failed" in err
     assert "job result 'failed'" in err
@@ -136,25 +141,30 @@ def test_failed_start_exits_nonzero_with_reason(sandbox: Sandbox, units: Units) 
 def test_start_timeout(sandbox: Sandbox, units: Units) -> None:
     """start of a notify service that never sends READY gives up at --timeout with exit 1."""
     install_app(sandbox)
-    units.install({"sdctl-never.service": notify_unit(-1.0)})
-    code, _out, err, seconds = sdactivate(sandbox, "start", "sdctl-never", "--timeout", "1")
+    units.install({units.name("sdctl-never.service"): notify_unit(-1.0)})
+    code, _out, err, seconds = sdactivate(
+        sandbox, "start", units.name("sdctl-never"), "--timeout", "1"
+    )
     assert code == 1
     assert "still running after 1s" in err
     assert "app starting" in err  # the unit's journal, shown on timeout too
     assert 1.0 <= seconds < 15
-    assert sandbox.show("sdctl-never.service", "ActiveState")["ActiveState"] == "activating"
+    assert (
+        sandbox.show(units.name("sdctl-never.service"), "ActiveState")["ActiveState"]
+        == "activating"
+    )
 
 
 def test_reload_and_stop(sandbox: Sandbox, units: Units) -> None:
     """reload waits for the ExecReload job and the unit to be active again; stop waits
     for inactive."""
     install_app(sandbox)
-    units.install({"sdctl-reload.service": notify_unit(0.0)})
-    sandbox.systemctl("start", "sdctl-reload.service")
-    code, out, err, _ = sdactivate(sandbox, "reload", "sdctl-reload", "--timeout", "20")
+    units.install({units.name("sdctl-reload.service"): notify_unit(0.0)})
+    sandbox.systemctl("start", units.name("sdctl-reload.service"))
+    code, out, err, _ = sdactivate(sandbox, "reload", units.name("sdctl-reload"), "--timeout", "20")
     assert code == 0, err
     assert "reload ok, active (running)" in out
-    code, out, err, _ = sdactivate(sandbox, "stop", "sdctl-reload", "--timeout", "20")
+    code, out, err, _ = sdactivate(sandbox, "stop", units.name("sdctl-reload"), "--timeout", "20")
     assert code == 0, err
     assert "stop ok, inactive (dead)" in out
 
@@ -168,16 +178,16 @@ def test_unknown_unit(sandbox: Sandbox) -> None:
 
 def test_reload_not_applicable(sandbox: Sandbox, units: Units) -> None:
     """reload of a unit without ExecReload= exits 1 with systemd's reason."""
-    units.install({"sdctl-noreload.service": "[Service]\nExecStart=/bin/sleep 3600\n"})
-    sandbox.systemctl("start", "sdctl-noreload.service")
-    code, _out, err, _ = sdactivate(sandbox, "reload", "sdctl-noreload")
+    units.install({units.name("sdctl-noreload.service"): "[Service]\nExecStart=/bin/sleep 3600\n"})
+    sandbox.systemctl("start", units.name("sdctl-noreload.service"))
+    code, _out, err, _ = sdactivate(sandbox, "reload", units.name("sdctl-noreload"))
     assert code == 1
     assert "JobTypeNotApplicable" in err and "not applicable" in err
 
 
 def test_permission_denied_for_unprivileged_user(sandbox: Sandbox, units: Units) -> None:
     """An unprivileged caller gets a permission error suggesting --user or root."""
-    units.install({"sdctl-perm.service": "[Service]\nExecStart=/bin/sleep 3600\n"})
+    units.install({units.name("sdctl-perm.service"): "[Service]\nExecStart=/bin/sleep 3600\n"})
     proc = sandbox.run(
         [
             "setpriv",
@@ -188,14 +198,16 @@ def test_permission_denied_for_unprivileged_user(sandbox: Sandbox, units: Units)
             "-m",
             "sdactivate",
             "start",
-            "sdctl-perm",
+            units.name("sdctl-perm"),
         ],
         env=CLI_ENV,
         check=False,
     )
     assert proc.returncode == 1, (proc.stdout, proc.stderr)
     assert "--user" in proc.stderr and "root" in proc.stderr
-    assert sandbox.show("sdctl-perm.service", "ActiveState")["ActiveState"] == "inactive"
+    assert (
+        sandbox.show(units.name("sdctl-perm.service"), "ActiveState")["ActiveState"] == "inactive"
+    )
 
 
 def test_no_bus(sandbox: Sandbox) -> None:
@@ -232,34 +244,36 @@ def test_status_json_matches_systemctl_show(sandbox: Sandbox, units: Units) -> N
     port = free_port()
     units.install(
         {
-            "sdctl-web.socket": f"[Socket]\nListenStream=127.0.0.1:{port}\n",
-            "sdctl-web.service": notify_unit(0.0, "FileDescriptorStoreMax=4\n"),
+            units.name("sdctl-web.socket"): f"[Socket]\nListenStream=127.0.0.1:{port}\n",
+            units.name("sdctl-web.service"): notify_unit(0.0, "FileDescriptorStoreMax=4\n"),
         }
     )
-    sandbox.systemctl("start", "sdctl-web.socket")
+    sandbox.systemctl("start", units.name("sdctl-web.socket"))
     with socket.create_connection(("127.0.0.1", port), timeout=10):
         pass  # activates the service
     wait_until(
-        lambda: sandbox.show("sdctl-web.service", "ActiveState")["ActiveState"] == "active",
+        lambda: (
+            sandbox.show(units.name("sdctl-web.service"), "ActiveState")["ActiveState"] == "active"
+        ),
         timeout=20,
-        what="sdctl-web.service active",
+        what=f"{units.name('sdctl-web.service')} active",
     )
-    code, out, err, _ = sdactivate(sandbox, "status", "sdctl-web", "--json")
+    code, out, err, _ = sdactivate(sandbox, "status", units.name("sdctl-web"), "--json")
     assert code == 0, err
     data = json.loads(out)
     views = {"service": data["service"], "socket": data["sockets"][0]}
-    assert views["socket"]["unit"] == "sdctl-web.socket"
+    assert views["socket"]["unit"] == units.name("sdctl-web.socket")
     for kind, props in STATUS_PROPS.items():
         unit = views[kind]["unit"]
         shown = sandbox.show(unit, *props)
         mine = {p: str(views[kind][p]) for p in props if p in shown}
         assert mine == {p: shown[p] for p in mine}, unit
         assert len(mine) >= len(props) - 1  # NRefused may be absent on older managers
-    listen = sandbox.show("sdctl-web.socket", "Listen")["Listen"]
+    listen = sandbox.show(units.name("sdctl-web.socket"), "Listen")["Listen"]
     assert [f"{addr} ({kind})" for kind, addr in views["socket"]["Listen"]] == [listen]
     assert views["service"]["FileDescriptorStoreMax"] == 4
 
-    code, table, err, _ = sdactivate(sandbox, "status", "sdctl-web")
+    code, table, err, _ = sdactivate(sandbox, "status", units.name("sdctl-web"))
     assert code == 0, err
     assert f"127.0.0.1:{port} (Stream)" in table
     assert "0 / 4 (stored / max)" in table
@@ -268,26 +282,26 @@ def test_status_json_matches_systemctl_show(sandbox: Sandbox, units: Units) -> N
 def test_reload_of_supervised_unit_waits_for_handover(sandbox: Sandbox, units: Units) -> None:
     """`sdactivate reload NAME` on a `gen-units --supervise` unit returns once the new
     generation serves: the supervisor (MainPID) stays, the app answering is a new process."""
-    from helpers import PYTHON as SANDBOX_PYTHON
-    from helpers import gen_units, http_get
+    from integration.helpers import PYTHON as SANDBOX_PYTHON
+    from integration.helpers import gen_units, http_get
 
     port = free_port()
     files = gen_units(
-        "sdctl-sup",
+        units.name("sdctl-sup"),
         listens=[(f"127.0.0.1:{port}", "http")],
         options=["--supervise", "--python", SANDBOX_PYTHON],
     )
     units.install(files)
-    sandbox.systemctl("start", "sdctl-sup.socket", "sdctl-sup.service")
-    supervisor = sandbox.show("sdctl-sup.service", "MainPID")["MainPID"]
+    sandbox.systemctl("start", units.name("sdctl-sup.socket"), units.name("sdctl-sup.service"))
+    supervisor = sandbox.show(units.name("sdctl-sup.service"), "MainPID")["MainPID"]
     _, before, _ = http_get("127.0.0.1", port)
 
-    code, out, err, _ = sdactivate(sandbox, "reload", "sdctl-sup", "--timeout", "60")
+    code, out, err, _ = sdactivate(sandbox, "reload", units.name("sdctl-sup"), "--timeout", "60")
     assert code == 0, (out, err)
-    assert "sdctl-sup.service: reload ok, active (running)" in out
+    assert f"{units.name('sdctl-sup.service')}: reload ok, active (running)" in out
     _, after, _ = http_get("127.0.0.1", port)
     assert after["x-pid"] != before["x-pid"]  # the handover finished before reload returned
-    assert sandbox.show("sdctl-sup.service", "MainPID")["MainPID"] == supervisor
+    assert sandbox.show(units.name("sdctl-sup.service"), "MainPID")["MainPID"] == supervisor
 
 
 def test_reload_of_supervised_unit_reports_failed_handover(
@@ -295,24 +309,26 @@ def test_reload_of_supervised_unit_reports_failed_handover(
 ) -> None:
     """When the new generation dies before READY, `sdactivate reload NAME` exits 1 with the
     failed reload job and the supervisor's reason, and the old generation keeps serving."""
-    from helpers import PYTHON as SANDBOX_PYTHON
-    from helpers import gen_units
+    from integration.helpers import PYTHON as SANDBOX_PYTHON
+    from integration.helpers import gen_units
 
     install_app(sandbox)
     marker = "/run/sdctl-fail-marker"
     files = gen_units(
-        "sdctl-supfail",
+        units.name("sdctl-supfail"),
         listens=[(f"127.0.0.1:{free_port()}", "http")],
         options=["--supervise", "--python", SANDBOX_PYTHON],
         script=f"{APP_DIR}/app.py",
         args=["0", marker],
     )
     units.install(files)
-    sandbox.systemctl("start", "sdctl-supfail.service")
-    before = sandbox.show("sdctl-supfail.service", "MainPID", "StatusText")
+    sandbox.systemctl("start", units.name("sdctl-supfail.service"))
+    before = sandbox.show(units.name("sdctl-supfail.service"), "MainPID", "StatusText")
     sandbox.write_file(marker, "")
     try:
-        code, out, err, _ = sdactivate(sandbox, "reload", "sdctl-supfail", "--timeout", "60")
+        code, out, err, _ = sdactivate(
+            sandbox, "reload", units.name("sdctl-supfail"), "--timeout", "60"
+        )
     finally:
         sandbox.run(["rm", "-f", marker])
     assert code == 1, (out, err)
@@ -323,7 +339,9 @@ def test_reload_of_supervised_unit_reports_failed_handover(
         assert "job result 'failed'" in err
     assert "unit is active (running)" in err
     assert "fail marker" in err  # the new generation's last words, from the journal
-    after = sandbox.show("sdctl-supfail.service", "ActiveState", "MainPID", "StatusText")
+    after = sandbox.show(
+        units.name("sdctl-supfail.service"), "ActiveState", "MainPID", "StatusText"
+    )
     assert after["ActiveState"] == "active"
     assert after["MainPID"] == before["MainPID"]
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 
-from helpers import PYTHON, sandbox_version
-from sandbox import CODE_DIR, Sandbox
+from integration.helpers import PYTHON, sandbox_version
+from integration.sandbox import CODE_DIR, Sandbox
 
 
 def test_escaping_matches_the_releases_systemd_escape(

@@ -11,8 +11,7 @@ import json
 import random
 import unicodedata
 
-from sandbox import Sandbox, Units
-
+from integration.sandbox import Sandbox, Units
 from sdactivate.errors import UnitConfigError
 from sdactivate.units.escape import exec_command_line, quote_environment
 
@@ -74,8 +73,8 @@ def _run_lines(sandbox: Sandbox, units: Units, argvs: list[list[str]], env: str)
         f"Environment={quote_environment('SDX', env)}\n{lines}"
     )
     sandbox.run(["rm", "-f", OUT])
-    units.install({"sdactivate-argv.service": text})
-    sandbox.systemctl("start", "sdactivate-argv.service")  # oneshot: returns when done
+    units.install({units.name("sdactivate-argv.service"): text})
+    sandbox.systemctl("start", units.name("sdactivate-argv.service"))  # oneshot: returns when done
     return [json.loads(line) for line in sandbox.read_file(OUT).splitlines()]
 
 

@@ -11,9 +11,8 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from helpers import PYTHON, sandbox_version, wait_state
-from sandbox import CODE_DIR, Sandbox, Units, free_port, wait_until
-
+from integration.helpers import PYTHON, sandbox_version, wait_state
+from integration.sandbox import CODE_DIR, Sandbox, Units, free_port, wait_until
 from sdactivate._listen_env import fd_name_problem
 
 SOCKET_NAME = "a b c"  # spaces inside: FileDescriptorName= takes them

@@ -9,7 +9,7 @@ import subprocess
 import time
 from collections.abc import Callable
 
-from helpers import (
+from integration.helpers import (
     SYSTEMD_VERSION,
     gen_units,
     http_get,
@@ -19,23 +19,24 @@ from helpers import (
     start_limit,
     wait_state,
 )
-from sandbox import Sandbox, Units, free_port, wait_until
+from integration.sandbox import Sandbox, Units, free_port, wait_until
 
 UNIT = "sdact-fds.service"
 # the generated fd-store-only unit, nothing referencing it: `stop` + `start` keeps its store?
 KEPT_BY_STOP_START = {252: False, 254: False, 257: False, 262: True}
 
 
-def fdstore_units(port: int) -> dict[str, str]:
-    """`gen-units sdact-fds --fdstore 4` for the example app binding 127.0.0.1:`port` itself:
-    one service, no socket unit."""
+def fdstore_units(units: Units, port: int) -> dict[str, str]:
+    """`gen-units sdact-fds --fdstore 4` (this test's name) for the example app binding
+    127.0.0.1:`port` itself: one service, no socket unit."""
+    unit = units.name(UNIT)
     files = gen_units(
-        "sdact-fds",
+        units.name("sdact-fds"),
         options=["--fdstore", "4"],
         args=["--fdstore", "--listen", f"127.0.0.1:{port}", "--name", "http"],
     )
-    assert list(files) == [UNIT]
-    assert "FileDescriptorStoreMax=4\n" in files[UNIT] and "Requires=" not in files[UNIT]
+    assert list(files) == [unit]
+    assert "FileDescriptorStoreMax=4\n" in files[unit] and "Requires=" not in files[unit]
     return files
 
 
@@ -58,25 +59,26 @@ def test_fdstore_restart_kill_and_stop_start(
     stored socket; SIGKILL of the main process (Restart=on-failure) keeps it too and fails
     only the requests that process had in flight; stop + start flushes it and the app
     re-binds."""
+    unit = units.name(UNIT)
     port = free_port()
-    units.install(fdstore_units(port))
-    sandbox.systemctl("start", UNIT)
-    wait_state(sandbox, UNIT, "active")
+    units.install(fdstore_units(units, port))
+    sandbox.systemctl("start", unit)
+    wait_state(sandbox, unit, "active")
     # gen-units' default start limit: 20 quick restarts must not fail the service
-    assert start_limit(sandbox, UNIT) == ("30", "1min")
-    assert sandbox.show(UNIT, "NFileDescriptorStore")["NFileDescriptorStore"] == "1"
+    assert start_limit(sandbox, unit) == ("30", "1min")
+    assert sandbox.show(unit, "NFileDescriptorStore")["NFileDescriptorStore"] == "1"
     first = listen_inodes(port)
     assert len(first) == 1
 
-    run = restart_under_load(port, lambda: sandbox.systemctl("restart", UNIT), restarts=20)
+    run = restart_under_load(port, lambda: sandbox.systemctl("restart", unit), restarts=20)
     measurements("fd store: " + run.describe())
     run.assert_no_failures()
     assert len(run.result.pids()) >= 21
-    assert sandbox.show(UNIT, "NFileDescriptorStore")["NFileDescriptorStore"] == "1"
+    assert sandbox.show(unit, "NFileDescriptorStore")["NFileDescriptorStore"] == "1"
     assert listen_inodes(port) == first  # the very socket the first generation bound
 
     # SIGKILL: no drain at all; Restart=on-failure brings it back on the stored socket.
-    before = main_pid(sandbox, UNIT)
+    before = main_pid(sandbox, unit)
 
     killed: list[tuple[float, float]] = []
     held: list[socket.socket] = []
@@ -93,17 +95,17 @@ def test_fdstore_restart_kill_and_stop_start(
             what="the app accepting the slow request",
         )
         start = time.monotonic()
-        sandbox.systemctl("kill", "--signal=SIGKILL", "--kill-who=main", UNIT)
+        sandbox.systemctl("kill", "--signal=SIGKILL", "--kill-who=main", unit)
         killed.append((start, time.monotonic()))
         wait_until(
             lambda: (
-                sandbox.show(UNIT, "NRestarts", "SubState", "MainPID")
+                sandbox.show(unit, "NRestarts", "SubState", "MainPID")
                 == {
                     "NRestarts": "1",
                     "SubState": "running",
-                    "MainPID": str(main_pid(sandbox, UNIT)),
+                    "MainPID": str(main_pid(sandbox, unit)),
                 }
-                and main_pid(sandbox, UNIT) not in (0, before)
+                and main_pid(sandbox, unit) not in (0, before)
             ),
             timeout=15,
             what="the automatic restart after SIGKILL",
@@ -121,26 +123,26 @@ def test_fdstore_restart_kill_and_stop_start(
         except ConnectionResetError:
             cut = b""
     assert cut == b"", f"the slow request was answered after SIGKILL: {cut!r}"
-    assert sandbox.show(UNIT, "NFileDescriptorStore")["NFileDescriptorStore"] == "1"
+    assert sandbox.show(unit, "NFileDescriptorStore")["NFileDescriptorStore"] == "1"
     assert listen_inodes(port) == first
 
     # stop + start: two jobs. 252 flushes the store; 254 and 257 keep it only while the unit
     # stays loaded (FileDescriptorStorePreserve=yes) and unload this unreferenced one; 262
     # keeps it. Where it is flushed the app binds a new socket.
     kept = KEPT_BY_STOP_START[SYSTEMD_VERSION]
-    sandbox.systemctl("stop", UNIT)
+    sandbox.systemctl("stop", unit)
     wait_until(
         lambda: (
-            sandbox.show(UNIT, "NFileDescriptorStore")["NFileDescriptorStore"]
+            sandbox.show(unit, "NFileDescriptorStore")["NFileDescriptorStore"]
             == ("1" if kept else "0")
         ),
         timeout=10,
         what="the store kept or flushed",
     )
     assert listen_inodes(port) == (first if kept else set())
-    sandbox.systemctl("start", UNIT)
-    wait_state(sandbox, UNIT, "active")
-    assert sandbox.show(UNIT, "NFileDescriptorStore")["NFileDescriptorStore"] == "1"
+    sandbox.systemctl("start", unit)
+    wait_state(sandbox, unit, "active")
+    assert sandbox.show(unit, "NFileDescriptorStore")["NFileDescriptorStore"] == "1"
     rebound = listen_inodes(port)
     assert len(rebound) == 1 and (rebound == first) == kept
-    assert http_get("127.0.0.1", port)[1]["x-pid"] == str(main_pid(sandbox, UNIT))
+    assert http_get("127.0.0.1", port)[1]["x-pid"] == str(main_pid(sandbox, unit))

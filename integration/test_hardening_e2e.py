@@ -5,8 +5,9 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from helpers import PYTHON, gen_units, http_get, main_pid, wait_state
-from sandbox import Sandbox, Units, free_port
+
+from integration.helpers import PYTHON, gen_units, http_get, main_pid, wait_state
+from integration.sandbox import Sandbox, Units, free_port
 
 UNIX_GET = (
     "import socket, sys; s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); "
@@ -23,7 +24,7 @@ UNIX_GET = (
 def test_hardened_units_serve(sandbox: Sandbox, units: Units, level: str, network: bool) -> None:
     """Generated units at this hardening level answer over TCP and a UNIX socket, as a
     dynamic non-root user, in a private network namespace when --no-network is given."""
-    name = f"sdact-hard-{level}"
+    name = units.name(f"sdact-hard-{level}")
     port = free_port()
     path = f"/run/{name}-{uuid.uuid4().hex[:8]}.sock"
     options = ["--hardening", level, *([] if network else ["--no-network"])]

@@ -10,8 +10,8 @@ import time
 import uuid
 from collections.abc import Callable
 
-from helpers import PYTHON, gen_units, http_get, main_pid, timed, wait_state
-from sandbox import Sandbox, Units, free_port
+from integration.helpers import PYTHON, gen_units, http_get, main_pid, timed, wait_state
+from integration.sandbox import Sandbox, Units, free_port
 
 # Sends READY=1 and oversized datagrams as fast as it can (non-blocking, a full queue is
 # retried at once) until the stop file exists or its time is up; prints a line once it is

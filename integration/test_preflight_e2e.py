@@ -12,21 +12,17 @@ from __future__ import annotations
 import subprocess
 import uuid
 from collections.abc import Sequence
+from pathlib import Path
 
 import pytest
-from helpers import APP, PYTHON, http_get, split_stdout, wait_state
-from sandbox import CODE_DIR, Sandbox, Units, free_port, wait_until
 
-# An app that never sends READY=1: serves "ok" on the inherited fd 3.
-NO_READY_APP = """\
-import socket
-server = socket.socket(fileno=3)
-while True:
-    conn, _ = server.accept()
-    with conn:
-        conn.recv(65536)
-        conn.sendall(b"HTTP/1.1 200 OK\\r\\nContent-Length: 2\\r\\nConnection: close\\r\\n\\r\\nok")
-"""
+from integration.helpers import APP, PYTHON, http_get, split_stdout, wait_state
+from integration.sandbox import CODE_DIR, Sandbox, Units, free_port, wait_until
+from tests.support import CHILD_APP
+
+# The tests' HTTP service with NO_READY: it never sends READY=1 and serves "ok" anyway.
+NO_READY_APP = Path(CHILD_APP).read_text()
+NO_READY = ("--no-ready", "--body", "ok")
 
 
 def gen(
@@ -69,7 +65,7 @@ def tag() -> str:
 def test_relative_script_refused_and_really_fails(sandbox: Sandbox, units: Units, tag: str) -> None:
     """`-- python3 app.py` with no --working-dir: refused (with or without --no-preflight);
     the unit as gen-units used to write it fails with "can't open file '//app.py'"."""
-    name, port, workdir = f"sdpf-rel-{tag}", free_port(), f"/srv/sdpf-{tag}"
+    name, port, workdir = units.name(f"sdpf-rel-{tag}"), free_port(), f"/srv/sdpf-{tag}"
     setup(sandbox, f"mkdir -p {workdir} && cp {APP} {workdir}/app.py")
     for extra in ((), ("--no-preflight",)):
         proc = gen(sandbox, name, port, [PYTHON, "app.py"], *extra)
@@ -98,7 +94,7 @@ def test_home_directories_refused_and_really_hidden(
 ) -> None:
     """A script under /root or /home: refused under strict (ProtectHome=yes); forced, the
     service cannot open it. Under /home (0755) the suggested --hardening standard serves."""
-    name, port, home = f"sdpf-home-{tag}", free_port(), f"{where}/sdpf-{tag}"
+    name, port, home = units.name(f"sdpf-home-{tag}"), free_port(), f"{where}/sdpf-{tag}"
     setup(sandbox, f"mkdir -p -m 0755 {home} && cp {APP} {home}/app.py")
     command = [PYTHON, f"{home}/app.py"]
     proc = gen(sandbox, name, port, command)
@@ -122,7 +118,7 @@ def test_supervise_venv_in_tmp_refused_and_really_203(
 ) -> None:
     """--supervise --python in a venv under /tmp: refused (PrivateTmp=yes); forced, the
     service fails with 203/EXEC."""
-    name, port, venv = f"sdpf-tmp-{tag}", free_port(), f"/tmp/sdpf-venv-{tag}"
+    name, port, venv = units.name(f"sdpf-tmp-{tag}"), free_port(), f"/tmp/sdpf-venv-{tag}"
     setup(sandbox, f"{PYTHON} -m venv --without-pip {venv}")
     command = [PYTHON, APP]
     options = ("--supervise", "--python", f"{venv}/bin/python")
@@ -142,7 +138,7 @@ def test_bad_absolute_program_refused_and_really_203(
 ) -> None:
     """An absolute program that does not exist, or is not executable: refused; forced, the
     service fails with 203/EXEC."""
-    name, port = f"sdpf-prog-{tag}", free_port()
+    name, port = units.name(f"sdpf-prog-{tag}"), free_port()
     if case == "missing":
         program, message = f"/opt/sdpf-{tag}/bin/app", "does not exist on this machine"
     else:
@@ -159,7 +155,7 @@ def test_dynamic_user_cannot_enter_refused_and_really_denied(
 ) -> None:
     """A script in a 0750 directory: the dynamic user (no supplementary groups) cannot
     enter it: refused naming the directory and `chmod o+x`; forced, Permission denied."""
-    name, port, private = f"sdpf-perm-{tag}", free_port(), f"/srv/sdpf-private-{tag}"
+    name, port, private = units.name(f"sdpf-perm-{tag}"), free_port(), f"/srv/sdpf-private-{tag}"
     setup(sandbox, f"mkdir -p -m 0750 {private} && cp {APP} {private}/app.py")
     command = [PYTHON, f"{private}/app.py"]
     refused(
@@ -178,7 +174,7 @@ def test_typical_layout_is_accepted_and_serves(
 ) -> None:
     """The app under /srv, a venv under /opt (made from Debian's python3): gen-units
     accepts it with every check on, and the units serve (with --supervise too)."""
-    name, port = f"sdpf-ok-{tag}", free_port()
+    name, port = units.name(f"sdpf-ok-{tag}"), free_port()
     app, venv = f"/srv/sdpf-{tag}/app.py", f"/opt/sdpf-venv-{tag}"
     setup(
         sandbox,
@@ -198,9 +194,9 @@ def test_type_exec_serves_an_app_that_never_sends_ready(
 ) -> None:
     """--type exec: an app that never sends READY=1 is active as soon as it runs, serves,
     and restarts; under the default Type=notify the same app stays "activating"."""
-    name, port, app = f"sdpf-exec-{tag}", free_port(), f"/srv/sdpf-{tag}/noready.py"
+    name, port, app = units.name(f"sdpf-exec-{tag}"), free_port(), f"/srv/sdpf-{tag}/noready.py"
     sandbox.write_file(app, NO_READY_APP)
-    proc = gen(sandbox, name, port, [PYTHON, app], "--type", "exec")
+    proc = gen(sandbox, name, port, [PYTHON, app, *NO_READY], "--type", "exec")
     assert proc.returncode == 0, proc.stderr
     files = split_stdout(proc.stdout)
     assert "Type=exec\n" in files[f"{name}.service"]
@@ -213,7 +209,7 @@ def test_type_exec_serves_an_app_that_never_sends_ready(
     assert http_get("127.0.0.1", port)[2] == "ok"
     sandbox.systemctl("stop", service, f"{name}.socket")
 
-    notify = split_stdout(gen(sandbox, name, port, [PYTHON, app]).stdout)
+    notify = split_stdout(gen(sandbox, name, port, [PYTHON, app, *NO_READY]).stdout)
     units.install(notify)
     sandbox.systemctl("start", f"{name}.socket")  # listening before the --no-block start
     sandbox.systemctl("start", "--no-block", service)

@@ -25,13 +25,11 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from helpers import RestartRun, main_pid, restart_under_load, wait_state
-from sandbox import CHECKOUT, CODE_DIR, Sandbox, Units, wait_until
-
-sys.path.insert(0, f"{CHECKOUT}/examples")
-sys.path.insert(0, f"{CHECKOUT}/bench")
-import loadgen
-import readme_blocks
+from bench import loadgen
+from examples import readme_blocks
+from integration.helpers import RestartRun, main_pid, restart_under_load, wait_state
+from integration.sandbox import CHECKOUT, CODE_DIR, Sandbox, Units, wait_until
+from tests.support import free_dual_stack_port
 
 BLOCKS = readme_blocks.marked_blocks(readme_blocks.README.read_text(encoding="utf-8"))
 ROUNDS = 10
@@ -43,17 +41,6 @@ import sys
 from sdactivate.cli import main
 sys.exit(main())
 """
-
-
-def _free_port() -> int:
-    """A port free on every address (the README's socket listens on all of them)."""
-    import socket
-
-    with socket.socket(socket.AF_INET6) as probe:
-        probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-        probe.bind(("::", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def _subs(name: str, port: int) -> list[tuple[str, str]]:
@@ -114,7 +101,7 @@ def test_readme_quickstart_restarts_and_reloads_lose_nothing(
     restart; 10 x `systemctl restart` at 300 new connections/s: 0 failed; then the
     --supervise block and 10 x `systemctl reload`: 0 failed, MainPID (the supervisor) kept,
     a new app pid each time; latency reported against the steady state of the same run."""
-    name, port = "rdme-qs", _free_port()
+    name, port = units.name("rdme-qs"), free_dual_stack_port()
     subs = _subs(name, port)
     _setup(sandbox, units, name, _block("quickstart-app", subs))
     service = f"{name}.service"
@@ -170,7 +157,7 @@ def test_readme_app_in_a_unit_that_passes_another_socket_fails_at_once(
     [::]:P) with the old README app, which asks for 127.0.0.1:P by the name http. The service
     fails at its first start with the mismatch message in the journal (what it got, what it
     looked for, --fdname): no bind, no "Address already in use"."""
-    name, port = "rdme-mis", _free_port()
+    name, port = units.name("rdme-mis"), free_dual_stack_port()
     subs = _subs(name, port)
     app = readme_blocks.substitute(
         _block("quickstart-app", subs),
@@ -241,7 +228,7 @@ def test_walkthrough_script(
     a curl loop, 0 failed, everything removed afterwards. pip inside reads only local
     files (network traffic stays on loopback)."""
     pip_env = _offline_wheels()
-    name, port = "rdme-wt", _free_port()
+    name, port = units.name("rdme-wt"), free_dual_stack_port()
     units.track([f"{name}.socket", f"{name}.service"])
     env = {
         "NAME": name,

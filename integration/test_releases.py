@@ -8,7 +8,8 @@ import json
 import subprocess
 
 import pytest
-from releases import (
+
+from integration.releases import (
     MARKER,
     RELEASES,
     Release,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import socket
 from collections.abc import Callable
 
-from helpers import (
+from integration.helpers import (
     PYTHON,
     gen_units,
     http_get,
@@ -15,7 +15,7 @@ from helpers import (
     start_limit,
     wait_state,
 )
-from sandbox import Sandbox, Units, free_port, wait_until
+from integration.sandbox import Sandbox, Units, free_port, wait_until
 
 
 def test_restart_x20_under_load_loses_nothing(
@@ -25,24 +25,27 @@ def test_restart_x20_under_load_loses_nothing(
     every restart served by a new pid (systemd's own start limit, 5 per 10 s, would fail the
     service at the 6th: the generated 30 per 60 s does not); prints the added tail latency."""
     port = free_port()
-    files = gen_units("sdact-rst", listens=[(f"127.0.0.1:{port}", "http")])
+    files = gen_units(units.name("sdact-rst"), listens=[(f"127.0.0.1:{port}", "http")])
     units.install(files)
-    sandbox.systemctl("start", "sdact-rst.socket", "sdact-rst.service")
-    wait_state(sandbox, "sdact-rst.service", "active")
-    assert start_limit(sandbox, "sdact-rst.service") == ("30", "1min")
+    sandbox.systemctl("start", units.name("sdact-rst.socket"), units.name("sdact-rst.service"))
+    wait_state(sandbox, units.name("sdact-rst.service"), "active")
+    assert start_limit(sandbox, units.name("sdact-rst.service")) == ("30", "1min")
     inode = listen_inodes(port)
     assert len(inode) == 1
 
     run = restart_under_load(
-        port, lambda: sandbox.systemctl("restart", "sdact-rst.service"), restarts=20, rate=500
+        port,
+        lambda: sandbox.systemctl("restart", units.name("sdact-rst.service")),
+        restarts=20,
+        rate=500,
     )
     measurements("socket unit: " + run.describe())
     run.assert_no_failures()
     assert len(run.result.pids()) >= 21  # every generation answered some requests
     assert listen_inodes(port) == inode  # the same socket throughout
-    state = wait_state(sandbox, "sdact-rst.service", "active", sub="running")
+    state = wait_state(sandbox, units.name("sdact-rst.service"), "active", sub="running")
     assert http_get("127.0.0.1", port)[1]["x-pid"] == state["MainPID"]
-    assert sandbox.show("sdact-rst.socket", "ActiveState")["ActiveState"] == "active"
+    assert sandbox.show(units.name("sdact-rst.socket"), "ActiveState")["ActiveState"] == "active"
 
 
 def test_crash_loop_still_hits_the_start_limit(sandbox: Sandbox, units: Units) -> None:
@@ -50,7 +53,7 @@ def test_crash_loop_still_hits_the_start_limit(sandbox: Sandbox, units: Units) -
     limit, then the service fails and its socket with it (service-start-limit-hit, refused)."""
     port = free_port()
     files = gen_units(
-        "sdact-crash",
+        units.name("sdact-crash"),
         listens=[(f"127.0.0.1:{port}", None)],
         program=PYTHON,
         script=None,
@@ -58,16 +61,19 @@ def test_crash_loop_still_hits_the_start_limit(sandbox: Sandbox, units: Units) -
         options=["--start-limit", "3/60"],
     )
     units.install(files)
-    assert start_limit(sandbox, "sdact-crash.service") == ("3", "1min")
-    sandbox.systemctl("start", "sdact-crash.socket")
+    assert start_limit(sandbox, units.name("sdact-crash.service")) == ("3", "1min")
+    sandbox.systemctl("start", units.name("sdact-crash.socket"))
     with socket.create_connection(("127.0.0.1", port), timeout=10):
         pass  # queued in the socket; it triggers the first start
-    wait_state(sandbox, "sdact-crash.service", "failed", timeout=30)
+    wait_state(sandbox, units.name("sdact-crash.service"), "failed", timeout=30)
     # 252 keeps the service's Result of the last run (exit-code); the 4th start was refused
     # ("Start request repeated too quickly"), which the socket reports as its own result
-    assert sandbox.show("sdact-crash.service", "NRestarts")["NRestarts"] == "3"
+    assert sandbox.show(units.name("sdact-crash.service"), "NRestarts")["NRestarts"] == "3"
     wait_until(
-        lambda: sandbox.show("sdact-crash.socket", "Result")["Result"] == "service-start-limit-hit",
+        lambda: (
+            sandbox.show(units.name("sdact-crash.socket"), "Result")["Result"]
+            == "service-start-limit-hit"
+        ),
         timeout=10,
         what="the socket failing with its service",
     )

@@ -8,9 +8,9 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from conftest import require_sandbox_host
-from releases import Release, boot_release
-from sandbox import CHECKOUT, CODE_DIR, Sandbox, Units
+from integration.conftest import require_sandbox_host
+from integration.releases import Release, boot_release
+from integration.sandbox import CHECKOUT, CODE_DIR, Sandbox, Units
 
 
 def test_boots_to_running(sandbox: Sandbox, systemd_version: int) -> None:
@@ -54,12 +54,32 @@ def test_units_fixture_installs_and_starts(sandbox: Sandbox, units: Units) -> No
     """A unit written through install_units can be started and shown."""
     units.install(
         {
-            "sdsandbox-probe.service": "[Service]\nType=oneshot\nRemainAfterExit=yes\n"
+            units.name("sdsandbox-probe.service"): "[Service]\nType=oneshot\nRemainAfterExit=yes\n"
             "ExecStart=/bin/true\n"
         }
     )
-    sandbox.systemctl("start", "sdsandbox-probe.service")
-    assert sandbox.show("sdsandbox-probe.service", "ActiveState") == {"ActiveState": "active"}
+    sandbox.systemctl("start", units.name("sdsandbox-probe.service"))
+    assert sandbox.show(units.name("sdsandbox-probe.service"), "ActiveState") == {
+        "ActiveState": "active"
+    }
+
+
+def test_units_fixture_removes_whatever_carries_its_prefix(sandbox: Sandbox) -> None:
+    """Units.name() gives one test's unit names a prefix no other test has; teardown stops
+    and removes every unit with that prefix, also one that was not installed through it."""
+    first = Units(sandbox)
+    name = first.name("sdsandbox-stray.service")
+    assert name == first.name(name) != Units(sandbox).name("sdsandbox-stray.service")
+    sandbox.write_file(
+        f"/etc/systemd/system/{name}",
+        "[Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart=/bin/true\n",
+    )
+    sandbox.systemctl("daemon-reload")
+    sandbox.systemctl("start", name)
+    first.teardown(failed=False)
+    assert sandbox.run(["test", "-e", f"/etc/systemd/system/{name}"], check=False).returncode
+    shown = sandbox.show(name, "LoadState", "ActiveState")
+    assert shown == {"LoadState": "not-found", "ActiveState": "inactive"}
 
 
 def test_host_tmp_and_run_untouched(release: Release, measurements: Callable[[str], None]) -> None:

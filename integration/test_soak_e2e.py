@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from sandbox import Sandbox, Units
-from soak import Config, Soak
+from integration.sandbox import Sandbox, Units
+from integration.soak import Config, Soak
 
 # A schedule whose first round has short pauses (6.3 s in all), the SIGSTOPped generation
 # left stopped and a burst of 3 `systemctl reload`s (`make soak` meets the other variants).

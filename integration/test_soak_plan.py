@@ -7,7 +7,8 @@ from __future__ import annotations
 import itertools
 
 import pytest
-from soak_plan import (
+
+from integration.soak_plan import (
     ALLOWED,
     KILLED_BY_SYSTEMD,
     KILLED_DRAINING,
@@ -25,7 +26,7 @@ from soak_plan import (
     stuck_drains,
     table,
 )
-from soak_watch import State, deaths_from_journal, drain_seconds, read_request_log
+from integration.soak_watch import State, deaths_from_journal, drain_seconds, read_request_log
 
 
 def test_schedule_replays_its_seed() -> None:

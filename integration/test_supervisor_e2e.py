@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 
-from helpers import (
+from integration.helpers import (
     APP,
     PYTHON,
     SYSTEMD_VERSION,
@@ -18,48 +19,14 @@ from helpers import (
     sigkill_supervisor,
     wait_state,
 )
-from sandbox import CODE_DIR, Sandbox, Units, free_port, wait_until
+from integration.sandbox import CODE_DIR, Sandbox, Units, free_port, wait_until
+from tests.support import CHILD_APP
 
-# A one-request-at-a-time HTTP server on every LISTEN_FDS socket: it accepts a connection
-# only when it can answer it at once, so a stop (SIGTERM) between requests loses nothing;
-# examples/app.py (asyncio) can hold accepted-but-unanswered connections when CPU-starved.
-SIMPLE_APP = r"""
-import os, selectors, signal, socket, sys, time
-addr = os.environ["NOTIFY_SOCKET"]
-addr = "\0" + addr[1:] if addr.startswith("@") else addr
-socks = [socket.socket(fileno=3 + i) for i in range(int(os.environ["LISTEN_FDS"]))]
-r, w = os.pipe()
-os.set_blocking(w, False)
-signal.set_wakeup_fd(w)
-signal.signal(signal.SIGTERM, lambda *a: None)
-sel = selectors.DefaultSelector()
-for s in socks:
-    s.setblocking(False)
-    sel.register(s, selectors.EVENT_READ)
-sel.register(r, selectors.EVENT_READ)
-time.sleep(float(sys.argv[1]) if len(sys.argv) > 1 else 0)  # a slow start-up
-with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as n:
-    n.sendto(b"READY=1", addr)
-resp = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\nX-Pid: %d\r\n\r\nok"
-resp = resp % os.getpid()
-while True:
-    for key, _ in sel.select():
-        if key.fileobj == r:
-            sys.exit(0)
-        try:
-            c, _ = key.fileobj.accept()
-        except BlockingIOError:
-            continue
-        with c:
-            c.settimeout(5)
-            buf = b""
-            while b"\r\n\r\n" not in buf:
-                d = c.recv(4096)
-                if not d:
-                    break
-                buf += d
-            c.sendall(resp)
-"""
+# The tests' HTTP service (tests/child_app.py), one request at a time on every LISTEN_FDS
+# socket: it accepts a connection only when it can answer it at once, so a stop (SIGTERM)
+# between requests loses nothing; examples/app.py (asyncio) can hold accepted-but-unanswered
+# connections when CPU-starved.
+SIMPLE_APP = Path(CHILD_APP).read_text()
 SIMPLE_APP_PATH = "/usr/local/lib/sdsup/simple_app.py"
 
 
@@ -90,23 +57,28 @@ def test_systemctl_reload_hands_over_under_load(
     """10 `systemctl reload`s under 500 new connections/s: each returns 0 after the handover,
     MainPID (the supervisor) stays, every generation serves, 0 failed requests."""
     port = free_port()
-    units.install(supervised("sdsup-reload", port))
-    sandbox.systemctl("start", "sdsup-reload.socket", "sdsup-reload.service")
-    state = wait_state(sandbox, "sdsup-reload.service", "active", sub="running")
+    units.install(supervised(units.name("sdsup-reload"), port))
+    sandbox.systemctl(
+        "start", units.name("sdsup-reload.socket"), units.name("sdsup-reload.service")
+    )
+    state = wait_state(sandbox, units.name("sdsup-reload.service"), "active", sub="running")
     inode = listen_inodes(port)
 
     run = restart_under_load(
-        port, lambda: sandbox.systemctl("reload", "sdsup-reload.service"), restarts=10, rate=500
+        port,
+        lambda: sandbox.systemctl("reload", units.name("sdsup-reload.service")),
+        restarts=10,
+        rate=500,
     )
     measurements("supervisor reload: " + run.describe())
     run.assert_no_failures()
     assert len([p for p in run.result.pids() if p]) >= 10
-    after = sandbox.show("sdsup-reload.service", "MainPID", "StatusText", "ActiveState")
+    after = sandbox.show(units.name("sdsup-reload.service"), "MainPID", "StatusText", "ActiveState")
     assert after["MainPID"] == state["MainPID"]
     assert after["StatusText"].startswith("generation 11 "), after
     assert listen_inodes(port) == inode
     _, headers, _ = http_get("127.0.0.1", port)
-    assert int(headers["x-pid"]) in app_pids(sandbox, "sdsup-reload.service")
+    assert int(headers["x-pid"]) in app_pids(sandbox, units.name("sdsup-reload.service"))
 
 
 def test_failed_handover_is_reported(sandbox: Sandbox, units: Units) -> None:
@@ -119,17 +91,21 @@ def test_failed_handover_is_reported(sandbox: Sandbox, units: Units) -> None:
     marker = "/run/sdsup-broken"
     script = f'if [ -e {marker} ]; then echo "broken build" >&2; exit 3; fi; exec "$@"'
     files = supervised(
-        "sdsup-fail", port, program="/bin/sh", script=None, args=["-c", script, "sh", PYTHON, APP]
+        units.name("sdsup-fail"),
+        port,
+        program="/bin/sh",
+        script=None,
+        args=["-c", script, "sh", PYTHON, APP],
     )
     units.install(files)
-    sandbox.systemctl("start", "sdsup-fail.socket", "sdsup-fail.service")
-    wait_state(sandbox, "sdsup-fail.service", "active", sub="running")
+    sandbox.systemctl("start", units.name("sdsup-fail.socket"), units.name("sdsup-fail.service"))
+    wait_state(sandbox, units.name("sdsup-fail.service"), "active", sub="running")
     _, before, _ = http_get("127.0.0.1", port)
-    supervisor = main_pid(sandbox, "sdsup-fail.service")
+    supervisor = main_pid(sandbox, units.name("sdsup-fail.service"))
 
     sandbox.write_file(marker, "")
     try:
-        proc = sandbox.systemctl("reload", "sdsup-fail.service", check=False)
+        proc = sandbox.systemctl("reload", units.name("sdsup-fail.service"), check=False)
         direct = sandbox.run(
             [PYTHON, "-m", "sdactivate", "reload", "--pid", str(supervisor)],
             check=False,
@@ -139,15 +115,17 @@ def test_failed_handover_is_reported(sandbox: Sandbox, units: Units) -> None:
         sandbox.run(["rm", "-f", marker])
     assert (proc.returncode != 0) == (SYSTEMD_VERSION < 253), proc
     assert direct.returncode == 1 and "reload failed" in direct.stderr, direct
-    after = sandbox.show("sdsup-fail.service", "ActiveState", "SubState", "StatusText", "MainPID")
+    after = sandbox.show(
+        units.name("sdsup-fail.service"), "ActiveState", "SubState", "StatusText", "MainPID"
+    )
     assert (after["ActiveState"], after["SubState"]) == ("active", "running")
     assert int(after["MainPID"]) == supervisor
     assert "upgrade failed" in after["StatusText"] and "status 3" in after["StatusText"]
     assert http_get("127.0.0.1", port)[1]["x-pid"] == before["x-pid"]
-    assert "upgrade failed" in sandbox.journal("sdsup-fail.service")
+    assert "upgrade failed" in sandbox.journal(units.name("sdsup-fail.service"))
     # and the next reload, with the build fixed, works (the old generation may still answer
     # a connection it accepted before its stop signal reached it)
-    sandbox.systemctl("reload", "sdsup-fail.service")
+    sandbox.systemctl("reload", units.name("sdsup-fail.service"))
     wait_until(
         lambda: http_get("127.0.0.1", port)[1]["x-pid"] != before["x-pid"],
         timeout=10,
@@ -180,7 +158,7 @@ def test_sigkill_supervisor_fdstore_keeps_socket(
     """F5 without a socket unit: `run --fdstore` parks its socket in PID1's fd store, so a
     SIGKILLed supervisor's successor gets the same socket back; 0 failed requests."""
     port = free_port()
-    unit = "sdsup-store.service"
+    unit = units.name("sdsup-store.service")
     sandbox.write_file(SIMPLE_APP_PATH, SIMPLE_APP)
     text = FDSTORE_UNIT.format(code=CODE_DIR, py=PYTHON, port=port, app=SIMPLE_APP_PATH)
     units.install({unit: text})
@@ -209,9 +187,9 @@ def test_stop_is_clean(sandbox: Sandbox, units: Units) -> None:
     """`systemctl stop`: STOPPING=1, the generation drains, the unit ends inactive (success),
     nothing left in its cgroup."""
     port = free_port()
-    unit = "sdsup-stop.service"
-    units.install(supervised("sdsup-stop", port))
-    sandbox.systemctl("start", "sdsup-stop.socket", unit)
+    unit = units.name("sdsup-stop.service")
+    units.install(supervised(units.name("sdsup-stop"), port))
+    sandbox.systemctl("start", units.name("sdsup-stop.socket"), unit)
     wait_state(sandbox, unit, "active", sub="running")
     started = time.monotonic()
     sandbox.systemctl("stop", unit)

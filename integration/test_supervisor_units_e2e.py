@@ -5,11 +5,11 @@ really renices a starting generation under DynamicUser."""
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Callable
 
-from helpers import (
+from bench import loadgen
+from integration.helpers import (
     PYTHON,
     gen_units,
     http_get,
@@ -21,10 +21,7 @@ from helpers import (
     start_handover,
     wait_state,
 )
-from sandbox import CHECKOUT, Sandbox, Units, free_port, wait_until
-
-sys.path.insert(0, f"{CHECKOUT}/bench")
-import loadgen
+from integration.sandbox import Sandbox, Units, free_port, wait_until
 
 
 def supervised(
@@ -73,11 +70,11 @@ def test_sigkill_supervisor_generated_units_lose_nothing(
     generations (KillMode=control-group), they drain, the socket unit keeps the queue, the
     service restarts: 0 failed requests, the same listening socket, no old generation left."""
     port = free_port()
-    unit = "sdsu-kill.service"
-    files = supervised("sdsu-kill", port, version=sandbox_version(sandbox))
+    unit = units.name("sdsu-kill.service")
+    files = supervised(units.name("sdsu-kill"), port, version=sandbox_version(sandbox))
     assert "KillMode=control-group" in files[unit]
     units.install(files)
-    sandbox.systemctl("start", "sdsu-kill.socket", unit)
+    sandbox.systemctl("start", units.name("sdsu-kill.socket"), unit)
     wait_state(sandbox, unit, "active", sub="running")
     inode = listen_inodes(port)
     old_apps = app_pids(sandbox, unit)
@@ -104,9 +101,9 @@ def test_sigkill_supervisor_keepalive_clients_lose_nothing(
     generation answers the next request on every connection with Connection: close and
     closes idle ones; 0 failed requests."""
     port = free_port()
-    unit = "sdsu-ka.service"
-    units.install(supervised("sdsu-ka", port, version=sandbox_version(sandbox)))
-    sandbox.systemctl("start", "sdsu-ka.socket", unit)
+    unit = units.name("sdsu-ka.service")
+    units.install(supervised(units.name("sdsu-ka"), port, version=sandbox_version(sandbox)))
+    sandbox.systemctl("start", units.name("sdsu-ka.socket"), unit)
     wait_state(sandbox, unit, "active", sub="running")
     kill = sigkill_supervisor(sandbox, unit, mid_handover=True)
     handle = loadgen.start("127.0.0.1", port, rate=400, duration=60, keepalive=True, timeout=15)
@@ -130,9 +127,9 @@ def test_restart_under_load_is_clean(
     once; the generation drains and exits on its own while the supervisor stops, which it
     takes as the end of a stop (no replacement is started); 0 failed requests."""
     port = free_port()
-    unit = "sdsu-restart.service"
-    units.install(supervised("sdsu-restart", port, version=sandbox_version(sandbox)))
-    sandbox.systemctl("start", "sdsu-restart.socket", unit)
+    unit = units.name("sdsu-restart.service")
+    units.install(supervised(units.name("sdsu-restart"), port, version=sandbox_version(sandbox)))
+    sandbox.systemctl("start", units.name("sdsu-restart.socket"), unit)
     wait_state(sandbox, unit, "active", sub="running")
 
     run = restart_under_load(
@@ -202,10 +199,15 @@ def test_strict_supervise_units_allow_setpriority(sandbox: Sandbox, units: Units
     renice its child: setpriority(2) is re-allowed; with --startup-nice 0 it is not (EPERM)."""
     sandbox.write_file(PROBE_PATH, PROBE)
     port = free_port()
-    allowed = supervised("sdsu-p1", port)["sdsu-p1.service"]
-    denied = supervised("sdsu-p0", port, "--startup-nice", "0")["sdsu-p0.service"]
-    assert _probe(sandbox, units, "sdsu-probe-on", allowed) == "renice: 10"
-    assert _probe(sandbox, units, "sdsu-probe-off", denied) == "renice: Operation not permitted"
+    allowed = supervised(units.name("sdsu-p1"), port)[units.name("sdsu-p1.service")]
+    denied = supervised(units.name("sdsu-p0"), port, "--startup-nice", "0")[
+        units.name("sdsu-p0.service")
+    ]
+    assert _probe(sandbox, units, units.name("sdsu-probe-on"), allowed) == "renice: 10"
+    assert (
+        _probe(sandbox, units, units.name("sdsu-probe-off"), denied)
+        == "renice: Operation not permitted"
+    )
 
 
 def test_startup_nice_works_under_dynamic_user(sandbox: Sandbox, units: Units) -> None:
@@ -214,13 +216,18 @@ def test_startup_nice_works_under_dynamic_user(sandbox: Sandbox, units: Units) -
     20). Where the sandbox's systemd inherited a lower hard limit it cannot lift, the
     supervisor must not renice at all (it could not undo it): both paths are asserted."""
     port = free_port()
-    unit = "sdsu-nice.service"
+    unit = units.name("sdsu-nice.service")
     gate = "/run/sdsu-nice-gate"  # the app sends READY=1 only while this exists
     units.install(
-        supervised("sdsu-nice", port, args=("--ready-gate", gate), version=sandbox_version(sandbox))
+        supervised(
+            units.name("sdsu-nice"),
+            port,
+            args=("--ready-gate", gate),
+            version=sandbox_version(sandbox),
+        )
     )
     sandbox.write_file(gate, "")
-    sandbox.systemctl("start", "sdsu-nice.socket", unit)
+    sandbox.systemctl("start", units.name("sdsu-nice.socket"), unit)
     wait_state(sandbox, unit, "active", sub="running")
     assert sandbox.show(unit, "LimitNICE", "DynamicUser") == {
         "LimitNICE": "20",
@@ -264,8 +271,10 @@ def test_supervisor_fdstore_units_keep_the_socket(
     supervisor binds and stores the socket; SIGKILLing it under load (also mid-handover)
     loses nothing, its successor gets the very same socket back, reload still works."""
     port = free_port()
-    unit = "sdsu-store.service"
-    files = supervised("sdsu-store", port, "--fdstore", "1", version=sandbox_version(sandbox))
+    unit = units.name("sdsu-store.service")
+    files = supervised(
+        units.name("sdsu-store"), port, "--fdstore", "1", version=sandbox_version(sandbox)
+    )
     assert list(files) == [unit] and "--fdstore --listen" in files[unit]
     units.install(files)
     sandbox.systemctl("start", unit)
@@ -338,11 +347,11 @@ def test_sigkill_mid_reload_recovers_within_3s(
     within 3 s each time, and no request fails (the socket unit keeps the queue)."""
     version = sandbox_version(sandbox)
     port = free_port()
-    unit = "sdsu-midrl.service"
-    files = supervised("sdsu-midrl", port, version=version)
+    unit = units.name("sdsu-midrl.service")
+    files = supervised(units.name("sdsu-midrl"), port, version=version)
     assert ("\nType=notify-reload\n" in files[unit]) == (version >= 253)
     units.install(files)
-    sandbox.systemctl("start", "sdsu-midrl.socket", unit)
+    sandbox.systemctl("start", units.name("sdsu-midrl.socket"), unit)
     wait_state(sandbox, unit, "active", sub="running")
     load = loadgen.start("127.0.0.1", port, rate=500, duration=60, timeout=15)
     took: list[float] = []
@@ -375,11 +384,11 @@ def test_sigkill_mid_reload_with_exec_reload_units(
     version = sandbox_version(sandbox)
     assert version in STUCK_WITH_EXEC_RELOAD, f"no expectation for systemd {version}"
     port = free_port()
-    unit = "sdsu-oldrl.service"
-    files = supervised("sdsu-oldrl", port, version=252)
+    unit = units.name("sdsu-oldrl.service")
+    files = supervised(units.name("sdsu-oldrl"), port, version=252)
     assert "ExecReload=" in files[unit] and "Type=notify\n" in files[unit]
     units.install(files | {f"{unit}.d/50-timeout.conf": "[Service]\nTimeoutStartSec=5s\n"})
-    sandbox.systemctl("start", "sdsu-oldrl.socket", unit)
+    sandbox.systemctl("start", units.name("sdsu-oldrl.socket"), unit)
     wait_state(sandbox, unit, "active", sub="running")
     took = _kill_mid_reload(sandbox, unit)
     journal = sandbox.journal(unit, lines=400)

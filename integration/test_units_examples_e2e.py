@@ -5,8 +5,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from helpers import SYSTEMD_VERSION, gen_units, http_get, listen_inodes, main_pid, wait_state
-from sandbox import CHECKOUT, CODE_DIR, Sandbox, Units, free_port, wait_until
+from integration.helpers import (
+    SYSTEMD_VERSION,
+    gen_units,
+    http_get,
+    listen_inodes,
+    main_pid,
+    wait_state,
+)
+from integration.sandbox import CHECKOUT, CODE_DIR, Sandbox, Units, free_port, wait_until
 
 UNITS = Path(CHECKOUT) / "units"
 

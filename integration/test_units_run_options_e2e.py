@@ -6,8 +6,9 @@ the supervisor relays it)."""
 from __future__ import annotations
 
 import pytest
-from helpers import PYTHON, gen_units, sandbox_version, wait_state
-from sandbox import CODE_DIR, Sandbox, Units, free_port, wait_until
+
+from integration.helpers import PYTHON, gen_units, sandbox_version, wait_state
+from integration.sandbox import CODE_DIR, Sandbox, Units, free_port, wait_until
 
 PROBE = f"{CODE_DIR}/integration/probes/stop_signal_app.py"
 

@@ -7,8 +7,15 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-from helpers import PYTHON, http_get, listen_inodes, main_pid, restart_under_load, wait_state
-from sandbox import CODE_DIR, Sandbox, Units, free_port, wait_until
+from integration.helpers import (
+    PYTHON,
+    http_get,
+    listen_inodes,
+    main_pid,
+    restart_under_load,
+    wait_state,
+)
+from integration.sandbox import CODE_DIR, Sandbox, Units, free_port, wait_until
 
 APP = f"{CODE_DIR}/examples/upgrader_app.py"
 FAULT = "/run/sdupg-fault"
@@ -75,7 +82,7 @@ def test_reload_moves_mainpid_without_failures(
     """5 `systemctl reload`s under 300 new connections/s: MainPID moves to each new
     generation, the unit never leaves active/reloading, NRestarts stays 0, 0 failed requests."""
     port = free_port()
-    unit = install(units, "sdupg-reload", port)
+    unit = install(units, units.name("sdupg-reload"), port)
     sandbox.write_file(FAULT, "")
     sandbox.systemctl("start", unit)
     first = int(wait_state(sandbox, unit, "active", sub="running")["MainPID"])
@@ -110,7 +117,7 @@ def test_broken_new_version_keeps_old_mainpid(sandbox: Sandbox, units: Units) ->
     """A new version that exits before READY, or never sends it: MainPID and the serving
     pid stay the old ones, StatusText says the upgrade failed; a fixed version then upgrades."""
     port = free_port()
-    unit = install(units, "sdupg-broken", port)
+    unit = install(units, units.name("sdupg-broken"), port)
     sandbox.write_file(FAULT, "")
     sandbox.systemctl("start", unit)
     old = int(wait_state(sandbox, unit, "active", sub="running")["MainPID"])
@@ -149,18 +156,18 @@ def test_socket_activated_generations_keep_the_unit_socket(sandbox: Sandbox, uni
     port = free_port()
     units.install(
         {
-            "sdupg-sock.socket": SOCKET.format(port=port),
-            "sdupg-sock.service": SERVICE.format(
+            units.name("sdupg-sock.socket"): SOCKET.format(port=port),
+            units.name("sdupg-sock.service"): SERVICE.format(
                 code=CODE_DIR, python=PYTHON, app=APP, port=port, fault=FAULT
             ),
         }
     )
     sandbox.write_file(FAULT, "")
-    sandbox.systemctl("start", "sdupg-sock.socket")
+    sandbox.systemctl("start", units.name("sdupg-sock.socket"))
     inode = listen_inodes(port)
     assert len(inode) == 1
     http_get("127.0.0.1", port)  # activates the service
-    unit = "sdupg-sock.service"
+    unit = units.name("sdupg-sock.service")
     pids = [int(wait_state(sandbox, unit, "active", sub="running")["MainPID"])]
     for _ in range(3):
         sandbox.systemctl("reload", unit)

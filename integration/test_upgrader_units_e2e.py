@@ -11,8 +11,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from helpers import http_get, main_pid, wait_state
-from sandbox import CHECKOUT, Sandbox, Units, free_port, wait_until
+from integration.helpers import http_get, main_pid, wait_state
+from integration.sandbox import CHECKOUT, Sandbox, Units, free_port, wait_until
 
 UNITS = Path(CHECKOUT) / "units"
 PREFIX = "myapp-upgrader"
@@ -61,7 +61,7 @@ def test_generated_upgrader_units_reload_then_stop_drains(
     """Two `systemctl reload`s under 300 new connections/s (0 failures, MainPID moves each
     time), then `systemctl stop` with a 2 s request in flight on the third generation: the
     request completes (the drain ran), the stop waited for it, Result=success."""
-    import loadgen
+    from bench import loadgen
 
     port = free_port()
     _install(units, port)

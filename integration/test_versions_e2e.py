@@ -20,7 +20,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from helpers import (
+from integration.helpers import (
     PYTHON,
     gen_units,
     http_get,
@@ -29,7 +29,7 @@ from helpers import (
     sandbox_version,
     wait_state,
 )
-from sandbox import CODE_DIR, Sandbox, Units, free_port, wait_until
+from integration.sandbox import CODE_DIR, Sandbox, Units, free_port, wait_until
 
 VERIFY_DIR = "/run/sdact-verify"
 
@@ -150,20 +150,24 @@ def test_fdstore_preserve_across_stop_start(
     version = sandbox_version(sandbox)
     assert version in PRESERVED, f"no expectation for systemd {version}"
     port = free_port()
-    unit = "sdv-keep.service"
+    unit = units.name("sdv-keep.service")
     files = gen_units(
-        "sdv-keep",
+        units.name("sdv-keep"),
         options=["--fdstore", "4"],
         args=["--fdstore", "--listen", f"127.0.0.1:{port}", "--name", "http"],
         version=version,
     )
     assert ("FileDescriptorStorePreserve=yes" in files[unit]) == (version >= 254)
-    pin = {"sdv-pin.target": f"[Unit]\nDescription=pins {unit}\nWants={unit}\nAfter={unit}\n"}
+    pin = {
+        units.name(
+            "sdv-pin.target"
+        ): f"[Unit]\nDescription=pins {unit}\nWants={unit}\nAfter={unit}\n"
+    }
     units.install(files | pin)
     sandbox.systemctl("start", unit)
     wait_state(sandbox, unit, "active", sub="running")
     alone = _stop_start(sandbox, unit, port)
-    sandbox.systemctl("start", "sdv-pin.target")
+    sandbox.systemctl("start", units.name("sdv-pin.target"))
     pinned = _stop_start(sandbox, unit, port)
     measurements(
         f"systemd {version}, fd-store-only units, stop + start: unreferenced -> {alone[0]},"
@@ -196,7 +200,7 @@ def test_main_pid_change_by_pidfd_id(
     probe = f"{CODE_DIR}/integration/probes/mainpidfd.py"
     seen = {}
     for mode, switches in MAINPID_SWITCH[version].items():
-        unit = f"sdv-mainpid-{mode}.service"
+        unit = units.name(f"sdv-mainpid-{mode}.service")
         units.install(
             {
                 unit: (
@@ -253,17 +257,17 @@ def test_listen_pidfdid_from_a_real_manager(
     probe = f"{CODE_DIR}/integration/probes/listenpidfd.py"
     units.install(
         {
-            "sdv-pidfdid.socket": (
+            units.name("sdv-pidfdid.socket"): (
                 f"[Socket]\nListenStream=127.0.0.1:{port}\nFileDescriptorName=http\n"
             ),
-            "sdv-pidfdid.service": (
+            units.name("sdv-pidfdid.service"): (
                 f"[Service]\nEnvironment=PYTHONPATH={CODE_DIR}\nExecStart={PYTHON} {probe}\n"
             ),
         }
     )
-    sandbox.systemctl("start", "sdv-pidfdid.socket")
-    sandbox.systemctl("start", "sdv-pidfdid.service")
-    reported = _probe_report(sandbox, "sdv-pidfdid.service")
+    sandbox.systemctl("start", units.name("sdv-pidfdid.socket"))
+    sandbox.systemctl("start", units.name("sdv-pidfdid.service"))
+    reported = _probe_report(sandbox, units.name("sdv-pidfdid.service"))
     measurements(f"systemd {version}: LISTEN_PIDFDID {reported}")
     assert reported["names"] == ["http"], reported
     if SETS_LISTEN_PIDFDID[version]:

@@ -36,6 +36,7 @@ from sdactivate.activation import (
 )
 from sdactivate.addresses import parse_address
 from sdactivate.errors import ActivationError
+from tests.support import free_dual_stack_port
 
 PID = 4242
 
@@ -704,7 +705,7 @@ report([sdactivate.listen(text % port) is sock for text in (":%d", "%d")])
 def test_listen_wildcard_port_takes_every_address_socket(bind: Any) -> None:
     """listen(":P") and listen("P") take a passed socket on every address of port P, however
     it was bound (gen-units --port P, sdactivate run --listen :P, 0.0.0.0:P)."""
-    port = _free_port()
+    port = free_dual_stack_port()
     sock = bind(port)
     try:
         out = run_child(WILDCARD_CHILD, [sock.fileno()], names=["myapp.socket"])
@@ -736,7 +737,7 @@ def test_listen_refuses_a_name_and_address_that_no_passed_socket_has() -> None:
     """The issue's case: gen-units myapp --port P passes 'myapp.socket' on [::]:P; an app
     asking for 127.0.0.1:8080 by the name 'http' gets an error naming both sides and the
     fixes, and never binds (no EADDRINUSE crash loop)."""
-    port = _free_port()
+    port = free_dual_stack_port()
     sock = parse_address(str(port)).bind()
     try:
         msg = _mismatch(sock, "myapp.socket", "127.0.0.1:8080", name="http")
@@ -824,14 +825,6 @@ def test_listen_binds_when_the_environment_is_another_process() -> None:
         assert sock.getsockname()[0] == "127.0.0.1"
     finally:
         sock.close()
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET6) as probe:
-        probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-        probe.bind(("::", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def _bound(family: socket.AddressFamily, host: str, port: int, *, v6only: int = 0) -> socket.socket:

@@ -7,7 +7,8 @@ import subprocess
 import sys
 
 import pytest
-from _adapter_harness import (
+
+from tests._adapter_harness import (
     check_ready_then_serves,
     check_request_just_after_stop_is_answered,
     check_sigterm_drains,

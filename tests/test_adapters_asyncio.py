@@ -6,10 +6,10 @@ import asyncio
 import socket
 
 import pytest
-from _adapter_harness import check_ready_then_serves, check_sigterm_drains, example, running
 
 from sdactivate.adapters import asyncio_server
 from sdactivate.adapters._lifecycle import backlog_of
+from tests._adapter_harness import check_ready_then_serves, check_sigterm_drains, example, running
 
 
 def test_ready_when_serving_on_named_socket() -> None:

@@ -9,7 +9,8 @@ import time
 from pathlib import Path
 
 import pytest
-from _adapter_harness import check_sigterm_drains, example, request, running
+
+from tests._adapter_harness import check_sigterm_drains, example, request, running
 
 EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
 

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import os
 import socket
-import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 import pytest
-from _adapter_harness import (
+
+from bench import loadgen
+from sdactivate.adapters import http_server
+from tests._adapter_harness import (
     Running,
     check_ready_then_serves,
     check_sigterm_drains,
@@ -20,11 +21,6 @@ from _adapter_harness import (
     running,
     sharing,
 )
-
-from sdactivate.adapters import http_server
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
-import loadgen
 
 KEEP_ALIVE = b"GET / HTTP/1.1\r\nHost: t\r\n\r\n"
 

@@ -6,7 +6,8 @@ import socket
 import threading
 
 import pytest
-from _adapter_harness import check_ready_then_serves, check_sigterm_drains, example, running
+
+from tests._adapter_harness import check_ready_then_serves, check_sigterm_drains, example, running
 
 SERVERS = ["wsgiref", "waitress"]
 

@@ -18,12 +18,11 @@ from pathlib import Path
 
 import pytest
 
+from bench import loadgen
 from sdactivate.supervisor.client import request_reload
 from sdactivate.testing import NotifyReceiver, Process, launch
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "bench"))
-import loadgen  # noqa: E402
 
 APP = str(ROOT / "examples" / "app.py")
 BENCH_APP = [str(ROOT / "bench" / "modes" / "app.py"), "--socket", "inherit"]

@@ -4,13 +4,11 @@ asked length, noted once in the mode's notes."""
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
+from bench import modes, run
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "bench"))
-import modes  # noqa: E402
-import run  # noqa: E402
 
 
 class _Mode:

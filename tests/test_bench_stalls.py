@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 import math
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
-
-import stalls
+from bench import stalls
 
 NAN = math.nan
 

@@ -13,15 +13,12 @@ ignores it, so there the two differ on a garbage value; from v259 on both refuse
 
 from __future__ import annotations
 
-import array
 import ctypes
 import json
 import os
 import re
-import select
 import shutil
 import socket
-import struct
 import subprocess
 import sys
 import threading
@@ -35,6 +32,7 @@ from hypothesis import strategies as st
 
 import sdactivate
 from sdactivate.activation import valid_fd_name
+from tests.support import DatagramReceiver as Receiver
 
 systemd_daemon = pytest.importorskip("systemd.daemon")
 
@@ -260,28 +258,6 @@ theirs = systemd.daemon.notify(state, fds=fds)
 ours = notify.send([tuple(p) for p in case["fields"]], fds=fds)
 print(json.dumps([bool(theirs), ours, os.fstat(fds[0]).st_ino if fds else None]))
 """
-
-
-class Receiver:
-    def __init__(self, address: str | bytes) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(address)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
-
-    def recv(self) -> tuple[bytes, list[int], int | None]:
-        ready, _, _ = select.select([self.sock], [], [], 10)
-        assert ready, "no datagram within 10s"
-        data, ancdata, flags, _ = self.sock.recvmsg(8192, 4096)
-        assert not flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC)
-        fds = array.array("i")
-        pid = None
-        for level, kind, payload in ancdata:
-            if kind == socket.SCM_RIGHTS:
-                fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
-            elif kind == socket.SCM_CREDENTIALS:
-                pid = struct.unpack("iII", payload[:12])[0]
-            assert level == socket.SOL_SOCKET
-        return data, list(fds), pid
 
 
 @pytest.fixture(params=["path", "abstract"])

@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import array
+import contextlib
+import gc
 import itertools
 import math
+import os
 import socket
 import struct
-import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
-import loadgen
+from bench import loadgen
+from tests.support import wait_until
 
 Handler = Callable[[socket.socket], None]
 
@@ -235,10 +237,7 @@ def test_latency_measured_from_schedule(server: Callable[..., _Server]) -> None:
     srv = server(stalled)
     h = loadgen.start("127.0.0.1", srv.port, rate=100, duration=0.3, timeout=3.0)
     # Release once every request was sent (each waits on the gate until then).
-    for _ in range(500):
-        if srv.connections >= 30:
-            break
-        threading.Event().wait(0.01)
+    wait_until(lambda: srv.connections >= 30, timeout=5, interval=0.01, what="30 connections")
     release.set()
     res = h.result()
     assert res.ok == 30
@@ -302,15 +301,45 @@ def test_background_stop_truncates(server: Callable[..., _Server]) -> None:
     """stop() ends a long run early; unscheduled requests are dropped, not counted as lost."""
     srv = server(_ok)
     h = loadgen.start("127.0.0.1", srv.port, rate=100, duration=60)
-    for _ in range(500):
-        if srv.connections >= 10:
-            break
-        threading.Event().wait(0.01)
+    wait_until(lambda: srv.connections >= 10, timeout=5, interval=0.01, what="10 connections")
     h.stop()
     res = h.result(timeout=10)
     assert 10 <= res.total < 6000
     assert res.ok == res.total and res.lost == 0
     assert res.t0 == h.t0
+
+
+def test_result_closes_its_pipe_once() -> None:
+    """After result() the handle holds no fd: a file that takes the number of the handle's
+    pipe afterwards stays open when the handle is collected (a second close of that number
+    hit a later run's pipe: EBADF, or "pickle data was truncated")."""
+    with socket.socket() as s:  # a port nobody listens on: refused, and no server threads
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    before = set(os.listdir("/proc/self/fd"))
+    h = loadgen.start("127.0.0.1", port, rate=100, duration=0.05)
+    during = set(os.listdir("/proc/self/fd"))
+    assert h.result().total == 5
+    freed = sorted(int(fd) for fd in during - before - set(os.listdir("/proc/self/fd")))
+    assert freed, "result() closed no fd"
+    null = os.open(os.devnull, os.O_RDONLY)
+    try:
+        for fd in freed:  # a later file on each number result() gave back
+            os.dup2(null, fd, inheritable=False)
+        del h
+        gc.collect()
+        still_open = []
+        for fd in freed:
+            try:
+                os.fstat(fd)
+                still_open.append(fd)
+            except OSError:
+                pass
+        assert still_open == freed
+    finally:
+        for fd in [null, *freed]:
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
 
 def _synthetic() -> loadgen.Result:

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import array
 import json
 import os
-import select
 import socket
-import struct
 import subprocess
 import sys
 import threading
@@ -17,45 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _dgram_queue import FILLER, fill
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sdactivate import notify
 from sdactivate.errors import NotifyError, NotifyValueError
-
-
-class Receiver:
-    """A manager-side notify socket: SO_PASSCRED, records datagrams, fds and sender pid."""
-
-    def __init__(self, path: Path) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(str(path))
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
-        self.env = {"NOTIFY_SOCKET": str(path)}
-
-    def recv(self, timeout: float = 5.0) -> tuple[bytes, list[int], int | None]:
-        ready, _, _ = select.select([self.sock], [], [], timeout)
-        assert ready, f"nothing received within {timeout}s"
-        fds = array.array("i")
-        data, ancdata, flags, _ = self.sock.recvmsg(
-            8192, socket.CMSG_SPACE(253 * fds.itemsize) + socket.CMSG_SPACE(12)
-        )
-        assert not flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC)
-        pid = None
-        for level, kind, payload in ancdata:
-            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
-            elif level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS:
-                pid = struct.unpack("iII", payload[:12])[0]
-        return data, list(fds), pid
-
-    def empty(self) -> bool:
-        ready, _, _ = select.select([self.sock], [], [], 0)
-        return not ready
-
-    def close(self) -> None:
-        self.sock.close()
+from tests.support import FILLER, checkout_env, fill
+from tests.support import DatagramReceiver as Receiver
 
 
 @pytest.fixture
@@ -368,7 +333,7 @@ def test_full_queue_send_completes_when_room_appears(rx: Receiver) -> None:
 # buffer holds). Needs root (CAP_SYS_ADMIN for unshare(2), CAP_NET_ADMIN in the namespace).
 _NETNS_SCENARIO = r"""
 import ctypes, json, os, socket, sys, time
-qlen, tests, path = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+qlen, path = int(sys.argv[1]), sys.argv[2]
 libc = ctypes.CDLL(None, use_errno=True)
 def check(ret):
     if ret != 0:
@@ -384,8 +349,7 @@ try:
 except OSError as exc:
     print(json.dumps({"skip": f"no network namespace with max_dgram_qlen={qlen}: {exc}"}))
     raise SystemExit(0)
-sys.path.insert(0, tests)
-from _dgram_queue import fill
+from tests.support import fill
 from sdactivate import notify
 from sdactivate.errors import NotifyError
 rx = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -417,9 +381,9 @@ def test_full_queue_is_bounded_whatever_max_dgram_qlen(qlen: int, tmp_path: Path
             "-c",
             _NETNS_SCENARIO,
             str(qlen),
-            str(Path(__file__).parent),
             str(tmp_path / "notify"),
         ],
+        env=checkout_env(),
         capture_output=True,
         text=True,
         timeout=60,

@@ -21,16 +21,15 @@ from pathlib import Path
 
 import pytest
 
+from bench import loadgen
+from examples import readme_blocks
 from sdactivate.addresses import parse_address
 from sdactivate.cli import build_parser
 from sdactivate.supervisor.client import request_reload
 from sdactivate.testing import NotifyReceiver, launch
+from tests.support import free_dual_stack_port
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "examples"))
-sys.path.insert(0, str(ROOT / "bench"))
-import loadgen  # noqa: E402
-import readme_blocks  # noqa: E402
 
 TEXT = readme_blocks.README.read_text(encoding="utf-8")
 BLOCKS = readme_blocks.marked_blocks(TEXT)
@@ -50,15 +49,6 @@ def _env() -> dict[str, str]:
     }
     env["PYTHONPATH"] = str(ROOT)
     return env
-
-
-def _free_port() -> int:
-    """A TCP port free on every address right now (the app binds [::]:P dual-stack)."""
-    with socket.socket(socket.AF_INET6) as probe:
-        probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-        probe.bind(("::", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def _app(tmp_path: Path, port: int) -> Path:
@@ -112,7 +102,7 @@ def test_quickstart_app_runs_bare_and_stops_cleanly(
 ) -> None:
     """Bare (nothing passed), the app binds its port, says READY=1, answers with a fixed text
     (never a file), and on SIGTERM or Ctrl-C exits 0 with nothing on stderr (no traceback)."""
-    port = _free_port()
+    port = free_dual_stack_port()
     env = _env() | receiver.environ
     proc = subprocess.Popen(
         [sys.executable, str(_app(tmp_path, port))],
@@ -185,7 +175,7 @@ def test_quickstart_app_takes_the_socket_the_quickstart_units_pass(
     """The README's gen-units line and the README's app line up: the socket unit's
     ListenStream= (bound as systemd binds it) under the fd name systemd gives it
     (the socket unit's name) is the socket the app serves; READY=1; SIGTERM exits 0."""
-    port = _free_port()
+    port = free_dual_stack_port()
     files = _quickstart_units("quickstart", port)
     assert _directive(files["myapp.socket"], "ListenStream") == [str(port)]
     assert _directive(files["myapp.socket"], "FileDescriptorName") == []  # default: unit name
@@ -216,7 +206,7 @@ def test_quickstart_app_takes_the_socket_the_quickstart_units_pass(
 def test_supervise_units_run_the_same_app_under_the_supervisor() -> None:
     """The --supervise block: same socket, ExecStart runs the README's command under
     `sdactivate run`, and ExecReload= makes `systemctl reload` a handover."""
-    port = _free_port()
+    port = free_dual_stack_port()
     files = _quickstart_units("quickstart-supervise", port)
     assert _directive(files["myapp.socket"], "ListenStream") == [str(port)]
     (exec_start,) = _directive(files["myapp.service"], "ExecStart")
@@ -238,7 +228,7 @@ def test_quickstart_app_loses_nothing_over_handovers(
     """The app under `sdactivate run --listen :P` (as the README says), 10 handovers under
     300 new connections/s: 0 refused, reset, timed out or lost, and every generation served
     (each one drains on SIGTERM: it stops accepting and answers what it accepted)."""
-    port = _free_port()
+    port = free_dual_stack_port()
     argv = [sys.executable, "-m", "sdactivate", "run", "--listen", f":{port}", "--drain-timeout"]
     argv += ["20", "--", sys.executable, str(_app(tmp_path, port))]
     proc = subprocess.Popen(argv, env=_env() | receiver.environ, stderr=subprocess.PIPE)

@@ -20,6 +20,8 @@ from typing import Any
 
 import pytest
 
+from tests.support import free_port
+
 LAUNCHER = shutil.which("systemd-socket-activate") or "/usr/bin/systemd-socket-activate"
 pytestmark = pytest.mark.skipif(not os.path.exists(LAUNCHER), reason="no systemd-socket-activate")
 
@@ -46,13 +48,6 @@ with open(tmp, "w") as f:
     json.dump(out, f)
 os.replace(tmp, os.environ["REPORT"])
 """
-
-
-def free_port(family: socket.AddressFamily, kind: socket.SocketKind) -> int:
-    with socket.socket(family, kind) as probe:
-        probe.bind(("::1" if family == socket.AF_INET6 else "127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def activate(
@@ -118,8 +113,8 @@ def _poke(trigger: tuple[socket.SocketKind, str]) -> None:
 
 def test_stream_sockets_tcp4_tcp6_unix(tmp_path: Path) -> None:
     """-l 127.0.0.1:P -l [::1]:Q -l /path with --fdname: right families, names, listening."""
-    p4 = free_port(socket.AF_INET, socket.SOCK_STREAM)
-    p6 = free_port(socket.AF_INET6, socket.SOCK_STREAM)
+    p4 = free_port("127.0.0.1")
+    p6 = free_port("::1")
     path = str(tmp_path / "ctl.sock")
     out = activate(
         tmp_path,
@@ -138,8 +133,8 @@ def test_stream_sockets_tcp4_tcp6_unix(tmp_path: Path) -> None:
 
 def test_datagram_sockets_udp_and_unix_dgram(tmp_path: Path) -> None:
     """-d: UDP over IPv4/IPv6 and a unix datagram socket, each with its name."""
-    p4 = free_port(socket.AF_INET, socket.SOCK_DGRAM)
-    p6 = free_port(socket.AF_INET6, socket.SOCK_DGRAM)
+    p4 = free_port("127.0.0.1", kind=socket.SOCK_DGRAM)
+    p6 = free_port("::1", kind=socket.SOCK_DGRAM)
     path = str(tmp_path / "log.sock")
     out = activate(
         tmp_path,
@@ -205,7 +200,7 @@ def test_listen_wildcard_port_takes_the_launchers_bare_port(tmp_path: Path) -> N
     """`systemd-socket-activate -l P` (what a bare ListenStream=P gives): listen(":P") and
     listen("P") take its socket; an app asking for another address and name gets the
     mismatch error naming the launcher's [::]:P."""
-    port = free_port(socket.AF_INET6, socket.SOCK_STREAM)
+    port = free_port("::1")
     path = str(tmp_path / "wake.sock")
     out = activate(
         tmp_path,

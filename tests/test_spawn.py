@@ -20,6 +20,7 @@ from sdactivate import _spawn
 from sdactivate._shim import Tools
 from sdactivate._spawn import spawn
 from sdactivate.errors import SdActivateError
+from tests.support import checkout_env
 
 ROOT = Path(__file__).resolve().parent.parent
 FOUND = Tools.find()
@@ -140,7 +141,6 @@ def test_child_gets_exactly_its_environment_argv_and_fds(tmp_path: Path, kind: s
 
 SHUFFLE = r"""
 import fcntl, json, os, socket, sys
-sys.path.insert(0, sys.argv[1])
 from sdactivate._spawn import spawn
 high = []
 for _ in range(4):
@@ -160,7 +160,11 @@ def test_fds_inside_the_target_range_land_where_asked() -> None:
     """Listen fds that already sit on 3..5 in another order (5, 3, 4) reach the child as
     3, 4, 5: no move clobbers another's source; the extra fd 6 keeps its number."""
     proc = subprocess.run(
-        [sys.executable, "-c", SHUFFLE, str(ROOT)], capture_output=True, text=True, timeout=60
+        [sys.executable, "-c", SHUFFLE],
+        env=checkout_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert proc.returncode == 0, proc.stderr
     ours, childs = (json.loads(line) for line in proc.stdout.splitlines())
@@ -198,7 +202,6 @@ def test_spawn_never_forks_this_process(tmp_path: Path, monkeypatch: pytest.Monk
 
 LOCKED = r"""
 import os, socket, sys, threading, warnings
-sys.path.insert(0, sys.argv[1])
 from sdactivate._spawn import spawn
 lock, held = threading.Lock(), threading.Event()
 def hold():
@@ -224,7 +227,8 @@ def test_a_lock_held_by_another_thread_cannot_block_the_child() -> None:
     child execs and exits 0, and no warning is raised (Python >= 3.12 warns on a fork
     beside threads)."""
     proc = subprocess.Popen(
-        [sys.executable, "-c", LOCKED, str(ROOT)],
+        [sys.executable, "-c", LOCKED],
+        env=checkout_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -18,6 +18,7 @@ import pytest
 
 from sdactivate._spawn import spawn
 from sdactivate.supervisor.client import request_status
+from tests.support import checkout_env, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 REPORT = """
@@ -107,10 +108,9 @@ def test_lowered_child_yields_the_cpu_to_its_sibling() -> None:
 
 MIDDLE = """
 import sys, time
-sys.path.insert(0, sys.argv[1])
 from sdactivate._shim import Tools
 from sdactivate._spawn import spawn
-tools = Tools(None, None, None, sys.executable) if sys.argv[2] == "python" else None
+tools = Tools(None, None, None, sys.executable) if sys.argv[1] == "python" else None
 c = spawn([sys.executable, "-c", "import time; time.sleep(60)"], [], own_process_group=True,
           tools=tools)
 print(c.pid, flush=True)
@@ -124,7 +124,10 @@ def test_pdeathsig_still_kills_a_child_in_its_own_group(shim: str) -> None:
     process that spawned it is SIGKILLed: no orphan survives. Set by setpriv(1), or by the
     Python shim where setpriv is missing."""
     middle = subprocess.Popen(
-        [sys.executable, "-c", MIDDLE, str(ROOT), shim], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", MIDDLE, shim],
+        env=checkout_env(),
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert middle.stdout is not None
@@ -156,6 +159,20 @@ while True:
 """
 
 
+def _wait_running(sup: subprocess.Popen[Any]) -> dict[str, Any]:
+    """The supervisor's status once its phase is "running" (it must not exit before)."""
+
+    def running() -> dict[str, Any] | None:
+        assert sup.poll() is None, "supervisor exited"
+        try:
+            status = request_status(sup.pid, timeout=2)
+        except Exception:
+            return None
+        return status if status["phase"] == "running" else None
+
+    return wait_until(running, timeout=15, interval=0.05, what="the supervisor running")
+
+
 def test_ctrl_c_reaches_only_the_supervisor(tmp_path: Path) -> None:
     """SIGINT to the supervisor's process group (a terminal's Ctrl-C) is not delivered to
     the generation; the supervisor stops it with its stop signal (SIGTERM) and exits 0."""
@@ -168,16 +185,7 @@ def test_ctrl_c_reaches_only_the_supervisor(tmp_path: Path) -> None:
     # its own process group, like a shell's foreground job
     sup = subprocess.Popen(argv, env=env, cwd=tmp_path, start_new_session=True)
     try:
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                if request_status(sup.pid, timeout=2)["phase"] == "running":
-                    break
-            except Exception:
-                pass
-            assert time.monotonic() < deadline, "supervisor not running within 15s"
-            assert sup.poll() is None, "supervisor exited"
-            time.sleep(0.05)  # polling a status, bounded by the deadline
+        _wait_running(sup)
         os.killpg(sup.pid, signal.SIGINT)
         assert sup.wait(15) == 0
         assert log.read_text() == "SIGTERM\n"
@@ -200,17 +208,7 @@ def test_generation_exiting_at_stop_is_not_replaced(tmp_path: Path) -> None:
     argv += ["--", sys.executable, str(app), str(log)]
     sup = subprocess.Popen(argv, env=env, cwd=tmp_path, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                status = request_status(sup.pid, timeout=2)
-                if status["phase"] == "running":
-                    break
-            except Exception:
-                pass
-            assert time.monotonic() < deadline, "supervisor not running within 15s"
-            assert sup.poll() is None, "supervisor exited"
-            time.sleep(0.05)  # polling a status, bounded by the deadline
+        status = _wait_running(sup)
         child = status["pid"]
         sup.send_signal(signal.SIGSTOP)
         sup.send_signal(signal.SIGTERM)  # pending until SIGCONT, like systemd's main-first

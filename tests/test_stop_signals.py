@@ -21,10 +21,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from _adapter_harness import check_repeated_sigterm_exits_cleanly, example, running
 
 from sdactivate import Upgrader
 from sdactivate.adapters._lifecycle import StopTrigger
+from tests._adapter_harness import check_repeated_sigterm_exits_cleanly, example, running
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -53,9 +53,8 @@ def test_sigterm_storm_exits_cleanly(server: str) -> None:
 
 def test_upgrader_app_sigterm_storm_exits_cleanly() -> None:
     """The in-process Upgrader's own stop handler: the same storm, exit status 0."""
-    from _adapter_harness import Running
-
     from sdactivate.testing import NotifyReceiver, launch
+    from tests._adapter_harness import Running
 
     @contextmanager
     def start() -> Iterator[Running]:

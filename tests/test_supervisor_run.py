@@ -20,92 +20,16 @@ from typing import Any
 
 import pytest
 
+from bench import loadgen
 from sdactivate.supervisor.client import request_reload, request_status
 from sdactivate.testing import NotifyReceiver, Process, launch
+from tests.support import CHILD_APP, wait_until
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
-import loadgen
-
-# A tiny HTTP server on every LISTEN_FDS socket. faults/<generation> (read at start) picks
-# a fault for that generation only: exit-before-ready, never-ready, crash-after-ready,
-# ignore-term, no-accept (ready, accepts nothing), accept-never-ready (takes one connection
-# and its request, never says READY=1, answers on the stop signal).
-# faults/prio-<generation>: its scheduling policy and nice value at start. On
-# the stop signal it stops accepting and exits (the queue stays with the supervisor for the
-# next generation).
-APP = r"""
-import os, selectors, signal, socket, sys, time
-gen = os.environ.get("SDACTIVATE_GENERATION", "0")
-try:
-    fault = open(os.path.join(os.environ["FAULT_DIR"], gen)).read().strip()
-except OSError:
-    fault = ""
-def notify(msg):
-    addr = os.environ["NOTIFY_SOCKET"]
-    addr = "\0" + addr[1:] if addr.startswith("@") else addr
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
-        s.sendto(msg.encode(), addr)
-assert os.environ["LISTEN_PID"] == str(os.getpid())
-socks = [socket.socket(fileno=3 + i) for i in range(int(os.environ["LISTEN_FDS"]))]
-prio = (os.sched_getscheduler(0), os.getpriority(os.PRIO_PROCESS, 0))  # at its start
-open(os.path.join(os.environ["FAULT_DIR"], "prio-" + gen), "w").write("%d %d" % prio)
-if fault == "exit-before-ready":
-    sys.exit(3)
-r, w = os.pipe()
-os.set_blocking(w, False)
-signal.set_wakeup_fd(w)
-signal.signal(signal.SIGTERM, signal.SIG_IGN if fault == "ignore-term" else (lambda *a: None))
-sel = selectors.DefaultSelector()
-for s in socks:
-    s.setblocking(False)
-    sel.register(s, selectors.EVENT_READ)
-sel.register(r, selectors.EVENT_READ)
-if fault == "never-ready":  # a start-up that hangs (it never serves either)
-    time.sleep(3600)
-if fault == "accept-never-ready":
-    socks[0].setblocking(True)
-    c, _ = socks[0].accept()
-    buf = b""
-    while b"\r\n\r\n" not in buf and (d := c.recv(4096)):
-        buf += d
-    os.read(r, 100)  # the stop signal
-    body = b"generation %s answered after the stop signal" % gen.encode()
-    head = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n"
-    c.sendall(head % len(body) + body)
-    c.close()
-    sys.exit(0)
-notify("READY=1\nSTATUS=generation " + gen)
-if fault == "no-accept":
-    for s in socks:
-        sel.unregister(s)
-if fault == "watchdog":  # report what a child sees, then ping through the supervisor
-    seen = {k: os.environ.get(k) for k in ("WATCHDOG_USEC", "WATCHDOG_PID", "NOTIFY_SOCKET")}
-    open(os.path.join(os.environ["FAULT_DIR"], "seen"), "w").write(repr(seen))
-    notify("WATCHDOG=1")
-crash_at = time.monotonic() + 0.1 if fault == "crash-after-ready" else None
-body = b"pid=%d" % os.getpid()
-resp = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body)
-while True:
-    if crash_at is not None and time.monotonic() > crash_at:
-        os._exit(4)
-    for key, _ in sel.select(None if crash_at is None else 0.01):
-        if key.fileobj == r:
-            os.read(r, 100)
-            sys.exit(0)
-        try:
-            c, _ = key.fileobj.accept()
-        except BlockingIOError:
-            continue
-        with c:
-            c.settimeout(2)
-            buf = b""
-            while b"\r\n\r\n" not in buf:
-                d = c.recv(4096)
-                if not d:
-                    break
-                buf += d
-            c.sendall(resp)
-"""
+# The tests' HTTP service (tests/child_app.py) on every LISTEN_FDS socket. faults/<generation>
+# (read at start) picks a fault for that generation only; faults/prio-<generation> gets its
+# scheduling policy and nice value at start. On the stop signal it stops accepting and exits
+# (the queue stays with the supervisor for the next generation).
+APP = Path(CHILD_APP).read_text()
 
 RATE = 400  # new connections per second: well below what 2 shared cores sustain
 
@@ -277,10 +201,12 @@ def test_f2_new_generation_never_ready_is_killed(supervisor: Supervisor) -> None
     assert_no_failures(h.result())
     # The reload fails at the ready deadline; generation 2 gets SIGTERM, which it ignores,
     # then SIGKILL after the grace (--drain-timeout 1 caps it), and is reaped.
-    deadline = time.monotonic() + 5.0
-    while [g["generation"] for g in supervisor.status()["generations"]] != [1]:
-        assert time.monotonic() < deadline, supervisor.status()["generations"]
-        time.sleep(0.01)  # polling a state with a deadline; the order is not decided by it
+    wait_until(
+        lambda: [g["generation"] for g in supervisor.status()["generations"]] == [1],
+        timeout=5.0,
+        interval=0.01,
+        what=lambda: f"generation 1 alone: {supervisor.status()['generations']}",
+    )
     assert supervisor.fd_count() == fds
     assert all(state != "Z" for _, state in supervisor.children())
 
@@ -470,11 +396,13 @@ def test_idle_supervisor_does_not_wake_up(supervisor: Supervisor) -> None:
         return switches, int(utime), int(stime)
 
     supervisor.status()
-    deadline = time.monotonic() + 5
     wchan = Path(f"/proc/{supervisor.pid}/wchan")
-    while wchan.read_text() != "do_epoll_wait":  # until it is blocked again after answering
-        assert time.monotonic() < deadline, wchan.read_text()
-        time.sleep(0.01)
+    wait_until(  # until it is blocked again after answering
+        lambda: wchan.read_text() == "do_epoll_wait",
+        timeout=5,
+        interval=0.01,
+        what=lambda: f"do_epoll_wait, in {wchan.read_text()!r}",
+    )
     before = counters()
     time.sleep(1.0)  # the observation window, not an ordering wait
     assert counters() == before
@@ -578,10 +506,12 @@ def _nice(pid: int) -> int:
 def _start_priority(supervisor: Supervisor, gen: int) -> tuple[int, int]:
     """(policy, nice) generation ``gen`` ran at when it started (the app records it)."""
     record = supervisor.faults / f"prio-{gen}"
-    deadline = time.monotonic() + 10
-    while not record.exists() or not record.read_text():
-        assert time.monotonic() < deadline, f"generation {gen} never started"
-        time.sleep(0.01)  # polling a file with a deadline; the order is not decided by it
+    wait_until(
+        lambda: record.exists() and record.read_text(),
+        timeout=10,
+        interval=0.01,
+        what=f"generation {gen} to start",
+    )
     policy, nice = map(int, record.read_text().split())
     return policy, nice
 
@@ -624,10 +554,11 @@ def test_generation_still_starting_after_the_grace_gets_full_priority(tmp_path: 
         (starting,) = [g for g in sup.status()["generations"] if g["state"] == "starting"]
         pid = starting["pid"]
         try:
-            deadline = time.monotonic() + 15
-            while (_nice(pid), os.sched_getscheduler(pid)) != (base, policy):
-                assert time.monotonic() < deadline, "still lowered 15 s after a 0.5 s grace"
-                time.sleep(0.02)  # polling a state with a deadline; the order is not decided by it
+            wait_until(
+                lambda: (_nice(pid), os.sched_getscheduler(pid)) == (base, policy),
+                timeout=15,
+                what="the priority lifted after a 0.5 s grace",
+            )
             states = {g["generation"]: g["state"] for g in sup.status()["generations"]}
             assert states == {1: "serving", 2: "starting"}  # lifted, not taken over
         finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import signal
@@ -37,6 +38,7 @@ from sdactivate.upgrade.events import (
     UpgradeRequested,
 )
 from sdactivate.upgrade.plan import Stage, UpgradePlan
+from tests.support import wait_until
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "upgrader_app.py"
 
@@ -388,9 +390,12 @@ def test_failed_new_version_leaves_old_serving(app: tuple, fault: str) -> None: 
     assert rx.count("MAINPID") == 0
     assert proc.poll() is None
     assert _get(port) == (200, str(proc.pid))
-    deadline = time.monotonic() + 5  # the connection just served may still be closing
-    while sorted(os.listdir(f"/proc/{proc.pid}/fd")) != fds_before and time.monotonic() < deadline:
-        select.select([], [], [], 0.05)
+    with contextlib.suppress(TimeoutError):  # the connection just served may still be closing
+        wait_until(
+            lambda: sorted(os.listdir(f"/proc/{proc.pid}/fd")) == fds_before,
+            timeout=5,
+            interval=0.05,
+        )
     assert sorted(os.listdir(f"/proc/{proc.pid}/fd")) == fds_before  # nothing leaked
     fault_file.write_text("")
     proc.send_signal(signal.SIGHUP)  # and a good version still upgrades afterwards
@@ -521,18 +526,18 @@ def test_new_generation_still_starting_after_the_grace_gets_our_priority(
         upg.ready()
         thread = threading.Thread(target=attempt)
         thread.start()
-        deadline = time.monotonic() + 15
-        while not record.exists():
-            assert time.monotonic() < deadline, "the new generation never started"
-            time.sleep(0.01)  # polling a file with a deadline; the order is not decided by it
+        started = time.monotonic()
+        wait_until(record.exists, timeout=15, interval=0.01, what="the new generation to start")
         pid = int(record.read_text())
         try:
-            while (os.getpriority(os.PRIO_PROCESS, pid), os.sched_getscheduler(pid)) != (
-                base,
-                policy,
-            ):
-                assert time.monotonic() < deadline, "still lowered 15 s after a 0.5 s grace"
-                time.sleep(0.02)  # polling a state with a deadline; the order is not decided by it
+            wait_until(
+                lambda: (
+                    (os.getpriority(os.PRIO_PROCESS, pid), os.sched_getscheduler(pid))
+                    == (base, policy)
+                ),
+                timeout=max(0.0, started + 15 - time.monotonic()),
+                what="the priority lifted after a 0.5 s grace",
+            )
             assert not errors and thread.is_alive()  # lifted while the upgrade goes on
         finally:
             os.kill(pid, signal.SIGKILL)

@@ -1,4 +1,4 @@
-"""What every restart mode shares: the Mode interface, a notify receiver, process stats.
+"""What every restart mode shares: the Mode interface, process stats, spawning services.
 
 A mode starts a service on a loopback port, restarts it on demand (returning when the
 restart is complete, by that mode's own definition), names the process whose RSS/CPU is the
@@ -7,21 +7,18 @@ restart is complete, by that mode's own definition), names the process whose RSS
 
 from __future__ import annotations
 
-import array
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
-import threading
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
-from loadgen import fast_python  # bench/ is on sys.path wherever modes is importable
+from bench.loadgen import fast_python
+from tests.support import wait_until
 
 T = TypeVar("T")
 
@@ -91,13 +88,6 @@ class Mode:
         raise NotImplementedError
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def have_module(name: str, python: str = PYTHON) -> str | None:
     """None if ``name`` imports in ``python``'s environment (the services'), else why not."""
     r = subprocess.run(
@@ -163,28 +153,20 @@ def alive(pid: int) -> bool:
     return stat.rpartition(")")[2].split()[0] != "Z"
 
 
-def wait_for(pred: Callable[[], T], timeout: float, what: str) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.002)
-
-
 def kill_pid(pid: int, *, timeout: float = 10.0) -> None:
     """SIGTERM ``pid``, SIGKILL it after ``timeout``; reap it if it is our child."""
     if not pid or not alive(pid):
         return
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while alive(pid) and time.monotonic() < deadline:
+
+    def gone() -> bool:
         with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, os.WNOHANG)
-        time.sleep(0.01)
+            os.waitpid(pid, os.WNOHANG)  # a child of ours is a zombie until reaped
+        return not alive(pid)
+
+    with contextlib.suppress(TimeoutError):
+        wait_until(gone, timeout=timeout, interval=0.01)
     if alive(pid):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
@@ -239,66 +221,3 @@ def popen(
     finally:
         if log is not None and not isinstance(out, int):
             out.close()
-
-
-class NotifyRx:
-    """A manager-side notify socket (abstract AF_UNIX datagram) served by a thread, like PID 1:
-    every datagram is read at once, received fds are closed (which answers BARRIER=1,
-    sd_notify_barrier(3)), messages are kept as (monotonic time, sender pid, {key: value}).
-    """
-
-    def __init__(self) -> None:
-        self.name = f"@sdactivate-bench-{os.getpid()}-{id(self):x}"
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
-        self.sock.bind("\0" + self.name[1:])
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
-        self.sock.settimeout(0.1)
-        self.messages: list[tuple[float, int, dict[str, str]]] = []
-        self._cond = threading.Condition()
-        self._closed = False
-        self._thread = threading.Thread(target=self._serve, name="notify-rx", daemon=True)
-        self._thread.start()
-
-    def _serve(self) -> None:
-        space = socket.CMSG_SPACE(253 * 4) + socket.CMSG_SPACE(12)  # SCM_MAX_FD, ucred
-        while not self._closed:
-            try:
-                data, anc, _, _ = self.sock.recvmsg(4096, space)
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            pid = 0
-            for level, kind, payload in anc:
-                if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                    fds = array.array("i")
-                    fds.frombytes(payload[: len(payload) - len(payload) % 4])
-                    for fd in fds:
-                        os.close(fd)
-                elif level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS:
-                    pid = int.from_bytes(payload[:4], sys.byteorder)
-            text = data.decode(errors="replace")
-            fields = dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
-            with self._cond:
-                self.messages.append((time.monotonic(), pid, fields))
-                self._cond.notify_all()
-
-    def wait(
-        self, pred: Callable[[dict[str, str]], bool], *, since: float, timeout: float
-    ) -> tuple[float, int, dict[str, str]]:
-        """The first message received after ``since`` matching ``pred``; TimeoutError."""
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while True:
-                for m in self.messages:
-                    if m[0] >= since and pred(m[2]):
-                        return m
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise TimeoutError(f"no matching notify message in {timeout} s")
-                self._cond.wait(left)
-
-    def close(self) -> None:
-        self._closed = True
-        self._thread.join(2.0)
-        self.sock.close()

@@ -12,6 +12,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sdactivate.testing import NotifyReceiver
+from tests.support import wait_until
+
 from .base import (
     BENCH,
     BENCH_APP,
@@ -21,7 +24,6 @@ from .base import (
     VENV_PYTHON,
     Mode,
     ModeUnavailable,
-    NotifyRx,
     Restart,
     alive,
     children,
@@ -30,10 +32,10 @@ from .base import (
     kill_pid,
     popen,
     scratch_dir,
-    wait_for,
 )
 
 READY_TIMEOUT = 30.0
+POLL = 0.002  # s: where a restart's end is seen by polling, the poll is its resolution
 
 
 def app_argv(app: str, how: str, port: int) -> list[str]:
@@ -74,10 +76,6 @@ def check_app(app: str, how: str) -> None:
         raise ModeUnavailable(f"{need}: {why}")
 
 
-def _is_ready(f: dict[str, str]) -> bool:
-    return f.get("READY") == "1"
-
-
 @dataclass
 class PlainRestart(Mode):
     """C0: the service binds the port itself; restart = SIGTERM, wait for exit, start again."""
@@ -85,7 +83,7 @@ class PlainRestart(Mode):
     id: str = "C0"
     title: str = "plain bind + restart"
     proc: subprocess.Popen[bytes] | None = None
-    rx: NotifyRx | None = None
+    rx: NotifyReceiver | None = None
 
     def check(self) -> None:
         check_app(self.app, "plain")
@@ -94,25 +92,26 @@ class PlainRestart(Mode):
         assert self.rx is not None
         return popen(
             app_argv(self.app, "plain", self.port),
-            env={"NOTIFY_SOCKET": self.rx.name},
+            env=self.rx.environ,
             pin=self.pin,
             log=self.log,
         )
 
     def start(self) -> None:
-        self.rx = NotifyRx()
-        since = time.monotonic()
+        self.rx = NotifyReceiver(thread=True)
+        since = len(self.rx.messages)
         self.proc = self._spawn()
-        self.rx.wait(_is_ready, since=since, timeout=READY_TIMEOUT)
+        self.rx.wait_for("READY", "1", since=since, timeout=READY_TIMEOUT)
 
     def restart(self) -> Restart:
         assert self.proc is not None and self.rx is not None
         old = self.proc
+        since = len(self.rx.messages)
         t = time.monotonic()
         old.send_signal(signal.SIGTERM)
         old.wait(timeout=30)
         self.proc = self._spawn()
-        self.rx.wait(_is_ready, since=t, timeout=READY_TIMEOUT)
+        self.rx.wait_for("READY", "1", since=since, timeout=READY_TIMEOUT)
         return Restart(t, time.monotonic(), old.pid, self.proc.pid)
 
     def stop(self) -> None:
@@ -130,7 +129,7 @@ class SupervisorHandover(Mode):
     title: str = "sdactivate run handover (SIGHUP)"
     supervisor_label: str = "sdactivate run"
     proc: subprocess.Popen[bytes] | None = None
-    rx: NotifyRx | None = None
+    rx: NotifyReceiver | None = None
 
     def check(self) -> None:
         check_app(self.app, "inherit")
@@ -139,7 +138,7 @@ class SupervisorHandover(Mode):
                 raise ModeUnavailable(f"{mod}: {why}")
 
     def start(self) -> None:
-        self.rx = NotifyRx()
+        self.rx = NotifyReceiver(thread=True)
         argv = [
             PYTHON,
             "-m",
@@ -154,9 +153,9 @@ class SupervisorHandover(Mode):
             "--",
             *app_argv(self.app, "inherit", self.port),
         ]
-        since = time.monotonic()
-        self.proc = popen(argv, env={"NOTIFY_SOCKET": self.rx.name}, pin=self.pin, log=self.log)
-        self.rx.wait(_is_ready, since=since, timeout=READY_TIMEOUT)
+        since = len(self.rx.messages)
+        self.proc = popen(argv, env=self.rx.environ, pin=self.pin, log=self.log)
+        self.rx.wait_for("READY", "1", since=since, timeout=READY_TIMEOUT)
 
     def restart(self) -> Restart:
         """Done when the new generation is READY *and* the old one has exited (the window
@@ -168,9 +167,10 @@ class SupervisorHandover(Mode):
             with contextlib.suppress(OSError):
                 pidfds.append(os.pidfd_open(pid))
         try:
+            since = len(self.rx.messages)
             t = time.monotonic()
             os.kill(self.proc.pid, signal.SIGHUP)
-            _, _, f = self.rx.wait(_is_ready, since=t, timeout=READY_TIMEOUT)
+            f = self.rx.wait_for("READY", "1", since=since, timeout=READY_TIMEOUT)
             ready = time.monotonic()
             for fd in pidfds:  # readable once that process has exited
                 select.select([fd], [], [], READY_TIMEOUT)
@@ -183,7 +183,7 @@ class SupervisorHandover(Mode):
             max(ready, time.monotonic()),
             old_pid=old[0] if old else 0,
             new_pid=new[0] if new else 0,
-            note=f.get("STATUS", ""),
+            note=f.get("STATUS") or "",
         )
 
     def supervisor_pid(self) -> int | None:
@@ -210,35 +210,36 @@ class InProcessUpgrade(Mode):
     first: subprocess.Popen[bytes] | None = None
     main: int = 0
     pids: list[int] = field(default_factory=list)
-    rx: NotifyRx | None = None
+    rx: NotifyReceiver | None = None
 
     def check(self) -> None:
         check_app(self.app, "upgrader")
 
     def start(self) -> None:
-        self.rx = NotifyRx()
-        since = time.monotonic()
+        self.rx = NotifyReceiver(thread=True)
+        since = len(self.rx.messages)
         self.first = popen(
             app_argv(self.app, "upgrader", self.port),
-            env={"NOTIFY_SOCKET": self.rx.name},
+            env=self.rx.environ,
             pin=self.pin,
             log=self.log,
         )
         self.main = self.first.pid
         self.pids.append(self.main)
-        self.rx.wait(_is_ready, since=since, timeout=READY_TIMEOUT)
+        self.rx.wait_for("READY", "1", since=since, timeout=READY_TIMEOUT)
 
     def restart(self) -> Restart:
         assert self.rx is not None
         old = self.main
+        since = len(self.rx.messages)
         t = time.monotonic()
         os.kill(old, signal.SIGHUP)
         try:
-            _, _, f = self.rx.wait(lambda f: "MAINPID" in f, since=t, timeout=READY_TIMEOUT)
+            f = self.rx.wait_for("MAINPID", since=since, timeout=READY_TIMEOUT)
         except TimeoutError as exc:
             kids = "; ".join(describe(c) for c in children(old))
             raise TimeoutError(f"{exc}; pid {old} alive={alive(old)}, children [{kids}]") from exc
-        self.main = int(f["MAINPID"])
+        self.main = int(f.get("MAINPID") or 0)
         self.pids.append(self.main)
         if self.first is not None and self.first.poll() is not None:
             self.first = None
@@ -276,7 +277,7 @@ class Gunicorn(Mode):
     proc: subprocess.Popen[bytes] | None = None
     master: int = 0
     masters: list[int] = field(default_factory=list)
-    rx: NotifyRx | None = None
+    rx: NotifyReceiver | None = None
     pidfile: Path | None = None
 
     def check(self) -> None:
@@ -288,7 +289,7 @@ class Gunicorn(Mode):
     def start(self) -> None:
         import tempfile
 
-        self.rx = NotifyRx()
+        self.rx = NotifyReceiver(thread=True)
         scratch = Path(tempfile.mkdtemp(prefix="gunicorn-", dir=scratch_dir()))
         self.pidfile = scratch / "gunicorn.pid"
         argv = [
@@ -316,12 +317,17 @@ class Gunicorn(Mode):
             str(scratch),
             "wsgi_app:app",
         ]
-        since = time.monotonic()
-        self.proc = popen(argv, env={"NOTIFY_SOCKET": self.rx.name}, pin=self.pin, log=self.log)
+        since = len(self.rx.messages)
+        self.proc = popen(argv, env=self.rx.environ, pin=self.pin, log=self.log)
         self.master = self.proc.pid
         self.masters.append(self.master)
-        self.rx.wait(_is_ready, since=since, timeout=READY_TIMEOUT)
-        wait_for(lambda: len(children(self.master)) >= self.workers, READY_TIMEOUT, "workers")
+        self.rx.wait_for("READY", "1", since=since, timeout=READY_TIMEOUT)
+        wait_until(
+            lambda: len(children(self.master)) >= self.workers,
+            timeout=READY_TIMEOUT,
+            interval=POLL,
+            what="workers",
+        )
 
     def restart(self) -> Restart:
         assert self.rx is not None and self.pidfile is not None
@@ -330,27 +336,36 @@ class Gunicorn(Mode):
             before = set(children(old))
             t = time.monotonic()
             os.kill(old, signal.SIGHUP)
-            wait_for(
+            wait_until(
                 lambda: not (set(children(old)) & before) and len(children(old)) >= self.workers,
-                READY_TIMEOUT,
-                "gunicorn HUP: new workers, old ones gone",
+                timeout=READY_TIMEOUT,
+                interval=POLL,
+                what="gunicorn HUP: new workers, old ones gone",
             )
             return Restart(t, time.monotonic(), old, old)
         t = time.monotonic()
         os.kill(old, signal.SIGUSR2)
         # The new master is a child of the old one (fork + exec); gunicorn has no readiness
         # gate, so "ready" = it has its workers.
-        new = wait_for(
+        new = wait_until(
             lambda: next((c for c in children(old) if len(children(c)) >= self.workers), 0),
-            READY_TIMEOUT,
-            "a new master with its workers",
+            timeout=READY_TIMEOUT,
+            interval=POLL,
+            what="a new master with its workers",
         )
         self.masters.append(new)
         os.kill(old, signal.SIGTERM)
-        wait_for(lambda: not alive(old), READY_TIMEOUT, "old master to exit")
+        wait_until(
+            lambda: not alive(old), timeout=READY_TIMEOUT, interval=POLL, what="old master to exit"
+        )
         # gunicorn ignores USR2 while the new master still has a parent master; it promotes
         # itself (renaming its pid file to --pid) on its next loop once the old one is gone.
-        wait_for(lambda: _pidfile(self.pidfile) == new, READY_TIMEOUT, "new master promoted")
+        wait_until(
+            lambda: _pidfile(self.pidfile) == new,
+            timeout=READY_TIMEOUT,
+            interval=POLL,
+            what="new master promoted",
+        )
         if self.proc is not None and self.proc.pid == old:
             self.proc.wait(timeout=5)
             self.proc = None

@@ -8,7 +8,6 @@ PID 1 (systemd itself).
 
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -29,9 +28,8 @@ class SandboxPool:
             return self._box
         if self._error is not None:
             raise ModeUnavailable(self._error)
-        sys.path.insert(0, str(ROOT / "integration"))
         try:
-            from sandbox import Sandbox  # type: ignore[import-not-found]
+            from integration.sandbox import Sandbox
         except ImportError as exc:
             self._error = f"integration/sandbox.py: {exc}"
             raise ModeUnavailable(self._error) from exc

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib
 import logging
 import os
 import sys
@@ -24,12 +23,9 @@ from collections.abc import Sequence
 
 from .. import __version__
 from ..errors import AddressError, SdActivateError, UnitConfigError
+from . import control, gen_units, run
 
 __all__ = ["main"]
-
-# One module per command group; each defines ``register(subparsers)`` and sets
-# ``func=<callable(args) -> int>`` on its parsers. Command modules import heavy things lazily.
-_COMMAND_MODULES = ("gen_units", "run", "control")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,8 +36,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"sdactivate {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name in _COMMAND_MODULES:
-        importlib.import_module(f"{__name__}.{name}").register(sub)
+    # One module per command group: ``register(subparsers)`` adds its commands, each with
+    # ``func=<callable(args) -> int>``. They import what a command needs when it runs, so
+    # `sdactivate --help` and every verb load only argparse and these three small modules.
+    gen_units.register(sub)
+    run.register(sub)
+    control.register(sub)
     return parser
 
 

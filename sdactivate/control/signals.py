@@ -13,27 +13,46 @@ import collections
 import contextlib
 import time
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from jeepney import MatchRule, message_bus
+from jeepney.io.blocking import DBusConnection
 from jeepney.low_level import Message
 
 from .errors import BusUnavailableError
 
-if TYPE_CHECKING:
-    from .bus import Systemd
+__all__ = ["Bus", "next_signal", "queued", "wait_for_owner"]
 
-__all__ = ["next_signal", "queued", "wait_for_owner"]
+
+class Bus(Protocol):
+    """What these helpers need of a bus client (:class:`sdactivate.control.bus.Systemd`
+    has it): its connection, and a method call with a destination."""
+
+    @property
+    def connection(self) -> DBusConnection: ...
+
+    def call(
+        self,
+        path: str,
+        interface: str,
+        member: str,
+        signature: str | None = None,
+        body: tuple[Any, ...] = (),
+        *,
+        destination: str = ...,
+        timeout: float = ...,
+    ) -> tuple[Any, ...]: ...
+
 
 _DBUS = "org.freedesktop.DBus"
 _DBUS_PATH = "/org/freedesktop/DBus"
 
 
-def _dbus_call(bus: Systemd, member: str, signature: str, *args: Any) -> tuple[Any, ...]:
+def _dbus_call(bus: Bus, member: str, signature: str, *args: Any) -> tuple[Any, ...]:
     return bus.call(_DBUS_PATH, _DBUS, member, signature, tuple(args), destination=_DBUS)
 
 
-def _current_owner(bus: Systemd, name: str) -> str | None:
+def _current_owner(bus: Bus, name: str) -> str | None:
     (has_owner,) = _dbus_call(bus, "NameHasOwner", "s", name)
     if not has_owner:
         return None
@@ -41,7 +60,7 @@ def _current_owner(bus: Systemd, name: str) -> str | None:
     return str(owner)
 
 
-def wait_for_owner(bus: Systemd, name: str, *, timeout: float) -> str | None:
+def wait_for_owner(bus: Bus, name: str, *, timeout: float) -> str | None:
     """The unique name owning ``name``, waiting up to ``timeout`` seconds for one to appear
     (``NameOwnerChanged``, matched before the first look: no poll, no race); None if none."""
     rule = MatchRule(
@@ -69,7 +88,7 @@ def wait_for_owner(bus: Systemd, name: str, *, timeout: float) -> str | None:
 
 @contextlib.contextmanager
 def queued(
-    bus: Systemd,
+    bus: Bus,
     *,
     sender: str,
     owner: str,
@@ -98,9 +117,7 @@ def queued(
                 bus.connection.send(message_bus.RemoveMatch(bus_rule))
 
 
-def next_signal(
-    bus: Systemd, queue: collections.deque[Message], *, deadline: float
-) -> Message | None:
+def next_signal(bus: Bus, queue: collections.deque[Message], *, deadline: float) -> Message | None:
     """Wait until ``queue`` has a message or ``deadline`` (monotonic) passes.
 
     Returns the next message, or None on deadline. Other filters fill as a side effect.

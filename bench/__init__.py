@@ -1,0 +1,1 @@
+"""The benchmarks (`make bench`): run as scripts from the venv, or imported as `bench.*`."""

@@ -1,0 +1,1 @@
+"""Example services and demos; imported as `examples.*` by the tests (readme_blocks)."""

@@ -1,0 +1,1 @@
+"""The integration tier: boots a real systemd (sandbox.py); imported as `integration.*`."""

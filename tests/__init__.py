@@ -1,0 +1,1 @@
+"""The hermetic tier; shared helpers in tests/support.py."""
