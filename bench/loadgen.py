@@ -62,6 +62,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from bench import epoll_client
@@ -580,9 +581,20 @@ def _child() -> int:
         state = _pack(go_epoll(epoll_kw) if epoll_kw is not None else asyncio.run(go()))
     except Exception as exc:  # reported to the parent, which raises it
         state = {"failure": f"{type(exc).__name__}: {exc}"}
-    out.write(pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL))
+    # The run is over: a stop signal now must not cut the result short. Under
+    # PYTHONUNBUFFERED=1 stdout is a raw FileIO whose write() returns a short count when a
+    # signal lands mid-write (the parent then read "pickle data was truncated").
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     out.flush()
+    write_all(sys.stdout.fileno(), pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL))
     return 0
+
+
+def write_all(fd: int, data: bytes, write: Callable[[int, bytes], int] = os.write) -> None:
+    """Write every byte of ``data`` to ``fd``: write(2) may write fewer (a pipe, a signal)."""
+    view = memoryview(data)
+    while view:
+        view = view[write(fd, view) :]
 
 
 def start(host: str, port: int, **kwargs: Any) -> Handle:

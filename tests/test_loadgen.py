@@ -387,3 +387,26 @@ def test_engine_choice(server: Callable[..., _Server]) -> None:
     assert loadgen._epoll_kwargs("auto", {"keepalive": True}) is None
     res = loadgen.run("127.0.0.1", srv.port, rate=100, duration=0.1, keepalive=False, pool_size=3)
     assert res.ok == 10
+
+
+def test_child_result_is_written_whole_past_short_writes() -> None:
+    """write(2) to a pipe may write fewer bytes than asked (a signal mid-write, under
+    PYTHONUNBUFFERED's raw stdout): the child's result is written to its last byte."""
+    r, w = os.pipe()
+    calls: list[int] = []
+
+    def short(fd: int, data: bytes) -> int:  # at most 1000 bytes a call, as a pipe may
+        calls.append(len(data))
+        return os.write(fd, bytes(data[:1000]))
+
+    payload = bytes(range(256)) * 20  # 5120 bytes: fits the pipe buffer
+    try:
+        loadgen.write_all(w, payload, short)
+        os.close(w)
+        got = b""
+        while chunk := os.read(r, 65536):
+            got += chunk
+    finally:
+        os.close(r)
+    assert got == payload
+    assert len(calls) == 6
