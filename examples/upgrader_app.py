@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     ) as upg:
         upg.listen("tcp", args.listen, name=args.name)
         if fault == "never-ready":
-            upg.wait_exit()  # serves nothing, never READY: the parent kills it at the timeout
+            upg.wait_exit()  # serves nothing, never READY: the parent stops it at the timeout
             return 0
         if fault.startswith(("crash-after-ready", "abort-after-ready")):
             ms = int(fault.partition(":")[2] or 100)

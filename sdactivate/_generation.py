@@ -5,6 +5,7 @@
   a bounded number of reads per loop turn, rate-limited log lines about what it drops;
 * :class:`EventQueue` -- how a runner feeds events to its plan and carries out the actions;
 * :func:`startup_grace` -- how long a new generation may start at the lower priority;
+* :data:`UNREADY_GRACE` -- how long one that failed before its handover gets to stop;
 * :func:`describe_status` -- the words for a reaped generation's exit status.
 """
 
@@ -29,6 +30,7 @@ from .errors import NotifyValueError
 __all__ = [
     "LOG_INTERVAL",
     "READS_PER_TURN",
+    "UNREADY_GRACE",
     "Datagram",
     "EventQueue",
     "LogLimiter",
@@ -46,6 +48,12 @@ A = TypeVar("A")
 # /proc/net/unix) must not keep a loop from its signals, timers and control requests.
 READS_PER_TURN = 32
 LOG_INTERVAL = 10.0  # seconds: a dropped-datagram log line, then one summary per interval
+# Seconds a new generation that failed before its handover (no READY=1 in time...) gets
+# between the stop signal and SIGKILL. Servers often accept before READY=1; a SIGKILL at once
+# reset the connections it had taken, where the stop signal lets it answer or close them.
+# systemd itself stops a service whose start timed out the same way: TimeoutStartFailureMode=
+# terminate (the default, v246+) sends the stop signal, then SIGKILL (systemd.service(5)).
+UNREADY_GRACE = 5.0
 _UCRED = struct.Struct("iII")  # unix(7) struct ucred: pid, uid, gid
 _CMSG_SPACE = socket.CMSG_SPACE(_UCRED.size) + socket.CMSG_SPACE(NOTIFY_FD_MAX * 4)
 

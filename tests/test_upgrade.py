@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from sdactivate._generation import UNREADY_GRACE
 from sdactivate.errors import UpgradeError
 from sdactivate.upgrade import Upgrader
 from sdactivate.upgrade.events import (
@@ -34,6 +35,7 @@ from sdactivate.upgrade.events import (
     ParentHandedOver,
     StartChild,
     StopAsked,
+    StopChild,
     Tick,
     UpgradeRequested,
 )
@@ -98,16 +100,52 @@ def test_child_exit_before_ready_keeps_serving() -> None:
     assert plan.stage is Stage.SERVING
 
 
-def test_ready_timeout_kills_child() -> None:
-    """F2: no READY within the timeout -> Kill + failure report, still serving."""
+def test_ready_timeout_stops_child_then_kills_it_after_the_grace() -> None:
+    """F2, issue 16 item 2: no READY within the timeout -> the stop signal (it may have
+    accepted connections) + failure report, still serving; SIGKILL only at the grace."""
     plan = serving_plan(timeout=2.0)
     plan.handle(UpgradeRequested(), 0.0)
     plan.handle(ChildStarted(42), 0.0)
     assert plan.handle(Tick(), 1.9) == []
-    kill, report = plan.handle(Tick(), 2.0)
-    assert kill == KillChild(42)
+    stop, report = plan.handle(Tick(), 2.0)
+    assert stop == StopChild(42, signal.SIGTERM)
     assert isinstance(report, Outcome) and not report.ok and "not ready within 2 s" in report.text
     assert plan.stage is Stage.SERVING and plan.deadline is None
+    assert plan.wake_at() == 2.0 + UNREADY_GRACE
+    assert plan.handle(Tick(), 2.0 + UNREADY_GRACE - 0.1) == []
+    warn, kill = plan.handle(Tick(), 2.0 + UNREADY_GRACE)
+    assert isinstance(warn, Log) and "still running 5 s after the stop signal" in warn.message
+    assert kill == KillChild(42)
+    assert plan.stopping is None and plan.wake_at() is None
+
+
+def test_failed_child_exiting_within_its_grace_is_not_killed() -> None:
+    """A failed child that exits on the stop signal is never SIGKILLed; a request queued
+    meanwhile starts the next attempt only then (one child at a time)."""
+    plan = UpgradePlan(
+        has_parent=False, ready_timeout=2.0, stable_time=0, stop_signal=signal.SIGINT
+    )
+    plan.handle(AppReady(), 0.0)
+    plan.handle(UpgradeRequested(), 0.0)
+    plan.handle(ChildStarted(42), 0.0)
+    assert plan.handle(Tick(), 2.0)[0] == StopChild(42, signal.SIGINT)
+    assert plan.handle(UpgradeRequested(), 2.5) == []  # queued: 42 is still alive
+    assert plan.pending and plan.stopping == 42
+    assert plan.handle(ChildGone(42, 0), 3.0) == [StartChild(2)]
+    plan.handle(ChildStarted(43), 3.0)
+    assert [a for a in plan.handle(Tick(), 2.0 + UNREADY_GRACE) if isinstance(a, KillChild)] == []
+
+
+def test_queued_request_starts_once_the_failed_child_is_killed() -> None:
+    """A failed child that ignores its stop signal is SIGKILLed at the grace, and the
+    queued request starts the next attempt in that same turn."""
+    plan = serving_plan(timeout=2.0)
+    plan.handle(UpgradeRequested(), 0.0)
+    plan.handle(ChildStarted(42), 0.0)
+    plan.handle(Tick(), 2.0)
+    plan.handle(UpgradeRequested(), 2.1)
+    actions = plan.handle(Tick(), 2.0 + UNREADY_GRACE)
+    assert actions[1:] == [KillChild(42), StartChild(2)]
 
 
 def test_crash_within_stable_time_fails_upgrade() -> None:
@@ -155,25 +193,30 @@ def test_queued_request_retries_after_failure() -> None:
     assert actions[-1] == StartChild(2)
 
 
-def test_handover_failure_kills_child() -> None:
-    """If MAINPID cannot be sent, the child is killed and this generation keeps serving."""
+def test_handover_failure_stops_child() -> None:
+    """If MAINPID cannot be sent, the (ready, serving) child gets the stop signal and this
+    generation keeps serving."""
     plan = serving_plan()
     plan.handle(UpgradeRequested(), 0.0)
     plan.handle(ChildStarted(42), 0.0)
     plan.handle(ChildSentReady(42), 0.1)
-    kill, report = plan.handle(HandoverFailed(42, "ECONNREFUSED"), 0.2)
-    assert kill == KillChild(42) and isinstance(report, Outcome) and not report.ok
+    stop, report = plan.handle(HandoverFailed(42, "ECONNREFUSED"), 0.2)
+    assert stop == StopChild(42, signal.SIGTERM)
+    assert isinstance(report, Outcome) and not report.ok
+    assert plan.kill_at == 0.2 + UNREADY_GRACE
 
 
 def test_stop_during_upgrade_aborts_it() -> None:
-    """stop() while a child is starting kills it and finishes."""
+    """stop() while a child is starting gives it the stop signal and finishes; SIGKILL
+    follows at the grace."""
     plan = serving_plan()
     plan.handle(UpgradeRequested(), 0.0)
     plan.handle(ChildStarted(42), 0.0)
     actions = plan.handle(StopAsked("signal SIGTERM"), 1.0)
-    assert actions[0] == KillChild(42)
+    assert actions[0] == StopChild(42, signal.SIGTERM)
     assert actions[-1] == Finish("signal SIGTERM")
     assert plan.handle(StopAsked("again"), 1.0) == []
+    assert plan.handle(Tick(), 1.0 + UNREADY_GRACE)[-1] == KillChild(42)
 
 
 def test_request_after_exit_is_forwarded() -> None:
@@ -557,6 +600,81 @@ def test_new_generation_still_starting_after_the_grace_gets_our_priority(
 def test_bad_startup_grace_rejected(grace: object) -> None:
     with pytest.raises(UpgradeError, match="startup_grace"):
         Upgrader(startup_grace=grace, upgrade_signals=(), stop_signals=(), environ={})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("grace", [0, -1.0, True, "1", float("nan"), float("inf"), 3601])
+def test_bad_stop_grace_rejected(grace: object) -> None:
+    with pytest.raises(UpgradeError, match=r"stop_grace .*<= 3600"):
+        Upgrader(stop_grace=grace, upgrade_signals=(), stop_signals=(), environ={})  # type: ignore[arg-type]
+
+
+# A new version that accepts before ready() (as servers and the adapters do) and never gets
+# ready: it takes one connection and its request, and answers it only on the stop signal
+# (blocked from the start, then waited for: no handler race).
+CHILD_ACCEPTS_NEVER_READY = (
+    "import signal, socket\n"
+    "linger = False\n"
+    "signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})\n"
+    "conn, _ = socket.socket(fileno=3).accept()\n"
+    "head = b''\n"
+    "while b'\\r\\n\\r\\n' not in head and (data := conn.recv(4096)):\n"
+    "    head += data\n"
+    "signal.sigwait({signal.SIGTERM})\n"
+    "body = b'answered after the stop signal'\n"
+    "conn.sendall(b'HTTP/1.1 200 OK\\r\\nContent-Length: %d\\r\\n\\r\\n%s' % (len(body), body))\n"
+    "conn.close()\n"
+    "if linger:\n"
+    "    signal.sigwait({signal.SIGUSR1})  # never comes: SIGKILL ends it\n"
+)
+
+
+def test_never_ready_child_answers_its_connection_before_it_is_stopped() -> None:
+    """Issue 16 item 2: a new generation that accepted a connection and missed the upgrade
+    timeout gets the stop signal first, so the client gets its answer, not a reset."""
+    upg = _upgrader(CHILD_ACCEPTS_NEVER_READY, upgrade_timeout=2)
+    try:
+        port = upg.listen("tcp", "127.0.0.1:0").getsockname()[1]
+        upg.ready()
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as conn:
+            conn.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")  # queued until accepted
+            with pytest.raises(UpgradeError, match="not ready within 2 s"):
+                upg.upgrade(timeout=30)
+            data = b""
+            while chunk := conn.recv(4096):
+                data += chunk
+        assert data.startswith(b"HTTP/1.1 200 OK"), data
+        assert data.endswith(b"answered after the stop signal"), data
+    finally:
+        upg.close()
+
+
+def test_failed_child_ignoring_its_stop_signal_is_killed_after_the_grace() -> None:
+    """The grace is bounded: a failed child that does not exit on the stop signal (it has
+    answered, then waits on) is SIGKILLed stop_grace later, and the next upgrade runs."""
+    code = CHILD_ACCEPTS_NEVER_READY.replace("linger = False", "linger = True")
+    upg = Upgrader(
+        argv=[sys.executable, "-c", code],
+        upgrade_signals=(),
+        stop_signals=(),
+        environ={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+        upgrade_timeout=1,
+        stop_grace=0.5,
+    )
+    try:
+        port = upg.listen("tcp", "127.0.0.1:0").getsockname()[1]
+        upg.ready()
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as conn:
+            conn.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+            with pytest.raises(UpgradeError, match="not ready within 1 s") as failed:
+                upg.upgrade(timeout=30)
+            pid = int(str(failed.value).split("pid ")[1].split()[0])
+            assert conn.recv(4096).startswith(b"HTTP/1.1 200 OK")  # the stop signal came
+        assert _wait_gone(pid, 10)
+        with pytest.raises(UpgradeError, match="not ready within 1 s") as again:
+            upg.upgrade(timeout=30)  # a fresh attempt: the killed child is out of the way
+        assert f"pid {pid} " not in str(again.value)
+    finally:
+        upg.close()
 
 
 @pytest.mark.parametrize("nice", [-1, 20, True, 2.5])

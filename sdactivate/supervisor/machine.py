@@ -32,7 +32,7 @@ import enum
 from dataclasses import dataclass, field
 from typing import assert_never
 
-from .._generation import describe_status, startup_grace
+from .._generation import UNREADY_GRACE, describe_status, startup_grace
 from . import settings
 from .events import (
     HANDOVER_FAILED_STATUS,
@@ -104,13 +104,6 @@ __all__ = [
 # with): anything longer is a typo, or infinity, for which a timeout that never fires would be
 # the wrong tool (a hung generation would stay forever).
 MAX_TIMEOUT = float(settings.MAX_SECONDS)
-
-# Seconds a generation that missed ready_timeout gets between the stop signal and SIGKILL
-# (capped by drain_timeout). Servers often accept before READY=1; a SIGKILL at once reset
-# the connections it had taken, where the stop signal lets it answer or close them.
-# systemd itself stops a service whose start timed out the same way: TimeoutStartFailureMode=
-# terminate (the default, v246+) sends the stop signal, then SIGKILL (systemd.service(5)).
-UNREADY_GRACE = 5.0
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ __all__ = [
     "ParentHandedOver",
     "StartChild",
     "StopAsked",
+    "StopChild",
     "Tick",
     "UpgradeRequested",
 ]
@@ -135,6 +136,16 @@ class StartChild:
 
 
 @dataclass(frozen=True)
+class StopChild:
+    """Send ``signum`` (the stop signal) to the attempt's child ``pid``, which failed or is
+    aborted; keep watching it: its exit comes as :class:`ChildGone`, or the plan sends
+    :class:`KillChild` when its grace is over."""
+
+    pid: int
+    signum: int
+
+
+@dataclass(frozen=True)
 class KillChild:
     """SIGKILL and reap the attempt's child ``pid``."""
 
@@ -185,4 +196,14 @@ class Finish:
     reason: str
 
 
-Action = StartChild | KillChild | LiftPriority | HandOver | ForwardUpgrade | Outcome | Log | Finish
+Action = (
+    StartChild
+    | StopChild
+    | KillChild
+    | LiftPriority
+    | HandOver
+    | ForwardUpgrade
+    | Outcome
+    | Log
+    | Finish
+)

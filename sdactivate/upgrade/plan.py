@@ -6,12 +6,16 @@ order; the events and actions are in :mod:`.events`. One generation, numbered at
 
 Invariants (tableflip-style; checked after every event by :meth:`UpgradePlan.check`):
 
-1. At most one upgrade at a time: a request while one runs is queued, and queued requests
-   coalesce into one; a queued request never waits while an upgrade could start.
+1. At most one upgrade at a time, and at most one child: a request while one runs is
+   queued, and queued requests coalesce into one; the next attempt starts once a failed
+   child is gone; a queued request never waits while an upgrade could start.
 2. A generation hands over only after it has called ``ready()`` itself (a child first needs
    its own handover from its parent).
-3. A child that exits, or is not ready within ``ready_timeout``, fails the upgrade: it is
-   killed and this generation keeps serving.
+3. A child that exits, is not ready within ``ready_timeout`` or cannot be handed over
+   fails the upgrade, and this generation keeps serving. A failed child still alive (or
+   one aborted by a stop) may already have accepted connections on the shared sockets (a
+   server that accepts before ``ready()``): it gets the stop signal, then SIGKILL after
+   ``stop_grace`` if it has not exited by then, never SIGKILL at once.
 4. A ready child must stay alive for ``stable_time`` before the handover (a version that
    crashes right after READY is treated like one that never got ready).
 5. A child starts at the start-up priority and gets ours back at READY, or after
@@ -23,9 +27,10 @@ Invariants (tableflip-style; checked after every event by :meth:`UpgradePlan.che
 from __future__ import annotations
 
 import enum
+import signal
 from typing import assert_never
 
-from .._generation import describe_status, startup_grace
+from .._generation import UNREADY_GRACE, describe_status, startup_grace
 from .events import (
     Action,
     AppReady,
@@ -46,6 +51,7 @@ from .events import (
     ParentHandedOver,
     StartChild,
     StopAsked,
+    StopChild,
     Tick,
     UpgradeRequested,
 )
@@ -74,6 +80,8 @@ class UpgradePlan:
         ready_timeout: float,
         stable_time: float,
         startup_grace: float = 1.0,
+        stop_signal: int = signal.SIGTERM,
+        stop_grace: float = UNREADY_GRACE,
     ) -> None:
         if ready_timeout <= 0:
             raise ValueError(f"ready_timeout must be > 0, got {ready_timeout!r}")
@@ -81,9 +89,13 @@ class UpgradePlan:
             raise ValueError(f"stable_time must be >= 0, got {stable_time!r}")
         if startup_grace <= 0:
             raise ValueError(f"startup_grace must be > 0, got {startup_grace!r}")
+        if not stop_grace > 0:  # NaN fails too
+            raise ValueError(f"stop_grace must be > 0, got {stop_grace!r}")
         self.ready_timeout = ready_timeout
         self.stable_time = stable_time
         self.startup_grace = startup_grace
+        self.stop_signal = int(stop_signal)
+        self.stop_grace = stop_grace
         self.stage = Stage.WAITING_HANDOVER if has_parent else Stage.SERVING
         self.is_ready = False  # this generation called ready()
         self.pending = False  # an upgrade request is queued
@@ -91,6 +103,8 @@ class UpgradePlan:
         self.attempt = 0  # number of the running (or last) attempt
         self.deadline: float | None = None  # of the attempt's current wait
         self.lowered_until: float | None = None  # the child is at its start-up priority
+        self.stopping: int | None = None  # a failed child, sent the stop signal, not gone yet
+        self.kill_at: float | None = None  # ... SIGKILLed then
 
     # --- public --------------------------------------------------------------------------
     def handle(self, event: Event, now: float) -> list[Action]:
@@ -116,7 +130,7 @@ class UpgradePlan:
             case Tick():
                 out = self._on_tick(now)
             case StopAsked():
-                out = self._on_stop_asked(event)
+                out = self._on_stop_asked(event, now)
             case _:
                 assert_never(event)
         self.check()
@@ -124,8 +138,10 @@ class UpgradePlan:
 
     def check(self) -> None:
         """Assert the invariants in the module docstring."""
-        queued_idle = self.pending and self.is_ready and self.stage is Stage.SERVING
+        queued_idle = self.pending and self._can_start()
         assert not queued_idle, "a queued upgrade waits while one could start"
+        assert self.child is None or self.stopping is None, "two children"
+        assert (self.stopping is None) == (self.kill_at is None), (self.stopping, self.kill_at)
         if self.stage in _ATTEMPT:
             assert self.attempt > 0 and self.deadline is not None, (self.stage, self.deadline)
         else:
@@ -139,7 +155,7 @@ class UpgradePlan:
 
     def wake_at(self) -> float | None:
         """The next time :class:`Tick` has something to do (None: nothing to wait for)."""
-        times = [t for t in (self.deadline, self.lowered_until) if t is not None]
+        times = [t for t in (self.deadline, self.lowered_until, self.kill_at) if t is not None]
         return min(times, default=None)
 
     # --- event handlers ------------------------------------------------------------------
@@ -183,6 +199,9 @@ class UpgradePlan:
         return actions + self._hand_over()
 
     def _on_child_gone(self, ev: ChildGone, now: float) -> list[Action]:
+        if ev.pid == self.stopping:  # it exited within its grace
+            self.stopping = self.kill_at = None
+            return self._maybe_start(now)
         if ev.pid != self.child or self.stage not in _ATTEMPT:
             return []
         when = "after READY" if self.stage is Stage.CONFIRMING else "before READY"
@@ -210,6 +229,22 @@ class UpgradePlan:
         return self._fail(f"handover to pid {ev.pid} failed: {ev.reason}", ev.pid, now)
 
     def _on_tick(self, now: float) -> list[Action]:
+        out: list[Action] = []
+        if self.kill_at is not None and now >= self.kill_at:
+            assert self.stopping is not None
+            out += [
+                Log(
+                    "warning",
+                    f"new generation pid {self.stopping} still running {self.stop_grace:g} s"
+                    " after the stop signal; sending SIGKILL",
+                ),
+                KillChild(self.stopping),  # carried out at once: killed and reaped
+            ]
+            self.stopping = self.kill_at = None
+            out += self._maybe_start(now)
+        return out + self._on_attempt_tick(now)
+
+    def _on_attempt_tick(self, now: float) -> list[Action]:
         if self.deadline is not None and now >= self.deadline:
             if self.stage is Stage.UPGRADING:
                 return self._fail(
@@ -233,10 +268,10 @@ class UpgradePlan:
             ]
         return []
 
-    def _on_stop_asked(self, ev: StopAsked) -> list[Action]:
+    def _on_stop_asked(self, ev: StopAsked, now: float) -> list[Action]:
         actions: list[Action] = []
         if self.stage in _ATTEMPT and self.child is not None:
-            actions.append(KillChild(self.child))
+            actions += self._stop_child(self.child, now)
             actions.append(Outcome(False, f"upgrade aborted: {ev.reason}", self.attempt))
             self.child = None
             self.lowered_until = None
@@ -247,8 +282,11 @@ class UpgradePlan:
         return actions
 
     # --- helpers -------------------------------------------------------------------------
+    def _can_start(self) -> bool:
+        return self.is_ready and self.stage is Stage.SERVING and self.stopping is None
+
     def _maybe_start(self, now: float) -> list[Action]:
-        if not (self.pending and self.is_ready and self.stage is Stage.SERVING):
+        if not (self.pending and self._can_start()):
             return []
         self.pending = False
         self.stage = Stage.UPGRADING
@@ -258,16 +296,20 @@ class UpgradePlan:
         # This generation serves while the child starts: the child yields the CPU to it.
         return [StartChild(self.attempt, lowered=True)]
 
-    def _fail(self, text: str, kill: int | None, now: float) -> list[Action]:
-        actions: list[Action] = []
-        if kill is not None:
-            actions.append(KillChild(kill))
+    def _fail(self, text: str, alive: int | None, now: float) -> list[Action]:
+        """The attempt failed; ``alive``: its child, still running (None: gone, or none)."""
+        actions: list[Action] = [] if alive is None else self._stop_child(alive, now)
         actions.append(Outcome(False, f"upgrade failed: {text}; still serving", self.attempt))
         self.stage = Stage.SERVING
         self.child = None
         self.deadline = None
         self.lowered_until = None
         return actions + self._maybe_start(now)
+
+    def _stop_child(self, pid: int, now: float) -> list[Action]:
+        self.stopping = pid
+        self.kill_at = now + self.stop_grace
+        return [StopChild(pid, self.stop_signal)]
 
     def _hand_over(self) -> list[Action]:
         assert self.child is not None

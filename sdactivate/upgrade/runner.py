@@ -142,7 +142,7 @@ class Runner:
         while (command := self._mailbox.take()) is not None:
             name, arg = command
             if name == "close":
-                self._kill_attempt()
+                self._close_attempt()
                 return True
             if name == "upgrade":
                 log.info("upgrade requested (%s)", arg if isinstance(arg, str) else "upgrade()")
@@ -182,6 +182,11 @@ class Runner:
         match action:
             case ev.StartChild():
                 self._start_child(action.attempt, lowered=action.lowered)
+            case ev.StopChild():
+                if self._attempt is not None and self._attempt.pid == action.pid:
+                    # Kept (its pidfd polled) until it exits: ChildGone, or KillChild.
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(action.pid, action.signum)
             case ev.KillChild():
                 if self._attempt is not None and self._attempt.pid == action.pid:
                     self._kill_attempt()
@@ -304,6 +309,14 @@ class Runner:
             waiter.resolve(None, f"this generation is exiting ({self.exit_reason})")
             return
         self._waiters.add(self.plan.attempt + 1, waiter)
+
+    def _close_attempt(self) -> None:
+        """The upgrader closes: a child still stopping gets the rest of its grace to exit."""
+        attempt, kill_at = self._attempt, self.plan.kill_at
+        if attempt is not None and kill_at is not None and attempt.pid == self.plan.stopping:
+            timeout = max(0.0, kill_at - time.monotonic())
+            select.select([attempt.pidfd], [], [], timeout)
+        self._kill_attempt()
 
     def _kill_attempt(self) -> None:
         if self._attempt is not None:

@@ -14,8 +14,10 @@ SIGHUP (or :meth:`Upgrader.upgrade`) re-executes the program (``sys.executable``
 ``LISTEN_FDNAMES`` (``LISTEN_PID`` = the child's pid; sd_listen_fds(3)). The child's
 ``NOTIFY_SOCKET`` is a private datagram socket the parent listens on, so the new version
 just calls ``upg.ready()`` (or ``sdactivate.notify.ready()``). A child that exits, is not
-ready within ``upgrade_timeout`` or dies within ``stable_time`` after READY is killed and
-the parent keeps serving (logged, and ``STATUS=`` under systemd).
+ready within ``upgrade_timeout`` or dies within ``stable_time`` after READY fails the
+upgrade and the parent keeps serving (logged, and ``STATUS=`` under systemd). A failed child
+still running gets the stop signal, and SIGKILL only ``stop_grace`` seconds later: a server
+that accepts before ``ready()`` answers or closes the connections it took, not resets them.
 
 Handover under systemd (units need ``NotifyAccess=all``; ``ExecReload=kill -HUP $MAINPID``):
 
@@ -62,6 +64,7 @@ from collections.abc import Iterable, MutableMapping, Sequence
 from types import TracebackType
 
 from .. import _env
+from .._generation import UNREADY_GRACE
 from .._priority import valid_startup_nice
 from ..addresses import DEFAULT_BACKLOG, ListenAddress
 from ..errors import UpgradeError
@@ -73,6 +76,8 @@ from .sockets import SocketSet
 from .waiters import Waiter
 
 __all__ = ["Upgrader"]
+
+MAX_STOP_GRACE = 3600.0  # longer is a typo: close() waits that long for a failed child
 
 
 class Upgrader:
@@ -91,6 +96,9 @@ class Upgrader:
     ``startup_grace``: seconds after which a new generation that is still not ready gets
     this process's priority anyway (on a host busy with other work, SCHED_IDLE would starve
     it past ``upgrade_timeout``); at most half of ``upgrade_timeout``.
+    ``stop_grace``: seconds a new generation that failed (not ready in time, handover
+    failed) or is aborted by :meth:`stop` gets between the stop signal (the first of
+    ``stop_signals``, else SIGTERM) and SIGKILL; :meth:`close` waits for that too.
     """
 
     def __init__(
@@ -105,6 +113,7 @@ class Upgrader:
         environ: MutableMapping[str, str] | None = None,
         startup_nice: int = 10,
         startup_grace: float = 1.0,
+        stop_grace: float = UNREADY_GRACE,
     ) -> None:
         if not valid_startup_nice(startup_nice):
             raise UpgradeError(f"startup_nice {startup_nice!r}: not a nice value 0..19")
@@ -112,11 +121,17 @@ class Upgrader:
             isinstance(startup_grace, int | float) and startup_grace > 0
         ):
             raise UpgradeError(f"startup_grace {startup_grace!r}: not a number of seconds > 0")
+        if isinstance(stop_grace, bool) or not (
+            isinstance(stop_grace, int | float) and 0 < stop_grace <= MAX_STOP_GRACE
+        ):
+            bad = f"stop_grace {stop_grace!r}"
+            raise UpgradeError(f"{bad}: not a number of seconds > 0 and <= {MAX_STOP_GRACE:g}")
         self._env = _env.process_environ() if environ is None else environ
         self._sockets = SocketSet(environ)
         self._ready_sent = False
         self._closed = False
         upgrade_signals = tuple(upgrade_signals)
+        stop_signals = tuple(stop_signals)
         link = take_parent(self._env, ppid=os.getppid())
         self._parent_pid = link.pid if link else None
         self._parent_pidfd = link.pidfd if link else None
@@ -125,6 +140,9 @@ class Upgrader:
             ready_timeout=upgrade_timeout,
             stable_time=stable_time,
             startup_grace=float(startup_grace),
+            # The new generation runs this program: it stops on our stop signal.
+            stop_signal=stop_signals[0] if stop_signals else signal.SIGTERM,
+            stop_grace=float(stop_grace),
         )
         self._mailbox = Mailbox()
         self._signals = SignalOwner(self._mailbox.post, self._mailbox.wake_w)
@@ -142,7 +160,7 @@ class Upgrader:
         )
         try:
             self._signals.install(upgrade_signals, "upgrade")
-            self._signals.install(tuple(stop_signals), "stop")
+            self._signals.install(stop_signals, "stop")
         except BaseException:
             self._signals.restore()
             self._mailbox.close()
@@ -230,7 +248,8 @@ class Upgrader:
         return waiter.pid
 
     def stop(self, reason: str = "stop requested") -> None:
-        """Make :meth:`wait_exit` return; an upgrade in progress is aborted (child killed)."""
+        """Make :meth:`wait_exit` return; an upgrade in progress is aborted (its child gets
+        the stop signal, and SIGKILL after ``stop_grace``)."""
         self._mailbox.post("stop", reason)
 
     def wait_exit(self, timeout: float | None = None) -> bool:
@@ -251,13 +270,14 @@ class Upgrader:
         return bool(ready)
 
     def close(self) -> None:
-        """Stop the upgrader (killing an unfinished new generation), restore the signal
-        handlers and close the sockets it handed out."""
+        """Stop the upgrader (an unfinished new generation gets the stop signal, and SIGKILL
+        when its ``stop_grace`` is over), restore the signal handlers and close the sockets
+        it handed out."""
         if self._closed:
             return
         self.stop("closed")
         self._mailbox.post("close", None)
-        self._thread.join(timeout=10.0)
+        self._thread.join(timeout=self._runner.plan.stop_grace + 10.0)  # see stop_grace
         self._closed = True
         self._signals.restore()
         self._sockets.close()
