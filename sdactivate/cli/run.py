@@ -8,6 +8,7 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from .._generation import UNREADY_GRACE
 from ..supervisor import settings
 
 if TYPE_CHECKING:
@@ -56,7 +57,9 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         type=_seconds,
         default=settings.READY_TIMEOUT,
         metavar="SEC",
-        help="kill a new generation that sends no READY=1 within SEC (default 60)",
+        help="a new generation that sends no READY=1 within SEC fails the reload: it gets "
+        f"the stop signal, then SIGKILL {UNREADY_GRACE:g} s later (at most --drain-timeout; "
+        "it may have accepted connections already) (default 60)",
     )
     p.add_argument(
         "--drain-timeout",
