@@ -38,8 +38,9 @@ from sdactivate.control.status import StatusReport, UnitStatus, render_table
         ("web@8080.service", "web@8080.service"),
         ("a-b_c:d\\x2d.service", "a-b_c:d\\x2d.service"),
         ("dbus", "dbus.service"),
+        ("a@b@c.service", "a@b@c.service"),  # instance "b@c", as systemd reads it
     ],
-    ids=["bare", "service", "socket", "instance", "escaped", "dbus"],
+    ids=["bare", "service", "socket", "instance", "escaped", "dbus", "at-in-instance"],
 )
 def test_job_unit_name(given_name: str, expected: str) -> None:
     """Job commands act on NAME as given, or NAME.service without a type suffix."""
@@ -48,8 +49,8 @@ def test_job_unit_name(given_name: str, expected: str) -> None:
 
 @pytest.mark.parametrize(
     "bad",
-    ["", "../x", "my app", "x/y.service", "@.service", "a@b@c.service", "x" * 260, "é.service"],
-    ids=["empty", "dotdot", "space", "slash", "no-prefix", "two-at", "too-long", "non-ascii"],
+    ["", "../x", "my app", "x/y.service", "@.service", "@b@c.service", "x" * 260, "é.service"],
+    ids=["empty", "dotdot", "space", "slash", "no-prefix", "at-first", "too-long", "non-ascii"],
 )
 def test_invalid_unit_names(bad: str) -> None:
     """Names systemd.unit(5) rejects raise UnitNameError (also a ValueError) naming them."""
