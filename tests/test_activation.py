@@ -282,11 +282,22 @@ def test_fd_ceiling() -> None:
         ("+", None),
         ("--1", None),
         ("0b2", None),
+        ("1" * 5000, None),  # past 64 bits (and past CPython's int() digit limit)
+        ("0x" + "f" * 5000, None),
+        ("0" * 5000 + "17", 15),
     ],
 )
 def test_c_integer(text: str, value: int | None) -> None:
     """Numbers read as systemd's safe_atoi (strtol base 0 plus 0b/0o)."""
     assert _c_integer(text) == value
+
+
+def test_huge_listen_fds_is_an_activation_error() -> None:
+    """LISTEN_FDS of 5,000 digits is "for us but broken" (an ActivationError naming it), not
+    the ValueError int() raises past 4,300 digits."""
+    env = {"LISTEN_PID": str(os.getpid()), "LISTEN_FDS": "1" * 5000}
+    with pytest.raises(ActivationError, match="LISTEN_FDS"):
+        listeners(environ=env)
 
 
 @pytest.mark.parametrize(

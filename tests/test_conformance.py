@@ -533,3 +533,63 @@ def test_helpers_leave_the_fd_open(zoo: dict[str, Any]) -> None:
         assert sdactivate.is_socket(fd, listening=True)
     assert os.fstat(fd)
     assert zoo["tcp4-listen"].fileno() == fd
+
+
+# --- EXTEND_TIMEOUT_USEC= ---------------------------------------------------------------
+# service.c reads EXTEND_TIMEOUT_USEC= with safe_atou64() and ignores 0 and USEC_INFINITY;
+# libsystemd's sd_watchdog_enabled() reads WATCHDOG_USEC= with exactly that rule (safe_atou64,
+# then timestamp_is_set), so it answers for PID 1 here.
+EXTEND_CHILD = """
+import ctypes, ctypes.util, json, os, sys
+from sdactivate.supervisor.events import parse_extend_timeout
+lib = ctypes.CDLL("libsystemd.so.0")
+lib.sd_watchdog_enabled.argtypes = [ctypes.c_int, ctypes.POINTER(ctypes.c_uint64)]
+out = []
+for value in json.loads(sys.stdin.read()):
+    os.environ["WATCHDOG_USEC"] = value
+    usec = ctypes.c_uint64(0)
+    r = lib.sd_watchdog_enabled(0, ctypes.byref(usec))
+    out.append([parse_extend_timeout(value), usec.value if r > 0 else None])
+print(json.dumps(out))
+"""
+
+EXTEND_VALUES = [
+    "5", "+5", " 5", "\t5", "\n5", "\r5", "\v5", " \v5", "\f5", "- 5", "+ 5", "+-5", "-0",
+    "-5", " -5", "\v-5", "0x10", "0X1f", "0x", "0xg", "0x-5", "0x+5", " 0x 5", "010", "08",
+    "0b101", "0B1", "0b", "0b2", "0o17", "0O7", "0o8", "-0b1", "+0o7", "1e6", "5 ", "5\n", "",
+    "0", "00", "18446744073709551614", "18446744073709551615", "18446744073709551616",
+    "0xfffffffffffffffe", "0xffffffffffffffff", "0x10000000000000000", "1" * 5000,
+    "0" * 5000 + "5", "\u0663", "\u00b2", "\u00a05", "5_000",
+]  # fmt: skip
+
+
+def both_extend(values: list[str]) -> list[tuple[Any, Any]]:
+    """(ours, libsystemd's) usec for each value, computed in one child process."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("WATCHDOG_")}
+    proc = subprocess.run(
+        [sys.executable, "-c", EXTEND_CHILD],
+        input=json.dumps(values),
+        capture_output=True,
+        text=True,
+        env=clean,
+        timeout=60,
+        check=True,
+    )
+    return [tuple(pair) for pair in json.loads(proc.stdout)]
+
+
+def test_extend_timeout_agrees_with_libsystemd() -> None:
+    """parse_extend_timeout() takes what systemd's safe_atou64() + timestamp_is_set() take,
+    as the same value: signs, whitespace, C prefixes, 0, USEC_INFINITY, past 64 bits."""
+    results = both_extend(EXTEND_VALUES)
+    assert {v: o for v, (o, t) in zip(EXTEND_VALUES, results, strict=True) if o != t} == {}
+    accepted = [o for o, _ in results if o is not None]
+    assert 10 < len(accepted) < len(EXTEND_VALUES)  # both answers occur
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.text(alphabet=" \t\v+-0123456789abfxoXOB", max_size=24), min_size=1))
+def test_extend_timeout_differential(values: list[str]) -> None:
+    """The same agreement on generated values built from the characters the rule cares about."""
+    for value, (ours, theirs) in zip(values, both_extend(values), strict=True):
+        assert ours == theirs, value

@@ -189,18 +189,27 @@ def test_hostile_request_lines_are_value_errors(line: bytes) -> None:
         ("\u00b2", None),  # str.isdigit() is true for a superscript two
         ("\u0663", None),  # Arabic-Indic three
         ("-5", None),
-        (" 5", None),
+        (" 5", 5),
+        ("+5", 5),
+        ("0x10", 16),
+        ("010", 8),
+        ("0b11", 3),
+        ("-0", None),
+        ("5 ", None),
         ("1e6", None),
         ("", None),
+        ("0" * 5000 + "5", 5),
     ],
     ids=[
         "5s", "1e10s", "u64-max-1", "usec-infinity", "past-u64", "5000-digits", "zero",
-        "superscript", "arabic-indic", "negative", "space", "float", "empty",
+        "superscript", "arabic-indic", "negative", "space", "plus", "hex", "octal", "0b",
+        "minus-zero", "trailing-space", "float", "empty", "5000-zeros",
     ],
 )  # fmt: skip
 def test_extend_timeout_values(value: str, usec: int | None) -> None:
-    """What the supervisor acts on is what systemd does: a u64 of ASCII digits, not 0 or
-    USEC_INFINITY (service.c ignores both)."""
+    """What the supervisor acts on is what systemd does: safe_atou64() (C prefixes, leading
+    whitespace and '+'), not 0 or USEC_INFINITY (service.c ignores both); tests/
+    test_conformance.py checks the same against libsystemd."""
     assert parse_extend_timeout(value) == usec
 
 

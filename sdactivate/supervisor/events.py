@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .._cint import c_unsigned
+
 # The STATUS= a supervisor sends with READY=1 after a handover that failed (the old generation
 # keeps serving). Under Type=notify-reload (v253+) systemd has no way to fail the reload job,
 # so `sdactivate reload NAME` reads this prefix from the unit's StatusText to report it.
@@ -126,12 +128,11 @@ _USEC_INFINITY = (1 << 64) - 1
 
 def parse_extend_timeout(value: str) -> int | None:
     """The usec of an ``EXTEND_TIMEOUT_USEC=`` value (sd_notify(3)), 1..2^64-2, or None
-    for anything systemd would not act on (0, out of range, not a number). Stricter than
-    systemd's safe_atou64(): only ASCII digits (no sign, spaces or 0x)."""
-    if not (0 < len(value) <= 20 and value.isascii() and value.isdigit()):
-        return None
-    usec = int(value)
-    return usec if 0 < usec < _USEC_INFINITY else None
+    for anything systemd would not act on (0, USEC_INFINITY, out of range, not a number).
+    As service.c reads it: safe_atou64() (leading whitespace, ``+``, ``0x`` hex, C octal,
+    ``0b``/``0o``; no trailing text, nothing negative), then 0 and USEC_INFINITY ignored."""
+    usec = c_unsigned(value)
+    return usec if usec is not None and 0 < usec < _USEC_INFINITY else None
 
 
 @dataclass(frozen=True)
