@@ -647,3 +647,62 @@ def test_reload_of_a_pid_that_is_no_supervisor() -> None:
     dead.wait()
     with pytest.raises(SupervisorError, match=f"no process with pid {dead.pid}"):
         request(dead.pid, "status", timeout=2)
+
+
+# --- out of fds: the control socket's accept ---------------------------------------------------
+EMFILE_CHILD = """
+import json, os, resource, signal, socket, sys, time
+from sdactivate.supervisor import runner
+signal.alarm(60)  # a bug here must not hang the test
+r = runner.Runner(["/bin/true"], [], environ={"TMPDIR": sys.argv[1]}, pid=os.getpid())
+wake_r, wake_w = r._open()
+null = os.open("/dev/null", os.O_RDONLY)
+highest = max(int(fd) for fd in os.listdir("/proc/self/fd"))
+resource.setrlimit(resource.RLIMIT_NOFILE, (highest + 16,
+                   resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+fill = []
+while True:
+    try:
+        fill.append(os.dup(null))
+    except OSError:
+        break
+os.close(fill.pop())  # the one free fd is the client's
+client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+client.connect(r._control.path)  # queued: the supervisor has no fd left to accept it with
+client.sendall(b'{"op": "status"}\\n')
+turns, paused, end = 0, False, time.monotonic() + 0.5
+while time.monotonic() < end:
+    r._step(wake_r)
+    turns += 1
+    paused = paused or getattr(r._control, "paused_until", None) is not None
+for fd in fill:
+    os.close(fd)
+client.settimeout(0)
+answer, end = b"", time.monotonic() + 20
+while not answer.endswith(b"\\n") and time.monotonic() < end:
+    r._step(wake_r)
+    try:
+        answer += client.recv(4096)
+    except BlockingIOError:
+        pass
+print(json.dumps({"turns": turns, "paused": paused, "answer": answer.decode()}))
+"""
+
+
+def test_accept_out_of_fds_pauses_instead_of_spinning(tmp_path: Path) -> None:
+    """EMFILE on the control socket's accept (RLIMIT_NOFILE exhausted, in a child): the loop
+    stops polling the socket for a pause instead of waking at once for ever (a spinning loop
+    turns thousands of times in 0.5 s); the queued client is answered once fds free up."""
+    out = subprocess.run(
+        [sys.executable, "-c", EMFILE_CHILD, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert result["paused"], result
+    assert result["turns"] < 50, result  # 0.01 s doubling: about 6 turns in 0.5 s
+    answer = json.loads(result["answer"])
+    assert answer["ok"] and answer["phase"] == "starting", answer
+    assert out.stderr.count("accept failed (Too many open files)") == 1, out.stderr

@@ -23,7 +23,9 @@ handover succeeded or failed) and ``{"op": "status"}`` (answered at once). Answe
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
+import logging
 import os
 import socket
 import struct
@@ -52,7 +54,17 @@ SOCKET_NAME = "control"
 # flood of (permitted) connections cannot hold up signals, timers and child exits.
 ACCEPT_PER_TURN = 32
 BACKLOG = 128
+# accept(2) errors that leave the connection in the queue (EMFILE: our RLIMIT_NOFILE, ENFILE:
+# the system's, ENOBUFS/ENOMEM: memory): the listener stays readable, and a loop that polled
+# it again at once would spin until fds free up. The listener is left out of the poll for a
+# pause instead, doubling from ACCEPT_PAUSE_MIN to ACCEPT_PAUSE_MAX while the error lasts (Go's
+# net/http does the same); clients wait in the backlog meanwhile.
+_EXHAUSTED = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+ACCEPT_PAUSE_MIN = 0.01
+ACCEPT_PAUSE_MAX = 1.0
 _SUN_PATH_MAX = 107  # unix(7): sun_path is 108 bytes with the NUL
+
+log = logging.getLogger("sdactivate.supervisor")
 
 
 def peer_credentials(sock: socket.socket) -> tuple[int, int, int]:
@@ -133,6 +145,8 @@ class ControlServer:
 
     def __init__(self, environ: Mapping[str, str]) -> None:
         self._uid = os.geteuid()
+        self.paused_until: float | None = None  # monotonic: not polled until then
+        self._pause = 0.0
         errors: list[str] = []
         for base in candidate_dirs(environ):
             sweep_stale(base, now=time.time())
@@ -164,17 +178,24 @@ class ControlServer:
     def fileno(self) -> int:
         return self.sock.fileno()
 
-    def accept(self) -> list[Connection]:
+    def accept(self, *, now: float | None = None) -> list[Connection]:
         """Up to ``ACCEPT_PER_TURN`` pending connections of permitted peers; the others
-        are closed at once, before anything is read from them."""
+        are closed at once, before anything is read from them. Out of fds (or memory), it
+        sets :attr:`paused_until`: the caller stops polling the socket until then."""
         out: list[Connection] = []
         for _ in range(ACCEPT_PER_TURN):
             try:
                 conn, _ = self.sock.accept()
             except (BlockingIOError, InterruptedError):
                 break
-            except OSError:  # ECONNABORTED, EMFILE...: try again next turn
-                break
+            except OSError as exc:
+                if exc.errno in _EXHAUSTED:
+                    self._paused(exc, time.monotonic() if now is None else now)
+                    break
+                continue  # ECONNABORTED...: that connection is gone, the next may be fine
+            if self._pause:
+                log.info("control socket: accepting again")
+                self._pause = 0.0
             try:
                 _, uid, _ = peer_credentials(conn)
             except OSError:
@@ -185,6 +206,23 @@ class ControlServer:
             conn.setblocking(False)
             out.append(Connection(conn))
         return out
+
+    def resume_due(self, now: float) -> bool:
+        """Whether a pause is over (then it ends: poll the socket again)."""
+        if self.paused_until is None or now < self.paused_until:
+            return False
+        self.paused_until = None
+        return True
+
+    def _paused(self, exc: OSError, now: float) -> None:
+        if not self._pause:  # one line per episode, not one per retry
+            log.warning(
+                "control socket: accept failed (%s); retrying in %g s, then less often",
+                exc.strerror or exc,
+                ACCEPT_PAUSE_MIN,
+            )
+        self._pause = min(ACCEPT_PAUSE_MAX, max(ACCEPT_PAUSE_MIN, self._pause * 2))
+        self.paused_until = now + self._pause
 
     def close(self) -> None:
         """Close the socket and remove it and its directory (best effort)."""

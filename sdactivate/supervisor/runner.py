@@ -214,6 +214,8 @@ class Runner:
         due = list(self._timers.values())
         if self._notify is not None and (summary := self._notify.limiter.deadline()) is not None:
             due.append(summary)  # a summary of dropped notify messages
+        if self._control is not None and self._control.paused_until is not None:
+            due.append(self._control.paused_until)  # out of fds: accept again then
         if not due:
             return None
         return min(_MAX_WAIT, max(0.0, min(due) - time.monotonic()))
@@ -246,6 +248,8 @@ class Runner:
             if self._exit is not None:
                 return
         now = time.monotonic()
+        if self._control is not None and self._control.resume_due(now):
+            self._sel.register(self._control, selectors.EVENT_READ, ("control", None))
         for tkey, when in sorted(self._timers.items(), key=lambda kv: kv[1]):
             if when <= now and self._timers.get(tkey) == when:
                 del self._timers[tkey]
@@ -475,6 +479,8 @@ class Runner:
             self._requests[rid] = conn
             self._reading[rid] = None
             self._sel.register(conn, selectors.EVENT_READ, ("request", rid))
+        if self._control.paused_until is not None:  # out of fds: not polled until then
+            self._sel.unregister(self._control)
 
     def _on_request(self, rid: int) -> None:
         conn = self._requests.get(rid)
