@@ -13,6 +13,7 @@ Printable values only, none ending in whitespace: the journal shows the value as
 import json
 import os
 import random
+import signal
 import socket
 
 from sdactivate import notify
@@ -61,7 +62,7 @@ def main() -> None:
     }
     print("PROBE " + json.dumps(report), flush=True)
     while True:
-        os.pause()
+        signal.pause()
 
 
 if __name__ == "__main__":
