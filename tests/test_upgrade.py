@@ -471,10 +471,16 @@ CHILD_OK = (
 
 
 def _upgrader(
-    code: str, *, stable_time: float = 0.5, upgrade_timeout: float = 20, startup_grace: float = 1
+    code: str,
+    *,
+    stable_time: float = 0.5,
+    upgrade_timeout: float = 20,
+    startup_grace: float = 1,
+    startup_nice: int = 10,
 ) -> Upgrader:
     return Upgrader(
         startup_grace=startup_grace,
+        startup_nice=startup_nice,
         argv=[sys.executable, "-c", code],
         upgrade_signals=(),
         stop_signals=(),
@@ -631,7 +637,8 @@ CHILD_ACCEPTS_NEVER_READY = (
 def test_never_ready_child_answers_its_connection_before_it_is_stopped() -> None:
     """Issue 16 item 2: a new generation that accepted a connection and missed the upgrade
     timeout gets the stop signal first, so the client gets its answer, not a reset."""
-    upg = _upgrader(CHILD_ACCEPTS_NEVER_READY, upgrade_timeout=2)
+    # startup_nice=0: at SCHED_IDLE on a busy host it might not block SIGTERM within 2 s
+    upg = _upgrader(CHILD_ACCEPTS_NEVER_READY, upgrade_timeout=2, startup_nice=0)
     try:
         port = upg.listen("tcp", "127.0.0.1:0").getsockname()[1]
         upg.ready()
@@ -648,6 +655,41 @@ def test_never_ready_child_answers_its_connection_before_it_is_stopped() -> None
         upg.close()
 
 
+def test_close_during_an_upgrade_lets_the_child_answer_its_connection(tmp_path: Path) -> None:
+    """close() while a new generation is starting: it gets the stop signal, and close()
+    waits (at most stop_grace) for it to exit, so the connection it took is answered."""
+    import threading
+
+    blocked = tmp_path / "blocked"  # the child blocks SIGTERM, then says so here
+    block = "signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})\n"
+    code = CHILD_ACCEPTS_NEVER_READY.replace(block, f"{block}open({str(blocked)!r}, 'w').close()\n")
+    upg = _upgrader(code, upgrade_timeout=60)
+    outcome: list[BaseException] = []
+    port = upg.listen("tcp", "127.0.0.1:0").getsockname()[1]
+    upg.ready()
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as conn:
+        conn.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+
+        def upgrade() -> None:
+            try:
+                upg.upgrade(timeout=30)
+            except UpgradeError as exc:
+                outcome.append(exc)
+
+        waiter = threading.Thread(target=upgrade)
+        waiter.start()
+        pid = wait_until(lambda: upg._runner.plan.child, timeout=10, what="the new generation")
+        wait_until(blocked.exists, timeout=10, what=f"pid {pid} blocking SIGTERM")
+        upg.close()
+        waiter.join(10)
+        data = b""
+        while chunk := conn.recv(4096):
+            data += chunk
+    assert data.endswith(b"answered after the stop signal"), data
+    assert _wait_gone(pid, 0)  # reaped by close()
+    assert len(outcome) == 1 and "upgrade aborted" in str(outcome[0]), outcome
+
+
 def test_failed_child_ignoring_its_stop_signal_is_killed_after_the_grace() -> None:
     """The grace is bounded: a failed child that does not exit on the stop signal (it has
     answered, then waits on) is SIGKILLed stop_grace later, and the next upgrade runs."""
@@ -659,6 +701,7 @@ def test_failed_child_ignoring_its_stop_signal_is_killed_after_the_grace() -> No
         environ={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
         upgrade_timeout=1,
         stop_grace=0.5,
+        startup_nice=0,
     )
     try:
         port = upg.listen("tcp", "127.0.0.1:0").getsockname()[1]
