@@ -14,6 +14,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sdactivate._generation import UNREADY_GRACE
 from sdactivate.errors import UpgradeError
@@ -279,6 +281,65 @@ def test_invariants_are_checked_after_every_event() -> None:
     plan.child = 42  # serving, yet a child
     with pytest.raises(AssertionError):
         plan.handle(Tick(), 0.0)
+
+
+_STEPS = st.lists(
+    st.sampled_from(["request", "child-ready", "child-gone", "tick", "stop"]),
+    max_size=40,
+)
+
+
+# Steps of time around the plan's lengths (ready_timeout 2, stable_time 0.5, stop_grace 5).
+_SECONDS = st.lists(st.sampled_from([0.0, 0.3, 0.6, 2.0, 2.5, 5.0, 6.0]), min_size=40, max_size=40)
+
+
+@settings(max_examples=500, deadline=None)
+@given(steps=_STEPS, seconds=_SECONDS)
+def test_random_histories_keep_one_child_and_stop_before_kill(
+    steps: list[str], seconds: list[float]
+) -> None:
+    """Any order of events, answered as the runner answers the actions: the invariants hold
+    after each (plan.check), at most one child is ever alive, and a child is SIGKILLed only
+    after its stop signal and stop_grace (or after a stop that finished this generation)."""
+    plan = serving_plan(stable=0.5, timeout=2.0)
+    now, pids = 0.0, iter(range(100, 1000))
+    alive: dict[int, float | None] = {}  # pid -> when it got the stop signal
+
+    def run(actions: list[object]) -> None:
+        for action in actions:
+            if isinstance(action, StartChild):
+                assert not alive, f"a second child beside {alive}"
+                pid = next(pids)
+                alive[pid] = None
+                run(plan.handle(ChildStarted(pid, lowered=action.lowered), now))
+            elif isinstance(action, StopChild):
+                alive[action.pid] = now
+            elif isinstance(action, KillChild):
+                stopped = alive.pop(action.pid)
+                assert stopped is not None and now >= stopped + plan.stop_grace, (stopped, now)
+            elif isinstance(action, HandOver):
+                failed = bool(seconds[len(alive) % len(seconds)] > 4.0)
+                if failed:
+                    run(plan.handle(HandoverFailed(action.pid, "test"), now))
+                else:
+                    alive.pop(action.pid)  # the primary now: not ours
+                    run(plan.handle(HandoverDone(action.pid), now))
+
+    for step, dt in zip(steps, seconds, strict=False):
+        now += dt
+        child = next(iter(alive), None)
+        if step == "request":
+            run(plan.handle(UpgradeRequested(), now))
+        elif step == "child-ready" and child is not None:
+            run(plan.handle(ChildSentReady(child), now))
+        elif step == "child-gone" and child is not None:
+            del alive[child]
+            run(plan.handle(ChildGone(child, 0), now))
+        elif step == "stop":
+            run(plan.handle(StopAsked("test"), now))
+        else:
+            run(plan.handle(Tick(), now))
+        assert len(alive) <= 1, alive
 
 
 # --- real processes ------------------------------------------------------------------------
