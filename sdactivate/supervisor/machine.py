@@ -290,7 +290,7 @@ class Machine:
             case _:
                 assert_never(event)
         self.check()
-        self._check_actions(before, self._out)
+        self._check_actions(event, before, self._out)
         out, self._out = self._out, []
         return out
 
@@ -326,10 +326,15 @@ class Machine:
         return self.active, {n: set(x.workers) for n, x in self.gens.items()}, ready
 
     def _check_actions(
-        self, before: tuple[int | None, dict[int, set[int]], set[int]], out: list[Action]
+        self,
+        event: Event,
+        before: tuple[int | None, dict[int, set[int]], set[int]],
+        out: list[Action],
     ) -> None:
         """Assert the rules about what one event may do (capacity, one replacement each)."""
         active, alive, ready = before
+        if isinstance(event, ChildExited | SpawnFailed):  # that process is gone
+            alive.get(event.gen, set()).discard(event.worker)
         spawned: set[tuple[int, int]] = set()
         for a in out:
             if isinstance(a, Signal | Kill) and a.gen == active and self.phase is Phase.RUNNING:
