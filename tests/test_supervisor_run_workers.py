@@ -1,0 +1,149 @@
+"""`sdactivate run --workers N` with real processes and a real load, no systemd.
+
+Same harness as tests/test_supervisor_run.py (the supervisor socket-activated with a
+NotifyReceiver as its manager); faults per worker are FAULT_DIR/<generation>.<worker>. Every
+wait is on a notify message, a control-socket answer or a deadline-bound poll of the status.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sdactivate.supervisor.client import request_reload
+from tests.support import wait_until
+from tests.test_supervisor_run import Supervisor, assert_no_failures, load
+
+OPTIONS = ("--workers", "4", "--ready-timeout", "3", "--drain-timeout", "2")
+
+
+def workers(sup: Supervisor) -> list[dict[str, Any]]:
+    return list(sup.status()["workers"])
+
+
+def serving(sup: Supervisor, generation: int) -> dict[int, int]:
+    """worker index -> pid, once exactly the 4 workers of ``generation`` are alive and READY."""
+
+    def settled() -> dict[int, int] | None:
+        ws = workers(sup)
+        ok = len(ws) == 4 and all(
+            w["generation"] == generation and w["state"] == "ready" for w in ws
+        )
+        return {w["worker"]: w["pid"] for w in ws} if ok else None
+
+    return wait_until(settled, timeout=15, what=lambda: f"4 ready workers: {workers(sup)}")
+
+
+def environ(pid: int) -> dict[str, str]:
+    raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return dict(item.decode().split("=", 1) for item in raw if b"=" in item)
+
+
+@pytest.fixture
+def sup(tmp_path: Path) -> Any:
+    s = Supervisor(tmp_path, *OPTIONS)
+    try:
+        yield s
+    finally:
+        s.kill()
+
+
+def test_four_workers_each_with_its_index_and_own_listen_pid(sup: Supervisor) -> None:
+    """READY=1 once all 4 are ready; each has SDACTIVATE_WORKER=i and LISTEN_PID = its pid."""
+    pids = serving(sup, 1)
+    assert sorted(pids) == [0, 1, 2, 3]
+    for index, pid in pids.items():
+        env = environ(pid)
+        assert env["SDACTIVATE_WORKER"] == str(index) and env["LISTEN_PID"] == str(pid)
+        assert env["SDACTIVATE_GENERATION"] == "1"
+    sup.rx.sync()
+    assert sup.rx.count("READY", "1") == 1
+    assert any("4/4 ready, generation 1" in (m.get("STATUS") or "") for m in sup.rx.messages)
+    ws = workers(sup)
+    assert all(w["restarts"] == 0 and w["uptime"] >= 0 for w in ws)
+
+
+def test_handovers_under_load_fail_no_request(sup: Supervisor) -> None:
+    """5 handovers of 4 workers under load: 0 failed requests; the old 4 all leave."""
+    serving(sup, 1)
+    h = load(sup, 30)
+    for generation in range(2, 7):
+        result = request_reload(sup.pid, timeout=20)
+        assert result.ok and result.generation == generation, result.message
+        assert "4/4 ready, generation" in result.message
+    h.stop()
+    res = h.result()
+    assert_no_failures(res)
+    pids = serving(sup, 6)
+    assert set(pids.values()) <= {p for p in res.pids() if p} | set(pids.values())
+    assert len({p for p in res.pids() if p}) >= 8  # the load crossed workers and generations
+
+
+@pytest.mark.parametrize(
+    ("fault", "words"),
+    [
+        ("exit-before-ready", "worker 3 (pid"),
+        ("never-ready", "worker 3 sent no READY=1 within 3s"),
+    ],
+    ids=["exits-at-start-up", "never-ready"],
+)
+def test_worker_3_of_4_fails_old_generation_untouched(
+    sup: Supervisor, fault: str, words: str
+) -> None:
+    """Worker 3 of the new generation fails: the reload says why, every new worker is
+    stopped, the old 4 keep their pids and serve with 0 failures."""
+    before = serving(sup, 1)
+    (sup.faults / "2.3").write_text(fault)
+    h = load(sup, 30)
+    result = request_reload(sup.pid, timeout=20)
+    assert not result.ok and result.exit_code == 1
+    assert words in result.message and "generation 2 (4 workers) failed" in result.message
+    assert result.generation == 1
+    assert serving(sup, 1) == before  # every new worker gone, the old ones untouched
+    h.stop()
+    assert_no_failures(h.result())
+
+
+def test_one_serving_worker_killed_is_replaced_alone(sup: Supervisor) -> None:
+    """SIGKILL worker 2: a new worker 2 (restarts 1) in the same generation; the other three
+    keep their pids; at most the one request it had accepted fails."""
+    before = serving(sup, 1)
+    h = load(sup, 30)
+    os.kill(before[2], signal.SIGKILL)
+    after = wait_until(
+        lambda: (p := serving(sup, 1))[2] != before[2] and p,
+        timeout=15,
+        what=lambda: f"worker 2 replaced: {workers(sup)}",
+    )
+    h.stop()
+    assert {i: p for i, p in after.items() if i != 2} == {i: p for i, p in before.items() if i != 2}
+    (w2,) = [w for w in workers(sup) if w["worker"] == 2]
+    assert w2["restarts"] == 1
+    res = h.result()
+    assert res.failed <= 1, res.summary()
+
+
+def test_crash_loop_backs_off_and_the_others_serve(sup: Supervisor) -> None:
+    """Worker 1 crashes 0.1 s after each READY: its restarts back off (STATUS= says so), the
+    other three keep their pids and serve every request."""
+    before = serving(sup, 1)
+    (sup.faults / "1.1").write_text("crash-after-ready")  # read by each new worker 1
+    h = load(sup, 30)
+    os.kill(before[1], signal.SIGKILL)
+
+    def backing_off() -> bool:
+        return any(
+            "worker 1 crashed 3 times in a row" in (m.get("STATUS") or "") for m in sup.rx.messages
+        )
+
+    sup.rx.wait_until(backing_off, timeout=20, what="STATUS= with worker 1's backoff")
+    ws = {w["worker"]: w for w in workers(sup)}
+    assert {i: ws[i]["pid"] for i in (0, 2, 3)} == {i: before[i] for i in (0, 2, 3)}
+    assert all(ws[i]["state"] == "ready" for i in (0, 2, 3))
+    h.stop()
+    assert_no_failures(h.result())
+    assert sup.proc.poll() is None  # the supervisor keeps going
