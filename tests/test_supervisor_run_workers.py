@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from sdactivate.control.status import StatusReport, UnitStatus, render_table, supervisor_workers
 from sdactivate.supervisor.client import request_reload
 from tests.support import wait_until
 from tests.test_supervisor_run import Supervisor, assert_no_failures, load
@@ -147,3 +148,16 @@ def test_crash_loop_backs_off_and_the_others_serve(sup: Supervisor) -> None:
     h.stop()
     assert_no_failures(h.result())
     assert sup.proc.poll() is None  # the supervisor keeps going
+
+
+def test_sdactivate_status_lists_each_worker(sup: Supervisor) -> None:
+    """`sdactivate status`'s worker rows: read from the supervisor's control socket; a pid
+    that is no supervisor has none."""
+    pids = serving(sup, 1)
+    ws = supervisor_workers(sup.pid)
+    assert {w["worker"]: w["pid"] for w in ws} == pids
+    service = UnitStatus("x.service", {"MainPID": sup.pid, "StatusText": "4/4 ready"})
+    table = render_table(StatusReport("x", service, (), workers=ws))
+    assert f"worker 3: pid {pids[3]}, generation 1, ready, up " in table
+    assert "Workers" in table and "0 restarts" in table
+    assert supervisor_workers(os.getpid()) == ()
