@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from sdactivate.control.status import StatusReport, UnitStatus, render_table, supervisor_workers
+from sdactivate.errors import SupervisorError
 from sdactivate.supervisor.client import request_reload
 from tests.support import wait_until
 from tests.test_supervisor_run import Supervisor, assert_no_failures, load
@@ -161,3 +162,35 @@ def test_sdactivate_status_lists_each_worker(sup: Supervisor) -> None:
     assert f"worker 3: pid {pids[3]}, generation 1, ready, up " in table
     assert "Workers" in table and "0 restarts" in table
     assert supervisor_workers(os.getpid()) == ()
+
+
+def test_max_starting_bounds_the_start_up(tmp_path: Path) -> None:
+    """--max-starting 1: worker 1 hangs before READY=1, so workers 2 and 3 never start; at
+    --ready-timeout nothing serves and the supervisor exits 1."""
+    faults = tmp_path / "faults"
+    faults.mkdir()
+    (faults / "1.1").write_text("never-ready")
+    sup = Supervisor(
+        tmp_path,
+        *("--workers", "4", "--max-starting", "1", "--ready-timeout", "3"),
+        *("--drain-timeout", "1"),
+        wait_ready=False,
+    )
+
+    def started() -> list[dict[str, Any]] | None:
+        try:
+            ws = workers(sup)
+        except SupervisorError:  # its control socket is not open yet
+            return None
+        return ws if any(w["worker"] == 1 for w in ws) else None
+
+    try:
+        seen = wait_until(started, timeout=10, what="worker 1 started")
+        assert [(w["worker"], w["state"]) for w in seen] == [(0, "ready"), (1, "starting")]
+        assert sup.proc.wait(20) == 1
+        sup.rx.sync()
+        text = " ".join(m.get("STATUS") or "" for m in sup.rx.messages)
+        assert "worker 1 sent no READY=1 within 3s" in text and "nothing left to serve" in text
+        assert sup.rx.count("READY", "1") == 0
+    finally:
+        sup.kill()
