@@ -426,7 +426,7 @@ class Runner:
     def _on_notify(self) -> None:
         assert self._notify is not None
         for (gen, worker), fields in self._notify.messages(self._generation_of):
-            self._on_child_message(gen, worker, fields)
+            self._on_child_message(gen, fields, worker)
 
     def _generation_of(self, pid: int) -> tuple[int, int] | None:
         """The (generation, worker) ``pid`` belongs to: a child, or a descendant of one
@@ -440,7 +440,7 @@ class Runner:
             pid = parent
         return None
 
-    def _on_child_message(self, gen: int, worker: int, fields: list[tuple[str, str]]) -> None:
+    def _on_child_message(self, gen: int, fields: list[tuple[str, str]], worker: int = 0) -> None:
         for key, value in fields:
             if key == "READY" and value == "1":
                 self._feed(m.ChildReady(gen, worker))
