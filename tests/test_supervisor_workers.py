@@ -342,7 +342,7 @@ def _aim(ev: Event | _AllReady, d: Driver, workers: int) -> Event | _AllReady:
     return ev
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=800, deadline=None)
 @given(st.data(), st.booleans(), st.integers(1, 4), st.integers(1, 4))
 def test_invariants_hold_for_any_event_order(
     data: st.DataObject, health: bool, workers: int, max_starting: int

@@ -47,12 +47,11 @@ of the event):
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass, field
 from typing import assert_never
 
 from .._generation import describe_status, startup_grace
-from . import settings
+from . import invariants, settings
 from .events import (
     HANDOVER_FAILED_STATUS,
     Action,
@@ -82,6 +81,16 @@ from .events import (
     StopRequested,
     TimerKey,
     WatchdogPing,
+)
+from .state import (
+    NOT_READY,
+    STOPPED,
+    UP,
+    Generation,
+    GenState,
+    Phase,
+    Worker,
+    WorkerState,
 )
 from .workers import STABLE_AFTER, backoff_delay
 
@@ -167,79 +176,6 @@ class Policy:
         return self.workers if self.max_starting is None else self.max_starting
 
 
-class GenState(enum.Enum):
-    STARTING = "starting"  # spawned, no READY=1 yet
-    CHECKING = "checking"  # READY=1, health check running
-    SERVING = "serving"
-    DRAINING = "draining"  # told to stop after its successor took over
-    FAILED = "failed"  # failed before taking over; signalled or SIGKILLed, not reaped yet
-
-
-_NOT_READY = (GenState.STARTING, GenState.CHECKING)
-_STOPPED = (GenState.DRAINING, GenState.FAILED)
-
-
-class WorkerState(enum.Enum):
-    STARTING = "starting"  # spawned, no READY=1 yet
-    READY = "ready"
-    STOPPING = "stopping"  # a replacement that failed: signalled, not reaped yet
-
-
-_UP = (WorkerState.STARTING, WorkerState.READY)
-
-
-@dataclass
-class Worker:
-    """One process of a generation; ``index`` is its SDACTIVATE_WORKER."""
-
-    index: int
-    state: WorkerState = WorkerState.STARTING
-    pid: int | None = None
-    restarts: int = 0  # how many earlier processes of this index the generation replaced
-    killed: bool = False
-    pinged: bool = False  # WATCHDOG=1 since the last one passed on
-
-
-@dataclass
-class Generation:
-    number: int
-    state: GenState = GenState.STARTING
-    pid: int | None = None  # worker 0's (the process, with one worker)
-    killed: bool = False
-    grace: float | None = None  # stop signal to SIGKILL, when not drain_timeout
-    size: int = 1
-    workers: dict[int, Worker] = field(default_factory=dict)  # alive, by index
-    unstarted: list[int] = field(default_factory=list)  # not started yet (start-up bound)
-    queued: list[int] = field(default_factory=list)  # replacements due, waiting for a slot
-    waiting: dict[int, float] = field(default_factory=dict)  # replacements in backoff: delay
-    crashes: dict[int, int] = field(default_factory=dict)  # consecutive, by index
-    restarts: dict[int, int] = field(default_factory=dict)  # replacements, by index
-    promoted: bool = False  # its start-up ran past the grace: later workers start unlowered
-
-    def label(self) -> str:
-        if self.size > 1:
-            return f"generation {self.number} ({self.size} workers)"
-        pid = f"pid {self.pid}" if self.pid is not None else "not started"
-        return f"generation {self.number} ({pid})"
-
-    def ready(self) -> int:
-        return sum(w.state is WorkerState.READY for w in self.workers.values())
-
-    def starting(self) -> int:
-        return sum(w.state is WorkerState.STARTING for w in self.workers.values())
-
-    def live(self) -> bool:
-        """Some worker was started and is not reaped yet."""
-        return any(w.pid is not None for w in self.workers.values())
-
-
-class Phase(enum.Enum):
-    STARTING = "starting"  # the first generation is not ready yet
-    RUNNING = "running"
-    STOPPING = "stopping"
-    DONE = "done"
-
-
 @dataclass
 class Machine:
     """The supervisor state machine. ``handle(event)`` returns the actions to perform."""
@@ -261,7 +197,7 @@ class Machine:
     # --- public --------------------------------------------------------------------------
     def handle(self, event: Event) -> list[Action]:
         self._out = []
-        before = self._snapshot()
+        before = invariants.snapshot(self)
         match event:
             case Start():
                 self._on_start()
@@ -290,64 +226,13 @@ class Machine:
             case _:
                 assert_never(event)
         self.check()
-        self._check_actions(event, before, self._out)
+        invariants.check_actions(self, event, before, self._out)
         out, self._out = self._out, []
         return out
 
     def check(self) -> None:
         """Assert the invariants in the module docstring that hold in any one state."""
-        alive = list(self.gens.values())
-        assert len(alive) <= 2, f"more than two generations alive: {alive}"
-        assert sum(g.state in _NOT_READY for g in alive) <= 1, f"two not ready: {alive}"
-        serving = [g.number for g in alive if g.state is GenState.SERVING]
-        assert serving == ([] if self.active is None else [self.active]), (serving, self.active)
-        if self.candidate is not None:
-            assert self.candidate in self.gens, "candidate not alive"
-        starting = sum(g.starting() for g in alive)
-        assert starting <= self.policy.start_limit, f"{starting} workers starting: {alive}"
-        for g in alive:
-            assert all(0 <= i < g.size and w.index == i for i, w in g.workers.items()), g
-            due = [*g.queued, *g.waiting, *g.unstarted]
-            assert len(due) == len(set(due)) and not set(due) & set(g.workers), g
-            if g.state is not GenState.STARTING:
-                assert not g.unstarted, f"{g.label()} {g.state.value} with workers to start"
-            if g.state is not GenState.SERVING:
-                assert not g.queued and not g.waiting, f"{g.label()} replacing workers"
-            if g.state in (GenState.CHECKING, GenState.SERVING) and g.number != self.active:
-                assert g.ready() == g.size, f"{g.label()} checked before all were READY"
-
-    def _snapshot(self) -> tuple[int | None, dict[int, set[int]], set[int]]:
-        """What :meth:`_check_actions` compares against: the serving generation, the alive
-        workers' indices by generation, and the serving generation's READY workers."""
-        g = self.gens.get(self.active) if self.active is not None else None
-        ready = (
-            {w.index for w in g.workers.values() if w.state is WorkerState.READY} if g else set()
-        )
-        return self.active, {n: set(x.workers) for n, x in self.gens.items()}, ready
-
-    def _check_actions(
-        self,
-        event: Event,
-        before: tuple[int | None, dict[int, set[int]], set[int]],
-        out: list[Action],
-    ) -> None:
-        """Assert the rules about what one event may do (capacity, one replacement each)."""
-        active, alive, ready = before
-        if isinstance(event, ChildExited | SpawnFailed):  # that process is gone
-            alive.get(event.gen, set()).discard(event.worker)
-        spawned: set[tuple[int, int]] = set()
-        for a in out:
-            if isinstance(a, Signal | Kill) and a.gen == active and self.phase is Phase.RUNNING:
-                hits = ready if a.worker is None else {a.worker} & ready
-                if hits and isinstance(a, Signal) and a.signum in (self.policy.stop_signal,):
-                    new = self.gens.get(self.active) if self.active is not None else None
-                    assert new is not None and new.number != active, f"{a}: nothing took over"
-                    assert new.ready() == new.size, f"{a} before {new.label()} was all READY"
-            if isinstance(a, Spawn):
-                key = (a.gen, a.worker)
-                assert key not in spawned, f"{a}: twice in one event"
-                assert a.worker not in alive.get(a.gen, set()), f"{a}: index {a.worker} alive"
-                spawned.add(key)
+        invariants.check_state(self)
 
     def generation(self, gen: int) -> Generation | None:
         return self.gens.get(gen)
@@ -539,7 +424,7 @@ class Machine:
             self._forget_replacements(g)
             if g.state in (GenState.FAILED, GenState.DRAINING):
                 continue  # killed, or signalled with its drain timer running
-            if g.state in _NOT_READY:
+            if g.state in NOT_READY:
                 self._emit(
                     *(CancelTimer((kind, g.number)) for kind in ("ready", "health", "lowered"))
                 )
@@ -563,7 +448,7 @@ class Machine:
 
     def _maybe_reap(self, g: Generation) -> None:
         empty = not g.workers and not g.queued and not g.waiting and g.number in self.gens
-        if empty and (g.state in _STOPPED or g.size == 1 or self.phase is Phase.STOPPING):
+        if empty and (g.state in STOPPED or g.size == 1 or self.phase is Phase.STOPPING):
             self._reaped(g)
 
     # --- workers of the serving generation (several workers) ------------------------------
@@ -596,7 +481,7 @@ class Machine:
         text = f"{g.label()}: worker {index} failed: {why}"
         self._emit(Log("error", text))
         others = [x for x in g.workers.values() if x.index != index]
-        if self.candidate is None and not any(x.state in _UP for x in others):
+        if self.candidate is None and not any(x.state in UP for x in others):
             # nothing serves and nothing is on its way: like a lone generation's (rule 6)
             if w is not None and w.pid is not None:
                 w.state = WorkerState.STOPPING
@@ -673,7 +558,7 @@ class Machine:
             self._replacement_failed(g, ev.worker, why)
         else:
             g.workers.pop(ev.worker)
-            if g.state in _NOT_READY:
+            if g.state in NOT_READY:
                 self._fail(g, why)
         self._maybe_reap(g)
 
@@ -727,7 +612,7 @@ class Machine:
             return
         if len(key) == 3:
             self._on_worker_deadline(g, kind, key[2])
-        elif kind == "lowered" and g.state in _NOT_READY:
+        elif kind == "lowered" and g.state in NOT_READY:
             g.promoted = True
             self._emit(
                 Promote(g.number),
@@ -747,7 +632,7 @@ class Machine:
             self._fail(g, why)
         elif kind == "health" and g.state is GenState.CHECKING:
             self._fail(g, f"health check did not finish within {self.policy.health_timeout:g}s")
-        elif kind == "drain" and g.state in _STOPPED and not g.killed:
+        elif kind == "drain" and g.state in STOPPED and not g.killed:
             g.killed = True
             grace = self.policy.drain_timeout if g.grace is None else g.grace
             self._emit(
@@ -768,7 +653,7 @@ class Machine:
         if g.size > 1:
             keys = ("ready", "lowered", "stable", "drain")
             self._emit(*(CancelTimer((k, g.number, ev.worker)) for k in keys))
-        if g.state in _NOT_READY:
+        if g.state in NOT_READY:
             if w.state is WorkerState.STARTING:
                 when = "before READY=1"
             elif g.state is GenState.CHECKING:
