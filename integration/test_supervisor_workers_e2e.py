@@ -1,10 +1,11 @@
 """`gen-units --supervise --workers 4` units as generated, running examples/app.py under real
 systemd: `systemctl reload` x10 under load hands all four workers over with 0 failed requests
-and the same MainPID; a SIGKILLed supervisor is restarted by systemd, the socket unit keeps
-the queue, 0 failed requests."""
+and the same MainPID (`sdactivate status` lists the workers); a SIGKILLed supervisor is
+restarted by systemd, the socket unit keeps the queue, 0 failed requests."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 
 from integration.helpers import (
@@ -15,6 +16,7 @@ from integration.helpers import (
     wait_state,
 )
 from integration.sandbox import Sandbox, Units, free_port, wait_until
+from integration.test_control_e2e import sdactivate
 from integration.test_supervisor_units_e2e import app_pids, supervised
 
 WORKERS = ("--workers", "4", "--max-starting", "2")
@@ -69,6 +71,15 @@ def test_reload_x10_under_load_hands_over_all_workers(
     assert main_pid(sandbox, unit) == main
     last = _four_workers(sandbox, unit, 11)
     assert not set(last) & set(first)
+    # `sdactivate status NAME` lists them, from the supervisor's control socket
+    code, out, err, _ = sdactivate(sandbox, "status", units.name("sdsw-reload"), "--json")
+    assert code == 0, err
+    workers = json.loads(out)["workers"]
+    assert sorted(w["pid"] for w in workers) == last
+    assert sorted(w["worker"] for w in workers) == [0, 1, 2, 3]
+    assert {(w["generation"], w["state"], w["restarts"]) for w in workers} == {(11, "ready", 0)}
+    code, table, err, _ = sdactivate(sandbox, "status", units.name("sdsw-reload"))
+    assert code == 0 and "Workers" in table and "generation 11, ready" in table, table + err
 
 
 def test_sigkill_supervisor_with_workers_loses_nothing(
