@@ -416,7 +416,7 @@ def test_usable_cpus(
 ) -> None:
     """--workers auto: affinity, capped by the tightest cgroup v2 cpu.max up the tree."""
     proc, mount = _cgroup(tmp_path, "/a.slice/b.service", limits)
-    got = usable_cpus(affinity=lambda: affinity, cgroup_file=proc, mount=mount)
+    got = usable_cpus(affinity=lambda: affinity, cgroup_file=str(proc), mount=str(mount))
     assert got == expected
 
 
@@ -424,8 +424,8 @@ def test_cgroup_cpu_limit_without_v2_line(tmp_path: Path) -> None:
     """A cgroup v1 /proc/self/cgroup (no 0:: line) means no quota we can read."""
     proc = tmp_path / "cgroup"
     proc.write_text("4:cpu,cpuacct:/x\n")
-    assert cgroup_cpu_limit(proc, tmp_path) is None
-    assert cgroup_cpu_limit(tmp_path / "missing", tmp_path) is None
+    assert cgroup_cpu_limit(str(proc), str(tmp_path)) is None
+    assert cgroup_cpu_limit(str(tmp_path / "missing"), str(tmp_path)) is None
 
 
 @pytest.mark.parametrize(

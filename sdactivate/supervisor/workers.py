@@ -1,7 +1,8 @@
 """``sdactivate run --workers N|auto``: how many workers, and how a crashing one backs off.
 
 Pure except :func:`usable_cpus`, whose every input (the affinity, ``/proc/self/cgroup``, the
-cgroup v2 mount) is a parameter, so tests build the files it reads.
+cgroup v2 mount) is a parameter, so tests build the files it reads. No pathlib: the
+supervisor imports this module, and its idle RSS is measured.
 """
 
 from __future__ import annotations
@@ -9,7 +10,6 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable
-from pathlib import Path
 
 __all__ = [
     "BACKOFF_FIRST",
@@ -37,7 +37,12 @@ def backoff_delay(crashes: int) -> float:
     return min(BACKOFF_MAX, BACKOFF_FIRST * 2.0 ** min(crashes - 2, 32))
 
 
-def cgroup_cpu_limit(cgroup_file: Path, mount: Path) -> float | None:
+def _read(path: str) -> str:
+    with open(path, encoding="ascii", errors="replace") as f:
+        return f.read()
+
+
+def cgroup_cpu_limit(cgroup_file: str, mount: str) -> float | None:
     """The CPUs a cgroup v2 quota allows this process, None without one.
 
     ``cgroup_file`` is ``/proc/self/cgroup`` (cgroups(7): the v2 line is ``0::/path``);
@@ -46,7 +51,7 @@ def cgroup_cpu_limit(cgroup_file: Path, mount: Path) -> float | None:
     each of its parents counts. Anything unreadable or malformed counts as no limit.
     """
     try:
-        lines = cgroup_file.read_text().splitlines()
+        lines = _read(cgroup_file).splitlines()
     except OSError:
         return None
     path = next((line[3:] for line in lines if line.startswith("0::")), None)
@@ -56,7 +61,7 @@ def cgroup_cpu_limit(cgroup_file: Path, mount: Path) -> float | None:
     parts = [p for p in path.strip("/").split("/") if p]
     for depth in range(len(parts), -1, -1):
         try:
-            fields = (mount.joinpath(*parts[:depth]) / "cpu.max").read_text().split()
+            fields = _read(os.path.join(mount, *parts[:depth], "cpu.max")).split()
         except (OSError, ValueError):
             continue
         if len(fields) != 2 or fields[0] == "max":
@@ -74,8 +79,8 @@ def cgroup_cpu_limit(cgroup_file: Path, mount: Path) -> float | None:
 def usable_cpus(
     *,
     affinity: Callable[[], set[int]] | None = None,
-    cgroup_file: Path = Path("/proc/self/cgroup"),
-    mount: Path = Path("/sys/fs/cgroup"),
+    cgroup_file: str = "/proc/self/cgroup",
+    mount: str = "/sys/fs/cgroup",
 ) -> int:
     """``--workers auto``: the CPUs this process may run on (sched_getaffinity(2)), capped by
     its cgroup v2 CPU quota rounded up (a 1.5-CPU quota: 2 workers), at least 1."""
