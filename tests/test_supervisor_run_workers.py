@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ import pytest
 from sdactivate.control.status import StatusReport, UnitStatus, render_table, supervisor_workers
 from sdactivate.errors import SupervisorError
 from sdactivate.supervisor.client import request_reload
+from sdactivate.supervisor.workers import usable_cpus
 from tests.support import wait_until
 from tests.test_supervisor_run import Supervisor, assert_no_failures, load
 
@@ -192,5 +194,37 @@ def test_max_starting_bounds_the_start_up(tmp_path: Path) -> None:
         text = " ".join(m.get("STATUS") or "" for m in sup.rx.messages)
         assert "worker 1 sent no READY=1 within 3s" in text and "nothing left to serve" in text
         assert sup.rx.count("READY", "1") == 0
+    finally:
+        sup.kill()
+
+
+def test_health_check_with_workers_talks_to_worker_0(tmp_path: Path) -> None:
+    """--health with 3 workers: the check reaches worker 0 of the new generation on its
+    private socket (SDACTIVATE_WORKER=0 in its environment), then all 3 take over."""
+    check = (
+        f'{sys.executable} -c "'
+        "import os,socket;s=socket.create_connection((os.environ['SDACTIVATE_HEALTH_HOST'],"
+        "int(os.environ['SDACTIVATE_HEALTH_PORT'])));s.sendall(b'GET / HTTP/1.0\\r\\n\\r\\n');"
+        "d=s.recv(999);assert d.endswith(b'pid='+os.environ['SDACTIVATE_PID'].encode()),d;"
+        "open(os.environ['FAULT_DIR']+'/checked','a').write("
+        "os.environ['SDACTIVATE_WORKER']+':'+os.environ['SDACTIVATE_PID']+' ')\""
+    )
+    sup = Supervisor(tmp_path, "--workers", "3", "--health", check, "--ready-timeout", "5")
+    try:
+        result = request_reload(sup.pid, timeout=20)
+        assert result.ok, result.message
+        pids = {w["worker"]: w["pid"] for w in workers(sup) if w["generation"] == 2}
+        assert (sup.faults / "checked").read_text().split()[-1] == f"0:{pids[0]}"
+        assert len(pids) == 3
+    finally:
+        sup.kill()
+
+
+def test_workers_auto_runs_one_per_usable_cpu(tmp_path: Path) -> None:
+    """--workers auto: as many workers as usable_cpus() counts for this process."""
+    sup = Supervisor(tmp_path, "--workers", "auto")
+    try:
+        assert len(workers(sup)) == usable_cpus()
+        assert "generation 1" in sup.status()["message"]
     finally:
         sup.kill()
