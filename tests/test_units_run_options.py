@@ -128,6 +128,19 @@ def test_timeouts_are_sized_from_the_run_options(target: int) -> None:
     assert _lines(short, "TimeoutStartSec") == ["45s"]  # 30 + 5 + 10
 
 
+def test_exec_reload_timeout_is_one_the_reload_client_accepts() -> None:
+    """On 252 a start timeout past a day still writes an ExecReload= whose --timeout
+    `sdactivate reload` accepts (it refuses more than a day with exit 2, and every
+    `systemctl reload` would fail)."""
+    service = gen(ready_timeout=50000, drain_timeout=50000)["myapp.service"]
+    assert _lines(service, "TimeoutStartSec") == ["100010s"]
+    (line,) = _lines(service, "ExecReload")
+    argv = shlex.split(line.replace("$MAINPID", "4242"))  # systemd.service(5): $MAINPID
+    assert argv[1:5] == ["-m", "sdactivate", "reload", "--pid"], argv
+    args = _subparser("reload").parse_args(argv[4:])  # exit 2 (SystemExit) if refused
+    assert args.timeout == settings.RELOAD_TIMEOUT_MAX
+
+
 def test_timeout_stop_is_the_drain_timeout_unless_both_disagree() -> None:
     """--timeout-stop stays the drain timeout; --drain-timeout is the same setting by run's
     name; both with different values is refused."""

@@ -19,6 +19,7 @@ __all__ = [
     "HEALTH_TIMEOUT",
     "MAX_SECONDS",
     "READY_TIMEOUT",
+    "RELOAD_TIMEOUT_MAX",
     "STARTUP_GRACE",
     "STARTUP_NICE",
     "STOP_SIGNAL",
@@ -39,6 +40,9 @@ STOP_SIGNAL = signal.SIGTERM  # --stop-signal
 # The supervisor waits for its next timer in one epoll_wait(2), whose timeout is an int of
 # milliseconds (INT_MAX ms = 24.8 days); a longer timeout is refused, not overflowed.
 MAX_SECONDS = 24 * 86400
+# `sdactivate reload --timeout`'s bound (the control client's, for --pid and D-Bus jobs
+# alike): a generated ExecReload= never asks for more.
+RELOAD_TIMEOUT_MAX = 86400.0
 
 
 def check_seconds(value: object) -> float:
