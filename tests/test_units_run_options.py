@@ -325,8 +325,21 @@ def test_socket_mode_user_group_options() -> None:
         ({"socket_group": "%n"}, "not a user/group name"),
         ({"socket_user": "www-data", "user": True}, "per-user manager cannot give a file away"),
         ({"socket_group": "nogroup"}, "overflow user/group"),
+        ({"socket_user": "4294967295"}, "not a valid uid/gid"),
+        ({"socket_group": "65535"}, "not a valid uid/gid"),
+        ({"socket_user": "4294967296"}, "not a valid uid/gid"),
     ],
-    ids=["no-file", "mode", "user", "group-specifier", "user-manager", "nogroup"],
+    ids=[
+        "no-file",
+        "mode",
+        "user",
+        "group-specifier",
+        "user-manager",
+        "nogroup",
+        "uid-invalid",
+        "gid-16-bit-invalid",
+        "uid-past-32-bits",
+    ],
 )
 def test_socket_file_options_refused(kw: dict[str, object], match: str) -> None:
     """Options that could not apply, or values systemd would not read, are refused."""
