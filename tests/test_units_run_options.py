@@ -366,6 +366,21 @@ def test_socket_mode_cli() -> None:
     assert bad.returncode == 2 and "--socket-mode 'u+rw'" in bad.stderr, bad.stderr
 
 
+def test_socket_owner_that_does_not_exist_here_is_refused() -> None:
+    """A unit for this machine whose --socket-user does not exist here: exit 2, one line,
+    nothing written (systemd would fail the socket unit at its first start)."""
+    result = subprocess.run(
+        [PY, "-m", "sdactivate", "gen-units", "myapp", "--listen", "/run/a.sock",
+         "--socket-user", "sdactivate-no-such-account", "--hardening", "off",
+         "--systemd-version", "252", "--stdout", "--", "/bin/true"],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert result.returncode == 2, (result.returncode, result.stderr)
+    assert result.stdout == ""
+    assert "--socket-user 'sdactivate-no-such-account': no such user" in result.stderr
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+
+
 @needs_analyze
 def test_socket_file_units_verify_clean(tmp_path: Path) -> None:
     """systemd-analyze verify accepts SocketMode=/SocketUser=/SocketGroup=."""
