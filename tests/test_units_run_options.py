@@ -184,6 +184,7 @@ def test_stop_signal_reaches_the_generations_and_stops_the_supervisor(
         ({"health_timeout": -1, "health": "true"}, "--health-timeout: -1"),
         ({"startup_grace": 1e300}, "--startup-grace: 1e"),
         ({"stop_signal": 0}, "--stop-signal: unknown signal 0"),
+        ({"stop_signal": signal.SIGSTOP}, "--stop-signal: .*cannot end"),
         ({"health": "a\nb"}, "--health: newline"),
         ({"health": "  "}, "empty command"),
         ({"health_timeout": 3}, "--health-timeout only applies with --health"),
@@ -229,8 +230,9 @@ def _gen_units_cli(*args: str) -> subprocess.CompletedProcess[str]:
         (("--drain-timeout", "1e300"), "--drain-timeout: '1e300'"),
         (("--health-timeout", "x", "--health", "true"), "not a number of seconds: 'x'"),
         (("--stop-signal", "NOPE"), "--stop-signal: unknown signal 'NOPE'"),
+        (("--stop-signal", "STOP"), "--stop-signal: 'STOP': SIGSTOP suspends"),
     ],
-    ids=["inf", "1e300", "x", "NOPE"],
+    ids=["inf", "1e300", "x", "NOPE", "STOP"],
 )
 def test_cli_refuses_with_runs_own_message(args: tuple[str, ...], says: str) -> None:
     """gen-units says what `sdactivate run` would say, in one line, exit 2."""
