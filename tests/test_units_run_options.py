@@ -246,6 +246,28 @@ def test_cli_refuses_with_runs_own_message(args: tuple[str, ...], says: str) -> 
     assert run.returncode == 2 and says.split(": ", 1)[1] in run.stderr, run.stderr
 
 
+@pytest.mark.parametrize("health", ["-x", "--version", "-"], ids=["dash-x", "dashdash", "dash"])
+def test_a_health_command_starting_with_a_dash_reaches_run(health: str) -> None:
+    """A --health command that starts with '-' is written as --health=CMD: run's parser
+    (and gen-units', reading the header's command) would take `--health -x` for a missing
+    value and exit 2 at every start of the unit."""
+    service = gen(health=health)["myapp.service"]
+    assert _exec_start_as_run_args(service).health == health
+    header = next(line for line in service.splitlines() if "sdactivate gen-units" in line)
+    argv = shlex.split(header.lstrip("# "))
+    regenerated = _subparser("gen-units").parse_args(argv[2:])
+    assert regenerated.health == health
+
+
+def test_header_command_reads_back_values_starting_with_a_dash() -> None:
+    """The header's regenerate command gives --fdname and --description values that start
+    with '-' as --flag=VALUE, so gen-units reads it back."""
+    service = gen(supervise=False, fdname="-http", description="-- my app")["myapp.service"]
+    header = next(line for line in service.splitlines() if "sdactivate gen-units" in line)
+    args = _subparser("gen-units").parse_args(shlex.split(header.lstrip("# "))[2:])
+    assert (args.fdname, args.description) == ("-http", "-- my app")
+
+
 def test_cli_passes_the_options_and_records_them() -> None:
     """The CLI spellings (signal names, numbers) land in ExecStart= and in the header."""
     result = _gen_units_cli(
