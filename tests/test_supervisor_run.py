@@ -54,6 +54,8 @@ class Supervisor:
         self.rx = rx if rx is not None else NotifyReceiver(thread=True)
         env = {k: v for k, v in os.environ.items() if not k.startswith(("NOTIFY_", "WATCHDOG_"))}
         env["FAULT_DIR"] = str(self.faults)
+        # the control directory goes here: a supervisor the test SIGKILLs leaves it behind
+        env["TMPDIR"] = str(tmp_path)
         env.update(extra_env or {})
         argv = [sys.executable, "-m", "sdactivate", "run", *options, "--", sys.executable, str(app)]
         if log is not None:  # exec keeps the pid, so LISTEN_PID still names the supervisor
@@ -477,7 +479,7 @@ def test_f1_command_gone_fails_reload_in_order(tmp_path: Path) -> None:
     wrapper.chmod(0o755)
     rx = NotifyReceiver(thread=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("NOTIFY_", "WATCHDOG_"))}
-    env["FAULT_DIR"] = str(tmp_path)
+    env["FAULT_DIR"] = env["TMPDIR"] = str(tmp_path)  # TMPDIR: see Supervisor
     argv = [sys.executable, "-m", "sdactivate", "run", "--", str(wrapper)]
     proc = launch(argv, ["127.0.0.1:0"], names=["http"], notify=rx, env=env)
     try:

@@ -320,3 +320,31 @@ PYTHON_ARGV = {
 def test_python_script(argv: tuple[str, ...]) -> None:
     """The script argument of a Python command line, as python(1) reads its options."""
     assert preflight.python_script(argv) == PYTHON_ARGV[argv]
+
+
+def test_socket_owner_must_exist_here() -> None:
+    """--socket-user/--socket-group name a user and group this machine resolves, numbers
+    too: systemd fails the socket unit otherwise ("Failed to resolve user", 217/USER)."""
+    files = {"listens": (("/run/myapp.sock", None),)}
+    app = ("/opt/venv/bin/python", "/srv/app/app.py")
+    known = {("user", "www-data"), ("group", "4242")}
+
+    def exists(kind: str, value: str) -> bool:
+        return (kind, value) in known
+
+    run_check(opts(*app, socket_user="www-data", socket_group="4242", **files), accounts=exists)
+    for kw, what in (
+        ({"socket_user": "ghost"}, "--socket-user 'ghost': no such user"),
+        ({"socket_group": "4243"}, "--socket-group '4243': no such group"),
+    ):
+        with pytest.raises(PreflightError, match=re.escape(what)):
+            run_check(opts(*app, **kw, **files), accounts=exists)
+
+
+def test_account_exists_reads_this_machines_user_database() -> None:
+    """The default lookup: root (user and group 0) exists everywhere; an unlikely name and
+    an id past 32 bits do not."""
+    for kind in ("user", "group"):
+        assert preflight.account_exists(kind, "root") and preflight.account_exists(kind, "0")
+        assert not preflight.account_exists(kind, "sdactivate-no-such-account")
+        assert not preflight.account_exists(kind, "99999999999")

@@ -128,6 +128,19 @@ def test_timeouts_are_sized_from_the_run_options(target: int) -> None:
     assert _lines(short, "TimeoutStartSec") == ["45s"]  # 30 + 5 + 10
 
 
+def test_exec_reload_timeout_is_one_the_reload_client_accepts() -> None:
+    """On 252 a start timeout past a day still writes an ExecReload= whose --timeout
+    `sdactivate reload` accepts (it refuses more than a day with exit 2, and every
+    `systemctl reload` would fail)."""
+    service = gen(ready_timeout=50000, drain_timeout=50000)["myapp.service"]
+    assert _lines(service, "TimeoutStartSec") == ["100010s"]
+    (line,) = _lines(service, "ExecReload")
+    argv = shlex.split(line.replace("$MAINPID", "4242"))  # systemd.service(5): $MAINPID
+    assert argv[1:5] == ["-m", "sdactivate", "reload", "--pid"], argv
+    args = _subparser("reload").parse_args(argv[4:])  # exit 2 (SystemExit) if refused
+    assert args.timeout == settings.RELOAD_TIMEOUT_MAX
+
+
 def test_timeout_stop_is_the_drain_timeout_unless_both_disagree() -> None:
     """--timeout-stop stays the drain timeout; --drain-timeout is the same setting by run's
     name; both with different values is refused."""
@@ -171,6 +184,7 @@ def test_stop_signal_reaches_the_generations_and_stops_the_supervisor(
         ({"health_timeout": -1, "health": "true"}, "--health-timeout: -1"),
         ({"startup_grace": 1e300}, "--startup-grace: 1e"),
         ({"stop_signal": 0}, "--stop-signal: unknown signal 0"),
+        ({"stop_signal": signal.SIGSTOP}, "--stop-signal: .*cannot end"),
         ({"health": "a\nb"}, "--health: newline"),
         ({"health": "  "}, "empty command"),
         ({"health_timeout": 3}, "--health-timeout only applies with --health"),
@@ -216,8 +230,9 @@ def _gen_units_cli(*args: str) -> subprocess.CompletedProcess[str]:
         (("--drain-timeout", "1e300"), "--drain-timeout: '1e300'"),
         (("--health-timeout", "x", "--health", "true"), "not a number of seconds: 'x'"),
         (("--stop-signal", "NOPE"), "--stop-signal: unknown signal 'NOPE'"),
+        (("--stop-signal", "STOP"), "--stop-signal: 'STOP': SIGSTOP suspends"),
     ],
-    ids=["inf", "1e300", "x", "NOPE"],
+    ids=["inf", "1e300", "x", "NOPE", "STOP"],
 )
 def test_cli_refuses_with_runs_own_message(args: tuple[str, ...], says: str) -> None:
     """gen-units says what `sdactivate run` would say, in one line, exit 2."""
@@ -229,6 +244,28 @@ def test_cli_refuses_with_runs_own_message(args: tuple[str, ...], says: str) -> 
         capture_output=True, text=True, timeout=30,
     )  # fmt: skip
     assert run.returncode == 2 and says.split(": ", 1)[1] in run.stderr, run.stderr
+
+
+@pytest.mark.parametrize("health", ["-x", "--version", "-"], ids=["dash-x", "dashdash", "dash"])
+def test_a_health_command_starting_with_a_dash_reaches_run(health: str) -> None:
+    """A --health command that starts with '-' is written as --health=CMD: run's parser
+    (and gen-units', reading the header's command) would take `--health -x` for a missing
+    value and exit 2 at every start of the unit."""
+    service = gen(health=health)["myapp.service"]
+    assert _exec_start_as_run_args(service).health == health
+    header = next(line for line in service.splitlines() if "sdactivate gen-units" in line)
+    argv = shlex.split(header.lstrip("# "))
+    regenerated = _subparser("gen-units").parse_args(argv[2:])
+    assert regenerated.health == health
+
+
+def test_header_command_reads_back_values_starting_with_a_dash() -> None:
+    """The header's regenerate command gives --fdname and --description values that start
+    with '-' as --flag=VALUE, so gen-units reads it back."""
+    service = gen(supervise=False, fdname="-http", description="-- my app")["myapp.service"]
+    header = next(line for line in service.splitlines() if "sdactivate gen-units" in line)
+    args = _subparser("gen-units").parse_args(shlex.split(header.lstrip("# "))[2:])
+    assert (args.fdname, args.description) == ("-http", "-- my app")
 
 
 def test_cli_passes_the_options_and_records_them() -> None:
@@ -312,8 +349,21 @@ def test_socket_mode_user_group_options() -> None:
         ({"socket_group": "%n"}, "not a user/group name"),
         ({"socket_user": "www-data", "user": True}, "per-user manager cannot give a file away"),
         ({"socket_group": "nogroup"}, "overflow user/group"),
+        ({"socket_user": "4294967295"}, "not a valid uid/gid"),
+        ({"socket_group": "65535"}, "not a valid uid/gid"),
+        ({"socket_user": "4294967296"}, "not a valid uid/gid"),
     ],
-    ids=["no-file", "mode", "user", "group-specifier", "user-manager", "nogroup"],
+    ids=[
+        "no-file",
+        "mode",
+        "user",
+        "group-specifier",
+        "user-manager",
+        "nogroup",
+        "uid-invalid",
+        "gid-16-bit-invalid",
+        "uid-past-32-bits",
+    ],
 )
 def test_socket_file_options_refused(kw: dict[str, object], match: str) -> None:
     """Options that could not apply, or values systemd would not read, are refused."""
@@ -338,6 +388,21 @@ def test_socket_mode_cli() -> None:
         capture_output=True, text=True, timeout=30,
     )  # fmt: skip
     assert bad.returncode == 2 and "--socket-mode 'u+rw'" in bad.stderr, bad.stderr
+
+
+def test_socket_owner_that_does_not_exist_here_is_refused() -> None:
+    """A unit for this machine whose --socket-user does not exist here: exit 2, one line,
+    nothing written (systemd would fail the socket unit at its first start)."""
+    result = subprocess.run(
+        [PY, "-m", "sdactivate", "gen-units", "myapp", "--listen", "/run/a.sock",
+         "--socket-user", "sdactivate-no-such-account", "--hardening", "off",
+         "--systemd-version", "252", "--stdout", "--", "/bin/true"],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert result.returncode == 2, (result.returncode, result.stderr)
+    assert result.stdout == ""
+    assert "--socket-user 'sdactivate-no-such-account': no such user" in result.stderr
+    assert len(result.stderr.splitlines()) == 1, result.stderr
 
 
 @needs_analyze

@@ -14,6 +14,8 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from ..supervisor import settings
+
 _JOB_HELP = {
     "start": "start a unit and wait until it is active (READY=1 for Type=notify)",
     "stop": "stop a unit and wait until it is inactive",
@@ -21,7 +23,8 @@ _JOB_HELP = {
     "reload": "reload a unit (or an `sdactivate run` supervisor with --pid) and wait",
 }
 _DEFAULT_TIMEOUT = 90.0
-_MAX_TIMEOUT = 86400.0  # a day: beyond it socket timeouts overflow, long before any job ends
+# a day: beyond it socket timeouts overflow, long before any job ends
+_MAX_TIMEOUT = settings.RELOAD_TIMEOUT_MAX
 
 
 def _positive_seconds(text: str) -> float:

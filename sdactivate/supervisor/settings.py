@@ -21,6 +21,7 @@ __all__ = [
     "MAX_SECONDS",
     "MAX_WORKERS",
     "READY_TIMEOUT",
+    "RELOAD_TIMEOUT_MAX",
     "STARTUP_GRACE",
     "STARTUP_NICE",
     "STOP_SIGNAL",
@@ -52,6 +53,9 @@ Workers = int | Literal["auto"]
 # The supervisor waits for its next timer in one epoll_wait(2), whose timeout is an int of
 # milliseconds (INT_MAX ms = 24.8 days); a longer timeout is refused, not overflowed.
 MAX_SECONDS = 24 * 86400
+# `sdactivate reload --timeout`'s bound (the control client's, for --pid and D-Bus jobs
+# alike): a generated ExecReload= never asks for more.
+RELOAD_TIMEOUT_MAX = 86400.0
 
 
 def check_seconds(value: object) -> float:
@@ -84,24 +88,39 @@ def seconds_text(value: float) -> str:
 
 
 def check_signal(value: object) -> signal.Signals:
-    """A signal given as a number or a :class:`signal.Signals`."""
+    """A signal given as a number or a :class:`signal.Signals` (not SIGSTOP)."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValueError(f"not a signal: {value!r}")
     try:
-        return signal.Signals(value)
+        sig = signal.Signals(value)
     except ValueError:
         raise ValueError(f"unknown signal {value!r}") from None
+    return _can_stop(sig, value)
 
 
 def parse_signal(text: str) -> signal.Signals:
-    """``TERM``, ``SIGTERM``, ``sigterm`` or ``15`` -> ``signal.SIGTERM`` (signal(7))."""
+    """``TERM``, ``SIGTERM``, ``sigterm`` or ``15`` -> ``signal.SIGTERM`` (signal(7)); not
+    SIGSTOP."""
     name = text.strip().upper()
     try:
         if name.isdigit():
-            return signal.Signals(int(name))
-        return signal.Signals[name if name.startswith("SIG") else "SIG" + name]
+            sig = signal.Signals(int(name))
+        else:
+            sig = signal.Signals[name if name.startswith("SIG") else "SIG" + name]
     except (KeyError, ValueError):
         raise ValueError(f"unknown signal {text!r}") from None
+    return _can_stop(sig, text)
+
+
+def _can_stop(sig: signal.Signals, given: object) -> signal.Signals:
+    # signal(7): SIGSTOP can be neither caught nor ignored and never ends a process, so a
+    # generation given it would only ever end by the SIGKILL at --drain-timeout
+    if sig == signal.SIGSTOP:
+        raise ValueError(
+            f"{given!r}: SIGSTOP suspends a process and cannot end it (signal(7)); every"
+            " generation would wait for SIGKILL at --drain-timeout: use TERM, INT or QUIT"
+        )
+    return sig
 
 
 def parse_startup_nice(text: str) -> int:

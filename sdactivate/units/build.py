@@ -151,10 +151,8 @@ def _supervised(r: Resolved) -> tuple[list[SocketUnit], ServiceUnit]:
         kind = "notify"
         exec_reload = (o.python, "-m", "sdactivate", "reload", "--pid", escape.EnvRef("MAINPID"))
         if start is not None:  # `sdactivate reload` gives up after 90 s by default
-            exec_reload += (
-                "--timeout",
-                settings.seconds_text(start - _SUPERVISOR_START_MARGIN / 2),
-            )
+            wait = min(start - _SUPERVISOR_START_MARGIN / 2, settings.RELOAD_TIMEOUT_MAX)
+            exec_reload += ("--timeout", settings.seconds_text(wait))
         comments.append(("ExecReload", notes.supervisor_exec_reload(o.systemd_version)))
     if start is not None:
         comments.append(("TimeoutStartSec", notes.SUPERVISOR_START_TIMEOUT))

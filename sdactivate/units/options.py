@@ -85,7 +85,7 @@ def command_line(options: Options) -> tuple[str, ...]:
     for address, fd_name in options.listens:
         out += ["--listen", address if fd_name is None else f"{address}={fd_name}"]
     if options.fdname is not None:
-        out += ["--fdname", options.fdname]
+        out += _option("--fdname", options.fdname)
     if options.socket_mode is not None:
         out += ["--socket-mode", f"{options.socket_mode:04o}"]
     if options.socket_user is not None:
@@ -132,7 +132,7 @@ def command_line(options: Options) -> tuple[str, ...]:
     if options.working_dir is not None:
         out += ["--working-dir", options.working_dir]
     if options.description is not None:
-        out += ["--description", options.description]
+        out += _option("--description", options.description)
     out += ["--systemd-version", str(options.systemd_version), "--", *options.command]
     return tuple(out)
 
@@ -147,7 +147,7 @@ def run_arguments(options: Options) -> list[str]:
     if options.stop_signal is not None:
         out += ["--stop-signal", signal.Signals(options.stop_signal).name]
     if options.health is not None:
-        out += ["--health", options.health]
+        out += _option("--health", options.health)
     for flag, seconds in (
         ("--health-timeout", options.health_timeout),
         ("--startup-grace", options.startup_grace),
@@ -159,3 +159,9 @@ def run_arguments(options: Options) -> list[str]:
     if options.max_starting is not None:
         out += ["--max-starting", str(options.max_starting)]
     return out
+
+
+def _option(flag: str, value: str) -> list[str]:
+    """``[flag, value]``, or ``[flag=value]`` for a value starting with '-', which argparse
+    would take for an option (``--health -x``: "expected one argument")."""
+    return [f"{flag}={value}"] if value.startswith("-") else [flag, value]

@@ -15,6 +15,8 @@ supervisor's interpreter:
 * for a Python interpreter, the script argument: exists and is readable;
 * ``--working-dir``: exists, is a directory the service's user may enter;
 * each directory on the way: not hidden, and enterable (``x``) by the service's user.
+* ``--socket-user``/``--socket-group``: the user and group exist here (systemd resolves them
+  through NSS when it sets up the socket, numbers too, and fails the socket unit if not).
 
 Permissions are read from the mode bits (owner, group, other) as the kernel checks them
 for the user the service runs as; ACLs are not read. ``ProtectSystem=`` only makes paths
@@ -25,8 +27,10 @@ none of this: ``gen-units --no-preflight``.
 
 from __future__ import annotations
 
+import grp
 import os
 import posixpath
+import pwd
 import re
 import stat
 from collections.abc import Callable, Iterator, Mapping
@@ -43,6 +47,7 @@ __all__ = [
     "Node",
     "PreflightError",
     "RunsAs",
+    "account_exists",
     "check",
     "check_relative_script",
     "python_script",
@@ -440,17 +445,21 @@ def check(
     host: HostView | None = None,
     me: RunsAs | None = None,
     package_dir: str | None = None,
+    accounts: Callable[[str, str], bool] | None = None,
 ) -> None:
     """Raise :class:`PreflightError` if the service ``options`` describe (resolved: an
     absolute argv, the supervisor's interpreter) would fail on this machine.
 
     ``host``: the file system (default this machine's); ``me``: who runs a ``--user`` unit
     (default this process's user); ``package_dir``: where ``python -m sdactivate`` is
-    imported from, when the supervisor's interpreter is this one. The message ends with a
-    weaker ``--hardening`` level when that alone would make every check pass.
+    imported from, when the supervisor's interpreter is this one; ``accounts(kind, value)``:
+    whether a ``"user"`` or ``"group"`` (name or number) exists (default: this machine's
+    user database). The message ends with a weaker ``--hardening`` level when that alone
+    would make every check pass.
     """
     view = host if host is not None else LocalHost()
     check_relative_script(options, cwd=view.cwd)
+    _check_socket_owner(options, accounts or account_exists)
     who = me if me is not None else _this_user()
     found = _first_problem(options, view, who, package_dir)
     if found is None:
@@ -464,3 +473,32 @@ def check(
                 message += f", or use --hardening {level}"
                 break
     raise PreflightError(message)
+
+
+def account_exists(kind: str, value: str) -> bool:
+    """Whether the user (``kind`` ``"user"``) or group (``"group"``) ``value``, a name or a
+    number, is in this machine's user database (NSS)."""
+    try:
+        if kind == "user":
+            pwd.getpwuid(int(value)) if value.isdigit() else pwd.getpwnam(value)
+        else:
+            grp.getgrgid(int(value)) if value.isdigit() else grp.getgrnam(value)
+    except (KeyError, OverflowError):
+        return False
+    return True
+
+
+def _check_socket_owner(options: Options, accounts: Callable[[str, str], bool]) -> None:
+    # v252 socket.c socket_chown(): SocketUser=/SocketGroup= are resolved through NSS when
+    # the socket is set up, numbers too ("Failed to resolve user 4242"), and the socket unit
+    # fails with status 217/USER or 216/GROUP
+    for flag, kind, value in (
+        ("--socket-user", "user", options.socket_user),
+        ("--socket-group", "group", options.socket_group),
+    ):
+        if value is not None and not accounts(kind, value):
+            raise PreflightError(
+                f"{flag} {value!r}: no such {kind} on this machine (systemd would fail the"
+                f" socket unit: 'Failed to resolve {kind}'); create it, or pass --no-preflight"
+                " if the unit is for another host"
+            )

@@ -48,6 +48,8 @@ _RUN_ONLY = (  # `sdactivate run` options that mean nothing without --supervise
 # systemd's valid_user_group_name() (strict): what useradd(8) also accepts; or a uid/gid
 _OVERFLOW_IDS = ("nobody", "nogroup", "65534")  # user_namespaces(7) overflow uid/gid
 _USER_GROUP = re.compile(r"(?:[A-Za-z_][A-Za-z0-9_-]{0,30}|[0-9]{1,10})\Z")
+# user-util.h uid_is_valid(): (uid_t)-1 and the 16-bit -1 are never a uid or gid
+_INVALID_IDS = (0xFFFFFFFF, 0xFFFF)
 
 
 @dataclass(frozen=True)
@@ -242,6 +244,15 @@ def _check_socket_files(
             raise UnitConfigError(
                 f"{flag} {value!r}: not a user/group name (letters, digits, '_', '-', at most"
                 " 31 characters, not starting with a digit) or a numeric id"
+            )
+        if (
+            value is not None
+            and value.isdigit()
+            and not (int(value) < 2**32 and int(value) not in _INVALID_IDS)
+        ):
+            raise UnitConfigError(
+                f"{flag} {value!r}: not a valid uid/gid (0..4294967294, not 65535);"
+                " give a name or an id that exists"
             )
         if value in _OVERFLOW_IDS:
             raise UnitConfigError(
