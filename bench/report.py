@@ -314,7 +314,9 @@ def markdown(data: dict[str, Any]) -> str:
         "connections). refused = ECONNREFUSED; reset = ECONNRESET/EPIPE/short response; "
         "lost = non-2xx or never sent. gap = longest time with no completed request around a "
         "restart. 'restart' = trigger until the mode reports done (systemctl returned; READY "
-        "after handover; MAINPID from the old process; gunicorn: old workers/master gone). "
+        "after handover, and every old worker gone; MAINPID from the old process; gunicorn: "
+        "old workers/master gone; uWSGI: 'chain reloading complete' logged and old workers "
+        "gone; circus: reload answered and old processes gone). MODE:N = N workers. "
         "Machine stalls: a SCHED_FIFO canary per CPU (bench/stalls.py) saw a 1 ms sleep last "
         "> 5 ms; the last column drops the ok requests in flight during one (failures always "
         "count) and compares the stall rate inside restart windows with outside.",
