@@ -135,6 +135,7 @@ class SupervisorHandover(Mode):
     title: str = "sdactivate run handover (SIGHUP)"
     supervisor_label: str = "sdactivate run"
     workers: int = 1
+    ready_timeout: float = 30.0
     app_extra: list[str] = field(default_factory=list)  # more options for bench/modes/app.py
     run_extra: list[str] = field(default_factory=list)  # more options for `sdactivate run`
     proc: subprocess.Popen[bytes] | None = None
@@ -162,7 +163,7 @@ class SupervisorHandover(Mode):
             "--listen",
             f"127.0.0.1:{self.port}=http",
             "--ready-timeout",
-            "30",
+            f"{self.ready_timeout:g}",
             "--drain-timeout",
             "15",
             *(["--workers", str(self.workers)] if self.workers != 1 else []),
