@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import functools
 import json
 import os
 import re
@@ -41,12 +42,15 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from bench import loadgen, modes, run
-from bench.modes.base import PYTHON, ROOT, ModeUnavailable, children, proc_sample
+from bench.modes.base import PYTHON, ROOT, ModeUnavailable, alive, children, proc_sample
 from bench.modes.local import SupervisorHandover, run_lacks
+from sdactivate.errors import SdActivateError
 from sdactivate.supervisor.client import request_reload
 from tests.support import free_port, wait_until
 
@@ -215,12 +219,13 @@ class _Faults:
 
     def _replaced(self, gone: int, since: int, timeout: float) -> float:
         """Wait for ``gone``'s replacement: N workers, ``gone`` not among them, STATUS N/N."""
-        wait_until(
-            lambda: gone not in children(self.sup) and len(self.workers()) == self.n,
-            timeout=timeout,
-            interval=0.005,
-            what="a replacement worker",
-        )
+
+        def replaced() -> bool:
+            if not alive(self.sup):
+                raise RuntimeError(f"the supervisor exited: {modes.base.log_tail(self.m.log, 3)}")
+            return gone not in children(self.sup) and len(self.workers()) == self.n
+
+        wait_until(replaced, timeout=timeout, interval=0.005, what="a replacement worker")
         with contextlib.suppress(TimeoutError):  # a supervisor without that STATUS form
             wait_until(lambda: self.all_ready(since), timeout=5.0, interval=0.005)
         return time.monotonic()
@@ -298,17 +303,37 @@ def faults(args: argparse.Namespace) -> dict[str, Any]:
     try:
         f.m.start()
         h = loadgen.start("127.0.0.1", f.m.port, rate=args.rate, duration=budget, timeout=3.0)
+        plan: list[tuple[str, Callable[[], None]]] = [
+            *(("kill", functools.partial(f.kill, k)) for k in range(reps)),
+            *(("exit", functools.partial(f.failing_reload, "exit")) for _ in range(reps)),
+            *(
+                ("never-ready", functools.partial(f.failing_reload, "never-ready"))
+                for _ in range(reps)
+            ),
+            ("crash-loop", functools.partial(f.crash_loop, args.crash_seconds)),
+        ]
+        plan = [(name, step) for name, step in plan if name in args.faults.split(",")]
         try:
             time.sleep(1.5)  # steady state first (measurement, not ordering)
-            for k in range(reps):
-                f.kill(k)
+            t = time.monotonic()
+            for name, step in plan:
+                if not alive(f.sup):  # the rest cannot run; its failures are no steady state
+                    f.rows.append({"fault": name, "error": "not run: the supervisor is gone"})
+                    f.windows.setdefault("supervisor gone", [(t, time.monotonic() + 60)])
+                    h.stop()
+                    continue
+                t = time.monotonic()
+                try:
+                    step()
+                except (TimeoutError, RuntimeError, SdActivateError) as exc:
+                    f.rows.append(
+                        {
+                            "fault": name,
+                            "error": f"{type(exc).__name__}: {exc}"[:300],
+                            "log_tail": modes.base.log_tail(f.m.log, 6),
+                        }
+                    )
                 time.sleep(1.0)
-            for kind in ("exit", "never-ready"):
-                for _ in range(reps):
-                    f.failing_reload(kind)
-                    time.sleep(1.0)
-            f.crash_loop(args.crash_seconds)
-            time.sleep(1.0)
         finally:
             h.stop()
         res = h.result()
@@ -426,6 +451,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--repeat", type=int, default=3, help="kills and failing reloads each")
     p.add_argument("--ready-timeout", type=float, default=3.0, help="for the fault run")
     p.add_argument("--crash-seconds", type=float, default=5.0)
+    p.add_argument("--faults", default="kill,exit,never-ready,crash-loop", help="which ones")
     p.add_argument("--out", type=Path, default=RESULTS)
     return p.parse_args(argv)
 
@@ -452,6 +478,9 @@ def main(argv: list[str] | None = None) -> int:
             data[name] = parts[name](args)
         except ModeUnavailable as exc:
             data[name] = {"skipped": str(exc)}
+        except Exception as exc:  # one part failing leaves the others' figures
+            traceback.print_exc()
+            data[name] = {"skipped": f"failed: {type(exc).__name__}: {str(exc)[:300]}"}
         print(json.dumps({name: {k: v for k, v in data[name].items() if k != "series"}}))
     data["loadavg_end"] = Path("/proc/loadavg").read_text().strip()
     args.out.mkdir(parents=True, exist_ok=True)
