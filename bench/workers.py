@@ -130,10 +130,17 @@ def scaling(args: argparse.Namespace) -> dict[str, Any]:
             try:
                 m.start()
                 _wrk(m.port, 1)  # warm-up: every worker has served
-                got = _wrk(m.port, args.seconds)
                 assert m.proc is not None
+                before = [s for p in children(m.proc.pid) if (s := proc_sample(p))]
+                t = time.monotonic()
+                got = _wrk(m.port, args.seconds)
+                wall = time.monotonic() - t
                 sup = proc_sample(m.proc.pid)
                 kids = [s for p in children(m.proc.pid) if (s := proc_sample(p))]
+                # the CPU the workers got: on a shared machine, less than N cores
+                got["workers_cpu_pct"] = round(
+                    (sum(k.cpu_s for k in kids) - sum(b.cpu_s for b in before)) / wall * 100
+                )
             finally:
                 m.stop()
             rps[n].append(got["rps"])
@@ -384,14 +391,18 @@ def markdown(data: dict[str, Any]) -> str:
                 f"iterations); wrk -t1 -c16, a new connection per request, "
                 f"{len(sc['rounds']) // 2} interleaved rounds each.",
                 "",
-                "| workers | req/s (median) | supervisor RSS MB | worker RSS MB |",
-                "|---|---|---|---|",
+                "| workers | req/s (median) | req/s per round | workers' CPU % per round | "
+                "supervisor RSS MB | worker RSS MB |",
+                "|---|---|---|---|---|---|",
             ]
             for n in (1, 2):
-                last = [r for r in sc["rounds"] if r["workers"] == n][-1]
+                mine = [r for r in sc["rounds"] if r["workers"] == n]
                 lines.append(
-                    f"| {n} | {sc[f'rps_{n}']:.0f} | {last['supervisor_rss_mb']} | "
-                    f"{', '.join(map(str, last['worker_rss_mb']))} |"
+                    f"| {n} | {sc[f'rps_{n}']:.0f} | "
+                    f"{', '.join(str(round(r['rps'])) for r in mine)} | "
+                    f"{', '.join(str(r.get('workers_cpu_pct')) for r in mine)} | "
+                    f"{mine[-1]['supervisor_rss_mb']} | "
+                    f"{', '.join(map(str, mine[-1]['worker_rss_mb']))} |"
                 )
             lines += ["", f"**Ratio 2 / 1 workers: {sc['ratio']}x** (target >= 1.7x)", ""]
     ho = data.get("handover")
