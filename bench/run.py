@@ -1,8 +1,13 @@
 """``make bench``: micro-benchmarks, then every restart mode under the same open-loop load.
 
-    .venv/bin/python bench/run.py                 # default, about 3 minutes
+    .venv/bin/python bench/run.py                 # default, about 8 minutes
     .venv/bin/python bench/run.py --modes C1,C3   # a subset
+    .venv/bin/python bench/run.py --app bench --modes C3,C3:4,P1-HUP,P1-HUP:4,P2-chain,\
+        P2-chain:4,P3-circus,P3-circus:4          # issue 15: the peers, 1 and 4 workers
     .venv/bin/python bench/run.py --long          # >= 1000 restarts, >= 10^6 connections per mode
+
+``MODE:N`` runs a mode with N workers (``sdactivate run --workers N``, or the peer's own
+worker count); the report sets each peer beside C3 with as many workers.
 
 Each (mode, workload) run: start the service, start the load generator (open loop,
 ``--rate`` req/s, new connection per request or 50 keep-alive connections), restart
