@@ -63,8 +63,8 @@ def _answers(port: int) -> bool:
 @dataclass
 class UwsgiChain(Mode):
     """P2: uWSGI, a master and ``workers`` processes (one thread each, ``--lazy-apps``) on the
-    WSGI twin of the app, serving ``--http-socket`` (HTTP/1.0-style: every response closes
-    its connection, so the keep-alive workload reconnects). Restart = chain reload: ``c``
+    WSGI twin of the app, serving ``--http-socket`` (every response closes its connection,
+    and says so: the keep-alive workload reconnects). Restart = chain reload: ``c``
     written to the master FIFO; the master stops one worker gracefully, respawns it, waits
     until it accepts, then the next one. Complete when the master logs "chain reloading
     complete" and no old worker is left.
@@ -113,6 +113,10 @@ class UwsgiChain(Mode):
             "--need-app",
             "--die-on-term",
             "--disable-logging",  # request logs; the master's own lines stay
+            # --http-socket closes the connection after each response but says nothing (an
+            # HTTP/1.1 response with a length): a client would reuse it and race the close
+            "--add-header",
+            "Connection: close",
             "--worker-reload-mercy",
             "15",
         ]
