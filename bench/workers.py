@@ -198,6 +198,7 @@ class _Faults:
         self.m = _supervisor(self.n, ["--fault-file", str(self.fault)], args.ready_timeout)
         self.windows: dict[str, list[tuple[float, float]]] = {}
         self.rows: list[dict[str, Any]] = []
+        self.notes: set[str] = set()
 
     @property
     def sup(self) -> int:
@@ -233,8 +234,12 @@ class _Faults:
             return gone not in children(self.sup) and len(self.workers()) == self.n
 
         wait_until(replaced, timeout=timeout, interval=0.005, what="a replacement worker")
-        with contextlib.suppress(TimeoutError):  # a supervisor without that STATUS form
+        spawned = time.monotonic()
+        try:  # READY: the supervisor's STATUS says N/N again
             wait_until(lambda: self.all_ready(since), timeout=5.0, interval=0.005)
+        except TimeoutError:  # a supervisor without that STATUS form: the spawn is all we see
+            self.notes.add(f"no STATUS={self.n}/{self.n} ready within 5 s of a replacement")
+            return spawned
         return time.monotonic()
 
     def kill(self, k: int) -> None:
@@ -355,6 +360,7 @@ def faults(args: argparse.Namespace) -> dict[str, Any]:
         "failed": res.failed,
         "steady": _stats(steady),
         "rows": f.rows,
+        "notes": sorted(f.notes),
         "windows": {},
     }
     for name, ws in f.windows.items():
