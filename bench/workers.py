@@ -453,6 +453,7 @@ def markdown(data: dict[str, Any]) -> str:
                 )
             lines += ["", "Per fault:", ""]
             lines += [f"- `{json.dumps(r)}`" for r in fa["rows"]]
+            lines += [f"- note: {n}" for n in fa.get("notes", [])]
             lines.append("")
     return "\n".join(lines)
 
