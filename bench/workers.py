@@ -61,12 +61,14 @@ _READY = re.compile(r"(\d+)/(\d+) ready")  # issue 15: STATUS= "N/N ready, gener
 
 def calibrate(work_ms: float) -> int:
     """Iterations of bench/modes/app.py's ``_busy`` that take ``work_ms`` on the services'
-    interpreter (the fastest of 15 timings of 2000 iterations: the machine's own noise
-    only ever slows a timing down)."""
+    interpreter: the fastest of 30 timings of 20000 iterations, after a warm-up (the
+    machine's own noise only ever slows a timing down; the warm-up lets the interpreter
+    specialise the loop as a serving worker's has)."""
     code = (
         "import time; from bench.modes.app import _busy\n"
-        "best = min((lambda t: (_busy(2000), time.perf_counter() - t)[1])(time.perf_counter())"
-        " for _ in range(15))\n"
+        "_busy(200000)\n"
+        "best = min((lambda t: (_busy(20000), time.perf_counter() - t)[1])(time.perf_counter())"
+        " for _ in range(30))\n"
         "print(best)"
     )
     out = subprocess.run(
@@ -77,7 +79,7 @@ def calibrate(work_ms: float) -> int:
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     ).stdout
-    return max(1, round(2000 * work_ms / 1e3 / float(out)))
+    return max(1, round(20000 * work_ms / 1e3 / float(out)))
 
 
 def _supervisor(
@@ -138,9 +140,11 @@ def scaling(args: argparse.Namespace) -> dict[str, Any]:
                 sup = proc_sample(m.proc.pid)
                 kids = [s for p in children(m.proc.pid) if (s := proc_sample(p))]
                 # the CPU the workers got: on a shared machine, less than N cores
-                got["workers_cpu_pct"] = round(
-                    (sum(k.cpu_s for k in kids) - sum(b.cpu_s for b in before)) / wall * 100
-                )
+                cpu = sum(k.cpu_s for k in kids) - sum(b.cpu_s for b in before)
+                got["workers_cpu_pct"] = round(cpu / wall * 100)
+                # what one request costs a worker (the handler's work + HTTP + accept)
+                got["cpu_ms_per_req"] = round(cpu * 1e3 / (got["rps"] * wall), 3)
+                got["rps_per_cpu"] = round(got["rps"] * wall / cpu) if cpu else None
             finally:
                 m.stop()
             rps[n].append(got["rps"])
@@ -398,8 +402,9 @@ def markdown(data: dict[str, Any]) -> str:
                 f"{len(sc['rounds']) // 2} interleaved rounds each.",
                 "",
                 "| workers | req/s (median) | req/s per round | workers' CPU % per round | "
-                "supervisor RSS MB | worker RSS MB |",
-                "|---|---|---|---|---|---|",
+                "req/s per worker CPU-s | worker CPU ms per request | supervisor RSS MB | "
+                "worker RSS MB |",
+                "|---|---|---|---|---|---|---|---|",
             ]
             for n in (1, 2):
                 mine = [r for r in sc["rounds"] if r["workers"] == n]
@@ -407,10 +412,18 @@ def markdown(data: dict[str, Any]) -> str:
                     f"| {n} | {sc[f'rps_{n}']:.0f} | "
                     f"{', '.join(str(round(r['rps'])) for r in mine)} | "
                     f"{', '.join(str(r.get('workers_cpu_pct')) for r in mine)} | "
+                    f"{', '.join(str(r.get('rps_per_cpu')) for r in mine)} | "
+                    f"{', '.join(str(r.get('cpu_ms_per_req')) for r in mine)} | "
                     f"{mine[-1]['supervisor_rss_mb']} | "
                     f"{', '.join(map(str, mine[-1]['worker_rss_mb']))} |"
                 )
-            lines += ["", f"**Ratio 2 / 1 workers: {sc['ratio']}x** (target >= 1.7x)", ""]
+            lines += [
+                "",
+                f"**Ratio 2 / 1 workers: {sc['ratio']}x** (target >= 1.7x). The machine is "
+                "shared: the CPU % column is what the workers got (200% = both cores), and "
+                "req/s per worker CPU-s what each CPU second served.",
+                "",
+            ]
     ho = data.get("handover")
     if ho:
         lines += ["## Handover at N=4 under load", ""]
