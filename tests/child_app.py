@@ -12,7 +12,9 @@ way an asyncio app can when starved of CPU. Each connection gets its request hea
   to $NOTIFY_SOCKET if it is set; `--no-ready` never does and serves anyway.
 - SIGTERM: it stops accepting and exits 0 (the queue stays with whoever holds the socket).
 - $FAULT_DIR (tests/test_supervisor_run.py): the file FAULT_DIR/<generation> names a fault
-  for that generation only: `exit-before-ready` (exit 3), `never-ready` (hangs before READY,
+  for that generation only (FAULT_DIR/<generation>.<worker>, read first: for that worker of
+  it, $SDACTIVATE_WORKER under `run --workers N`, and each replacement of that worker):
+  `exit-before-ready` (exit 3), `never-ready` (hangs before READY,
   never serves), `crash-after-ready` (exits 4 0.1 s after READY), `ignore-term`, `watchdog`
   (writes what it sees of WATCHDOG_* to FAULT_DIR/seen, then sends WATCHDOG=1), `no-accept`
   (ready, accepts nothing), `accept-never-ready` (takes one connection and its request, never
@@ -48,14 +50,17 @@ def main() -> int:
     parser.add_argument("--body", default=f"pid={os.getpid()}")
     args = parser.parse_args()
     generation = os.environ.get("SDACTIVATE_GENERATION")
+    worker = os.environ.get("SDACTIVATE_WORKER", "0")
     fault_dir = os.environ.get("FAULT_DIR")
     fault = ""
-    if fault_dir is not None:
-        try:
-            with open(os.path.join(fault_dir, generation or "0")) as f:
-                fault = f.read().strip()
-        except OSError:
-            pass
+    if fault_dir is not None:  # <generation>.<worker> first (run --workers N), then <generation>
+        for name in (f"{generation or '0'}.{worker}", generation or "0"):
+            try:
+                with open(os.path.join(fault_dir, name)) as f:
+                    fault = f.read().strip()
+                break
+            except OSError:
+                pass
     if "LISTEN_PID" in os.environ:  # sd_listen_fds(3): the fds are ours only if it is us
         assert os.environ["LISTEN_PID"] == str(os.getpid())
     count = int(os.environ.get("LISTEN_FDS", "1"))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import signal
 import socket
 import subprocess
@@ -25,7 +26,7 @@ from bench import loadgen
 from examples import readme_blocks
 from sdactivate.addresses import parse_address
 from sdactivate.cli import build_parser
-from sdactivate.supervisor.client import request_reload
+from sdactivate.supervisor.client import request_reload, request_status
 from sdactivate.testing import NotifyReceiver, launch
 from tests.support import free_dual_stack_port
 
@@ -307,3 +308,43 @@ def test_inline_command_lines_parse(span: str) -> None:
     _parses(argv)
     if argv[0] == "gen-units":
         _gen_units_stdout(argv)
+
+
+def test_workers_block_serves_on_every_worker_and_hands_over(
+    tmp_path: Path, receiver: NotifyReceiver
+) -> None:
+    """The README's `--workers` line with the quick-start app (auto -> 2, the port a free
+    one): READY=1 once both workers are, both serve, 3 handovers under load lose nothing."""
+    port = free_dual_stack_port()
+    line = readme_blocks.substitute(
+        BLOCKS["workers"].body.strip(),
+        [("--workers auto", "--workers 2"), (":8080", f":{port}")],
+    )
+    words = shlex.split(line)
+    assert words[:2] == ["sdactivate", "run"] and words[-2:] == ["python3", "app.py"]
+    argv = [sys.executable, "-m", "sdactivate", *words[1:-2]]
+    argv += [sys.executable, str(_app(tmp_path, port))]
+    proc = subprocess.Popen(argv, env=_env() | receiver.environ, stderr=subprocess.PIPE)
+    try:
+        receiver.wait_for("READY", "1", timeout=15)
+        status = request_status(proc.pid, timeout=5)
+        assert sorted(w["worker"] for w in status["workers"]) == [0, 1]
+        assert status["message"] == "2/2 ready, generation 1"
+        load = loadgen.start("127.0.0.1", port, rate=RATE, duration=60.0, timeout=5.0)
+        time.sleep(0.5)  # pacing, not ordering: generation 1 serves some load too
+        for _ in range(3):
+            outcome = request_reload(proc.pid, timeout=30)
+            assert outcome.ok, outcome.message
+            time.sleep(0.5)  # pacing, not ordering
+        load.stop()
+        res = load.result(timeout=30)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    assert res.failed == 0 and res.ok == res.total > 0, res.summary()
+    assert len({pid for pid in res.pids() if pid}) >= 4  # two workers, more than one generation
+    assert proc.returncode == 0, err.decode(errors="replace")
+    assert b"Traceback" not in err

@@ -257,6 +257,18 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         help="with --supervise: `sdactivate run --startup-grace` (default 1)",
     )
     g.add_argument(
+        "--workers",
+        metavar="N|auto",
+        help="with --supervise: `sdactivate run --workers` (default 1; auto: the CPUs the "
+        "service may use, counted when it starts)",
+    )
+    g.add_argument(
+        "--max-starting",
+        metavar="K",
+        help="with --supervise: `sdactivate run --max-starting` (default: the CPU count); "
+        "with --workers N, TimeoutStartSec= allows ceil(N/K) rounds of --ready-timeout",
+    )
+    g.add_argument(
         "--python",
         metavar="PATH",
         help="interpreter for `-m sdactivate` with --supervise (default: this one)",
@@ -389,6 +401,8 @@ def _cmd_gen_units(args: argparse.Namespace) -> int:
         health=args.health,
         health_timeout=_run_value("--health-timeout", args.health_timeout, settings.parse_seconds),
         startup_grace=_run_value("--startup-grace", args.startup_grace, settings.parse_seconds),
+        workers=_run_value("--workers", args.workers, settings.parse_workers),
+        max_starting=_run_value("--max-starting", args.max_starting, settings.parse_max_starting),
         socket_mode=_mode(args.socket_mode),
         socket_user=args.socket_user,
         socket_group=args.socket_group,

@@ -24,10 +24,11 @@ examples:
   sdactivate reload --pid <pid>       # the same, and wait for the outcome
 
 Each generation gets the sockets as LISTEN_FDS/LISTEN_FDNAMES (LISTEN_PID = its own pid) and a
-private NOTIFY_SOCKET; it must send READY=1 once it serves, and stop accepting and exit on
-the stop signal. The old generation is told to stop only after the new one is READY (and
-passed --health). Under systemd, sockets passed to the supervisor (socket unit or fd store)
-are reused and passed on under their names.
+private NOTIFY_SOCKET (with --workers N: each of its N processes, SDACTIVATE_WORKER=0..N-1);
+it must send READY=1 once it serves, and stop accepting and exit on the stop signal. The old
+generation is told to stop only after the new one is READY (all N workers, and passed
+--health). Under systemd, sockets passed to the supervisor (socket unit or fd store) are
+reused and passed on under their names.
 """
 
 
@@ -107,6 +108,24 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         "most half of --ready-timeout)",
     )
     p.add_argument(
+        "--workers",
+        type=_workers,
+        default=settings.WORKERS,
+        metavar="N|auto",
+        help="run N copies of CMD on the same sockets, each with SDACTIVATE_WORKER=0..N-1 "
+        "(auto: the CPUs this process may use, after its affinity and cgroup CPU quota); "
+        "a handover starts N new ones and stops the old ones only once all N are READY "
+        "(default 1)",
+    )
+    p.add_argument(
+        "--max-starting",
+        type=_max_starting,
+        default=None,
+        metavar="K",
+        help="start at most K workers at once, at the start-up priority (default: the "
+        "usable CPU count)",
+    )
+    p.add_argument(
         "--fdstore",
         action="store_true",
         help="push the sockets it binds into systemd's fd store (the unit needs "
@@ -124,6 +143,14 @@ def _startup_nice(text: str) -> int:
     return _argument(settings.parse_startup_nice, text)
 
 
+def _workers(text: str) -> settings.Workers:
+    return _argument(settings.parse_workers, text)
+
+
+def _max_starting(text: str) -> int:
+    return _argument(settings.parse_max_starting, text)
+
+
 def _signal(text: str) -> signal.Signals:
     return _argument(settings.parse_signal, text)
 
@@ -139,6 +166,7 @@ def _argument(parse: Callable[[str], _T], text: str) -> _T:
 def _cmd_run(args: argparse.Namespace) -> int:
     from ..supervisor.machine import Policy
     from ..supervisor.runner import Options, run
+    from ..supervisor.workers import usable_cpus
 
     argv = list(args.argv)
     if argv[:1] == ["--"]:
@@ -158,6 +186,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
             health=args.health is not None,
             health_timeout=args.health_timeout,
             startup_grace=args.startup_grace,
+            workers=usable_cpus() if args.workers == "auto" else args.workers,
+            max_starting=usable_cpus() if args.max_starting is None else args.max_starting,
         ),
         health_cmd=args.health,
         fdstore=args.fdstore,

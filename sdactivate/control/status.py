@@ -6,6 +6,7 @@ be compared one to one with ``systemctl show -p NAME``.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ __all__ = [
     "StatusReport",
     "UnitStatus",
     "render_table",
+    "supervisor_workers",
     "unit_status",
 ]
 
@@ -76,6 +78,8 @@ class StatusReport:
     service: UnitStatus | None
     sockets: tuple[UnitStatus, ...]
     others: tuple[UnitStatus, ...] = ()
+    # an `sdactivate run` supervisor's processes, from its control socket (not D-Bus)
+    workers: tuple[Mapping[str, Any], ...] = ()
 
     def units(self) -> tuple[UnitStatus, ...]:
         head = (self.service,) if self.service else ()
@@ -90,6 +94,7 @@ class StatusReport:
             "service": one(self.service) if self.service else None,
             "sockets": [one(s) for s in self.sockets],
             "others": [one(s) for s in self.others],
+            "workers": [dict(w) for w in self.workers],
         }
 
 
@@ -142,7 +147,33 @@ def unit_status(
             for unit in related:
                 if unit.endswith((".service", ".socket")):
                     load(unit)
-    return _report(name, found.values())
+    report = _report(name, found.values())
+    if report.service is not None:
+        props = report.service.properties
+        # an `sdactivate run` supervisor's STATUS= names its generation (supervisor.machine)
+        if "generation " in str(props.get("StatusText") or ""):
+            workers = supervisor_workers(int(props.get("MainPID") or 0), timeout=timeout)
+            report = dataclasses.replace(report, workers=workers)
+    return report
+
+
+def supervisor_workers(pid: int, *, timeout: float = 5.0) -> tuple[Mapping[str, Any], ...]:
+    """The processes of ``sdactivate run`` supervisor ``pid`` (worker, pid, generation,
+    state, uptime, restarts), read from its control socket; ``()`` when ``pid`` is no
+    supervisor or this user may not ask it (only root and its own user may)."""
+    from ..errors import SdActivateError
+    from ..supervisor.client import request_status
+
+    if pid <= 0:
+        return ()
+    try:
+        answer = request_status(pid, timeout=min(timeout, 5.0))
+    except SdActivateError:
+        return ()
+    workers = answer.get("workers")
+    if not isinstance(workers, list):
+        return ()
+    return tuple(w for w in workers if isinstance(w, dict))
 
 
 def _report(name: str, units: Iterable[UnitStatus]) -> StatusReport:
@@ -210,5 +241,19 @@ def render_table(report: StatusReport, *, now: float | None = None) -> str:
         if p.get("Description") and p["Description"] != status.unit:
             lines[0] += f"  - {p['Description']}"
         lines += [f"  {label:<12} {value}" for label, value in _rows(status, now)]
+        if status is report.service and report.workers:
+            lines += _worker_rows(report.workers)
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks)
+
+
+def _worker_rows(workers: Iterable[Mapping[str, Any]]) -> list[str]:
+    rows = []
+    for i, w in enumerate(workers):
+        label = "Workers" if i == 0 else ""
+        rows.append(
+            f"  {label:<12} worker {w.get('worker', '?')}: pid {w.get('pid', '?')},"
+            f" generation {w.get('generation', '?')}, {w.get('state', '?')},"
+            f" up {float(w.get('uptime', 0)):.1f}s, {w.get('restarts', 0)} restarts"
+        )
+    return rows

@@ -39,9 +39,14 @@ __all__ = [
     "Spawned",
     "Start",
     "StopRequested",
+    "TimerKey",
     "WatchdogPing",
     "parse_extend_timeout",
 ]
+
+
+# A timer's key: (kind, generation), or (kind, generation, worker) for one worker's timer.
+TimerKey = tuple[str, int] | tuple[str, int, int]
 
 
 # --- events ------------------------------------------------------------------------------
@@ -61,19 +66,22 @@ class ReloadRequested:
 class Spawned:
     gen: int
     pid: int
+    worker: int = 0
 
 
 @dataclass(frozen=True)
 class SpawnFailed:
     gen: int
     reason: str
+    worker: int = 0
 
 
 @dataclass(frozen=True)
 class ChildReady:
-    """``READY=1`` received from this generation's process."""
+    """``READY=1`` received from this generation's process (``worker``: its index)."""
 
     gen: int
+    worker: int = 0
 
 
 @dataclass(frozen=True)
@@ -82,13 +90,14 @@ class ChildExited:
 
     gen: int
     status: int
+    worker: int = 0
 
 
 @dataclass(frozen=True)
 class Deadline:
     """A timer set with :class:`SetTimer` fired."""
 
-    key: tuple[str, int]
+    key: TimerKey
 
 
 @dataclass(frozen=True)
@@ -109,6 +118,7 @@ class WatchdogPing:
 
     gen: int
     value: str = "1"
+    worker: int = 0
 
 
 @dataclass(frozen=True)
@@ -117,6 +127,7 @@ class ExtendTimeout:
 
     gen: int
     usec: int
+    worker: int = 0
 
 
 # systemd's usec_t: USEC_INFINITY is 2^64-1, and service.c ignores an EXTEND_TIMEOUT_USEC=
@@ -161,34 +172,40 @@ Event = (
 @dataclass(frozen=True)
 class Spawn:
     """Start generation ``gen``; answer with :class:`Spawned` or :class:`SpawnFailed`.
-    ``lowered``: at the start-up priority (another generation is serving)."""
+    ``lowered``: at the start-up priority (another generation is serving); ``worker``: the
+    index (``SDACTIVATE_WORKER``) of the process to start."""
 
     gen: int
     lowered: bool = False
+    worker: int = 0
 
 
 @dataclass(frozen=True)
 class Signal:
+    """Send ``signum`` to the generation's processes (``worker`` None), or to one of them."""
+
     gen: int
     signum: int
+    worker: int | None = None
 
 
 @dataclass(frozen=True)
 class Kill:
-    """SIGKILL the generation (it is then reaped normally)."""
+    """SIGKILL the generation (``worker`` None), or one worker; it is then reaped normally."""
 
     gen: int
+    worker: int | None = None
 
 
 @dataclass(frozen=True)
 class SetTimer:
-    key: tuple[str, int]
+    key: TimerKey
     seconds: float
 
 
 @dataclass(frozen=True)
 class CancelTimer:
-    key: tuple[str, int]
+    key: TimerKey
 
 
 @dataclass(frozen=True)
@@ -228,9 +245,11 @@ class Log:
 
 @dataclass(frozen=True)
 class Promote:
-    """Lift ``gen``'s start-up priority: it took over, or its start-up ran too long."""
+    """Lift ``gen``'s start-up priority (or one worker's): it took over, or its start-up
+    ran too long."""
 
     gen: int
+    worker: int | None = None
 
 
 @dataclass(frozen=True)

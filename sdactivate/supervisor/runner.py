@@ -30,7 +30,7 @@ from ..errors import SdActivateError
 from . import machine as m
 from ._os import parent_pid, sockname
 from .control import Connection, ControlServer
-from .events import parse_extend_timeout
+from .events import TimerKey, parse_extend_timeout
 
 __all__ = ["HEALTH_FD_NAME", "Listener", "Options", "Runner", "run"]
 
@@ -79,9 +79,14 @@ class Options:
 
 @dataclass
 class _Gen:
+    """One process: worker ``worker`` of generation ``gen``."""
+
+    gen: int
+    worker: int
     child: Child
     health_addr: tuple[str, int] | None
     lowered: bool  # still at the start-up priority
+    started: float  # time.monotonic() at its spawn
 
 
 @dataclass
@@ -120,9 +125,9 @@ class Runner:
         self._control_env = {k: env[k] for k in _CONTROL_DIR_ENV if k in env}
         self._child_env = {k: v for k, v in env.items() if k not in _PRIVATE_ENV}
         self.machine = m.Machine(self.options.policy)
-        self._gens: dict[int, _Gen] = {}
-        self._pids: dict[int, int] = {}  # pid -> generation
-        self._timers: dict[tuple[str, int], float] = {}
+        self._gens: dict[tuple[int, int], _Gen] = {}  # (generation, worker) -> process
+        self._pids: dict[int, tuple[int, int]] = {}  # pid -> (generation, worker)
+        self._timers: dict[TimerKey, float] = {}
         self._checks: dict[int, _Check] = {}
         self._requests: dict[int, Connection] = {}
         self._reading: dict[int, None] = {}  # requests not read yet, oldest first
@@ -262,11 +267,10 @@ class Runner:
 
     def _do(self, action: m.Action) -> None:
         if isinstance(action, m.Spawn):
-            self._spawn(action.gen, lowered=action.lowered)
+            self._spawn(action.gen, action.worker, lowered=action.lowered)
         elif isinstance(action, m.Signal | m.Kill):
-            g = self._gens.get(action.gen)
             sig = signal.SIGKILL if isinstance(action, m.Kill) else action.signum
-            if g is not None:
+            for g in self._processes(action.gen, action.worker):
                 with contextlib.suppress(ProcessLookupError):
                     signal.pidfd_send_signal(g.child.pidfd, sig)
         elif isinstance(action, m.SetTimer):
@@ -294,19 +298,23 @@ class Runner:
         elif isinstance(action, m.Log):
             getattr(log, action.level)("%s", action.message)
         elif isinstance(action, m.Promote):
-            g = self._gens.get(action.gen)
-            if g is not None and g.lowered:
-                renice_tree(g.child.pid, self._base_nice, policy=self._base_policy)
-                g.lowered = False
+            for g in self._processes(action.gen, action.worker):
+                if g.lowered:
+                    renice_tree(g.child.pid, self._base_nice, policy=self._base_policy)
+                    g.lowered = False
         elif isinstance(action, m.Exit):
             self._exit = action.code
 
     # --- children ---------------------------------------------------------------------------
-    def _spawn(self, gen: int, *, lowered: bool) -> None:
+    def _processes(self, gen: int, worker: int | None) -> list[_Gen]:
+        """Generation ``gen``'s processes (``worker`` None), or its worker ``worker``."""
+        return [g for (n, i), g in self._gens.items() if n == gen and worker in (None, i)]
+
+    def _spawn(self, gen: int, worker: int, *, lowered: bool) -> None:
         fds = [lst.sock.fileno() for lst in self.listeners]
         names = [lst.name for lst in self.listeners]
         health: socket.socket | None = None
-        env = dict(self._child_env, SDACTIVATE_GENERATION=str(gen))
+        env = dict(self._child_env, SDACTIVATE_GENERATION=str(gen), SDACTIVATE_WORKER=str(worker))
         try:
             if self.options.health_cmd is not None:
                 health = socket.create_server(("127.0.0.1", 0), backlog=128)
@@ -328,22 +336,31 @@ class Runner:
                 priority=self._priority if lowered else None,
             )
         except (SdActivateError, OSError) as exc:
-            self._feed(m.SpawnFailed(gen, str(exc)))
+            self._feed(m.SpawnFailed(gen, str(exc), worker))
             return
         finally:
             if health is not None:
                 addr = health.getsockname()
                 health.close()  # the child holds its copy; ours would keep it open
-        self._gens[gen] = _Gen(
-            child, addr if health is not None else None, lowered and self._priority is not None
+        self._gens[gen, worker] = _Gen(
+            gen,
+            worker,
+            child,
+            addr if health is not None else None,
+            lowered and self._priority is not None,
+            time.monotonic(),
         )
-        self._pids[child.pid] = gen
-        self._sel.register(child.pidfd, selectors.EVENT_READ, ("child", gen))
-        log.info("generation %d: started pid %d", gen, child.pid)
-        self._feed(m.Spawned(gen, child.pid))
+        self._pids[child.pid] = (gen, worker)
+        self._sel.register(child.pidfd, selectors.EVENT_READ, ("child", (gen, worker)))
+        if self.options.policy.workers > 1:
+            log.info("generation %d: worker %d started, pid %d", gen, worker, child.pid)
+        else:
+            log.info("generation %d: started pid %d", gen, child.pid)
+        self._feed(m.Spawned(gen, child.pid, worker))
 
-    def _on_child_exit(self, gen: int) -> None:
-        g = self._gens.pop(gen)
+    def _on_child_exit(self, key: tuple[int, int]) -> None:
+        gen, worker = key
+        g = self._gens.pop(key)
         self._sel.unregister(g.child.pidfd)
         os.close(g.child.pidfd)
         _, status, usage = os.wait4(g.child.pid, 0)
@@ -358,16 +375,18 @@ class Runner:
             usage.ru_maxrss / 1024,
             usage.ru_majflt,
         )
-        self._feed(m.ChildExited(gen, os.waitstatus_to_exitcode(status)))
+        self._feed(m.ChildExited(gen, os.waitstatus_to_exitcode(status), worker))
 
     # --- health checks ----------------------------------------------------------------------
     def _run_check(self, gen: int) -> None:
-        g = self._gens.get(gen)
+        # against one new worker (the lowest index): each has its own health socket
+        g = min(self._processes(gen, None), key=lambda p: p.worker, default=None)
         assert self.options.health_cmd is not None and g is not None and g.health_addr
         host, port = g.health_addr
         env = dict(
             self._child_env,
             SDACTIVATE_GENERATION=str(gen),
+            SDACTIVATE_WORKER=str(g.worker),
             SDACTIVATE_PID=str(g.child.pid),
             SDACTIVATE_HEALTH_HOST=host,
             SDACTIVATE_HEALTH_PORT=str(port),
@@ -406,11 +425,12 @@ class Runner:
     # --- notify socket ----------------------------------------------------------------------
     def _on_notify(self) -> None:
         assert self._notify is not None
-        for gen, fields in self._notify.messages(self._generation_of):
-            self._on_child_message(gen, fields)
+        for (gen, worker), fields in self._notify.messages(self._generation_of):
+            self._on_child_message(gen, fields, worker)
 
-    def _generation_of(self, pid: int) -> int | None:
-        """The generation ``pid`` belongs to: a child, or a descendant (NotifyAccess=all)."""
+    def _generation_of(self, pid: int) -> tuple[int, int] | None:
+        """The (generation, worker) ``pid`` belongs to: a child, or a descendant of one
+        (NotifyAccess=all)."""
         for _ in range(8):
             if pid in self._pids:
                 return self._pids[pid]
@@ -420,15 +440,15 @@ class Runner:
             pid = parent
         return None
 
-    def _on_child_message(self, gen: int, fields: list[tuple[str, str]]) -> None:
+    def _on_child_message(self, gen: int, fields: list[tuple[str, str]], worker: int = 0) -> None:
         for key, value in fields:
             if key == "READY" and value == "1":
-                self._feed(m.ChildReady(gen))
+                self._feed(m.ChildReady(gen, worker))
             elif key == "WATCHDOG" and value in ("1", "trigger"):
-                self._feed(m.WatchdogPing(gen, value))
+                self._feed(m.WatchdogPing(gen, value, worker))
             elif key == "EXTEND_TIMEOUT_USEC":
                 if (usec := parse_extend_timeout(value)) is not None:
-                    self._feed(m.ExtendTimeout(gen, usec))
+                    self._feed(m.ExtendTimeout(gen, usec, worker))
                 else:
                     log.warning("generation %d: EXTEND_TIMEOUT_USEC=%.40r ignored", gen, value)
             elif key == "STATUS":
@@ -525,6 +545,7 @@ class Runner:
                 {"generation": x.number, "pid": x.pid, "state": x.state.value}
                 for x in mach.gens.values()
             ],
+            "workers": self._workers_status(),
             "upgrades_ok": mach.upgrades_ok,
             "upgrades_failed": mach.upgrades_failed,
             "notify_socket": self.notify_address,
@@ -532,6 +553,31 @@ class Runner:
                 {"name": lst.name, "address": sockname(lst.sock)} for lst in self.listeners
             ],
         }
+
+    def _workers_status(self) -> list[dict[str, Any]]:
+        """Every process: pid, generation, worker index, state, uptime, restarts."""
+        now = time.monotonic()
+        out = []
+        for (gen, index), p in sorted(self._gens.items(), key=lambda kv: kv[0]):
+            g = self.machine.gens.get(gen)
+            w = g.workers.get(index) if g is not None else None
+            if g is None or w is None:
+                state = "exiting"
+            elif g.state in (m.GenState.DRAINING, m.GenState.FAILED):
+                state = g.state.value
+            else:
+                state = w.state.value
+            out.append(
+                {
+                    "worker": index,
+                    "pid": p.child.pid,
+                    "generation": gen,
+                    "state": state,
+                    "uptime": round(now - p.started, 3),
+                    "restarts": w.restarts if w is not None else 0,
+                }
+            )
+        return out
 
 
 def run(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import signal
+from typing import Literal
 
 from .._priority import valid_startup_nice
 
@@ -18,15 +19,22 @@ __all__ = [
     "DRAIN_TIMEOUT",
     "HEALTH_TIMEOUT",
     "MAX_SECONDS",
+    "MAX_WORKERS",
     "READY_TIMEOUT",
     "STARTUP_GRACE",
     "STARTUP_NICE",
     "STOP_SIGNAL",
+    "WORKERS",
+    "Workers",
+    "check_count",
     "check_seconds",
     "check_signal",
+    "check_workers",
+    "parse_max_starting",
     "parse_seconds",
     "parse_signal",
     "parse_startup_nice",
+    "parse_workers",
     "seconds_text",
 ]
 
@@ -36,6 +44,11 @@ HEALTH_TIMEOUT = 10.0  # --health-timeout
 STARTUP_GRACE = 1.0  # --startup-grace
 STARTUP_NICE = 10  # --startup-nice
 STOP_SIGNAL = signal.SIGTERM  # --stop-signal
+WORKERS = 1  # --workers; --max-starting's default is the usable CPU count (workers.py)
+# More processes than this on one socket is a typo (or a fork bomb), not a deployment.
+MAX_WORKERS = 1024
+
+Workers = int | Literal["auto"]
 # The supervisor waits for its next timer in one epoll_wait(2), whose timeout is an int of
 # milliseconds (INT_MAX ms = 24.8 days); a longer timeout is refused, not overflowed.
 MAX_SECONDS = 24 * 86400
@@ -100,3 +113,36 @@ def parse_startup_nice(text: str) -> int:
     if not valid_startup_nice(value):
         raise ValueError(f"{text!r}: not a nice value 0..19")
     return int(text)
+
+
+def check_count(value: object, *, what: str) -> int:
+    """A count of processes: an int, 1..:data:`MAX_WORKERS`."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_WORKERS:
+        raise ValueError(f"{what} must be a whole number 1..{MAX_WORKERS}, got {value!r}")
+    return value
+
+
+def check_workers(value: object) -> Workers:
+    """``--workers``: a count (:func:`check_count`) or ``"auto"`` (the usable CPUs)."""
+    if value == "auto":
+        return "auto"
+    return check_count(value, what="--workers")
+
+
+def parse_workers(text: str) -> Workers:
+    """``--workers 4`` or ``--workers auto``."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    return check_workers(_int(text, "--workers"))
+
+
+def parse_max_starting(text: str) -> int:
+    """``--max-starting K``: at most K new workers start at once, 1..:data:`MAX_WORKERS`."""
+    return check_count(_int(text, "--max-starting"), what="--max-starting")
+
+
+def _int(text: str, what: str) -> int | str:
+    try:
+        return int(text.strip()) if text.strip().isascii() else text
+    except ValueError:
+        return text

@@ -440,9 +440,15 @@ def _start_timeout(r: Resolved) -> float | None:
     --ready-timeout (+ --health-timeout) of starting a generation, and a reload asked for
     while the previous generation drains starts it only after the drain (--drain-timeout)."""
     o = r.options
-    if o.ready_timeout is None and o.health is None and o.drain_timeout is None:
+    # --workers N --max-starting K: N workers start in ceil(N/K) rounds, and each round
+    # gets ready_timeout (without K, `run` starts as many at once as the host has CPUs)
+    rounds = 1
+    if isinstance(o.workers, int) and o.max_starting is not None:
+        rounds = -(-o.workers // o.max_starting)
+    if o.ready_timeout is None and o.health is None and o.drain_timeout is None and rounds == 1:
         return None  # systemd's default 90s (systemd-system.conf(5)) as before
     ready = settings.READY_TIMEOUT if o.ready_timeout is None else o.ready_timeout
+    ready *= rounds
     health = 0.0
     if o.health is not None:
         health = settings.HEALTH_TIMEOUT if o.health_timeout is None else o.health_timeout

@@ -67,6 +67,8 @@ class Options:
     health: str | None = None  # a shell command
     health_timeout: float | None = None
     startup_grace: float | None = None
+    workers: settings.Workers | None = None  # an int or "auto"
+    max_starting: int | None = None
     # file-system (AF_UNIX path) sockets: systemd.socket(5) SocketMode= (None: 0666, the
     # default, written with a comment), SocketUser=, SocketGroup= (None: root, or the user)
     socket_mode: int | None = None
@@ -152,4 +154,8 @@ def run_arguments(options: Options) -> list[str]:
     ):
         if seconds is not None:
             out += [flag, settings.seconds_text(seconds)]
+    if options.workers is not None:
+        out += ["--workers", str(options.workers)]
+    if options.max_starting is not None:
+        out += ["--max-starting", str(options.max_starting)]
     return out

@@ -42,6 +42,8 @@ _RUN_ONLY = (  # `sdactivate run` options that mean nothing without --supervise
     ("--health", "health"),
     ("--health-timeout", "health_timeout"),
     ("--startup-grace", "startup_grace"),
+    ("--workers", "workers"),
+    ("--max-starting", "max_starting"),
 )
 # systemd's valid_user_group_name() (strict): what useradd(8) also accepts; or a uid/gid
 _OVERFLOW_IDS = ("nobody", "nogroup", "65534")  # user_namespaces(7) overflow uid/gid
@@ -371,6 +373,10 @@ def _check_run_options(options: Options) -> None:
         try:
             if field == "stop_signal":
                 settings.check_signal(value)
+            elif field == "workers":
+                settings.check_workers(value)
+            elif field == "max_starting":
+                settings.check_count(value, what=flag)
             else:
                 settings.check_seconds(value)
         except ValueError as exc:
