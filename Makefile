@@ -127,9 +127,19 @@ test: lint typecheck import-cycles matrix
 demo: setup-demo
 	$(PY) examples/demo.py
 
+# `make bench`: the restart modes and the peers side by side (bench/run.py, BENCH_ARGS), then
+# the `run --workers` benchmarks (bench/workers.py, WORKERS_ARGS: scaling, 20 handovers at
+# N=4, faults; results in bench/results/workers/). The peers (issue 15) install here only,
+# never in `make test`: a peer that does not install (uWSGI compiles a C extension) is
+# reported unavailable by its modes, and the rest still runs.
+BENCH_PEERS := uwsgi==2.0.31 circus==0.19.0
+
 bench: setup
 	$(PIP) matplotlib==3.10.7
+	@for p in $(BENCH_PEERS); do $(PIP) $$p \
+		|| echo "bench: $$p did not install; its modes will be reported unavailable"; done
 	$(PY) bench/run.py $(BENCH_ARGS)
+	$(PY) bench/workers.py $(WORKERS_ARGS)
 
 # The supervisor's own CPU and wall time per handover, with a trivial Go (needs `go`) and Python
 # generation; e.g. BENCH_ARGS="--tree /tmp/before --tree . --rounds 5" to compare two copies.

@@ -296,6 +296,7 @@ def markdown(data: dict[str, Any]) -> str:
             f" {_f(rss)} / {_f(cpu)} / {_f(sup.get('idle_cpu_pct'))} |"
             f" {_stall_cell(run.get('stalls'))} |"
         )
+    lines += peers_table(data.get("runs", []))
     micro = data.get("micro_rows") or []
     if micro:
         lines += [
@@ -314,7 +315,9 @@ def markdown(data: dict[str, Any]) -> str:
         "connections). refused = ECONNREFUSED; reset = ECONNRESET/EPIPE/short response; "
         "lost = non-2xx or never sent. gap = longest time with no completed request around a "
         "restart. 'restart' = trigger until the mode reports done (systemctl returned; READY "
-        "after handover; MAINPID from the old process; gunicorn: old workers/master gone). "
+        "after handover, and every old worker gone; MAINPID from the old process; gunicorn: "
+        "old workers/master gone; uWSGI: 'chain reloading complete' logged and old workers "
+        "gone; circus: reload answered and old processes gone). MODE:N = N workers. "
         "Machine stalls: a SCHED_FIFO canary per CPU (bench/stalls.py) saw a 1 ms sleep last "
         "> 5 ms; the last column drops the ok requests in flight during one (failures always "
         "count) and compares the stall rate inside restart windows with outside.",
@@ -332,6 +335,51 @@ def markdown(data: dict[str, Any]) -> str:
             "sees it): " + ", ".join(faults) + ".",
         ]
     return "\n".join(lines) + "\n"
+
+
+PEERS = ("P1-HUP", "P2-chain", "P3-circus")  # issue 15: against sdactivate run (C3)
+
+
+def peers_table(runs: Sequence[dict[str, Any]]) -> list[str]:
+    """Issue 15's comparison: per worker count and workload, each peer's failures, added
+    p99.9, window max and restart time beside C3's of the same run, and the ratios
+    (peer / C3) of the window max and the restart time."""
+    done = [r for r in runs if "skipped" not in r and r.get("window_ms")]
+    base = {
+        (r.get("workers", 1), r["workload"]): r for r in done if r["mode"].split(":")[0] == "C3"
+    }
+    rows = []
+    for r in done:
+        mode = r["mode"].split("@")[0].split(":")[0]
+        c3 = base.get((r.get("workers", 1), r["workload"]))
+        if mode not in PEERS or c3 is None:
+            continue
+        ratio_max = _ratio(r["window_ms"].get("max"), c3["window_ms"].get("max"))
+        ratio_restart = _ratio(r["restart_ms"]["median"], c3["restart_ms"]["median"])
+        rows.append(
+            f"| {r.get('workers', 1)} | {r['workload']} | {r['title']} | {r['counts']['failed']}"
+            f" / {c3['counts']['failed']} | {_f((r.get('added_ms') or {}).get('p99.9'))} / "
+            f"{_f((c3.get('added_ms') or {}).get('p99.9'))} | {_f(r['window_ms'].get('max'))} "
+            f"/ {_f(c3['window_ms'].get('max'))} ({ratio_max}) | "
+            f"{_f(r['restart_ms']['median'])} / {_f(c3['restart_ms']['median'])} "
+            f"({ratio_restart}) |"
+        )
+    if not rows:
+        return []
+    return [
+        "",
+        "Against the peers (same run, same load; each cell: peer / `sdactivate run` (C3) "
+        "with as many workers; ratio = peer / C3):",
+        "",
+        "| workers | workload | peer | failed | added p99.9 ms | window max ms (ratio) | "
+        "restart ms, median (ratio) |",
+        "|---|---|---|---|---|---|---|",
+        *sorted(rows),
+    ]
+
+
+def _ratio(a: float | None, b: float | None) -> str:
+    return f"{a / b:.1f}x" if a is not None and b else "-"
 
 
 def _stall_cell(st: dict[str, Any] | None) -> str:

@@ -1,8 +1,13 @@
 """``make bench``: micro-benchmarks, then every restart mode under the same open-loop load.
 
-    .venv/bin/python bench/run.py                 # default, about 3 minutes
+    .venv/bin/python bench/run.py                 # default, about 8 minutes
     .venv/bin/python bench/run.py --modes C1,C3   # a subset
+    .venv/bin/python bench/run.py --app bench --modes C3,C3:4,P1-HUP,P1-HUP:4,P2-chain,\
+        P2-chain:4,P3-circus,P3-circus:4          # issue 15: the peers, 1 and 4 workers
     .venv/bin/python bench/run.py --long          # >= 1000 restarts, >= 10^6 connections per mode
+
+``MODE:N`` runs a mode with N workers (``sdactivate run --workers N``, or the peer's own
+worker count); the report sets each peer beside C3 with as many workers.
 
 Each (mode, workload) run: start the service, start the load generator (open loop,
 ``--rate`` req/s, new connection per request or 50 keep-alive connections), restart
@@ -32,7 +37,23 @@ from tests.support import free_port, wait_until
 
 LOADGEN_CPU = 1
 # C4@bench: the Upgrader driven by the asyncio bench app, beside examples/upgrader_app.py
-DEFAULT_MODES = ("C0", "C1", "C2", "C3", "C4", "C4@bench", "P1-HUP", "P1-USR2")
+# MODE:N: N workers (issue 15: sdactivate run --workers N and the peers, 1 and 4 each)
+DEFAULT_MODES = (
+    "C0",
+    "C1",
+    "C2",
+    "C3",
+    "C3:4",
+    "C4",
+    "C4@bench",
+    "P1-HUP",
+    "P1-HUP:4",
+    "P1-USR2",
+    "P2-chain",
+    "P2-chain:4",
+    "P3-circus",
+    "P3-circus:4",
+)
 
 
 def _version_of(python: str) -> str:
@@ -120,12 +141,21 @@ def run_one(
     keepalive = workload == "keepalive"
     restarts_n = cfg.restarts_ka if keepalive else cfg.restarts
     port = free_port()
-    base_id, _, app = mode_id.partition("@")  # "C4@bench": C4 with bench/modes/app.py
+    # "C4@bench": C4 with bench/modes/app.py; "C3:4": C3 with 4 workers
+    base_id, workers, app = modes.split_id(mode_id)
     app = app or cfg.app
-    m = modes.make(base_id, port=port, keepalive=keepalive, app=app, pool=pool, pin=cfg.pin)
+    m = modes.make(
+        base_id, port=port, keepalive=keepalive, app=app, pool=pool, pin=cfg.pin, workers=workers
+    )
     title = m.title + (f" [{app} app]" if app != cfg.app else "")
-    out: dict[str, Any] = {"mode": mode_id, "title": title, "workload": workload, "app": app}
-    m.log = modes.base.scratch_dir() / f"{base_id}-{app}-{workload}-{port}.log"
+    out: dict[str, Any] = {
+        "mode": mode_id,
+        "title": title,
+        "workload": workload,
+        "app": app,
+        "workers": workers,
+    }
+    m.log = modes.base.scratch_dir() / f"{base_id}-{workers}-{app}-{workload}-{port}.log"
     try:
         m.check()
         m.start()
@@ -140,7 +170,10 @@ def run_one(
         with contextlib.suppress(Exception):
             m.stop()
         return out
-    duration = cfg.warmup + restarts_n * cfg.interval + cfg.tail + 0.5
+    interval = max(cfg.interval, m.restart_hint_s)
+    if interval > cfg.interval:
+        m.notes.append(f"restarts every {interval:g} s (this mode's restart takes ~that long)")
+    duration = cfg.warmup + restarts_n * interval + cfg.tail + 0.5
     restarts: list[modes.Restart] = []
     sup_first = m.supervisor_pid()
     idle0 = proc_sample(sup_first) if sup_first else None
@@ -165,11 +198,11 @@ def run_one(
     )
     try:
         for k in range(restarts_n):
-            target = h.t0 + cfg.warmup + k * cfg.interval
+            target = h.t0 + cfg.warmup + k * interval
             if time.monotonic() > h.t0 + duration - cfg.tail - 1.0:
                 m.notes.append(
                     f"{restarts_n - k} restart(s) not run: earlier ones overran the "
-                    f"{cfg.interval} s interval and the load ends"
+                    f"{interval} s interval and the load ends"
                 )
                 break
             time.sleep(max(0.0, target - time.monotonic()))

@@ -6,7 +6,15 @@ the client asks ``Connection: close``. It is the same program in every restart m
 * ``--socket plain:HOST:PORT``        binds itself (no activation; what people do without it);
 * ``--socket inherit``                takes ``sdactivate.listeners()`` (socket unit, supervisor);
 * ``--socket fdstore:HOST:PORT=NAME`` ``sdactivate.fdstore.listen()`` (fd store, no socket unit);
-* ``--socket upgrader:HOST:PORT``     ``sdactivate.Upgrader`` (SIGHUP re-executes this program).
+* ``--socket upgrader:HOST:PORT``     ``sdactivate.Upgrader`` (SIGHUP re-executes this program);
+* ``--socket fd:N``                   an inherited listening fd (circus: ``$(circus.sockets.X)``).
+
+``--work-iters N`` adds N iterations of a pure-Python loop to every request (a CPU-bound
+handler: bench/workers.py calibrates N to ~1 ms). ``--fault-file PATH`` makes a worker of
+``sdactivate run --workers`` misbehave at start-up when PATH names its index
+(``$SDACTIVATE_WORKER``): ``exit:I`` exits 3 before READY, ``never-ready:I`` never sends
+READY (nor accepts), ``crash:I`` exits 3 ``--crash-after`` s after READY (the requests it
+accepted fail); read once at start, so only the generations started while it says so.
 
 It sends READY=1 once it serves (if ``NOTIFY_SOCKET`` is set) and drains on SIGTERM (or when
 the Upgrader hands over): stop accepting, finish in-flight requests, answer the next request
@@ -70,8 +78,17 @@ def read_trace(path: str | os.PathLike[str]) -> list[tuple[int, float, float, fl
     ]
 
 
+def _busy(iters: int) -> int:
+    """``iters`` turns of a pure-Python loop (the CPU-bound handler's work)."""
+    x = 0
+    for i in range(iters):
+        x ^= i
+    return x
+
+
 class _State:
-    def __init__(self, idle_grace: float) -> None:
+    def __init__(self, idle_grace: float, work_iters: int = 0) -> None:
+        self.work_iters = work_iters
         self.draining = False
         self.conns: set[_Http] = set()
         self.tasks: set[asyncio.Task[None]] = set()  # connect_accepted_socket() in progress
@@ -112,6 +129,8 @@ class _Http(asyncio.Protocol):
         self.buf += data
         while (end := self.buf.find(b"\r\n\r\n")) >= 0:
             head, self.buf = self.buf[:end], self.buf[end + 4 :]
+            if self.state.work_iters:
+                _busy(self.state.work_iters)
             if b"connection: close" in head.lower() or self.state.draining:
                 self.transport.write(self.state.close)
                 self.transport.close()
@@ -149,6 +168,8 @@ def _acquire(spec: str) -> tuple[socket.socket, Any]:
 
         addr, _, name = spec[len("fdstore:") :].rpartition("=")
         return fdstore.listen(addr, name=name), None
+    if spec.startswith("fd:"):
+        return socket.socket(fileno=int(spec[len("fd:") :])), None
     if spec.startswith("upgrader:"):
         import sdactivate
 
@@ -195,13 +216,34 @@ def _accept_from(loop: asyncio.AbstractEventLoop, sock: socket.socket, state: _S
     loop.add_reader(sock.fileno(), on_readable)
 
 
+def _fault(path: str | None) -> str:
+    """This worker's fault from ``--fault-file`` ("exit", "never-ready", "crash" or "")."""
+    if not path:
+        return ""
+    try:
+        kind, _, index = Path(path).read_text().strip().partition(":")
+    except OSError:
+        return ""
+    return kind if index and index == os.environ.get("SDACTIVATE_WORKER") else ""
+
+
 async def _serve(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
+    fault = _fault(args.fault_file)
+    if fault == "exit":
+        print(f"bench app {os.getpid()}: fault: exit at start-up", file=sys.stderr)
+        os._exit(3)
+    if fault == "never-ready":
+        print(f"bench app {os.getpid()}: fault: never ready", file=sys.stderr)
+        await asyncio.sleep(args.lifetime)  # the supervisor's ready timeout stops us
+        return
     sock, upg = _acquire(args.socket)
     sock.setblocking(False)
-    state = _State(args.idle_grace)
+    state = _State(args.idle_grace, args.work_iters)
     _accept_from(loop, sock, state)
     stop = asyncio.Event()
+    if fault == "crash":
+        loop.call_later(args.crash_after, os._exit, 3)
     if upg is not None:
         upg.ready()
         threading.Thread(
@@ -245,6 +287,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--drain-timeout", type=float, default=5.0)
     p.add_argument("--idle-grace", type=float, default=0.3)
     p.add_argument("--lifetime", type=float, default=900.0)
+    p.add_argument("--work-iters", type=int, default=0, help="CPU work per request")
+    p.add_argument("--fault-file", default=None)
+    p.add_argument("--crash-after", type=float, default=0.2)
     args = p.parse_args(argv)
     if args.startup_delay_ms:
         time.sleep(args.startup_delay_ms / 1e3)

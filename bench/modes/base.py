@@ -71,6 +71,9 @@ class Mode:
     pin: bool = True  # run the service on SERVICE_CPU
     log: Path | None = None  # the service's stdout/stderr (host modes)
     notes: list[str] = field(default_factory=list)
+    # s a restart is known to take at least (uWSGI's chain reload: ~1 s per worker); run.py
+    # spaces this mode's restarts by at least that much, so the run keeps its restart count
+    restart_hint_s: float = 0.0
 
     def check(self) -> None:
         """Raise ModeUnavailable if a piece is missing."""

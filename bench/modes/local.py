@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,8 +39,9 @@ READY_TIMEOUT = 30.0
 POLL = 0.002  # s: where a restart's end is seen by polling, the poll is its resolution
 
 
-def app_argv(app: str, how: str, port: int) -> list[str]:
-    """The service's command line for one way of getting its socket."""
+def app_argv(app: str, how: str, port: int, extra: Sequence[str] = ()) -> list[str]:
+    """The service's command line for one way of getting its socket (``extra``: more
+    options, for bench/modes/app.py only)."""
     addr = f"127.0.0.1:{port}"
     if app == "examples":
         if how == "plain":
@@ -56,8 +58,8 @@ def app_argv(app: str, how: str, port: int) -> list[str]:
             "inherit": "inherit",
             "fdstore": f"fdstore:{addr}=http",
             "upgrader": f"upgrader:{addr}",
-        }[how]
-        return [PYTHON, str(BENCH_APP), "--socket", spec]
+        }.get(how, how)  # "fd:N"
+        return [PYTHON, str(BENCH_APP), "--socket", spec, *extra]
     raise ValueError(how)
 
 
@@ -123,19 +125,33 @@ class PlainRestart(Mode):
 
 @dataclass
 class SupervisorHandover(Mode):
-    """C3: ``sdactivate run --listen ADDR=http -- APP``; restart = SIGHUP to the supervisor."""
+    """C3: ``sdactivate run --listen ADDR=http -- APP``; restart = SIGHUP to the supervisor.
+
+    ``workers`` > 1 adds ``--workers N`` (issue 15): a restart is then complete once the
+    supervisor is READY again and every worker of the old generation has exited.
+    """
 
     id: str = "C3"
     title: str = "sdactivate run handover (SIGHUP)"
     supervisor_label: str = "sdactivate run"
+    workers: int = 1
+    ready_timeout: float = 30.0
+    app_extra: list[str] = field(default_factory=list)  # more options for bench/modes/app.py
+    run_extra: list[str] = field(default_factory=list)  # more options for `sdactivate run`
     proc: subprocess.Popen[bytes] | None = None
     rx: NotifyReceiver | None = None
+
+    def __post_init__(self) -> None:
+        if self.workers != 1:
+            self.title += f", {self.workers} workers"
 
     def check(self) -> None:
         check_app(self.app, "inherit")
         for mod in ("sdactivate.supervisor.runner", "sdactivate.cli.run"):
             if (why := have_module(mod)) is not None:
                 raise ModeUnavailable(f"{mod}: {why}")
+        if self.workers != 1 and (why := run_lacks("--workers")) is not None:
+            raise ModeUnavailable(why)
 
     def start(self) -> None:
         self.rx = NotifyReceiver(thread=True)
@@ -147,11 +163,13 @@ class SupervisorHandover(Mode):
             "--listen",
             f"127.0.0.1:{self.port}=http",
             "--ready-timeout",
-            "30",
+            f"{self.ready_timeout:g}",
             "--drain-timeout",
             "15",
+            *(["--workers", str(self.workers)] if self.workers != 1 else []),
+            *self.run_extra,
             "--",
-            *app_argv(self.app, "inherit", self.port),
+            *app_argv(self.app, "inherit", self.port, self.app_extra),
         ]
         since = len(self.rx.messages)
         self.proc = popen(argv, env=self.rx.environ, pin=self.pin, log=self.log)
@@ -197,6 +215,18 @@ class SupervisorHandover(Mode):
                 kill_pid(k)
         if self.rx is not None:
             self.rx.close()
+
+
+def run_lacks(option: str) -> str | None:
+    """None if ``sdactivate run`` (the services' interpreter) has ``option``, else why not."""
+    r = subprocess.run(
+        [PYTHON, "-m", "sdactivate", "run", "--help"],
+        capture_output=True,
+        text=True,
+        cwd=BENCH.parent,
+        check=False,
+    )
+    return None if option in r.stdout else f"`sdactivate run` has no {option} here"
 
 
 @dataclass
@@ -262,7 +292,7 @@ class InProcessUpgrade(Mode):
 
 @dataclass
 class Gunicorn(Mode):
-    """P1: gunicorn (gthread, 2 workers x 4 threads) on the WSGI twin of the app.
+    """P1: gunicorn (gthread, ``workers`` x 4 threads) on the WSGI twin of the app.
 
     ``signal_kind="HUP"``: reload (new workers, old ones stop gracefully); complete when
     no old worker is left. ``"USR2"``: new master; once it sent READY=1 and has its
@@ -273,12 +303,15 @@ class Gunicorn(Mode):
     title: str = "gunicorn HUP"
     supervisor_label: str = "gunicorn master"
     signal_kind: str = "HUP"
-    workers: int = 2
+    workers: int = 1
     proc: subprocess.Popen[bytes] | None = None
     master: int = 0
     masters: list[int] = field(default_factory=list)
     rx: NotifyReceiver | None = None
     pidfile: Path | None = None
+
+    def __post_init__(self) -> None:
+        self.title += f", {self.workers} worker{'s' if self.workers != 1 else ''} x 4 threads"
 
     def check(self) -> None:
         if (why := have_module("gunicorn", VENV_PYTHON)) is not None:
