@@ -16,29 +16,11 @@ from contextlib import ExitStack, contextmanager
 
 from integration.helpers import PYTHON, gen_units, http_get, main_pid, sandbox_version, wait_state
 from integration.sandbox import CODE_DIR, Sandbox, Units, free_port
+from tests.support import SQUAT
 
 NOBODY = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
 CLI_ENV = {"PYTHONPATH": CODE_DIR}
 
-# Binds the control names the supervisor used before (`\0sdactivate-run/<pid-ns>/<pid>`,
-# abstract, so no permission applies) for the next COUNT pids; prints how many it holds,
-# then keeps them until stdin closes.
-SQUAT = r"""
-import os, socket, sys
-ns = os.stat("/proc/self/ns/pid").st_ino
-first = int(open("/proc/sys/kernel/ns_last_pid").read())
-held = []
-for pid in range(first + 1, first + int(sys.argv[1])):
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        s.bind(b"\0sdactivate-run/%d/%d" % (ns, pid))
-        s.listen(1)
-        held.append(s)
-    except OSError:
-        s.close()
-print(first, len(held), flush=True)
-sys.stdin.read()
-"""
 
 # Connects as fast as it can, until stdin closes, to every control endpoint of supervisor
 # PID it can name: the old abstract name, and any sdactivate-control path in the

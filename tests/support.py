@@ -156,3 +156,25 @@ def fill(address: str | bytes, *, limit: int = 100_000) -> int:
         if sent == 0:
             return queued
         queued += sent
+
+
+# The squatter of issue 16: binds the control names the supervisor used before
+# (`\0sdactivate-run/<pid-ns>/<pid>`, abstract, so no permission applies) for the next
+# argv[1] pids; prints the first pid and how many it holds, then keeps them until stdin closes.
+# Run as another user (setpriv) against a supervisor started after it.
+SQUAT = r"""
+import os, socket, sys
+ns = os.stat("/proc/self/ns/pid").st_ino
+first = int(open("/proc/sys/kernel/ns_last_pid").read())
+held = []
+for pid in range(first + 1, first + int(sys.argv[1])):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.bind(b"\0sdactivate-run/%d/%d" % (ns, pid))
+        s.listen(1)
+        held.append(s)
+    except OSError:
+        s.close()
+print(first, len(held), flush=True)
+sys.stdin.read()
+"""

@@ -32,6 +32,7 @@ from sdactivate.supervisor import machine as m
 from sdactivate.supervisor.client import request, request_reload, request_status
 from sdactivate.supervisor.events import parse_extend_timeout
 from sdactivate.testing import NotifyReceiver, Process, launch
+from tests.support import SQUAT
 
 PY = sys.executable
 CHECKOUT = str(Path(__file__).resolve().parent.parent)
@@ -590,24 +591,6 @@ def test_a_connection_flood_by_another_user_fails_no_reload(
             f.wait(10)
             if f.stdout is not None:
                 f.stdout.close()
-
-
-SQUAT = r"""
-import os, socket, sys
-ns = os.stat("/proc/self/ns/pid").st_ino
-first = int(open("/proc/sys/kernel/ns_last_pid").read())
-held = []
-for pid in range(first + 1, first + int(sys.argv[1])):
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        s.bind(b"\0sdactivate-run/%d/%d" % (ns, pid))
-        s.listen(1)
-        held.append(s)
-    except OSError:
-        s.close()
-print(first, len(held), flush=True)
-sys.stdin.read()
-"""
 
 
 def test_a_squatter_cannot_stop_the_supervisor_starting(
