@@ -177,6 +177,16 @@ def kill_pid(pid: int, *, timeout: float = 10.0) -> None:
         os.waitpid(pid, 0)
 
 
+def kill_tree(pid: int, *, also: Sequence[int] = ()) -> None:
+    """Stop a mode's top process (``kill_pid``, 20 s) and then whatever it had started (its
+    children as they were before, plus ``also``), so no worker outlives its master."""
+    kids = children(pid)
+    kill_pid(pid, timeout=20)
+    for k in {*kids, *also}:
+        with contextlib.suppress(OSError):
+            kill_pid(k)
+
+
 def scratch_dir() -> Path:
     """Where logs and pid files go: $SDACTIVATE_BENCH_SCRATCH or ~/.cache/sdactivate-bench."""
     path = Path(

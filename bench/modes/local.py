@@ -31,6 +31,7 @@ from .base import (
     describe,
     have_module,
     kill_pid,
+    kill_tree,
     popen,
     scratch_dir,
 )
@@ -209,10 +210,7 @@ class SupervisorHandover(Mode):
 
     def stop(self) -> None:
         if self.proc is not None:
-            kids = children(self.proc.pid)
-            kill_pid(self.proc.pid, timeout=20)
-            for k in kids:
-                kill_pid(k)
+            kill_tree(self.proc.pid)
         if self.rx is not None:
             self.rx.close()
 

@@ -5,7 +5,6 @@ is not installed is a ModeUnavailable (the mode is skipped with the reason).
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import socket
@@ -27,7 +26,7 @@ from .base import (
     alive,
     children,
     have_module,
-    kill_pid,
+    kill_tree,
     popen,
     scratch_dir,
 )
@@ -163,10 +162,7 @@ class UwsgiChain(Mode):
 
     def stop(self) -> None:
         if self.proc is not None:
-            kids = children(self.proc.pid)
-            kill_pid(self.proc.pid, timeout=20)
-            for k in kids:
-                kill_pid(k)
+            kill_tree(self.proc.pid)
         if self.scratch is not None:
             shutil.rmtree(self.scratch, ignore_errors=True)
 
@@ -287,10 +283,6 @@ class CircusReload(Mode):
 
     def stop(self) -> None:
         if self.proc is not None:
-            kids = children(self.proc.pid)
-            kill_pid(self.proc.pid, timeout=20)
-            for k in {*kids, *self.pids}:
-                with contextlib.suppress(OSError):
-                    kill_pid(k)
+            kill_tree(self.proc.pid, also=self.pids)
         if self.scratch is not None:
             shutil.rmtree(self.scratch, ignore_errors=True)
